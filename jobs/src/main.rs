@@ -1,0 +1,194 @@
+//! `ocean`: the commands people run. Parses arguments and config, then calls `ocean-pipeline`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ocean_pipeline::{RunConfig, RunSummary};
+
+/// Ocean: offline evaluation of LLM chains of thought against a knowledge graph (KG-IPS).
+#[derive(Debug, Parser)]
+#[command(name = "ocean", version, about, long_about = None)]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score logged chains of thought against a KG and write the datasets.
+    ///
+    /// With no arguments it runs on the embedded default (data/logs and data/kg) and writes to
+    /// ./ocean-out. Writes generations, mentions, steps, token_scores, cot_scores, aggregates and
+    /// rejects as Parquet, plus run_config.json and summary.json, then prints a summary.
+    Run(RunArgs),
+    /// Run a SQL query over the datasets of an output folder and print the result.
+    ///
+    /// Every dataset is a table of its name: generations, mentions, steps, token_scores,
+    /// cot_scores, aggregates, rejects. Example:
+    /// ocean sql "select model, count(*), avg(value) from cot_scores group by model"
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Log files or folders (searched for .jsonl/.json/.ndjson/.parquet/.arrow/.ipc); `-` reads JSONL from stdin.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    logs: Vec<PathBuf>,
+    /// KG folder in Wikidata5m format (triples.tsv, entity_aliases.tsv[, relation_aliases.tsv]).
+    #[arg(long, value_name = "DIR")]
+    kg: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// OpenAI Batch API input file(s), to match output lines to their requests by custom_id.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    batch_input: Vec<PathBuf>,
+    /// A run configuration (JSON, as written to run_config.json); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Timely worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Aggregation window, in seconds (default 86400).
+    #[arg(long, value_name = "SECONDS")]
+    window: Option<u64>,
+    /// Smoothing α of the KG-adjacency policy μ, in (0, 1] (default 0.1).
+    #[arg(long)]
+    smoothing: Option<f64>,
+    /// Model name for records that carry none (vLLM offline output).
+    #[arg(long, value_name = "NAME")]
+    default_model: Option<String>,
+    /// Longest accepted JSONL line, in bytes (default 8 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_line_bytes: Option<usize>,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SqlArgs {
+    /// The SQL statement.
+    query: String,
+    /// Output folder of a run.
+    #[arg(long, value_name = "DIR", default_value = "ocean-out")]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Sql(args) => {
+            let batches = ocean_pipeline::sql::query_blocking(&args.out, &args.query)
+                .with_context(|| format!("query over {}", args.out.display()))?;
+            println!("{}", ocean_pipeline::sql::format_table(&batches)?);
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<RunConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => RunConfig::default(),
+    };
+    if !args.logs.is_empty() {
+        config.source.logs = args.logs;
+    }
+    if !args.batch_input.is_empty() {
+        config.source.batch_inputs = args.batch_input;
+    }
+    if let Some(kg) = args.kg {
+        config.kg.dir = kg;
+    }
+    if let Some(out) = args.out {
+        config.sink.out = out;
+    }
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
+    if let Some(w) = args.window {
+        config.sink.window_secs = w;
+    }
+    if let Some(s) = args.smoothing {
+        anyhow::ensure!(
+            s > 0.0 && s <= 1.0,
+            "--smoothing must be in (0, 1], got {s}"
+        );
+        config.policy.smoothing = s;
+    }
+    if let Some(m) = args.default_model {
+        config.source.default_model = m;
+    }
+    if let Some(n) = args.max_line_bytes {
+        config.source.max_line_bytes = n;
+    }
+    eprintln!(
+        "ocean run: logs {:?}, KG {}, {} worker(s)",
+        config.source.logs,
+        config.kg.dir.display(),
+        config.worker_threads()
+    );
+    let summary = ocean_pipeline::run(&config).context("ocean run failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &RunSummary) {
+    println!("records in      {} ({} files)", s.records, s.files);
+    println!("generations     {}", s.generations);
+    let reasons: Vec<String> = s
+        .rejects_by_reason
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if reasons.is_empty() {
+        println!("rejects         0");
+    } else {
+        println!("rejects         {} ({})", s.rejects, reasons.join(", "));
+    }
+    println!(
+        "KG              {} triples, {} aliases",
+        s.kg_triples, s.kg_aliases
+    );
+    println!(
+        "CoTs scored     {} ({} entity mentions)",
+        s.cots_scored, s.mentions
+    );
+    println!();
+    println!(
+        "{:<28} {:<12} {:>5} {:>10} {:>9} {:>9}",
+        "model", "version", "n", "V̂", "std.err", "grounded"
+    );
+    for m in &s.models {
+        let grounded = m
+            .grounded_fraction
+            .map_or("-".to_owned(), |g| format!("{g:.3}"));
+        println!(
+            "{:<28} {:<12} {:>5} {:>10.4} {:>9.4} {:>9}",
+            m.model, m.model_version, m.n, m.estimate, m.std_error, grounded
+        );
+    }
+    println!();
+    println!("datasets written to {} in {:.1}s (query them: ocean sql \"select * from cot_scores limit 5\" --out {})", s.out, s.seconds, s.out);
+}

@@ -1,0 +1,253 @@
+//! Scoring one grounded chain of thought: tokens, steps, mentions and its KG-IPS term.
+
+use std::sync::Arc;
+
+use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
+use serde::{Deserialize, Serialize};
+
+use super::kgips::{cot_value, token_term};
+use super::ESTIMATOR;
+use crate::policy::{GroundedMention, KgPolicy, Part};
+use crate::segment::token_steps;
+use crate::text::CharIndex;
+use crate::{Coll, CotId};
+
+/// Everything scoring one chain of thought produces: a row for each output dataset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CotResult {
+    /// The `cot_scores` row.
+    pub score: CotScore,
+    /// The `steps` rows.
+    pub steps: Vec<Step>,
+    /// The `token_scores` rows.
+    pub tokens: Vec<TokenScore>,
+    /// The `mentions` rows (question, then chain of thought).
+    pub mentions: Vec<Mention>,
+}
+
+fn substring(chars: &[char], start: u32, end: u32) -> String {
+    chars[start as usize..end as usize].iter().collect()
+}
+
+/// Scores one chain of thought given its grounded mentions (any order), the KG's entity count
+/// and the KG policy μ.
+pub fn score_cot(
+    g: &Generation,
+    mentions: &[GroundedMention],
+    n_entities: u64,
+    policy: &dyn KgPolicy,
+) -> CotResult {
+    let index = CharIndex::new(&g.content);
+    let chars: Vec<char> = g.content.chars().collect();
+    let offsets = g.byte_offsets();
+    let spans: Vec<(u32, u32)> = offsets.windows(2).map(|w| index.span(w[0], w[1])).collect();
+    let steps = token_steps(&g.content, &spans);
+
+    let mut question: Vec<&GroundedMention> = mentions
+        .iter()
+        .filter(|m| m.part == Part::Question)
+        .collect();
+    let mut cot: Vec<GroundedMention> = mentions
+        .iter()
+        .filter(|m| m.part == Part::Cot)
+        .cloned()
+        .collect();
+    question.sort();
+    cot.sort();
+    let log_mu = policy.mention_logprobs(g, &cot, n_entities);
+    assert_eq!(
+        log_mu.len(),
+        cot.len(),
+        "a KG policy should score every mention"
+    );
+
+    // Spread each mention's log μ evenly over the tokens that cover it.
+    let n = g.tokens.len();
+    let mut kg: Vec<Option<f64>> = vec![None; n];
+    let mut entity: Vec<Option<String>> = vec![None; n];
+    let mut rows = Vec::new();
+    for (i, (m, lm)) in cot.iter().zip(&log_mu).enumerate() {
+        let covering: Vec<usize> = (0..n)
+            .filter(|&t| spans[t].0 < m.end && spans[t].1 > m.start)
+            .collect();
+        let share = lm / covering.len().max(1) as f64;
+        for &t in &covering {
+            *kg[t].get_or_insert(0.0) += share;
+            entity[t].get_or_insert_with(|| m.entity.clone());
+        }
+        rows.push(Mention {
+            cot_id: g.cot_id.clone(),
+            part: Part::Cot.as_str().to_owned(),
+            mention_index: i as u32,
+            entity_id: m.entity.clone(),
+            alias: m.alias.clone(),
+            surface: substring(&chars, m.start, m.end),
+            char_start: m.start,
+            char_end: m.end,
+            token_start: covering.first().map(|&t| t as u32),
+            token_end: covering.last().map(|&t| t as u32 + 1),
+            step: covering.first().map(|&t| steps[t]),
+            n_context: m.n_context,
+            context_size: m.context_size,
+            supported: m.supported,
+            kg_logprob: Some(F64(*lm)),
+        });
+    }
+    let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
+    let mut mention_rows: Vec<Mention> = question
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Mention {
+            cot_id: g.cot_id.clone(),
+            part: Part::Question.as_str().to_owned(),
+            mention_index: i as u32,
+            entity_id: m.entity.clone(),
+            alias: m.alias.clone(),
+            surface: substring(&q_chars, m.start, m.end),
+            char_start: m.start,
+            char_end: m.end,
+            token_start: None,
+            token_end: None,
+            step: None,
+            n_context: 0,
+            context_size: 0,
+            supported: false,
+            kg_logprob: None,
+        })
+        .collect();
+    mention_rows.extend(rows);
+
+    let mut tokens = Vec::with_capacity(n);
+    let mut contributions = Vec::with_capacity(n);
+    let (mut weight_sum, mut weight_sq_sum) = (0.0, 0.0);
+    for (i, tok) in g.tokens.iter().enumerate() {
+        let target = tok.target_logprob.map(|x| x.0);
+        let term = token_term(tok.logprob.0, kg[i], target);
+        let w = term.log_weight.exp();
+        weight_sum += w;
+        weight_sq_sum += w * w;
+        contributions.push(term.contribution);
+        tokens.push(TokenScore {
+            cot_id: g.cot_id.clone(),
+            step: steps[i],
+            token_index: i as u32,
+            token: tok.text.clone(),
+            char_start: spans[i].0,
+            char_end: spans[i].1,
+            behavior_logprob: tok.logprob,
+            kg_logprob: kg[i].map(F64),
+            target_logprob: tok.target_logprob,
+            is_entity: kg[i].is_some(),
+            entity_id: entity[i].clone(),
+            log_lambda: F64(term.log_lambda),
+            log_weight: F64(term.log_weight),
+            contribution: F64(term.contribution),
+        });
+    }
+    let (value, per_step) = cot_value(&steps, &contributions);
+
+    let step_rows: Vec<Step> = per_step
+        .iter()
+        .enumerate()
+        .map(|(s, v)| {
+            let s = s as u32;
+            let first = steps.partition_point(|&x| x < s);
+            let last = steps.partition_point(|&x| x <= s);
+            let (cs, ce) = (spans[first].0, spans[last - 1].1);
+            let in_step: Vec<&Mention> =
+                mention_rows.iter().filter(|m| m.step == Some(s)).collect();
+            Step {
+                cot_id: g.cot_id.clone(),
+                step: s,
+                char_start: cs,
+                char_end: ce,
+                token_start: first as u32,
+                token_end: last as u32,
+                n_entity_tokens: (first..last).filter(|&t| kg[t].is_some()).count() as u32,
+                n_mentions: in_step.len() as u32,
+                n_supported: in_step.iter().filter(|m| m.supported).count() as u32,
+                value: F64(*v),
+                text: substring(&chars, cs, ce.max(cs)),
+            }
+        })
+        .collect();
+
+    let n_supported = cot.iter().filter(|m| m.supported).count() as u32;
+    let score = CotScore {
+        cot_id: g.cot_id.clone(),
+        model: g.model.clone(),
+        model_version: g.model_version.clone(),
+        event_time: g.event_time,
+        n_steps: step_rows.len() as u32,
+        n_tokens: n as u32,
+        n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
+        n_mentions: cot.len() as u32,
+        n_supported,
+        value: F64(value),
+        grounded_fraction: (!cot.is_empty()).then(|| F64(n_supported as f64 / cot.len() as f64)),
+        weight_sum: F64(weight_sum),
+        weight_sq_sum: F64(weight_sq_sum),
+        estimator: ESTIMATOR.to_owned(),
+        kg_policy: policy.name(),
+    };
+    CotResult {
+        score,
+        steps: step_rows,
+        tokens,
+        mentions: mention_rows,
+    }
+}
+
+/// What the scorer receives about one chain of thought.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Piece {
+    Generation(Generation),
+    Mention(GroundedMention),
+    Entities(u64),
+}
+
+/// Scores chains of thought with a KG policy.
+pub trait ScoreCots<'scope> {
+    /// `(cot_id, result)` for every generation, from its grounded mentions and the KG's
+    /// entity count `((), n)`.
+    fn score_cots(
+        self,
+        mentions: Coll<'scope, (CotId, GroundedMention)>,
+        entity_count: Coll<'scope, ((), isize)>,
+        policy: Arc<dyn KgPolicy>,
+    ) -> Coll<'scope, (CotId, CotResult)>;
+}
+
+impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
+    fn score_cots(
+        self,
+        mentions: Coll<'scope, (CotId, GroundedMention)>,
+        entity_count: Coll<'scope, ((), isize)>,
+        policy: Arc<dyn KgPolicy>,
+    ) -> Coll<'scope, (CotId, CotResult)> {
+        let entities = self
+            .clone()
+            .map(|g| ((), g.cot_id))
+            .join_map(entity_count, |_, cot, n| {
+                (cot.clone(), Piece::Entities(*n as u64))
+            });
+        self.map(|g| (g.cot_id.clone(), Piece::Generation(g)))
+            .concat(mentions.map(|(cot, m)| (cot, Piece::Mention(m))))
+            .concat(entities)
+            .reduce_named("ScoreCots", move |_cot, pieces, out| {
+                let mut generation = None;
+                let mut n_entities = 0;
+                let mut grounded = Vec::new();
+                for (p, _) in pieces {
+                    match p {
+                        Piece::Generation(g) => generation = Some(g),
+                        Piece::Mention(m) => grounded.push(m.clone()),
+                        Piece::Entities(n) => n_entities = *n,
+                    }
+                }
+                if let Some(g) = generation {
+                    out.push((score_cot(g, &grounded, n_entities, policy.as_ref()), 1));
+                }
+            })
+    }
+}

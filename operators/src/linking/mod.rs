@@ -1,0 +1,168 @@
+//! Entity linking by exact match of normalized aliases (see [`crate::text::normalize`]).
+//!
+//! Every run of 1 to `max_words` consecutive words of a question or chain of thought is a
+//! candidate; candidates are joined with the KG's normalized aliases, so links follow KG
+//! changes incrementally. Overlaps are resolved per text, leftmost-longest: scanning left to
+//! right, the longest match starting at the earliest uncovered word wins; ties between entities
+//! sharing an alias go to the smallest entity id.
+
+use ocean_schemas::Generation;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Part;
+use crate::text::words;
+use crate::{Coll, CotId, EntityId};
+
+/// Settings of the linker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkerConfig {
+    /// Longest alias, in words, that can match.
+    pub max_alias_words: usize,
+}
+
+impl Default for LinkerConfig {
+    fn default() -> Self {
+        LinkerConfig { max_alias_words: 8 }
+    }
+}
+
+/// A linked entity mention.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Link {
+    /// Which text.
+    pub part: Part,
+    /// Start, in chars of that text.
+    pub start: u32,
+    /// End (exclusive), in chars.
+    pub end: u32,
+    /// The entity.
+    pub entity: EntityId,
+    /// The normalized alias.
+    pub alias: String,
+}
+
+/// Candidate spans of a generation: `(normalized words, (cot_id, part, start, end))`.
+pub fn candidates(g: &Generation, max_words: usize) -> Vec<(String, (CotId, Part, u32, u32))> {
+    let mut out = Vec::new();
+    let texts = [
+        (Part::Question, g.question.as_deref().unwrap_or("")),
+        (Part::Cot, g.content.as_str()),
+    ];
+    for (part, text) in texts {
+        let ws = words(text);
+        for i in 0..ws.len() {
+            let mut key = String::new();
+            for j in i..ws.len().min(i + max_words) {
+                if j > i {
+                    key.push(' ');
+                }
+                key.push_str(&ws[j].norm);
+                out.push((
+                    key.clone(),
+                    (g.cot_id.clone(), part, ws[i].start, ws[j].end),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Leftmost-longest resolution of one chain of thought's matches (see the module docs).
+pub fn resolve(mut matches: Vec<Link>) -> Vec<Link> {
+    matches.sort_by(|a, b| {
+        (a.part, a.start, std::cmp::Reverse(a.end), &a.entity).cmp(&(
+            b.part,
+            b.start,
+            std::cmp::Reverse(b.end),
+            &b.entity,
+        ))
+    });
+    let mut out: Vec<Link> = Vec::new();
+    for m in matches {
+        let free = match out.last() {
+            Some(prev) if prev.part == m.part => m.start >= prev.end,
+            _ => true,
+        };
+        if free {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Links the entities of chains of thought against the KG's aliases.
+pub trait LinkEntities<'scope> {
+    /// `(cot_id, link)` for every resolved mention in questions and chains of thought.
+    fn link_entities(
+        self,
+        aliases: Coll<'scope, (String, EntityId)>,
+        config: &LinkerConfig,
+    ) -> Coll<'scope, (CotId, Link)>;
+}
+
+impl<'scope> LinkEntities<'scope> for Coll<'scope, Generation> {
+    fn link_entities(
+        self,
+        aliases: Coll<'scope, (String, EntityId)>,
+        config: &LinkerConfig,
+    ) -> Coll<'scope, (CotId, Link)> {
+        let max_words = config.max_alias_words.max(1);
+        self.flat_map(move |g| candidates(&g, max_words))
+            .join_map(aliases, |alias, (cot, part, start, end), entity| {
+                let link = Link {
+                    part: *part,
+                    start: *start,
+                    end: *end,
+                    entity: entity.clone(),
+                    alias: alias.clone(),
+                };
+                (cot.clone(), link)
+            })
+            .reduce_named("LinkEntities", |_cot, matches, out| {
+                let all: Vec<Link> = matches.iter().map(|(l, _)| (*l).clone()).collect();
+                out.extend(resolve(all).into_iter().map(|l| (l, 1)));
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(part: Part, start: u32, end: u32, entity: &str) -> Link {
+        Link {
+            part,
+            start,
+            end,
+            entity: entity.into(),
+            alias: String::new(),
+        }
+    }
+
+    #[test]
+    fn leftmost_longest_wins() {
+        let got = resolve(vec![
+            link(Part::Cot, 4, 8, "Q2"),
+            link(Part::Cot, 0, 8, "Q1"),
+            link(Part::Cot, 0, 3, "Q3"),
+            link(Part::Cot, 9, 12, "Q5"),
+            link(Part::Cot, 9, 12, "Q4"),
+            link(Part::Question, 0, 3, "Q3"),
+        ]);
+        let ids: Vec<(&str, u32)> = got.iter().map(|l| (l.entity.as_str(), l.start)).collect();
+        assert_eq!(ids, vec![("Q3", 0), ("Q1", 0), ("Q4", 9)]);
+    }
+
+    #[test]
+    fn candidates_cover_word_runs() {
+        let g = Generation {
+            cot_id: "c".into(),
+            content: "New York, USA".into(),
+            question: None,
+            ..Default::default()
+        };
+        let keys: Vec<String> = candidates(&g, 2).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["new", "new york", "york", "york usa", "usa"]);
+    }
+}

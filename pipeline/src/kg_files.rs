@@ -1,0 +1,144 @@
+//! Reading a KG in Wikidata5m file format.
+//!
+//! A KG folder holds a triples file (`head<TAB>relation<TAB>tail` per line: `triples.tsv`, or
+//! Wikidata5m's `wikidata5m_all_triplet.txt` / `wikidata5m_transductive_train.txt`), an entity
+//! alias file (`id<TAB>alias<TAB>alias…`: `entity_aliases.tsv` or `wikidata5m_entity.txt`) and
+//! optionally a relation alias file (`relation_aliases.tsv` or `wikidata5m_relation.txt`).
+//! Bad lines become rejects; they never stop the run.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use ocean_schemas::{Reject, RejectReason};
+
+use crate::error::{Error, Result};
+
+const TRIPLE_FILES: [&str; 3] = [
+    "triples.tsv",
+    "wikidata5m_all_triplet.txt",
+    "wikidata5m_transductive_train.txt",
+];
+const ENTITY_FILES: [&str; 2] = ["entity_aliases.tsv", "wikidata5m_entity.txt"];
+const RELATION_FILES: [&str; 2] = ["relation_aliases.tsv", "wikidata5m_relation.txt"];
+
+/// A KG read from files.
+#[derive(Debug, Default, Clone)]
+pub struct KgData {
+    /// `(entity, alias)` pairs.
+    pub aliases: Vec<(String, String)>,
+    /// `(head, relation, tail)` triples.
+    pub triples: Vec<(String, String, String)>,
+    /// `(relation, alias)` pairs.
+    pub relation_aliases: Vec<(String, String)>,
+    /// Lines that could not be read.
+    pub rejects: Vec<Reject>,
+}
+
+fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// Reads the KG folder `dir`.
+pub fn read_kg(dir: &Path) -> Result<KgData> {
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "KG folder {} does not exist",
+            dir.display()
+        )));
+    }
+    let triples = find(dir, &TRIPLE_FILES).ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no triples file (one of {})",
+            dir.display(),
+            TRIPLE_FILES.join(", ")
+        ))
+    })?;
+    let entities = find(dir, &ENTITY_FILES).ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no entity alias file (one of {})",
+            dir.display(),
+            ENTITY_FILES.join(", ")
+        ))
+    })?;
+    let mut kg = KgData::default();
+    read_lines(&triples, &mut kg.rejects, |fields| match fields {
+        [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
+            kg.triples
+                .push((h.to_string(), r.to_string(), t.to_string()));
+            Ok(())
+        }
+        _ => Err(format!(
+            "expected head<TAB>relation<TAB>tail, found {} fields",
+            fields.len()
+        )),
+    })?;
+    let alias_file = |path: &Path, out: &mut Vec<(String, String)>, rejects: &mut Vec<Reject>| {
+        read_lines(path, rejects, |fields| match fields {
+            [id, aliases @ ..]
+                if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) =>
+            {
+                out.extend(
+                    aliases
+                        .iter()
+                        .filter(|a| !a.trim().is_empty())
+                        .map(|a| (id.to_string(), a.to_string())),
+                );
+                Ok(())
+            }
+            _ => Err("expected id<TAB>alias[<TAB>alias…]".to_owned()),
+        })
+    };
+    alias_file(&entities, &mut kg.aliases, &mut kg.rejects)?;
+    if let Some(relations) = find(dir, &RELATION_FILES) {
+        alias_file(&relations, &mut kg.relation_aliases, &mut kg.rejects)?;
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        triples = kg.triples.len(),
+        aliases = kg.aliases.len(),
+        rejects = kg.rejects.len(),
+        "read KG"
+    );
+    Ok(kg)
+}
+
+fn read_lines(
+    path: &Path,
+    rejects: &mut Vec<Reject>,
+    mut accept: impl FnMut(&[&str]) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = Vec::new();
+    let source = path.display().to_string();
+    for line_no in 1u64.. {
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?
+            == 0
+        {
+            break;
+        }
+        let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let result = match std::str::from_utf8(raw) {
+            Ok(text) => accept(&text.split('\t').collect::<Vec<_>>()),
+            Err(e) => Err(format!("invalid UTF-8: {e}")),
+        };
+        if let Err(reason) = result {
+            rejects.push(Reject::new(
+                &source,
+                Some(line_no),
+                "wikidata5m",
+                RejectReason::BadKgLine,
+                reason,
+                raw,
+            ));
+        }
+    }
+    Ok(())
+}

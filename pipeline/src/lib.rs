@@ -1,0 +1,14 @@
+//! Assembles Ocean's dataflow from configuration and owns its IO: log and KG sources, Parquet
+//! sinks, the timely runtime, and the DataFusion context for SQL over the outputs.
+
+pub mod config;
+mod error;
+pub mod kg_files;
+pub mod run;
+pub mod sink;
+pub mod sources;
+pub mod sql;
+
+pub use config::RunConfig;
+pub use error::{Error, Result};
+pub use run::{run, ModelSummary, RunSummary};

@@ -1,0 +1,53 @@
+//! SQL over an output folder: every dataset is a table of a DataFusion `SessionContext`.
+
+use std::path::Path;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use ocean_schemas::DATASETS;
+
+use crate::error::{Error, Result};
+
+/// A session with every dataset found under `out` registered as a table of its name.
+pub async fn session(out: &Path) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    let mut found = 0;
+    for name in DATASETS {
+        let dir = out.join(name);
+        if dir.is_dir() {
+            let path = format!("{}/", dir.display());
+            ctx.register_parquet(name, &path, ParquetReadOptions::default())
+                .await?;
+            found += 1;
+        }
+    }
+    if found == 0 {
+        return Err(Error::Config(format!(
+            "{} holds no Ocean datasets (run `ocean run --out {}` first)",
+            out.display(),
+            out.display()
+        )));
+    }
+    Ok(ctx)
+}
+
+/// Runs one SQL statement over the datasets under `out`.
+pub async fn query(out: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+    let ctx = session(out).await?;
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// [`query`] on a runtime of its own, for callers that are not async.
+pub fn query_blocking(out: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(out, e))?;
+    rt.block_on(query(out, sql))
+}
+
+/// The batches as a text table.
+pub fn format_table(batches: &[RecordBatch]) -> Result<String> {
+    Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+}

@@ -1,0 +1,101 @@
+//! `cot_scores`: the KG-IPS term of each chain of thought.
+
+use arrow::datatypes::{DataType, FieldRef};
+use serde::{Deserialize, Serialize};
+
+use super::{field, timestamp, Dataset};
+use crate::F64;
+
+/// One chain of thought's KG-IPS term `1/T Σ_t 1/|c_t| Σ_v w_v log π₀(v)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CotScore {
+    /// The chain of thought.
+    pub cot_id: String,
+    /// The behaviour model.
+    pub model: String,
+    /// Its version.
+    pub model_version: String,
+    /// Response creation time, µs since the Unix epoch (UTC).
+    pub event_time: i64,
+    /// Number of steps T.
+    pub n_steps: u32,
+    /// Number of tokens.
+    pub n_tokens: u32,
+    /// Number of entity tokens.
+    pub n_entity_tokens: u32,
+    /// Entity mentions in the chain of thought.
+    pub n_mentions: u32,
+    /// Mentions the KG supports.
+    pub n_supported: u32,
+    /// The KG-IPS term, ≤ 0; closer to 0 is more KG-aligned.
+    pub value: F64,
+    /// n_supported / n_mentions; null without mentions.
+    pub grounded_fraction: Option<F64>,
+    /// Σ of the importance weights π_θ/λ over the tokens.
+    pub weight_sum: F64,
+    /// Σ of their squares (with `weight_sum`, the effective sample size (Σw)²/Σw²).
+    pub weight_sq_sum: F64,
+    /// The estimator (`kg-ips`: Eq. 3 of the paper, π_θ = π₀ unless the logs give π_θ).
+    pub estimator: String,
+    /// The KG policy μ that scored the entity tokens.
+    pub kg_policy: String,
+}
+
+impl Dataset for CotScore {
+    const NAME: &'static str = "cot_scores";
+
+    fn fields() -> Vec<FieldRef> {
+        vec![
+            field("cot_id", DataType::Utf8, false, "chain of thought id"),
+            field("model", DataType::Utf8, false, "behaviour model"),
+            field("model_version", DataType::Utf8, false, "model version"),
+            field(
+                "event_time",
+                timestamp(),
+                false,
+                "response creation time, UTC",
+            ),
+            field("n_steps", DataType::UInt32, false, "number of steps T"),
+            field("n_tokens", DataType::UInt32, false, "number of tokens"),
+            field(
+                "n_entity_tokens",
+                DataType::UInt32,
+                false,
+                "number of entity tokens",
+            ),
+            field("n_mentions", DataType::UInt32, false, "entity mentions"),
+            field(
+                "n_supported",
+                DataType::UInt32,
+                false,
+                "mentions the KG supports",
+            ),
+            field(
+                "value",
+                DataType::Float64,
+                false,
+                "KG-IPS term of the CoT, <= 0",
+            ),
+            field(
+                "grounded_fraction",
+                DataType::Float64,
+                true,
+                "n_supported / n_mentions",
+            ),
+            field(
+                "weight_sum",
+                DataType::Float64,
+                false,
+                "sum of token weights pi_theta/lambda",
+            ),
+            field(
+                "weight_sq_sum",
+                DataType::Float64,
+                false,
+                "sum of squared token weights",
+            ),
+            field("estimator", DataType::Utf8, false, "estimator name"),
+            field("kg_policy", DataType::Utf8, false, "KG policy mu"),
+        ]
+    }
+}

@@ -1,0 +1,140 @@
+//! `generations`: one row per logged chain of thought, as parsed from the logs.
+
+use arrow::datatypes::{DataType, Field, Fields};
+use serde::{Deserialize, Serialize};
+
+use super::{field, timestamp, Dataset};
+use crate::F64;
+
+/// One logged token of the behaviour policy π₀.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Token {
+    /// The token's text (lossy UTF-8 when the token splits a multi-byte character).
+    pub text: String,
+    /// The token's length in bytes of the UTF-8 content; tokens tile the content exactly.
+    pub byte_len: u32,
+    /// log π₀(token | prefix), natural log, ≤ 0.
+    pub logprob: F64,
+    /// log π_θ(token | prefix) of a target policy, when the logs carry one; null means π_θ = π₀.
+    pub target_logprob: Option<F64>,
+}
+
+/// One logged chain of thought (one choice of one response).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Generation {
+    /// Unique id: the response id, with `#<choice index>` when a response has several choices.
+    pub cot_id: String,
+    /// The file the record came from (`-` for standard input).
+    pub source: String,
+    /// 1-based line (JSONL) or row (Parquet/IPC) in `source`.
+    pub line: u64,
+    /// Input format: `openai`, `openai-batch`, `vllm`, `parquet`, `arrow-ipc`.
+    pub format: String,
+    /// The model that wrote the text (the behaviour policy π₀).
+    pub model: String,
+    /// Model version: `request.metadata.model_version`, else `system_fingerprint`, else `unversioned`.
+    pub model_version: String,
+    /// When the response was created, microseconds since the Unix epoch (UTC).
+    pub event_time: i64,
+    /// The question (last user message of the request), when the logs carry the request.
+    pub question: Option<String>,
+    /// The chain of thought: the generated text.
+    pub content: String,
+    /// The generated tokens with their log-probabilities; their bytes concatenate to `content`.
+    pub tokens: Vec<Token>,
+    /// `request.metadata` as JSON text, when present.
+    pub metadata: Option<String>,
+}
+
+impl Generation {
+    /// Byte offset of every token's start, plus the content length at the end.
+    pub fn byte_offsets(&self) -> Vec<usize> {
+        let mut offsets = Vec::with_capacity(self.tokens.len() + 1);
+        let mut at = 0usize;
+        offsets.push(0);
+        for t in &self.tokens {
+            at += t.byte_len as usize;
+            offsets.push(at);
+        }
+        offsets
+    }
+}
+
+fn token_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("text", DataType::Utf8, false),
+        Field::new("byte_len", DataType::UInt32, false),
+        Field::new("logprob", DataType::Float64, false),
+        Field::new("target_logprob", DataType::Float64, true),
+    ])
+}
+
+impl Dataset for Generation {
+    const NAME: &'static str = "generations";
+
+    fn fields() -> Vec<arrow::datatypes::FieldRef> {
+        let tokens = DataType::List(std::sync::Arc::new(Field::new(
+            "element",
+            DataType::Struct(token_fields()),
+            false,
+        )));
+        vec![
+            field(
+                "cot_id",
+                DataType::Utf8,
+                false,
+                "unique id of the chain of thought",
+            ),
+            field(
+                "source",
+                DataType::Utf8,
+                false,
+                "file the record came from; '-' is stdin",
+            ),
+            field(
+                "line",
+                DataType::UInt64,
+                false,
+                "1-based line or row in source",
+            ),
+            field("format", DataType::Utf8, false, "input format"),
+            field(
+                "model",
+                DataType::Utf8,
+                false,
+                "model that wrote the text (pi_0)",
+            ),
+            field(
+                "model_version",
+                DataType::Utf8,
+                false,
+                "model or prompt version",
+            ),
+            field(
+                "event_time",
+                timestamp(),
+                false,
+                "response creation time, UTC",
+            ),
+            field(
+                "question",
+                DataType::Utf8,
+                true,
+                "last user message of the request",
+            ),
+            field(
+                "content",
+                DataType::Utf8,
+                false,
+                "generated chain of thought",
+            ),
+            field(
+                "tokens",
+                tokens,
+                false,
+                "tokens: text, byte_len, logprob (ln pi_0), target_logprob (ln pi_theta)",
+            ),
+            field("metadata", DataType::Utf8, true, "request.metadata as JSON"),
+        ]
+    }
+}

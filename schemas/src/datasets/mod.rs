@@ -1,0 +1,281 @@
+//! The datasets Ocean writes (DESIGN.md §4): one typed row and one Arrow schema each.
+
+mod aggregate;
+mod cot_score;
+mod generation;
+mod mention;
+mod reject;
+mod step;
+mod token_score;
+
+pub use aggregate::Aggregate;
+pub use cot_score::CotScore;
+pub use generation::{Generation, Token};
+pub use mention::Mention;
+pub use reject::{Reject, RejectReason, RAW_LIMIT};
+pub use step::Step;
+pub use token_score::TokenScore;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The names of all datasets, in the order a run writes them.
+pub const DATASETS: [&str; 7] = [
+    Generation::NAME,
+    Mention::NAME,
+    Step::NAME,
+    TokenScore::NAME,
+    CotScore::NAME,
+    Aggregate::NAME,
+    Reject::NAME,
+];
+
+/// A dataset: a row type with a documented Arrow schema.
+///
+/// Rows convert to and from Arrow record batches by their serde derive, checked against
+/// [`Dataset::fields`]; every field carries its documentation as the Arrow field metadata key
+/// `doc`, so it travels into every Parquet file.
+pub trait Dataset: Serialize + DeserializeOwned + Sized {
+    /// The dataset's name: its folder under an output directory and its SQL table name.
+    const NAME: &'static str;
+
+    /// The Arrow fields, in column order.
+    fn fields() -> Vec<FieldRef>;
+
+    /// The Arrow schema.
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(Self::fields()))
+    }
+
+    /// Rows → one record batch (an empty batch for no rows).
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
+        if rows.is_empty() {
+            return Ok(RecordBatch::new_empty(Self::schema()));
+        }
+        let batch =
+            serde_arrow::to_record_batch(&Self::fields(), &rows).map_err(|source| Error::Rows {
+                dataset: Self::NAME,
+                source,
+            })?;
+        // serde_arrow drops field metadata; put the documented schema back.
+        Ok(batch.with_schema(Self::schema())?)
+    }
+
+    /// One record batch → rows.
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        serde_arrow::from_record_batch(batch).map_err(|source| Error::Rows {
+            dataset: Self::NAME,
+            source,
+        })
+    }
+}
+
+/// A documented Arrow field.
+pub(crate) fn field(name: &str, data_type: DataType, nullable: bool, doc: &str) -> FieldRef {
+    let meta = HashMap::from([("doc".to_owned(), doc.to_owned())]);
+    Arc::new(Field::new(name, data_type, nullable).with_metadata(meta))
+}
+
+/// Arrow type of every event time: microseconds since the Unix epoch, UTC.
+pub(crate) fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::F64;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+
+    /// rows → RecordBatch → Parquet → RecordBatch → rows, and the schema survives.
+    fn round_trip<D: Dataset + PartialEq + std::fmt::Debug>(rows: Vec<D>) {
+        let batch = D::to_batch(&rows).unwrap();
+        assert_eq!(batch.schema(), D::schema());
+        let mut buf = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buf, D::schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(buf))
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            batches[0].schema().fields(),
+            D::schema().fields(),
+            "{}",
+            D::NAME
+        );
+        let back = D::from_batch(&batches[0]).unwrap();
+        assert_eq!(back, rows, "{}", D::NAME);
+    }
+
+    fn bytes_of(buf: Vec<u8>) -> bytes::Bytes {
+        bytes::Bytes::from(buf)
+    }
+
+    fn generation(i: u32) -> Generation {
+        Generation {
+            cot_id: format!("chatcmpl-{i}"),
+            source: "logs.jsonl".into(),
+            line: u64::from(i) + 1,
+            format: "openai".into(),
+            model: "m".into(),
+            model_version: "v1".into(),
+            event_time: 1_700_000_000_000_000 + i64::from(i),
+            question: (i % 2 == 0).then(|| "What is the capital of Peru?".into()),
+            content: "Lima é".into(),
+            tokens: vec![
+                Token {
+                    text: "Lima".into(),
+                    byte_len: 4,
+                    logprob: F64(-0.25),
+                    target_logprob: None,
+                },
+                Token {
+                    text: " é".into(),
+                    byte_len: 3,
+                    logprob: F64(-1.5),
+                    target_logprob: Some(F64(-2.0)),
+                },
+            ],
+            metadata: Some("{\"k\":1}".into()),
+        }
+    }
+
+    #[test]
+    fn generations_round_trip() {
+        round_trip((0..5).map(generation).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_dataset_round_trips() {
+        round_trip(vec![Mention {
+            cot_id: "c".into(),
+            part: "cot".into(),
+            mention_index: 0,
+            entity_id: "Q1".into(),
+            alias: "lima".into(),
+            surface: "Lima".into(),
+            char_start: 0,
+            char_end: 4,
+            token_start: Some(0),
+            token_end: Some(1),
+            step: Some(0),
+            n_context: 1,
+            context_size: 7,
+            supported: true,
+            kg_logprob: Some(F64(-2.5)),
+        }]);
+        round_trip(vec![Step {
+            cot_id: "c".into(),
+            step: 0,
+            char_start: 0,
+            char_end: 6,
+            token_start: 0,
+            token_end: 2,
+            n_entity_tokens: 1,
+            n_mentions: 1,
+            n_supported: 0,
+            value: F64(-1.25),
+            text: "Lima é".into(),
+        }]);
+        round_trip(vec![TokenScore {
+            cot_id: "c".into(),
+            step: 0,
+            token_index: 1,
+            token: " é".into(),
+            char_start: 4,
+            char_end: 6,
+            behavior_logprob: F64(-1.5),
+            kg_logprob: None,
+            target_logprob: Some(F64(-2.0)),
+            is_entity: false,
+            entity_id: None,
+            log_lambda: F64(-1.5),
+            log_weight: F64(-0.5),
+            contribution: F64(-0.9),
+        }]);
+        round_trip(vec![CotScore {
+            cot_id: "c".into(),
+            model: "m".into(),
+            model_version: "v".into(),
+            event_time: -5,
+            n_steps: 1,
+            n_tokens: 2,
+            n_entity_tokens: 1,
+            n_mentions: 1,
+            n_supported: 1,
+            value: F64(-3.0),
+            grounded_fraction: None,
+            weight_sum: F64(2.5),
+            weight_sq_sum: F64(4.25),
+            estimator: "kg-ips".into(),
+            kg_policy: "p".into(),
+        }]);
+        round_trip(vec![Aggregate {
+            model: "m".into(),
+            model_version: "v".into(),
+            window_start: 0,
+            window_end: 86_400_000_000,
+            n: 3,
+            estimate: F64(-1.0),
+            std_error: F64(0.1),
+            ci_low: F64(-1.196),
+            ci_high: F64(-0.804),
+            ess: F64(2.0),
+            estimator: "kg-ips".into(),
+            time: 0,
+            diff: -1,
+        }]);
+        round_trip(vec![Reject::new(
+            "f",
+            Some(3),
+            "jsonl",
+            RejectReason::InvalidJson,
+            "bad",
+            b"{oops",
+        )]);
+        round_trip(Vec::<Reject>::new());
+    }
+
+    #[test]
+    fn rejects_truncate_raw_bytes() {
+        let raw = vec![b'x'; RAW_LIMIT * 2];
+        let r = Reject::new("f", None, "jsonl", RejectReason::Oversized, "big", &raw);
+        assert_eq!(r.raw.len(), RAW_LIMIT);
+        assert_eq!(r.raw_bytes, (RAW_LIMIT * 2) as u64);
+    }
+
+    #[test]
+    fn fields_are_documented() {
+        let readme = include_str!("../../README.md");
+        for fields in [
+            Generation::fields(),
+            Mention::fields(),
+            Step::fields(),
+            TokenScore::fields(),
+            CotScore::fields(),
+            Aggregate::fields(),
+            Reject::fields(),
+        ] {
+            for f in fields {
+                assert!(f.metadata().contains_key("doc"), "{} has no doc", f.name());
+                assert!(
+                    readme.contains(&format!("`{}`", f.name())),
+                    "schemas/README.md does not document `{}`",
+                    f.name()
+                );
+            }
+        }
+    }
+}

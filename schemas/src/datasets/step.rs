@@ -1,0 +1,94 @@
+//! `steps`: the segmentation of each chain of thought into reasoning steps, with grounding.
+
+use arrow::datatypes::{DataType, FieldRef};
+use serde::{Deserialize, Serialize};
+
+use super::{field, Dataset};
+use crate::F64;
+
+/// One reasoning step c_t of a chain of thought.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Step {
+    /// The chain of thought.
+    pub cot_id: String,
+    /// 0-based step index t.
+    pub step: u32,
+    /// Start of the step's text, in chars of the content.
+    pub char_start: u32,
+    /// End (exclusive), in chars.
+    pub char_end: u32,
+    /// First token of the step.
+    pub token_start: u32,
+    /// One past the last token of the step.
+    pub token_end: u32,
+    /// Number of entity tokens in the step.
+    pub n_entity_tokens: u32,
+    /// Number of entity mentions in the step.
+    pub n_mentions: u32,
+    /// Mentions in the step that the KG supports (one edge from the context).
+    pub n_supported: u32,
+    /// The step's term of KG-IPS: 1/|c_t| Σ_v w_v log π₀(v).
+    pub value: F64,
+    /// The step's text.
+    pub text: String,
+}
+
+impl Dataset for Step {
+    const NAME: &'static str = "steps";
+
+    fn fields() -> Vec<FieldRef> {
+        vec![
+            field("cot_id", DataType::Utf8, false, "chain of thought id"),
+            field("step", DataType::UInt32, false, "0-based step index"),
+            field(
+                "char_start",
+                DataType::UInt32,
+                false,
+                "start, in chars of the content",
+            ),
+            field(
+                "char_end",
+                DataType::UInt32,
+                false,
+                "end (exclusive), in chars",
+            ),
+            field(
+                "token_start",
+                DataType::UInt32,
+                false,
+                "first token of the step",
+            ),
+            field(
+                "token_end",
+                DataType::UInt32,
+                false,
+                "one past the last token",
+            ),
+            field(
+                "n_entity_tokens",
+                DataType::UInt32,
+                false,
+                "entity tokens in the step",
+            ),
+            field(
+                "n_mentions",
+                DataType::UInt32,
+                false,
+                "entity mentions in the step",
+            ),
+            field(
+                "n_supported",
+                DataType::UInt32,
+                false,
+                "mentions the KG supports",
+            ),
+            field(
+                "value",
+                DataType::Float64,
+                false,
+                "step term of KG-IPS, <= 0",
+            ),
+            field("text", DataType::Utf8, false, "the step's text"),
+        ]
+    }
+}

@@ -1,0 +1,152 @@
+//! The pipeline on the embedded default data, checked through DataFusion SQL.
+
+use std::collections::BTreeSet;
+
+use ocean_tests::{column, default_config, repo_root, rows, run, scalar};
+
+fn kg_entities() -> BTreeSet<String> {
+    let root = repo_root().join("data/kg");
+    let mut ids = BTreeSet::new();
+    for line in std::fs::read_to_string(root.join("triples.tsv"))
+        .unwrap()
+        .lines()
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        ids.insert(f[0].to_owned());
+        ids.insert(f[2].to_owned());
+    }
+    for line in std::fs::read_to_string(root.join("entity_aliases.tsv"))
+        .unwrap()
+        .lines()
+    {
+        ids.insert(line.split('\t').next().unwrap().to_owned());
+    }
+    ids
+}
+
+#[test]
+fn embedded_default_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let summary = run(&default_config(out)).unwrap();
+
+    // Every dataset was written and is readable.
+    for name in ocean_schemas::DATASETS {
+        assert!(
+            out.join(name).join("part-00000.parquet").is_file(),
+            "{name} missing"
+        );
+    }
+    assert!(out.join("run_config.json").is_file() && out.join("summary.json").is_file());
+
+    // Row counts: records in = generations + rejects of the logs; one score per generation.
+    let generations = scalar(out, "select count(*) from generations").unwrap() as usize;
+    let log_rejects = scalar(
+        out,
+        "select count(*) from rejects where format <> 'wikidata5m'",
+    )
+    .unwrap() as usize;
+    assert!(generations >= 150, "only {generations} generations");
+    assert_eq!(generations + log_rejects, summary.records as usize);
+    assert_eq!(summary.generations, generations);
+    assert_eq!(
+        scalar(out, "select count(*) from cot_scores").unwrap() as usize,
+        generations
+    );
+    let tokens = scalar(out, "select sum(array_length(tokens)) from generations").unwrap();
+    assert_eq!(
+        scalar(out, "select count(*) from token_scores").unwrap(),
+        tokens
+    );
+
+    // At least two models, each with an aggregate.
+    let models = rows(
+        out,
+        "select model, count(*), avg(value) from cot_scores group by model",
+    )
+    .unwrap();
+    assert!(models >= 2, "{models} models");
+    assert!(
+        summary.models.len() >= 3,
+        "models and versions: {:?}",
+        summary.models
+    );
+
+    // Every value finite; V̂ ≤ 0.
+    for q in [
+        "select count(*) from token_scores where not (abs(behavior_logprob) < 1e300 and abs(log_weight) < 1e300 and abs(contribution) < 1e300 and abs(log_lambda) < 1e300)",
+        "select count(*) from token_scores where kg_logprob is not null and not (abs(kg_logprob) < 1e300)",
+        "select count(*) from cot_scores where not (abs(value) < 1e300 and abs(weight_sum) < 1e300)",
+        "select count(*) from aggregates where not (abs(estimate) < 1e300 and abs(std_error) < 1e300 and abs(ess) < 1e300)",
+        "select count(*) from steps where not (abs(value) < 1e300)",
+        "select count(*) from cot_scores where value > 0",
+        "select count(*) from aggregates where estimate > 0",
+        "select count(*) from token_scores where contribution > 0",
+    ] {
+        assert_eq!(scalar(out, q).unwrap(), 0.0, "{q}");
+    }
+
+    // Every linked entity exists in the KG.
+    let kg = kg_entities();
+    let linked = ocean_tests::sql(out, "select distinct entity_id from mentions").unwrap();
+    let mut n_linked = 0;
+    for b in &linked {
+        let col = arrow::array::AsArray::as_string::<i32>(b.column(0));
+        for i in 0..b.num_rows() {
+            assert!(
+                kg.contains(col.value(i)),
+                "{} is not in the KG",
+                col.value(i)
+            );
+            n_linked += 1;
+        }
+    }
+    assert!(n_linked >= 20, "only {n_linked} distinct entities linked");
+    assert!(
+        scalar(
+            out,
+            "select count(*) from mentions where part = 'cot' and supported"
+        )
+        .unwrap()
+            > 0.0
+    );
+
+    // V̂ can be recomputed from token_scores alone: mean over steps of mean contribution.
+    let recomputed = column(
+        out,
+        "select max(abs(c.value - r.v)) from cot_scores c join (
+             select cot_id, avg(sv) as v from (
+                 select cot_id, step, avg(contribution) as sv from token_scores group by cot_id, step
+             ) group by cot_id
+         ) r on c.cot_id = r.cot_id",
+    )
+    .unwrap();
+    assert!(recomputed[0].unwrap() < 1e-9, "{recomputed:?}");
+    // And the contribution from its parts.
+    let parts = scalar(
+        out,
+        "select max(abs(contribution - exp(coalesce(target_logprob, behavior_logprob) - log_lambda) * behavior_logprob)) from token_scores",
+    )
+    .unwrap();
+    assert!(parts < 1e-9);
+
+    // Aggregates (current state) equal a batch recomputation from cot_scores.
+    let diff = scalar(
+        out,
+        "select max(abs(a.estimate - b.v) + abs(cast(a.n as double) - cast(b.n as double))) from
+             (select model, model_version, window_start, estimate, n from aggregates group by model, model_version, window_start, estimate, n having sum(diff) = 1) a
+         join (select model, model_version, date_bin(interval '1 day', event_time, timestamp '1970-01-01T00:00:00Z') as ws, avg(value) as v, count(*) as n
+               from cot_scores group by model, model_version, ws) b
+         on a.model = b.model and a.model_version = b.model_version and a.window_start = b.ws",
+    )
+    .unwrap();
+    assert!(
+        diff < 1e-9,
+        "aggregates differ from recomputation by {diff}"
+    );
+    let groups = scalar(out, "select count(*) from (select distinct model, model_version, date_bin(interval '1 day', event_time, timestamp '1970-01-01T00:00:00Z') from cot_scores)").unwrap();
+    assert_eq!(
+        scalar(out, "select count(*) from aggregates where diff = 1").unwrap(),
+        groups
+    );
+}
