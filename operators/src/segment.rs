@@ -40,15 +40,15 @@ fn ends_list_marker(before: &[char]) -> bool {
 pub fn token_steps(text: &str, spans: &[(u32, u32)]) -> Vec<u32> {
     let cuts = boundaries(text);
     let chars: Vec<char> = text.chars().collect();
-    let raw: Vec<usize> = spans
-        .iter()
-        .map(|&(s, e)| {
-            let anchor = (s..e)
-                .find(|&i| !chars[i as usize].is_whitespace())
-                .unwrap_or(s);
-            cuts.partition_point(|&c| c <= anchor)
-        })
-        .collect();
+    let mut raw: Vec<usize> = Vec::with_capacity(spans.len());
+    for &(s, e) in spans {
+        let step = match (s..e).find(|&i| !chars[i as usize].is_whitespace()) {
+            Some(anchor) => cuts.partition_point(|&c| c <= anchor),
+            // Whitespace only: stays with the token before it.
+            None => raw.last().copied().unwrap_or(0),
+        };
+        raw.push(step);
+    }
     // Renumber densely, in order (raw steps are non-decreasing).
     let mut out = Vec::with_capacity(raw.len());
     let mut last = None;

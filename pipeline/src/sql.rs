@@ -3,14 +3,19 @@
 use std::path::Path;
 
 use arrow::record_batch::RecordBatch;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use ocean_schemas::DATASETS;
 
 use crate::error::{Error, Result};
 
 /// A session with every dataset found under `out` registered as a table of its name.
 pub async fn session(out: &Path) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
+    // Strings as plain Utf8 (not Utf8View), so query results have the datasets' own types.
+    let config = SessionConfig::new().set_bool(
+        "datafusion.execution.parquet.schema_force_view_types",
+        false,
+    );
+    let ctx = SessionContext::new_with_config(config);
     let mut found = 0;
     for name in DATASETS {
         let dir = out.join(name);

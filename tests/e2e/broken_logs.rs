@@ -29,12 +29,12 @@ fn broken_lines_become_rejects() {
     writeln!(f, "{}", good[3]).unwrap(); // 7
     writeln!(f, "{{\"hello\": \"world\"}}").unwrap(); // 8: unknown format
     writeln!(f, "{}", duplicate).unwrap(); // 9: duplicate id
-    writeln!(f, "{}", "x".repeat(5000)).unwrap(); // 10: oversized (limit below)
+    writeln!(f, "{}", "x".repeat(100_000)).unwrap(); // 10: oversized (limit below)
     drop(f);
 
     let mut config = default_config(&dir.path().join("out"));
     config.source.logs = vec![logs];
-    config.source.max_line_bytes = 4096;
+    config.source.max_line_bytes = 65_536;
     let summary = run(&config).unwrap();
     let out = dir.path().join("out");
     assert_eq!(summary.generations, 2);
@@ -82,7 +82,7 @@ fn broken_lines_become_rejects() {
             "select raw_bytes from rejects where reason_code = 'oversized'"
         )
         .unwrap(),
-        5000.0
+        100_000.0
     );
     assert!(
         scalar(
