@@ -36,7 +36,11 @@ STOPWORDS = {
     "and", "the", "for", "are", "can", "not", "was", "has", "had", "but", "you", "all", "any",
     "one", "its", "out", "per", "via", "man", "bar", "sur", "som", "san", "mali", "chad",
     "step", "also", "then", "city", "town", "land", "even", "same", "state", "union", "guinea",
+    "island", "islands", "republic", "kingdom", "capital", "country", "people",
 }
+# Upper-case three-letter codes kept as aliases (currency codes are kept too); other codes
+# such as ADD, PER or CAN collide with words once lower-cased.
+SHORT_CODES = {"USA", "UAE", "DRC"}
 
 
 def latin(s):
@@ -47,15 +51,15 @@ def latin(s):
     return True
 
 
-def keep_alias(a):
+def keep_alias(a, code_ok=False):
     a = a.strip()
     if not a or "\t" in a or not latin(a):
         return False
     if a.lower() in STOPWORDS:
         return False
     if len(a) < 4:
-        # Short aliases only when they are upper-case codes such as USA or UAE.
-        return len(a) == 3 and a.isupper()
+        # Short aliases only for currency codes and a few well-known abbreviations.
+        return len(a) == 3 and a.isupper() and (code_ok or a in SHORT_CODES)
     return True
 
 
@@ -80,7 +84,7 @@ def main():
     def add_alias(eid, *names):
         lst = aliases.setdefault(eid, [])
         for n in names:
-            if n and keep_alias(n) and n not in lst:
+            if n and keep_alias(n, code_ok=eid.startswith("iso4217:")) and n not in lst:
                 lst.append(n.strip())
 
     cont_id = {}

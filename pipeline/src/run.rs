@@ -234,10 +234,7 @@ fn execute(
 }
 
 /// The records whose updates add up to a positive count, each repeated that many times.
-fn final_state<D: Ord>(updates: Vec<(D, Time, isize)>) -> Vec<D>
-where
-    D: Clone,
-{
+fn final_state<D: Ord + Clone>(updates: Vec<(D, Time, isize)>) -> Vec<D> {
     let mut net: Vec<(D, isize)> = updates.into_iter().map(|(d, _, r)| (d, r)).collect();
     consolidate(&mut net);
     net.into_iter()

@@ -130,7 +130,7 @@ mod tests {
             model: "m".into(),
             model_version: "v1".into(),
             event_time: 1_700_000_000_000_000 + i64::from(i),
-            question: (i % 2 == 0).then(|| "What is the capital of Peru?".into()),
+            question: i.is_multiple_of(2).then(|| "What is the capital of Peru?".into()),
             content: "Lima é".into(),
             tokens: vec![
                 Token {
