@@ -83,10 +83,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
         Command::Run(args) => run(args),
         Command::Sql(args) => {
@@ -101,10 +98,8 @@ fn main() -> Result<()> {
 fn run(args: RunArgs) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str::<RunConfig>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<RunConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => RunConfig::default(),
     };
@@ -127,10 +122,7 @@ fn run(args: RunArgs) -> Result<()> {
         config.sink.window_secs = w;
     }
     if let Some(s) = args.smoothing {
-        anyhow::ensure!(
-            s > 0.0 && s <= 1.0,
-            "--smoothing must be in (0, 1], got {s}"
-        );
+        anyhow::ensure!(s > 0.0 && s <= 1.0, "--smoothing must be in (0, 1], got {s}");
         config.policy.smoothing = s;
     }
     if let Some(m) = args.default_model {
@@ -157,38 +149,26 @@ fn run(args: RunArgs) -> Result<()> {
 fn print_summary(s: &RunSummary) {
     println!("records in      {} ({} files)", s.records, s.files);
     println!("generations     {}", s.generations);
-    let reasons: Vec<String> = s
-        .rejects_by_reason
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
+    let reasons: Vec<String> = s.rejects_by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     if reasons.is_empty() {
         println!("rejects         0");
     } else {
         println!("rejects         {} ({})", s.rejects, reasons.join(", "));
     }
-    println!(
-        "KG              {} triples, {} aliases",
-        s.kg_triples, s.kg_aliases
-    );
-    println!(
-        "CoTs scored     {} ({} entity mentions)",
-        s.cots_scored, s.mentions
-    );
+    println!("KG              {} triples, {} aliases", s.kg_triples, s.kg_aliases);
+    println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
     println!();
-    println!(
-        "{:<28} {:<12} {:>5} {:>10} {:>9} {:>9}",
-        "model", "version", "n", "V̂", "std.err", "grounded"
-    );
+    println!("{:<28} {:<12} {:>5} {:>10} {:>9} {:>9}", "model", "version", "n", "V̂", "std.err", "grounded");
     for m in &s.models {
-        let grounded = m
-            .grounded_fraction
-            .map_or("-".to_owned(), |g| format!("{g:.3}"));
+        let grounded = m.grounded_fraction.map_or("-".to_owned(), |g| format!("{g:.3}"));
         println!(
             "{:<28} {:<12} {:>5} {:>10.4} {:>9.4} {:>9}",
             m.model, m.model_version, m.n, m.estimate, m.std_error, grounded
         );
     }
     println!();
-    println!("datasets written to {} in {:.1}s (query them: ocean sql \"select * from cot_scores limit 5\" --out {})", s.out, s.seconds, s.out);
+    println!(
+        "datasets written to {} in {:.1}s (query them: ocean sql \"select * from cot_scores limit 5\" --out {})",
+        s.out, s.seconds, s.out
+    );
 }

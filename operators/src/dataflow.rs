@@ -29,10 +29,7 @@ pub struct ScoringConfig {
 
 impl Default for ScoringConfig {
     fn default() -> Self {
-        ScoringConfig {
-            linker: LinkerConfig::default(),
-            window_secs: 86_400,
-        }
+        ScoringConfig { linker: LinkerConfig::default(), window_secs: 86_400 }
     }
 }
 
@@ -77,33 +74,15 @@ pub fn build_scoring<'scope>(
     let (generations, batches) = scope.new_input::<GenerationBatch>();
     let (aliases, alias_coll) = scope.new_collection();
     let (triples, triple_coll) = scope.new_collection();
-    let kg = Kg {
-        aliases: alias_coll,
-        triples: triple_coll,
-    };
+    let kg = Kg { aliases: alias_coll, triples: triple_coll };
 
     let (cots, rejects) = batches.decode_generations();
-    let links = cots.clone().link_entities(
-        kg.normalized_aliases(config.linker.max_alias_words),
-        &config.linker,
-    );
+    let links = cots.clone().link_entities(kg.normalized_aliases(config.linker.max_alias_words), &config.linker);
     let grounded = links.ground_mentions(kg.closed_neighbourhood());
     let results = cots.score_cots(grounded, kg.entity_count(), policy);
-    let window_us =
-        i64::try_from(config.window_secs.max(1)).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+    let window_us = i64::try_from(config.window_secs.max(1)).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
     let aggregates = results.clone().aggregate_scores(window_us);
-    (
-        ScoringInputs {
-            generations,
-            aliases,
-            triples,
-        },
-        ScoringOutputs {
-            results,
-            aggregates,
-            rejects,
-        },
-    )
+    (ScoringInputs { generations, aliases, triples }, ScoringOutputs { results, aggregates, rejects })
 }
 
 #[cfg(test)]
@@ -126,9 +105,7 @@ mod tests {
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
     use crate::text::normalize;
 
-    const NAMES: [&str; 8] = [
-        "Lima", "Peru", "Spanish", "Quito", "Ecuador", "New York", "York", "Sol",
-    ];
+    const NAMES: [&str; 8] = ["Lima", "Peru", "Spanish", "Quito", "Ecuador", "New York", "York", "Sol"];
 
     fn entity(i: usize) -> String {
         format!("Q{i}")
@@ -142,29 +119,18 @@ mod tests {
                 0 => ".".to_owned(),
                 1 => "\n".to_owned(),
                 2 => " is".to_owned(),
-                _ => format!(
-                    "{}{}",
-                    if i > 0 { " " } else { "" },
-                    NAMES[rng.gen_range(0..NAMES.len())]
-                ),
+                _ => format!("{}{}", if i > 0 { " " } else { "" }, NAMES[rng.gen_range(0..NAMES.len())]),
             };
             let lp = -rng.gen_range(0.0..4.0);
             let target = rng.gen_bool(0.3).then(|| F64(-rng.gen_range(0.0..4.0)));
-            tokens.push(Token {
-                byte_len: text.len() as u32,
-                text,
-                logprob: F64(lp),
-                target_logprob: target,
-            });
+            tokens.push(Token { byte_len: text.len() as u32, text, logprob: F64(lp), target_logprob: target });
         }
         Generation {
             cot_id: format!("cot-{id}"),
             model: format!("m{}", id % 2),
             model_version: "v".into(),
             event_time: rng.gen_range(0..3) * 86_400_000_000,
-            question: rng
-                .gen_bool(0.7)
-                .then(|| format!("Where is {}?", NAMES[rng.gen_range(0..NAMES.len())])),
+            question: rng.gen_bool(0.7).then(|| format!("Where is {}?", NAMES[rng.gen_range(0..NAMES.len())])),
             content: tokens.iter().map(|t| t.text.as_str()).collect(),
             tokens,
             ..Default::default()
@@ -198,13 +164,7 @@ mod tests {
                 let mut matches = BTreeSet::new();
                 for (key, (_, part, start, end)) in candidates(g, 8) {
                     for e in by_alias.get(&key).into_iter().flatten() {
-                        matches.insert(Link {
-                            part,
-                            start,
-                            end,
-                            entity: e.clone(),
-                            alias: key.clone(),
-                        });
+                        matches.insert(Link { part, start, end, entity: e.clone(), alias: key.clone() });
                     }
                 }
                 let links = resolve(matches.into_iter().collect());
@@ -213,10 +173,7 @@ mod tests {
                     .map(|m| {
                         let context: BTreeSet<&String> = links
                             .iter()
-                            .filter(|c| {
-                                m.part == Part::Cot
-                                    && (c.part == Part::Question || c.start < m.start)
-                            })
+                            .filter(|c| m.part == Part::Cot && (c.part == Part::Question || c.start < m.start))
                             .map(|c| &c.entity)
                             .collect();
                         let mut reach: BTreeSet<&String> = BTreeSet::new();
@@ -264,11 +221,7 @@ mod tests {
             let mut t_up = Vec::new();
             for _ in 0..rng.gen_range(1..6) {
                 if !gens.is_empty() && rng.gen_bool(0.3) {
-                    let g: Generation = gens
-                        .iter()
-                        .nth(rng.gen_range(0..gens.len()))
-                        .cloned()
-                        .unwrap();
+                    let g: Generation = gens.iter().nth(rng.gen_range(0..gens.len())).cloned().unwrap();
                     gens.remove(&g);
                     g_up.push((g, -1));
                 } else {
@@ -279,10 +232,7 @@ mod tests {
                 }
             }
             for _ in 0..rng.gen_range(0..5) {
-                let a = (
-                    entity(rng.gen_range(0..6)),
-                    NAMES[rng.gen_range(0..NAMES.len())].to_owned(),
-                );
+                let a = (entity(rng.gen_range(0..6)), NAMES[rng.gen_range(0..NAMES.len())].to_owned());
                 if aliases.remove(&a) {
                     a_up.push((a, -1));
                 } else {
@@ -291,11 +241,7 @@ mod tests {
                 }
             }
             for _ in 0..rng.gen_range(0..5) {
-                let t = (
-                    entity(rng.gen_range(0..8)),
-                    "P47".to_owned(),
-                    entity(rng.gen_range(0..8)),
-                );
+                let t = (entity(rng.gen_range(0..8)), "P47".to_owned(), entity(rng.gen_range(0..8)));
                 if triples.remove(&t) {
                     t_up.push((t, -1));
                 } else {
@@ -316,34 +262,22 @@ mod tests {
         let agg_sink = Arc::clone(&captured_aggs);
         timely::execute_directly(move |worker| {
             let probe = ProbeHandle::new();
-            let policy: Arc<dyn KgPolicy> =
-                Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig::default()));
+            let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig::default()));
             let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
                 let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy);
                 outputs
                     .results
                     .inspect(move |((_, r), t, d)| sink.lock().unwrap().push((r.clone(), *t, *d)))
                     .probe_with(&probe);
-                outputs
-                    .aggregates
-                    .inspect(move |x| agg_sink.lock().unwrap().push(x.clone()))
-                    .probe_with(&probe);
+                outputs.aggregates.inspect(move |x| agg_sink.lock().unwrap().push(x.clone())).probe_with(&probe);
                 inputs
             });
             for (round, g_up, a_up, t_up) in plan {
                 for sign in [1isize, -1] {
-                    let rows: Vec<Generation> = g_up
-                        .iter()
-                        .filter(|u| u.1 == sign)
-                        .map(|u| u.0.clone())
-                        .collect();
+                    let rows: Vec<Generation> = g_up.iter().filter(|u| u.1 == sign).map(|u| u.0.clone()).collect();
                     if !rows.is_empty() {
                         let batch = Generation::to_batch(&rows).unwrap();
-                        inputs.generations.send(GenerationBatch {
-                            batch,
-                            diff: sign,
-                            source: "test".into(),
-                        });
+                        inputs.generations.send(GenerationBatch { batch, diff: sign, source: "test".into() });
                     }
                 }
                 for (a, d) in a_up {
@@ -359,16 +293,10 @@ mod tests {
 
         let updates = captured.lock().unwrap().clone();
         for (round, want) in expected.iter().enumerate() {
-            let mut got: Vec<(CotResult, isize)> = updates
-                .iter()
-                .filter(|(_, t, _)| *t <= round as u64)
-                .map(|(r, _, d)| (r.clone(), *d))
-                .collect();
+            let mut got: Vec<(CotResult, isize)> =
+                updates.iter().filter(|(_, t, _)| *t <= round as u64).map(|(r, _, d)| (r.clone(), *d)).collect();
             consolidate(&mut got);
-            assert!(
-                got.iter().all(|(_, d)| *d == 1),
-                "seed {seed} round {round}: multiplicities {got:?}"
-            );
+            assert!(got.iter().all(|(_, d)| *d == 1), "seed {seed} round {round}: multiplicities {got:?}");
             let got: Vec<CotResult> = got.into_iter().map(|(r, _)| r).collect();
             assert_eq!(got.len(), want.len(), "seed {seed} round {round}");
             for (g, w) in got.iter().zip(want) {
@@ -380,36 +308,18 @@ mod tests {
         for (round, want) in expected.iter().enumerate() {
             let mut stats: BTreeMap<(String, i64), crate::ips::KgIpsStats> = BTreeMap::new();
             for r in want {
-                let key = (
-                    r.score.model.clone(),
-                    crate::ips::window_start(r.score.event_time, 86_400_000_000),
-                );
-                stats.entry(key).or_default().add(
-                    r.score.value.0,
-                    r.score.weight_sum.0,
-                    r.score.weight_sq_sum.0,
-                    1.0,
-                );
+                let key = (r.score.model.clone(), crate::ips::window_start(r.score.event_time, 86_400_000_000));
+                stats.entry(key).or_default().add(r.score.value.0, r.score.weight_sum.0, r.score.weight_sq_sum.0, 1.0);
             }
-            let mut got: Vec<(Aggregate, isize)> = aggregates
-                .iter()
-                .filter(|(_, t, _)| *t <= round as u64)
-                .map(|(a, _, d)| (a.clone(), *d))
-                .collect();
+            let mut got: Vec<(Aggregate, isize)> =
+                aggregates.iter().filter(|(_, t, _)| *t <= round as u64).map(|(a, _, d)| (a.clone(), *d)).collect();
             consolidate(&mut got);
-            assert_eq!(
-                got.len(),
-                stats.len(),
-                "seed {seed} round {round}: aggregate groups"
-            );
+            assert_eq!(got.len(), stats.len(), "seed {seed} round {round}: aggregate groups");
             for ((a, d), ((model, start), s)) in got.iter().zip(&stats) {
                 assert_eq!((*d, &a.model, a.window_start), (1, model, *start));
                 assert_eq!(a.n, s.n as u64);
                 let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + y.abs());
-                assert!(
-                    close(a.estimate.0, s.estimate()),
-                    "seed {seed} round {round}: {a:?}"
-                );
+                assert!(close(a.estimate.0, s.estimate()), "seed {seed} round {round}: {a:?}");
                 assert!(close(a.std_error.0, s.std_error()));
             }
         }

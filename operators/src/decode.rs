@@ -50,7 +50,10 @@ impl<'scope> DecodeGenerations<'scope> for StreamVec<'scope, Time, GenerationBat
                                         None,
                                         "arrow",
                                         RejectReason::BadRecord,
-                                        format!("a batch of {} rows does not fit the generations schema: {e}", item.batch.num_rows()),
+                                        format!(
+                                            "a batch of {} rows does not fit the generations schema: {e}",
+                                            item.batch.num_rows()
+                                        ),
                                         &[],
                                     );
                                     session.give((Err(reject), time, item.diff));

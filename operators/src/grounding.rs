@@ -38,26 +38,22 @@ impl<'scope> GroundMentions<'scope> for Coll<'scope, (CotId, Link)> {
         neighbourhood: Coll<'scope, (EntityId, EntityId)>,
     ) -> Coll<'scope, (CotId, GroundedMention)> {
         // (cot, (mention start, context entity)): the context of every chain-of-thought mention.
-        let context = self
-            .clone()
-            .reduce_named("MentionContext", |_cot, links, out| {
-                let mut pairs = BTreeSet::new();
-                for (m, _) in links.iter().filter(|(l, _)| l.part == Part::Cot) {
-                    for (c, _) in links.iter() {
-                        if c.part == Part::Question || c.start < m.start {
-                            pairs.insert((m.start, c.entity.clone()));
-                        }
+        let context = self.clone().reduce_named("MentionContext", |_cot, links, out| {
+            let mut pairs = BTreeSet::new();
+            for (m, _) in links.iter().filter(|(l, _)| l.part == Part::Cot) {
+                for (c, _) in links.iter() {
+                    if c.part == Part::Question || c.start < m.start {
+                        pairs.insert((m.start, c.entity.clone()));
                     }
                 }
-                out.extend(pairs.into_iter().map(|p| (p, 1)));
-            });
+            }
+            out.extend(pairs.into_iter().map(|p| (p, 1)));
+        });
         // ((cot, start), n) for n in N(C).
         let reach = context
             .clone()
             .map(|(cot, (start, e))| (e, (cot, start)))
-            .join_map(neighbourhood, |_e, (cot, start), n| {
-                ((cot.clone(), *start), n.clone())
-            })
+            .join_map(neighbourhood, |_e, (cot, start), n| ((cot.clone(), *start), n.clone()))
             .distinct();
         let sizes = reach.clone().map(|(key, _)| key).count();
         let counts = context.map(|(cot, (start, _))| (cot, start)).count();
@@ -94,16 +90,8 @@ impl<'scope> GroundMentions<'scope> for Coll<'scope, (CotId, Link)> {
                         end: l.end,
                         entity: l.entity.clone(),
                         alias: l.alias.clone(),
-                        n_context: if cot {
-                            count.get(&l.start).copied().unwrap_or(0)
-                        } else {
-                            0
-                        },
-                        context_size: if cot {
-                            size.get(&l.start).copied().unwrap_or(0)
-                        } else {
-                            0
-                        },
+                        n_context: if cot { count.get(&l.start).copied().unwrap_or(0) } else { 0 },
+                        context_size: if cot { size.get(&l.start).copied().unwrap_or(0) } else { 0 },
                         supported: cot && supported.contains(&l.start),
                     };
                     out.push((grounded, 1));

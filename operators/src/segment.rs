@@ -28,11 +28,7 @@ pub fn boundaries(text: &str) -> Vec<u32> {
 
 /// True when the word just before a `.` is all digits (`1.`, `12.`).
 fn ends_list_marker(before: &[char]) -> bool {
-    let word: Vec<&char> = before
-        .iter()
-        .rev()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
+    let word: Vec<&char> = before.iter().rev().take_while(|c| !c.is_whitespace()).collect();
     !word.is_empty() && word.iter().all(|c| c.is_ascii_digit())
 }
 
@@ -83,10 +79,8 @@ mod tests {
 
     #[test]
     fn sentences_and_lines_make_steps() {
-        let toks = [
-            "The", " capital", " is", " Lima", ".", " Peru", " speaks", " Spanish", ".", "\n", "1",
-            ".", " Done",
-        ];
+        let toks =
+            ["The", " capital", " is", " Lima", ".", " Peru", " speaks", " Spanish", ".", "\n", "1", ".", " Done"];
         let text: String = toks.concat();
         let steps = token_steps(&text, &spans(&toks));
         assert_eq!(steps, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2]);

@@ -62,11 +62,7 @@ pub fn words(text: &str) -> Vec<Word> {
     for (i, ch) in text.chars().enumerate() {
         let i = i as u32;
         if ch.is_alphanumeric() {
-            let w = current.get_or_insert_with(|| Word {
-                start: i,
-                end: i,
-                norm: String::new(),
-            });
+            let w = current.get_or_insert_with(|| Word { start: i, end: i, norm: String::new() });
             w.norm.extend(ch.to_lowercase());
             w.end = i + 1;
         } else if let Some(w) = current.take() {

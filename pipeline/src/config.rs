@@ -42,9 +42,7 @@ pub struct KgConfig {
 
 impl Default for KgConfig {
     fn default() -> Self {
-        KgConfig {
-            dir: PathBuf::from("data/kg"),
-        }
+        KgConfig { dir: PathBuf::from("data/kg") }
     }
 }
 
@@ -60,10 +58,7 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig {
-            out: PathBuf::from("ocean-out"),
-            window_secs: 86_400,
-        }
+        SinkConfig { out: PathBuf::from("ocean-out"), window_secs: 86_400 }
     }
 }
 
@@ -88,10 +83,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// The dataflow's part of the configuration.
     pub fn scoring(&self) -> ScoringConfig {
-        ScoringConfig {
-            linker: self.linker.clone(),
-            window_secs: self.sink.window_secs,
-        }
+        ScoringConfig { linker: self.linker.clone(), window_secs: self.sink.window_secs }
     }
 
     /// The number of worker threads to start.

@@ -13,11 +13,7 @@ use ocean_schemas::{Reject, RejectReason};
 
 use crate::error::{Error, Result};
 
-const TRIPLE_FILES: [&str; 3] = [
-    "triples.tsv",
-    "wikidata5m_all_triplet.txt",
-    "wikidata5m_transductive_train.txt",
-];
+const TRIPLE_FILES: [&str; 3] = ["triples.tsv", "wikidata5m_all_triplet.txt", "wikidata5m_transductive_train.txt"];
 const ENTITY_FILES: [&str; 2] = ["entity_aliases.tsv", "wikidata5m_entity.txt"];
 const RELATION_FILES: [&str; 2] = ["relation_aliases.tsv", "wikidata5m_relation.txt"];
 
@@ -41,48 +37,26 @@ fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 /// Reads the KG folder `dir`.
 pub fn read_kg(dir: &Path) -> Result<KgData> {
     if !dir.is_dir() {
-        return Err(Error::Config(format!(
-            "KG folder {} does not exist",
-            dir.display()
-        )));
+        return Err(Error::Config(format!("KG folder {} does not exist", dir.display())));
     }
     let triples = find(dir, &TRIPLE_FILES).ok_or_else(|| {
-        Error::Config(format!(
-            "{} has no triples file (one of {})",
-            dir.display(),
-            TRIPLE_FILES.join(", ")
-        ))
+        Error::Config(format!("{} has no triples file (one of {})", dir.display(), TRIPLE_FILES.join(", ")))
     })?;
     let entities = find(dir, &ENTITY_FILES).ok_or_else(|| {
-        Error::Config(format!(
-            "{} has no entity alias file (one of {})",
-            dir.display(),
-            ENTITY_FILES.join(", ")
-        ))
+        Error::Config(format!("{} has no entity alias file (one of {})", dir.display(), ENTITY_FILES.join(", ")))
     })?;
     let mut kg = KgData::default();
     read_lines(&triples, &mut kg.rejects, |fields| match fields {
         [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
-            kg.triples
-                .push((h.to_string(), r.to_string(), t.to_string()));
+            kg.triples.push((h.to_string(), r.to_string(), t.to_string()));
             Ok(())
         }
-        _ => Err(format!(
-            "expected head<TAB>relation<TAB>tail, found {} fields",
-            fields.len()
-        )),
+        _ => Err(format!("expected head<TAB>relation<TAB>tail, found {} fields", fields.len())),
     })?;
     let alias_file = |path: &Path, out: &mut Vec<(String, String)>, rejects: &mut Vec<Reject>| {
         read_lines(path, rejects, |fields| match fields {
-            [id, aliases @ ..]
-                if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) =>
-            {
-                out.extend(
-                    aliases
-                        .iter()
-                        .filter(|a| !a.trim().is_empty())
-                        .map(|a| (id.to_string(), a.to_string())),
-                );
+            [id, aliases @ ..] if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) => {
+                out.extend(aliases.iter().filter(|a| !a.trim().is_empty()).map(|a| (id.to_string(), a.to_string())));
                 Ok(())
             }
             _ => Err("expected id<TAB>alias[<TAB>alias…]".to_owned()),
@@ -113,11 +87,7 @@ fn read_lines(
     let source = path.display().to_string();
     for line_no in 1u64.. {
         buf.clear();
-        if reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?
-            == 0
-        {
+        if reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))? == 0 {
             break;
         }
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
@@ -130,14 +100,7 @@ fn read_lines(
             Err(e) => Err(format!("invalid UTF-8: {e}")),
         };
         if let Err(reason) = result {
-            rejects.push(Reject::new(
-                &source,
-                Some(line_no),
-                "wikidata5m",
-                RejectReason::BadKgLine,
-                reason,
-                raw,
-            ));
+            rejects.push(Reject::new(&source, Some(line_no), "wikidata5m", RejectReason::BadKgLine, reason, raw));
         }
     }
     Ok(())

@@ -83,34 +83,19 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         tracing::info!(file = %path.display(), generations = logs.generations.len(), rejects = logs.rejects.len(), "read logs");
     })?;
     if logs.files == 0 {
-        return Err(Error::Config(
-            "no log files found in the given paths".into(),
-        ));
+        return Err(Error::Config("no log files found in the given paths".into()));
     }
     let batches = logs
         .generations
         .chunks(FEED_ROWS)
-        .map(|rows| {
-            Ok(GenerationBatch {
-                batch: Generation::to_batch(rows)?,
-                diff: 1,
-                source: "logs".into(),
-            })
-        })
+        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff: 1, source: "logs".into() }))
         .collect::<Result<Vec<_>>>()?;
-    tracing::info!(
-        generations = logs.generations.len(),
-        batches = batches.len(),
-        "starting the dataflow"
-    );
+    tracing::info!(generations = logs.generations.len(), batches = batches.len(), "starting the dataflow");
 
     let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(config.policy.clone()));
     let captured = execute(config, policy, batches, &kg)?;
 
-    let mut results: Vec<CotResult> = final_state(captured.results)
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let mut results: Vec<CotResult> = final_state(captured.results).into_iter().map(|(_, r)| r).collect();
     results.sort_by(|a, b| a.score.cot_id.cmp(&b.score.cot_id));
     let mut rejects = logs.rejects;
     rejects.extend(kg.rejects);
@@ -120,23 +105,10 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
 
     let mut staging = Staging::new(&config.sink.out)?;
     staging.write(&logs.generations)?;
-    let mentions: Vec<Mention> = results
-        .iter()
-        .flat_map(|r| r.mentions.iter().cloned())
-        .collect();
+    let mentions: Vec<Mention> = results.iter().flat_map(|r| r.mentions.iter().cloned()).collect();
     staging.write(&mentions)?;
-    staging.write(
-        &results
-            .iter()
-            .flat_map(|r| r.steps.iter().cloned())
-            .collect::<Vec<Step>>(),
-    )?;
-    staging.write(
-        &results
-            .iter()
-            .flat_map(|r| r.tokens.iter().cloned())
-            .collect::<Vec<TokenScore>>(),
-    )?;
+    staging.write(&results.iter().flat_map(|r| r.steps.iter().cloned()).collect::<Vec<Step>>())?;
+    staging.write(&results.iter().flat_map(|r| r.tokens.iter().cloned()).collect::<Vec<TokenScore>>())?;
     let scores: Vec<CotScore> = results.iter().map(|r| r.score.clone()).collect();
     staging.write(&scores)?;
     staging.write(&aggregates)?;
@@ -179,11 +151,7 @@ fn execute(
 ) -> Result<Captured> {
     let scoring = config.scoring();
     let captured = Arc::new(Mutex::new(Captured::default()));
-    let feed = Arc::new(Mutex::new(Some((
-        batches,
-        kg.aliases.clone(),
-        kg.triples.clone(),
-    ))));
+    let feed = Arc::new(Mutex::new(Some((batches, kg.aliases.clone(), kg.triples.clone()))));
     let sink = Arc::clone(&captured);
     let timely_config = timely::Config::process(config.worker_threads());
     let guards = timely::execute(timely_config, move |worker| {
@@ -237,15 +205,12 @@ fn execute(
 fn final_state<D: Ord + Clone>(updates: Vec<(D, Time, isize)>) -> Vec<D> {
     let mut net: Vec<(D, isize)> = updates.into_iter().map(|(d, _, r)| (d, r)).collect();
     consolidate(&mut net);
-    net.into_iter()
-        .flat_map(|(d, r)| std::iter::repeat_n(d, r.max(0) as usize))
-        .collect()
+    net.into_iter().flat_map(|(d, r)| std::iter::repeat_n(d, r.max(0) as usize)).collect()
 }
 
 /// Aggregate updates as changelog rows with their time and diff.
 fn changelog(updates: Vec<(Aggregate, Time, isize)>) -> Vec<Aggregate> {
-    let mut net: Vec<((Aggregate, Time), isize)> =
-        updates.into_iter().map(|(a, t, r)| ((a, t), r)).collect();
+    let mut net: Vec<((Aggregate, Time), isize)> = updates.into_iter().map(|(a, t, r)| ((a, t), r)).collect();
     consolidate(&mut net);
     net.into_iter()
         .map(|((mut a, t), r)| {
@@ -259,12 +224,8 @@ fn changelog(updates: Vec<(Aggregate, Time, isize)>) -> Vec<Aggregate> {
 fn model_summaries(scores: &[CotScore]) -> Vec<ModelSummary> {
     let mut groups: BTreeMap<(String, String), (KgIpsStats, f64, u64)> = BTreeMap::new();
     for s in scores {
-        let entry = groups
-            .entry((s.model.clone(), s.model_version.clone()))
-            .or_default();
-        entry
-            .0
-            .add(s.value.0, s.weight_sum.0, s.weight_sq_sum.0, 1.0);
+        let entry = groups.entry((s.model.clone(), s.model_version.clone())).or_default();
+        entry.0.add(s.value.0, s.weight_sum.0, s.weight_sq_sum.0, 1.0);
         if let Some(g) = s.grounded_fraction {
             entry.1 += g.0;
             entry.2 += 1;

@@ -29,16 +29,10 @@ impl Staging {
     /// Starts writing into `out` (created if needed).
     pub fn new(out: &Path) -> Result<Self> {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = out.join(format!(".staging-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Staging {
-            out: out.to_owned(),
-            dir,
-            written: Vec::new(),
-        })
+        Ok(Staging { out: out.to_owned(), dir, written: Vec::new() })
     }
 
     /// Writes `rows` as dataset `D` (one Parquet file).
@@ -47,9 +41,7 @@ impl Staging {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("part-00000.parquet");
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .build();
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
         let mut writer = ArrowWriter::try_new(file, D::schema(), Some(props))?;
         if rows.is_empty() {
             writer.write(&RecordBatch::new_empty(D::schema()))?;

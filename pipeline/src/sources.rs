@@ -65,10 +65,7 @@ pub fn list_files(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Vec<PathBuf>> {
             found.sort();
             out.extend(found.into_iter().filter(|f| kind(f).is_some()));
         } else {
-            return Err(Error::Config(format!(
-                "log path {} does not exist",
-                p.display()
-            )));
+            return Err(Error::Config(format!("log path {} does not exist", p.display())));
         }
     }
     out.retain(|p| !skip.contains(p));
@@ -106,14 +103,7 @@ pub fn read_logs(config: &SourceConfig, mut progress: impl FnMut(&Path, &Logs)) 
         } else {
             let detail = format!("cot_id {:?} was already read", g.cot_id);
             let raw = g.content.as_bytes();
-            logs.rejects.push(Reject::new(
-                &g.source,
-                Some(g.line),
-                &g.format,
-                RejectReason::DuplicateId,
-                detail,
-                raw,
-            ));
+            logs.rejects.push(Reject::new(&g.source, Some(g.line), &g.format, RejectReason::DuplicateId, detail, raw));
         }
     }
     logs.generations = kept;
@@ -129,8 +119,7 @@ fn read_file(
     let source = path.display().to_string();
     if path.as_os_str() == "-" {
         let stdin = std::io::stdin();
-        return read_jsonl(stdin.lock(), "-", now_us(), config, requests, logs)
-            .map_err(|e| Error::io("-", e));
+        return read_jsonl(stdin.lock(), "-", now_us(), config, requests, logs).map_err(|e| Error::io("-", e));
     }
     let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -140,50 +129,23 @@ fn read_file(
     match kind(path).unwrap_or(Kind::Jsonl) {
         Kind::Jsonl => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            read_jsonl(
-                std::io::BufReader::new(file),
-                &source,
-                mtime,
-                config,
-                requests,
-                logs,
-            )
-            .map_err(|e| Error::io(path, e))
+            read_jsonl(std::io::BufReader::new(file), &source, mtime, config, requests, logs)
+                .map_err(|e| Error::io(path, e))
         }
         Kind::Parquet => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-                    .build()?;
-            read_batches(
-                reader.map(|b| b.map_err(Error::from)),
-                &source,
-                "parquet",
-                logs,
-            )
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+            read_batches(reader.map(|b| b.map_err(Error::from)), &source, "parquet", logs)
         }
         Kind::Ipc => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             match arrow::ipc::reader::FileReader::try_new(file, None) {
-                Ok(reader) => read_batches(
-                    reader.map(|b| b.map_err(Error::from)),
-                    &source,
-                    "arrow-ipc",
-                    logs,
-                ),
+                Ok(reader) => read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", logs),
                 Err(_) => {
                     // Not the IPC file format: try the IPC stream format.
                     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-                    let reader = arrow::ipc::reader::StreamReader::try_new(
-                        std::io::BufReader::new(file),
-                        None,
-                    )?;
-                    read_batches(
-                        reader.map(|b| b.map_err(Error::from)),
-                        &source,
-                        "arrow-ipc",
-                        logs,
-                    )
+                    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)?;
+                    read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", logs)
                 }
             }
         }
@@ -191,9 +153,7 @@ fn read_file(
 }
 
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Reads JSONL. Blank lines are not records and are skipped; every other line yields
@@ -229,18 +189,8 @@ fn read_jsonl(
         }
         logs.records += 1;
         if total > buf.len() {
-            let detail = format!(
-                "line of {full_len} bytes exceeds the limit of {}",
-                config.max_line_bytes
-            );
-            let mut reject = Reject::new(
-                source,
-                Some(line),
-                "jsonl",
-                RejectReason::Oversized,
-                detail,
-                raw,
-            );
+            let detail = format!("line of {full_len} bytes exceeds the limit of {}", config.max_line_bytes);
+            let mut reject = Reject::new(source, Some(line), "jsonl", RejectReason::Oversized, detail, raw);
             reject.raw_bytes = full_len as u64;
             logs.rejects.push(reject);
             continue;
@@ -280,14 +230,7 @@ fn read_batches(
                     g.source = source.to_owned();
                     g.line = line;
                     let result = validate(&g).map_err(|(reason, detail)| {
-                        Reject::new(
-                            source,
-                            Some(line),
-                            format,
-                            reason,
-                            detail,
-                            g.cot_id.as_bytes(),
-                        )
+                        Reject::new(source, Some(line), format, reason, detail, g.cot_id.as_bytes())
                     });
                     logs.push(result.map(|()| g));
                 }
@@ -312,10 +255,7 @@ fn read_batches(
 }
 
 /// Reads OpenAI Batch API input files: `custom_id` → request `body`.
-fn read_batch_inputs(
-    paths: &[PathBuf],
-    rejects: &mut Vec<Reject>,
-) -> Result<Option<HashMap<String, Value>>> {
+fn read_batch_inputs(paths: &[PathBuf], rejects: &mut Vec<Reject>) -> Result<Option<HashMap<String, Value>>> {
     if paths.is_empty() {
         return Ok(None);
     }
@@ -328,12 +268,8 @@ fn read_batch_inputs(
                 continue;
             }
             let parsed: Option<Value> = serde_json::from_slice(raw).ok();
-            let entry = parsed.as_ref().and_then(|v| {
-                Some((
-                    v.get("custom_id")?.as_str()?.to_owned(),
-                    v.get("body")?.clone(),
-                ))
-            });
+            let entry =
+                parsed.as_ref().and_then(|v| Some((v.get("custom_id")?.as_str()?.to_owned(), v.get("body")?.clone())));
             match entry {
                 Some((id, body)) => drop(map.insert(id, body)),
                 None => rejects.push(Reject::new(

@@ -11,18 +11,14 @@ use crate::error::{Error, Result};
 /// A session with every dataset found under `out` registered as a table of its name.
 pub async fn session(out: &Path) -> Result<SessionContext> {
     // Strings as plain Utf8 (not Utf8View), so query results have the datasets' own types.
-    let config = SessionConfig::new().set_bool(
-        "datafusion.execution.parquet.schema_force_view_types",
-        false,
-    );
+    let config = SessionConfig::new().set_bool("datafusion.execution.parquet.schema_force_view_types", false);
     let ctx = SessionContext::new_with_config(config);
     let mut found = 0;
     for name in DATASETS {
         let dir = out.join(name);
         if dir.is_dir() {
             let path = format!("{}/", dir.display());
-            ctx.register_parquet(name, &path, ParquetReadOptions::default())
-                .await?;
+            ctx.register_parquet(name, &path, ParquetReadOptions::default()).await?;
             found += 1;
         }
     }

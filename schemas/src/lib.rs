@@ -8,8 +8,7 @@ pub mod parse;
 mod real;
 
 pub use datasets::{
-    Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, Token,
-    TokenScore, DATASETS,
+    Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, Token, TokenScore, DATASETS,
 };
 pub use error::{Error, Result};
 pub use real::F64;

@@ -9,13 +9,11 @@ fn broken_lines_become_rejects() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let sample =
-        std::fs::read_to_string(repo_root().join("data/logs/smollm2-prompt-v1.jsonl")).unwrap();
+    let sample = std::fs::read_to_string(repo_root().join("data/logs/smollm2-prompt-v1.jsonl")).unwrap();
     let good: Vec<&str> = sample.lines().take(4).collect();
     let mut f = std::fs::File::create(logs.join("mixed.jsonl")).unwrap();
     let mut positive = serde_json::from_str::<serde_json::Value>(good[1]).unwrap();
-    positive["response"]["choices"][0]["logprobs"]["content"][0]["logprob"] =
-        serde_json::json!(0.7);
+    positive["response"]["choices"][0]["logprobs"]["content"][0]["logprob"] = serde_json::json!(0.7);
     let mut mismatch = serde_json::from_str::<serde_json::Value>(good[2]).unwrap();
     mismatch["response"]["choices"][0]["message"]["content"] = serde_json::json!("something else");
     let mut duplicate = serde_json::from_str::<serde_json::Value>(good[0]).unwrap();
@@ -39,20 +37,13 @@ fn broken_lines_become_rejects() {
     let out = dir.path().join("out");
     assert_eq!(summary.generations, 2);
     assert_eq!(summary.records, 9);
-    assert_eq!(
-        scalar(&out, "select count(*) from cot_scores").unwrap(),
-        2.0
-    );
+    assert_eq!(scalar(&out, "select count(*) from cot_scores").unwrap(), 2.0);
 
-    let batches = sql(
-        &out,
-        "select line, reason_code from rejects where format <> 'wikidata5m' order by line",
-    )
-    .unwrap();
+    let batches =
+        sql(&out, "select line, reason_code from rejects where format <> 'wikidata5m' order by line").unwrap();
     let mut got = Vec::new();
     for b in &batches {
-        let lines =
-            arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(b.column(0));
+        let lines = arrow::array::AsArray::as_primitive::<arrow::datatypes::UInt64Type>(b.column(0));
         let codes = arrow::array::AsArray::as_string::<i32>(b.column(1));
         for i in 0..b.num_rows() {
             got.push((lines.value(i), codes.value(i).to_owned()));
@@ -71,25 +62,8 @@ fn broken_lines_become_rejects() {
     .map(|(l, c)| (*l, c.to_string()))
     .collect();
     assert_eq!(got, want);
-    assert_eq!(
-        summary.rejects_by_reason.values().sum::<usize>(),
-        summary.rejects
-    );
+    assert_eq!(summary.rejects_by_reason.values().sum::<usize>(), summary.rejects);
     // The raw bytes are kept, truncated, with the full length.
-    assert_eq!(
-        scalar(
-            &out,
-            "select raw_bytes from rejects where reason_code = 'oversized'"
-        )
-        .unwrap(),
-        100_000.0
-    );
-    assert!(
-        scalar(
-            &out,
-            "select length(raw) from rejects where reason_code = 'oversized'"
-        )
-        .unwrap()
-            <= 4096.0
-    );
+    assert_eq!(scalar(&out, "select raw_bytes from rejects where reason_code = 'oversized'").unwrap(), 100_000.0);
+    assert!(scalar(&out, "select length(raw) from rejects where reason_code = 'oversized'").unwrap() <= 4096.0);
 }

@@ -7,18 +7,12 @@ use ocean_tests::{column, default_config, repo_root, rows, run, scalar};
 fn kg_entities() -> BTreeSet<String> {
     let root = repo_root().join("data/kg");
     let mut ids = BTreeSet::new();
-    for line in std::fs::read_to_string(root.join("triples.tsv"))
-        .unwrap()
-        .lines()
-    {
+    for line in std::fs::read_to_string(root.join("triples.tsv")).unwrap().lines() {
         let f: Vec<&str> = line.split('\t').collect();
         ids.insert(f[0].to_owned());
         ids.insert(f[2].to_owned());
     }
-    for line in std::fs::read_to_string(root.join("entity_aliases.tsv"))
-        .unwrap()
-        .lines()
-    {
+    for line in std::fs::read_to_string(root.join("entity_aliases.tsv")).unwrap().lines() {
         ids.insert(line.split('\t').next().unwrap().to_owned());
     }
     ids
@@ -32,45 +26,24 @@ fn embedded_default_end_to_end() {
 
     // Every dataset was written and is readable.
     for name in ocean_schemas::DATASETS {
-        assert!(
-            out.join(name).join("part-00000.parquet").is_file(),
-            "{name} missing"
-        );
+        assert!(out.join(name).join("part-00000.parquet").is_file(), "{name} missing");
     }
     assert!(out.join("run_config.json").is_file() && out.join("summary.json").is_file());
 
     // Row counts: records in = generations + rejects of the logs; one score per generation.
     let generations = scalar(out, "select count(*) from generations").unwrap() as usize;
-    let log_rejects = scalar(
-        out,
-        "select count(*) from rejects where format <> 'wikidata5m'",
-    )
-    .unwrap() as usize;
+    let log_rejects = scalar(out, "select count(*) from rejects where format <> 'wikidata5m'").unwrap() as usize;
     assert!(generations >= 150, "only {generations} generations");
     assert_eq!(generations + log_rejects, summary.records as usize);
     assert_eq!(summary.generations, generations);
-    assert_eq!(
-        scalar(out, "select count(*) from cot_scores").unwrap() as usize,
-        generations
-    );
+    assert_eq!(scalar(out, "select count(*) from cot_scores").unwrap() as usize, generations);
     let tokens = scalar(out, "select sum(array_length(tokens)) from generations").unwrap();
-    assert_eq!(
-        scalar(out, "select count(*) from token_scores").unwrap(),
-        tokens
-    );
+    assert_eq!(scalar(out, "select count(*) from token_scores").unwrap(), tokens);
 
     // At least two models, each with an aggregate.
-    let models = rows(
-        out,
-        "select model, count(*), avg(value) from cot_scores group by model",
-    )
-    .unwrap();
+    let models = rows(out, "select model, count(*), avg(value) from cot_scores group by model").unwrap();
     assert!(models >= 2, "{models} models");
-    assert!(
-        summary.models.len() >= 3,
-        "models and versions: {:?}",
-        summary.models
-    );
+    assert!(summary.models.len() >= 3, "models and versions: {:?}", summary.models);
 
     // Every value finite; V̂ ≤ 0.
     for q in [
@@ -93,23 +66,12 @@ fn embedded_default_end_to_end() {
     for b in &linked {
         let col = arrow::array::AsArray::as_string::<i32>(b.column(0));
         for i in 0..b.num_rows() {
-            assert!(
-                kg.contains(col.value(i)),
-                "{} is not in the KG",
-                col.value(i)
-            );
+            assert!(kg.contains(col.value(i)), "{} is not in the KG", col.value(i));
             n_linked += 1;
         }
     }
     assert!(n_linked >= 20, "only {n_linked} distinct entities linked");
-    assert!(
-        scalar(
-            out,
-            "select count(*) from mentions where part = 'cot' and supported"
-        )
-        .unwrap()
-            > 0.0
-    );
+    assert!(scalar(out, "select count(*) from mentions where part = 'cot' and supported").unwrap() > 0.0);
 
     // V̂ can be recomputed from token_scores alone: mean over steps of mean contribution.
     let recomputed = column(
@@ -140,13 +102,7 @@ fn embedded_default_end_to_end() {
          on a.model = b.model and a.model_version = b.model_version and a.window_start = b.ws",
     )
     .unwrap();
-    assert!(
-        diff < 1e-9,
-        "aggregates differ from recomputation by {diff}"
-    );
+    assert!(diff < 1e-9, "aggregates differ from recomputation by {diff}");
     let groups = scalar(out, "select count(*) from (select distinct model, model_version, date_bin(interval '1 day', event_time, timestamp '1970-01-01T00:00:00Z') from cot_scores)").unwrap();
-    assert_eq!(
-        scalar(out, "select count(*) from aggregates where diff = 1").unwrap(),
-        groups
-    );
+    assert_eq!(scalar(out, "select count(*) from aggregates where diff = 1").unwrap(), groups);
 }

@@ -28,10 +28,7 @@ fn parquet_and_ipc_inputs_match_jsonl() {
 
     // Read the written generations back and write them as an Arrow IPC file.
     let file = std::fs::File::open(first.join("generations/part-00000.parquet")).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let mut rows = Vec::new();
     for b in reader {
         rows.extend(Generation::from_batch(&b.unwrap()).unwrap());
@@ -44,19 +41,12 @@ fn parquet_and_ipc_inputs_match_jsonl() {
     w.write(&batch).unwrap();
     w.finish().unwrap();
 
-    for (name, logs) in [
-        ("from-parquet", first.join("generations")),
-        ("from-ipc", ipc_dir),
-    ] {
+    for (name, logs) in [("from-parquet", first.join("generations")), ("from-ipc", ipc_dir)] {
         let out = dir.path().join(name);
         let mut config = default_config(&out);
         config.source.logs = vec![logs];
         let summary = run(&config).unwrap();
-        assert_eq!(
-            summary.rejects, 0,
-            "{name}: {:?}",
-            summary.rejects_by_reason
-        );
+        assert_eq!(summary.rejects, 0, "{name}: {:?}", summary.rejects_by_reason);
         assert_eq!(values(&out), baseline, "{name}");
     }
 }

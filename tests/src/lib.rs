@@ -10,10 +10,7 @@ use ocean_pipeline::{RunConfig, RunSummary};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
 /// A run configuration over the embedded default data, writing to `out`.
@@ -39,14 +36,8 @@ pub fn sql(out: &Path, query: &str) -> Result<Vec<RecordBatch>> {
 /// The single number a query returns, as f64 (from any int or float column type).
 pub fn scalar(out: &Path, query: &str) -> Result<f64> {
     let batches = sql(out, query)?;
-    let batch = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| anyhow::anyhow!("no rows: {query}"))?;
-    anyhow::ensure!(
-        batch.num_rows() == 1 && batch.num_columns() == 1,
-        "not a scalar: {query}"
-    );
+    let batch = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| anyhow::anyhow!("no rows: {query}"))?;
+    anyhow::ensure!(batch.num_rows() == 1 && batch.num_columns() == 1, "not a scalar: {query}");
     number(batch.column(0).as_ref(), 0).ok_or_else(|| anyhow::anyhow!("null result: {query}"))
 }
 

@@ -75,39 +75,32 @@ impl<'scope> AggregateScores<'scope> for Coll<'scope, (CotId, CotResult)> {
     fn aggregate_scores(self, window_us: i64) -> Coll<'scope, Aggregate> {
         self.map(move |(cot, r)| {
             let s = r.score;
-            let key = (
-                s.model,
-                s.model_version,
-                window_start(s.event_time, window_us),
-            );
+            let key = (s.model, s.model_version, window_start(s.event_time, window_us));
             (key, (cot, s.value, s.weight_sum, s.weight_sq_sum))
         })
-        .reduce_named(
-            "AggregateScores",
-            move |(model, version, start), cots, out| {
-                let mut stats = KgIpsStats::default();
-                for ((_, v, w, w2), count) in cots {
-                    stats.add(v.0, w.0, w2.0, *count as f64);
-                }
-                let (estimate, se) = (stats.estimate(), stats.std_error());
-                let row = Aggregate {
-                    model: model.clone(),
-                    model_version: version.clone(),
-                    window_start: *start,
-                    window_end: start + window_us,
-                    n: stats.n as u64,
-                    estimate: F64(estimate),
-                    std_error: F64(se),
-                    ci_low: F64(estimate - 1.96 * se),
-                    ci_high: F64(estimate + 1.96 * se),
-                    ess: F64(stats.ess()),
-                    estimator: ESTIMATOR.to_owned(),
-                    time: 0,
-                    diff: 0,
-                };
-                out.push((row, 1));
-            },
-        )
+        .reduce_named("AggregateScores", move |(model, version, start), cots, out| {
+            let mut stats = KgIpsStats::default();
+            for ((_, v, w, w2), count) in cots {
+                stats.add(v.0, w.0, w2.0, *count as f64);
+            }
+            let (estimate, se) = (stats.estimate(), stats.std_error());
+            let row = Aggregate {
+                model: model.clone(),
+                model_version: version.clone(),
+                window_start: *start,
+                window_end: start + window_us,
+                n: stats.n as u64,
+                estimate: F64(estimate),
+                std_error: F64(se),
+                ci_low: F64(estimate - 1.96 * se),
+                ci_high: F64(estimate + 1.96 * se),
+                ess: F64(stats.ess()),
+                estimator: ESTIMATOR.to_owned(),
+                time: 0,
+                diff: 0,
+            };
+            out.push((row, 1));
+        })
         .map(|(_, row)| row)
     }
 }

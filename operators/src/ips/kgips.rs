@@ -16,30 +16,18 @@ pub struct TokenTerm {
 
 /// One token's term. `kg_logprob` is `Some(log μ)` exactly on entity tokens; `target_logprob`
 /// is `None` when π_θ = π₀.
-pub fn token_term(
-    behavior_logprob: f64,
-    kg_logprob: Option<f64>,
-    target_logprob: Option<f64>,
-) -> TokenTerm {
+pub fn token_term(behavior_logprob: f64, kg_logprob: Option<f64>, target_logprob: Option<f64>) -> TokenTerm {
     let log_lambda = kg_logprob.unwrap_or(behavior_logprob);
     let log_target = target_logprob.unwrap_or(behavior_logprob);
     let log_weight = log_target - log_lambda;
-    TokenTerm {
-        log_lambda,
-        log_weight,
-        contribution: log_weight.exp() * behavior_logprob,
-    }
+    TokenTerm { log_lambda, log_weight, contribution: log_weight.exp() * behavior_logprob }
 }
 
 /// A chain of thought's value `1/T Σ_t 1/|c_t| Σ_{v∈c_t} contribution_v`, and each step's term
 /// `1/|c_t| Σ_{v∈c_t} contribution_v`. `steps[i]` is token i's step: dense, non-decreasing, from
 /// 0, so T = last step + 1. Returns `(0, [])` for no tokens.
 pub fn cot_value(steps: &[u32], contributions: &[f64]) -> (f64, Vec<f64>) {
-    assert_eq!(
-        steps.len(),
-        contributions.len(),
-        "each token should have a step"
-    );
+    assert_eq!(steps.len(), contributions.len(), "each token should have a step");
     let n_steps = steps.last().map_or(0, |&s| s as usize + 1);
     let mut sums = vec![0.0; n_steps];
     let mut counts = vec![0usize; n_steps];
@@ -47,16 +35,8 @@ pub fn cot_value(steps: &[u32], contributions: &[f64]) -> (f64, Vec<f64>) {
         sums[s as usize] += c;
         counts[s as usize] += 1;
     }
-    let per_step: Vec<f64> = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, &n)| s / n.max(1) as f64)
-        .collect();
-    let value = if n_steps == 0 {
-        0.0
-    } else {
-        per_step.iter().sum::<f64>() / n_steps as f64
-    };
+    let per_step: Vec<f64> = sums.iter().zip(&counts).map(|(s, &n)| s / n.max(1) as f64).collect();
+    let value = if n_steps == 0 { 0.0 } else { per_step.iter().sum::<f64>() / n_steps as f64 };
     (value, per_step)
 }
 

@@ -31,35 +31,19 @@ fn substring(chars: &[char], start: u32, end: u32) -> String {
 
 /// Scores one chain of thought given its grounded mentions (any order), the KG's entity count
 /// and the KG policy μ.
-pub fn score_cot(
-    g: &Generation,
-    mentions: &[GroundedMention],
-    n_entities: u64,
-    policy: &dyn KgPolicy,
-) -> CotResult {
+pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, policy: &dyn KgPolicy) -> CotResult {
     let index = CharIndex::new(&g.content);
     let chars: Vec<char> = g.content.chars().collect();
     let offsets = g.byte_offsets();
     let spans: Vec<(u32, u32)> = offsets.windows(2).map(|w| index.span(w[0], w[1])).collect();
     let steps = token_steps(&g.content, &spans);
 
-    let mut question: Vec<&GroundedMention> = mentions
-        .iter()
-        .filter(|m| m.part == Part::Question)
-        .collect();
-    let mut cot: Vec<GroundedMention> = mentions
-        .iter()
-        .filter(|m| m.part == Part::Cot)
-        .cloned()
-        .collect();
+    let mut question: Vec<&GroundedMention> = mentions.iter().filter(|m| m.part == Part::Question).collect();
+    let mut cot: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Cot).cloned().collect();
     question.sort();
     cot.sort();
     let log_mu = policy.mention_logprobs(g, &cot, n_entities);
-    assert_eq!(
-        log_mu.len(),
-        cot.len(),
-        "a KG policy should score every mention"
-    );
+    assert_eq!(log_mu.len(), cot.len(), "a KG policy should score every mention");
 
     // Spread each mention's log μ evenly over the tokens that cover it.
     let n = g.tokens.len();
@@ -67,9 +51,7 @@ pub fn score_cot(
     let mut entity: Vec<Option<String>> = vec![None; n];
     let mut rows = Vec::new();
     for (i, (m, lm)) in cot.iter().zip(&log_mu).enumerate() {
-        let covering: Vec<usize> = (0..n)
-            .filter(|&t| spans[t].0 < m.end && spans[t].1 > m.start)
-            .collect();
+        let covering: Vec<usize> = (0..n).filter(|&t| spans[t].0 < m.end && spans[t].1 > m.start).collect();
         let share = lm / covering.len().max(1) as f64;
         for &t in &covering {
             *kg[t].get_or_insert(0.0) += share;
@@ -154,8 +136,7 @@ pub fn score_cot(
             let first = steps.partition_point(|&x| x < s);
             let last = steps.partition_point(|&x| x <= s);
             let (cs, ce) = (spans[first].0, spans[last - 1].1);
-            let in_step: Vec<&Mention> =
-                mention_rows.iter().filter(|m| m.step == Some(s)).collect();
+            let in_step: Vec<&Mention> = mention_rows.iter().filter(|m| m.step == Some(s)).collect();
             Step {
                 cot_id: g.cot_id.clone(),
                 step: s,
@@ -190,12 +171,7 @@ pub fn score_cot(
         estimator: ESTIMATOR.to_owned(),
         kg_policy: policy.name(),
     };
-    CotResult {
-        score,
-        steps: step_rows,
-        tokens,
-        mentions: mention_rows,
-    }
+    CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
 }
 
 /// What the scorer receives about one chain of thought.
@@ -228,9 +204,7 @@ impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
         let entities = self
             .clone()
             .map(|g| ((), g.cot_id))
-            .join_map(entity_count, |_, cot, n| {
-                (cot.clone(), Piece::Entities(*n as u64))
-            });
+            .join_map(entity_count, |_, cot, n| (cot.clone(), Piece::Entities(*n as u64)));
         self.map(|g| (g.cot_id.clone(), Piece::Generation(g)))
             .concat(mentions.map(|(cot, m)| (cot, Piece::Mention(m))))
             .concat(entities)

@@ -36,10 +36,7 @@ impl<'scope> Kg<'scope> {
     /// The closed neighbourhood relation: `(e, n)` for every KG edge in either direction, and
     /// `(e, e)` for every entity.
     pub fn closed_neighbourhood(&self) -> Coll<'scope, (EntityId, EntityId)> {
-        let edges = self
-            .triples
-            .clone()
-            .flat_map(|(h, _, t)| [(h.clone(), t.clone()), (t, h)]);
+        let edges = self.triples.clone().flat_map(|(h, _, t)| [(h.clone(), t.clone()), (t, h)]);
         let loops = self.entities().map(|e| (e.clone(), e));
         edges.concat(loops).distinct()
     }

@@ -45,10 +45,7 @@ pub struct Link {
 /// Candidate spans of a generation: `(normalized words, (cot_id, part, start, end))`.
 pub fn candidates(g: &Generation, max_words: usize) -> Vec<(String, (CotId, Part, u32, u32))> {
     let mut out = Vec::new();
-    let texts = [
-        (Part::Question, g.question.as_deref().unwrap_or("")),
-        (Part::Cot, g.content.as_str()),
-    ];
+    let texts = [(Part::Question, g.question.as_deref().unwrap_or("")), (Part::Cot, g.content.as_str())];
     for (part, text) in texts {
         let ws = words(text);
         for i in 0..ws.len() {
@@ -58,10 +55,7 @@ pub fn candidates(g: &Generation, max_words: usize) -> Vec<(String, (CotId, Part
                     key.push(' ');
                 }
                 key.push_str(&ws[j].norm);
-                out.push((
-                    key.clone(),
-                    (g.cot_id.clone(), part, ws[i].start, ws[j].end),
-                ));
+                out.push((key.clone(), (g.cot_id.clone(), part, ws[i].start, ws[j].end)));
             }
         }
     }
@@ -110,13 +104,7 @@ impl<'scope> LinkEntities<'scope> for Coll<'scope, Generation> {
         let max_words = config.max_alias_words.max(1);
         self.flat_map(move |g| candidates(&g, max_words))
             .join_map(aliases, |alias, (cot, part, start, end), entity| {
-                let link = Link {
-                    part: *part,
-                    start: *start,
-                    end: *end,
-                    entity: entity.clone(),
-                    alias: alias.clone(),
-                };
+                let link = Link { part: *part, start: *start, end: *end, entity: entity.clone(), alias: alias.clone() };
                 (cot.clone(), link)
             })
             .reduce_named("LinkEntities", |_cot, matches, out| {
@@ -131,13 +119,7 @@ mod tests {
     use super::*;
 
     fn link(part: Part, start: u32, end: u32, entity: &str) -> Link {
-        Link {
-            part,
-            start,
-            end,
-            entity: entity.into(),
-            alias: String::new(),
-        }
+        Link { part, start, end, entity: entity.into(), alias: String::new() }
     }
 
     #[test]
@@ -156,12 +138,8 @@ mod tests {
 
     #[test]
     fn candidates_cover_word_runs() {
-        let g = Generation {
-            cot_id: "c".into(),
-            content: "New York, USA".into(),
-            question: None,
-            ..Default::default()
-        };
+        let g =
+            Generation { cot_id: "c".into(), content: "New York, USA".into(), question: None, ..Default::default() };
         let keys: Vec<String> = candidates(&g, 2).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["new", "new york", "york", "york usa", "usa"]);
     }

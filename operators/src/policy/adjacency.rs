@@ -45,11 +45,7 @@ impl AdjacencyPolicy {
             return uniform.ln();
         }
         let alpha = self.config.smoothing;
-        let hit = if m.supported {
-            (1.0 - alpha) / m.context_size as f64
-        } else {
-            0.0
-        };
+        let hit = if m.supported { (1.0 - alpha) / m.context_size as f64 } else { 0.0 };
         (hit + alpha * uniform).ln()
     }
 }
@@ -59,16 +55,8 @@ impl KgPolicy for AdjacencyPolicy {
         format!("kg-adjacency(alpha={})", self.config.smoothing)
     }
 
-    fn mention_logprobs(
-        &self,
-        _generation: &Generation,
-        mentions: &[GroundedMention],
-        n_entities: u64,
-    ) -> Vec<f64> {
-        mentions
-            .iter()
-            .map(|m| self.logprob(m, n_entities))
-            .collect()
+    fn mention_logprobs(&self, _generation: &Generation, mentions: &[GroundedMention], n_entities: u64) -> Vec<f64> {
+        mentions.iter().map(|m| self.logprob(m, n_entities)).collect()
     }
 }
 

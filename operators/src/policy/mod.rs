@@ -59,10 +59,5 @@ pub trait KgPolicy: Send + Sync + 'static {
 
     /// log μ(entity | context) of each CoT mention of `generation`, in the order given
     /// (natural log, finite, ≤ 0). `n_entities` is the number of entities in the KG.
-    fn mention_logprobs(
-        &self,
-        generation: &Generation,
-        mentions: &[GroundedMention],
-        n_entities: u64,
-    ) -> Vec<f64>;
+    fn mention_logprobs(&self, generation: &Generation, mentions: &[GroundedMention], n_entities: u64) -> Vec<f64>;
 }

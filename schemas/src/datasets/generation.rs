@@ -73,67 +73,19 @@ impl Dataset for Generation {
     const NAME: &'static str = "generations";
 
     fn fields() -> Vec<arrow::datatypes::FieldRef> {
-        let tokens = DataType::List(std::sync::Arc::new(Field::new(
-            "element",
-            DataType::Struct(token_fields()),
-            false,
-        )));
+        let tokens =
+            DataType::List(std::sync::Arc::new(Field::new("element", DataType::Struct(token_fields()), false)));
         vec![
-            field(
-                "cot_id",
-                DataType::Utf8,
-                false,
-                "unique id of the chain of thought",
-            ),
-            field(
-                "source",
-                DataType::Utf8,
-                false,
-                "file the record came from; '-' is stdin",
-            ),
-            field(
-                "line",
-                DataType::UInt64,
-                false,
-                "1-based line or row in source",
-            ),
+            field("cot_id", DataType::Utf8, false, "unique id of the chain of thought"),
+            field("source", DataType::Utf8, false, "file the record came from; '-' is stdin"),
+            field("line", DataType::UInt64, false, "1-based line or row in source"),
             field("format", DataType::Utf8, false, "input format"),
-            field(
-                "model",
-                DataType::Utf8,
-                false,
-                "model that wrote the text (pi_0)",
-            ),
-            field(
-                "model_version",
-                DataType::Utf8,
-                false,
-                "model or prompt version",
-            ),
-            field(
-                "event_time",
-                timestamp(),
-                false,
-                "response creation time, UTC",
-            ),
-            field(
-                "question",
-                DataType::Utf8,
-                true,
-                "last user message of the request",
-            ),
-            field(
-                "content",
-                DataType::Utf8,
-                false,
-                "generated chain of thought",
-            ),
-            field(
-                "tokens",
-                tokens,
-                false,
-                "tokens: text, byte_len, logprob (ln pi_0), target_logprob (ln pi_theta)",
-            ),
+            field("model", DataType::Utf8, false, "model that wrote the text (pi_0)"),
+            field("model_version", DataType::Utf8, false, "model or prompt version"),
+            field("event_time", timestamp(), false, "response creation time, UTC"),
+            field("question", DataType::Utf8, true, "last user message of the request"),
+            field("content", DataType::Utf8, false, "generated chain of thought"),
+            field("tokens", tokens, false, "tokens: text, byte_len, logprob (ln pi_0), target_logprob (ln pi_theta)"),
             field("metadata", DataType::Utf8, true, "request.metadata as JSON"),
         ]
     }

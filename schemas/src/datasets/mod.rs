@@ -27,15 +27,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// The names of all datasets, in the order a run writes them.
-pub const DATASETS: [&str; 7] = [
-    Generation::NAME,
-    Mention::NAME,
-    Step::NAME,
-    TokenScore::NAME,
-    CotScore::NAME,
-    Aggregate::NAME,
-    Reject::NAME,
-];
+pub const DATASETS: [&str; 7] =
+    [Generation::NAME, Mention::NAME, Step::NAME, TokenScore::NAME, CotScore::NAME, Aggregate::NAME, Reject::NAME];
 
 /// A dataset: a row type with a documented Arrow schema.
 ///
@@ -59,21 +52,15 @@ pub trait Dataset: Serialize + DeserializeOwned + Sized {
         if rows.is_empty() {
             return Ok(RecordBatch::new_empty(Self::schema()));
         }
-        let batch =
-            serde_arrow::to_record_batch(&Self::fields(), &rows).map_err(|source| Error::Rows {
-                dataset: Self::NAME,
-                source,
-            })?;
+        let batch = serde_arrow::to_record_batch(&Self::fields(), &rows)
+            .map_err(|source| Error::Rows { dataset: Self::NAME, source })?;
         // serde_arrow drops field metadata; put the documented schema back.
         Ok(batch.with_schema(Self::schema())?)
     }
 
     /// One record batch → rows.
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
-        serde_arrow::from_record_batch(batch).map_err(|source| Error::Rows {
-            dataset: Self::NAME,
-            source,
-        })
+        serde_arrow::from_record_batch(batch).map_err(|source| Error::Rows { dataset: Self::NAME, source })
     }
 }
 
@@ -104,12 +91,7 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.close().unwrap();
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes_of(buf)).unwrap();
-        assert_eq!(
-            builder.schema().fields(),
-            D::schema().fields(),
-            "{}",
-            D::NAME
-        );
+        assert_eq!(builder.schema().fields(), D::schema().fields(), "{}", D::NAME);
         let mut back = Vec::new();
         for batch in builder.build().unwrap() {
             back.extend(D::from_batch(&batch.unwrap()).unwrap());
@@ -133,18 +115,8 @@ mod tests {
             question: i.is_multiple_of(2).then(|| "What is the capital of Peru?".into()),
             content: "Lima é".into(),
             tokens: vec![
-                Token {
-                    text: "Lima".into(),
-                    byte_len: 4,
-                    logprob: F64(-0.25),
-                    target_logprob: None,
-                },
-                Token {
-                    text: " é".into(),
-                    byte_len: 3,
-                    logprob: F64(-1.5),
-                    target_logprob: Some(F64(-2.0)),
-                },
+                Token { text: "Lima".into(), byte_len: 4, logprob: F64(-0.25), target_logprob: None },
+                Token { text: " é".into(), byte_len: 3, logprob: F64(-1.5), target_logprob: Some(F64(-2.0)) },
             ],
             metadata: Some("{\"k\":1}".into()),
         }
@@ -235,14 +207,7 @@ mod tests {
             time: 0,
             diff: -1,
         }]);
-        round_trip(vec![Reject::new(
-            "f",
-            Some(3),
-            "jsonl",
-            RejectReason::InvalidJson,
-            "bad",
-            b"{oops",
-        )]);
+        round_trip(vec![Reject::new("f", Some(3), "jsonl", RejectReason::InvalidJson, "bad", b"{oops")]);
         round_trip(Vec::<Reject>::new());
     }
 

@@ -109,38 +109,13 @@ impl Dataset for Reject {
 
     fn fields() -> Vec<FieldRef> {
         vec![
-            field(
-                "source",
-                DataType::Utf8,
-                false,
-                "file of the record; '-' is stdin",
-            ),
-            field(
-                "line",
-                DataType::UInt64,
-                true,
-                "1-based line or row in source",
-            ),
-            field(
-                "format",
-                DataType::Utf8,
-                false,
-                "format the record was read as",
-            ),
+            field("source", DataType::Utf8, false, "file of the record; '-' is stdin"),
+            field("line", DataType::UInt64, true, "1-based line or row in source"),
+            field("format", DataType::Utf8, false, "format the record was read as"),
             field("reason_code", DataType::Utf8, false, "stable reason code"),
             field("reason", DataType::Utf8, false, "what was wrong"),
-            field(
-                "raw",
-                DataType::Binary,
-                false,
-                "the record's first 4096 bytes",
-            ),
-            field(
-                "raw_bytes",
-                DataType::UInt64,
-                false,
-                "the record's full length in bytes",
-            ),
+            field("raw", DataType::Binary, false, "the record's first 4096 bytes"),
+            field("raw_bytes", DataType::UInt64, false, "the record's full length in bytes"),
         ]
     }
 }

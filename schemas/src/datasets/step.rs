@@ -40,54 +40,14 @@ impl Dataset for Step {
         vec![
             field("cot_id", DataType::Utf8, false, "chain of thought id"),
             field("step", DataType::UInt32, false, "0-based step index"),
-            field(
-                "char_start",
-                DataType::UInt32,
-                false,
-                "start, in chars of the content",
-            ),
-            field(
-                "char_end",
-                DataType::UInt32,
-                false,
-                "end (exclusive), in chars",
-            ),
-            field(
-                "token_start",
-                DataType::UInt32,
-                false,
-                "first token of the step",
-            ),
-            field(
-                "token_end",
-                DataType::UInt32,
-                false,
-                "one past the last token",
-            ),
-            field(
-                "n_entity_tokens",
-                DataType::UInt32,
-                false,
-                "entity tokens in the step",
-            ),
-            field(
-                "n_mentions",
-                DataType::UInt32,
-                false,
-                "entity mentions in the step",
-            ),
-            field(
-                "n_supported",
-                DataType::UInt32,
-                false,
-                "mentions the KG supports",
-            ),
-            field(
-                "value",
-                DataType::Float64,
-                false,
-                "step term of KG-IPS, <= 0",
-            ),
+            field("char_start", DataType::UInt32, false, "start, in chars of the content"),
+            field("char_end", DataType::UInt32, false, "end (exclusive), in chars"),
+            field("token_start", DataType::UInt32, false, "first token of the step"),
+            field("token_end", DataType::UInt32, false, "one past the last token"),
+            field("n_entity_tokens", DataType::UInt32, false, "entity tokens in the step"),
+            field("n_mentions", DataType::UInt32, false, "entity mentions in the step"),
+            field("n_supported", DataType::UInt32, false, "mentions the KG supports"),
+            field("value", DataType::Float64, false, "step term of KG-IPS, <= 0"),
             field("text", DataType::Utf8, false, "the step's text"),
         ]
     }

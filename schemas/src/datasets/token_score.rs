@@ -47,63 +47,18 @@ impl Dataset for TokenScore {
         vec![
             field("cot_id", DataType::Utf8, false, "chain of thought id"),
             field("step", DataType::UInt32, false, "0-based step index"),
-            field(
-                "token_index",
-                DataType::UInt32,
-                false,
-                "0-based token index",
-            ),
+            field("token_index", DataType::UInt32, false, "0-based token index"),
             field("token", DataType::Utf8, false, "token text"),
-            field(
-                "char_start",
-                DataType::UInt32,
-                false,
-                "start, in chars of the content",
-            ),
-            field(
-                "char_end",
-                DataType::UInt32,
-                false,
-                "end (exclusive), in chars",
-            ),
+            field("char_start", DataType::UInt32, false, "start, in chars of the content"),
+            field("char_end", DataType::UInt32, false, "end (exclusive), in chars"),
             field("behavior_logprob", DataType::Float64, false, "ln pi_0(v|s)"),
-            field(
-                "kg_logprob",
-                DataType::Float64,
-                true,
-                "ln mu(v|s) on entity tokens",
-            ),
-            field(
-                "target_logprob",
-                DataType::Float64,
-                true,
-                "ln pi_theta(v|s); null = pi_0",
-            ),
-            field(
-                "is_entity",
-                DataType::Boolean,
-                false,
-                "token overlaps an entity mention",
-            ),
-            field(
-                "entity_id",
-                DataType::Utf8,
-                true,
-                "entity the token mentions",
-            ),
+            field("kg_logprob", DataType::Float64, true, "ln mu(v|s) on entity tokens"),
+            field("target_logprob", DataType::Float64, true, "ln pi_theta(v|s); null = pi_0"),
+            field("is_entity", DataType::Boolean, false, "token overlaps an entity mention"),
+            field("entity_id", DataType::Utf8, true, "entity the token mentions"),
             field("log_lambda", DataType::Float64, false, "ln lambda(v|s)"),
-            field(
-                "log_weight",
-                DataType::Float64,
-                false,
-                "ln pi_theta - ln lambda",
-            ),
-            field(
-                "contribution",
-                DataType::Float64,
-                false,
-                "exp(log_weight) * ln pi_0, <= 0",
-            ),
+            field("log_weight", DataType::Float64, false, "ln pi_theta - ln lambda"),
+            field("contribution", DataType::Float64, false, "exp(log_weight) * ln pi_0, <= 0"),
         ]
     }
 }

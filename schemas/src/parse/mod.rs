@@ -42,21 +42,10 @@ pub type Parsed = Vec<Result<Generation, Reject>>;
 /// Parses one JSONL line in any supported format (detected per line).
 pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
     let reject = |format: &str, reason: RejectReason, detail: String| {
-        vec![Err(Reject::new(
-            ctx.source,
-            Some(ctx.line),
-            format,
-            reason,
-            detail,
-            raw,
-        ))]
+        vec![Err(Reject::new(ctx.source, Some(ctx.line), format, reason, detail, raw))]
     };
     if raw.len() > ctx.max_line_bytes {
-        let detail = format!(
-            "line of {} bytes exceeds the limit of {}",
-            raw.len(),
-            ctx.max_line_bytes
-        );
+        let detail = format!("line of {} bytes exceeds the limit of {}", raw.len(), ctx.max_line_bytes);
         return reject("jsonl", RejectReason::Oversized, detail);
     }
     let text = match std::str::from_utf8(raw) {
@@ -68,19 +57,12 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
         Err(e) => return reject("jsonl", RejectReason::InvalidJson, e.to_string()),
     };
     let Some(obj) = value.as_object() else {
-        return reject(
-            "jsonl",
-            RejectReason::UnknownFormat,
-            "a line must be a JSON object".into(),
-        );
+        return reject("jsonl", RejectReason::UnknownFormat, "a line must be a JSON object".into());
     };
     let (format, drafts) = if obj.contains_key("custom_id") {
         ("openai-batch", openai::batch_line(&value, ctx))
     } else if obj.contains_key("request") && obj.contains_key("response") {
-        (
-            "openai",
-            openai::pair(&value["request"], &value["response"]),
-        )
+        ("openai", openai::pair(&value["request"], &value["response"]))
     } else if obj.contains_key("outputs") {
         ("vllm", vllm::request_output(&value, ctx))
     } else if let Some(first) = obj.get("choices").and_then(|c| c.get(0)) {
@@ -90,8 +72,7 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
             ("vllm", vllm::completion(&value))
         }
     } else {
-        let detail =
-            "no `choices`, `outputs`, `request`/`response` or `custom_id`: not a known log format";
+        let detail = "no `choices`, `outputs`, `request`/`response` or `custom_id`: not a known log format";
         return reject("jsonl", RejectReason::UnknownFormat, detail.into());
     };
     let drafts = match drafts {
@@ -102,9 +83,8 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
     drafts
         .into_iter()
         .map(|d| {
-            d.finish(format, several, ctx).map_err(|(reason, detail)| {
-                Reject::new(ctx.source, Some(ctx.line), format, reason, detail, raw)
-            })
+            d.finish(format, several, ctx)
+                .map_err(|(reason, detail)| Reject::new(ctx.source, Some(ctx.line), format, reason, detail, raw))
         })
         .collect()
 }
@@ -113,10 +93,7 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
 pub(crate) type Fail = (RejectReason, String);
 
 pub(crate) fn missing(what: &str) -> Fail {
-    (
-        RejectReason::MissingField,
-        format!("missing or mistyped field `{what}`"),
-    )
+    (RejectReason::MissingField, format!("missing or mistyped field `{what}`"))
 }
 
 /// A token as a log gives it: bytes and log-probs, before validation.
@@ -144,48 +121,31 @@ pub(crate) struct Draft {
 }
 
 impl Draft {
-    fn finish(
-        self,
-        format: &str,
-        several: bool,
-        ctx: &LineContext<'_>,
-    ) -> Result<Generation, Fail> {
+    fn finish(self, format: &str, several: bool, ctx: &LineContext<'_>) -> Result<Generation, Fail> {
         if let Some(fail) = self.fail {
             return Err(fail);
         }
-        let content = self.content.filter(|c| !c.is_empty()).ok_or((
-            RejectReason::MissingContent,
-            "no generated content".to_owned(),
-        ))?;
-        let drafts = self.tokens.filter(|t| !t.is_empty()).ok_or((
-            RejectReason::MissingLogprobs,
-            "no token log-probabilities".to_owned(),
-        ))?;
+        let content = self
+            .content
+            .filter(|c| !c.is_empty())
+            .ok_or((RejectReason::MissingContent, "no generated content".to_owned()))?;
+        let drafts = self
+            .tokens
+            .filter(|t| !t.is_empty())
+            .ok_or((RejectReason::MissingLogprobs, "no token log-probabilities".to_owned()))?;
         let mut tokens = Vec::with_capacity(drafts.len());
         for (i, t) in drafts.into_iter().enumerate() {
-            let logprob = t.logprob.ok_or_else(|| {
-                (
-                    RejectReason::BadLogprob,
-                    format!("token {i} has no log-probability"),
-                )
-            })?;
+            let logprob =
+                t.logprob.ok_or_else(|| (RejectReason::BadLogprob, format!("token {i} has no log-probability")))?;
             tokens.push(crate::Token {
                 text: String::from_utf8_lossy(&t.bytes).into_owned(),
-                byte_len: u32::try_from(t.bytes.len()).map_err(|_| {
-                    (
-                        RejectReason::TokenMismatch,
-                        format!("token {i} is longer than 4 GiB"),
-                    )
-                })?,
+                byte_len: u32::try_from(t.bytes.len())
+                    .map_err(|_| (RejectReason::TokenMismatch, format!("token {i} is longer than 4 GiB")))?,
                 logprob: logprob.into(),
                 target_logprob: t.target_logprob.map(Into::into),
             });
         }
-        let cot_id = if several {
-            format!("{}#{}", self.id, self.choice)
-        } else {
-            self.id
-        };
+        let cot_id = if several { format!("{}#{}", self.id, self.choice) } else { self.id };
         let generation = Generation {
             cot_id,
             source: ctx.source.to_owned(),
@@ -253,11 +213,7 @@ mod tests {
 
     #[test]
     fn bare_openai_response() {
-        let g = one(
-            &chat_response("Lima.", &[("L", -0.5), ("ima", -0.1), (".", -0.01)]),
-            None,
-        )
-        .unwrap();
+        let g = one(&chat_response("Lima.", &[("L", -0.5), ("ima", -0.1), (".", -0.01)]), None).unwrap();
         assert_eq!(g.cot_id, "chatcmpl-1");
         assert_eq!(g.model, "smol");
         assert_eq!(g.model_version, "unversioned");
@@ -291,27 +247,15 @@ mod tests {
         r["choices"][0]["logprobs"]["content"][0]["bytes"] = json!([0xC3]);
         r["choices"][0]["logprobs"]["content"][1]["bytes"] = json!([0xA9]);
         let g = one(&r, None).unwrap();
-        assert_eq!(
-            g.tokens.iter().map(|t| t.byte_len).collect::<Vec<_>>(),
-            vec![1, 1]
-        );
+        assert_eq!(g.tokens.iter().map(|t| t.byte_len).collect::<Vec<_>>(), vec![1, 1]);
     }
 
     #[test]
     fn bad_openai_records() {
         assert_eq!(code(one(&chat_response("", &[]), None)), "missing_content");
-        assert_eq!(
-            code(one(&chat_response("Lima", &[]), None)),
-            "missing_logprobs"
-        );
-        assert_eq!(
-            code(one(&chat_response("Lima", &[("Lim", -0.1)]), None)),
-            "token_mismatch"
-        );
-        assert_eq!(
-            code(one(&chat_response("Lima", &[("Lima", 0.5)]), None)),
-            "bad_logprob"
-        );
+        assert_eq!(code(one(&chat_response("Lima", &[]), None)), "missing_logprobs");
+        assert_eq!(code(one(&chat_response("Lima", &[("Lim", -0.1)]), None)), "token_mismatch");
+        assert_eq!(code(one(&chat_response("Lima", &[("Lima", 0.5)]), None)), "bad_logprob");
         let mut nan = chat_response("Lima", &[("Lima", -0.1)]);
         nan["choices"][0]["logprobs"]["content"][0]["logprob"] = json!("NaN");
         assert_eq!(code(one(&nan, None)), "bad_logprob");
@@ -320,22 +264,10 @@ mod tests {
         assert_eq!(code(one(&no_id, None)), "missing_field");
         assert_eq!(code(one(&json!({"hello": 1}), None)), "unknown_format");
         let c = ctx(None);
-        assert_eq!(
-            code(parse_line(b"{not json", &c).pop().unwrap()),
-            "invalid_json"
-        );
-        assert_eq!(
-            code(parse_line(b"{\"a\": \"\xff\"}", &c).pop().unwrap()),
-            "invalid_utf8"
-        );
-        let small = LineContext {
-            max_line_bytes: 4,
-            ..c
-        };
-        let r = parse_line(b"{\"abc\": 1}", &small)
-            .pop()
-            .unwrap()
-            .unwrap_err();
+        assert_eq!(code(parse_line(b"{not json", &c).pop().unwrap()), "invalid_json");
+        assert_eq!(code(parse_line(b"{\"a\": \"\xff\"}", &c).pop().unwrap()), "invalid_utf8");
+        let small = LineContext { max_line_bytes: 4, ..c };
+        let r = parse_line(b"{\"abc\": 1}", &small).pop().unwrap().unwrap_err();
         assert_eq!(r.reason_code, "oversized");
         assert_eq!(r.line, Some(7));
         assert_eq!(r.raw, b"{\"abc\": 1}");
@@ -371,9 +303,11 @@ mod tests {
         assert!(one(&line, None).unwrap().question.is_none());
         let empty = HashMap::new();
         assert_eq!(code(one(&line, Some(&empty))), "unmatched_custom_id");
-        let failed = json!({"id": "b", "custom_id": "req-9", "response": null, "error": {"code": "x", "message": "boom"}});
+        let failed =
+            json!({"id": "b", "custom_id": "req-9", "response": null, "error": {"code": "x", "message": "boom"}});
         assert_eq!(code(one(&failed, Some(&requests))), "batch_error");
-        let status = json!({"id": "b", "custom_id": "req-9", "response": {"status_code": 500, "body": {}}, "error": null});
+        let status =
+            json!({"id": "b", "custom_id": "req-9", "response": {"status_code": 500, "body": {}}, "error": null});
         assert_eq!(code(one(&status, Some(&requests))), "batch_error");
     }
 
@@ -393,11 +327,7 @@ mod tests {
 
     #[test]
     fn vllm_request_output() {
-        let g = one(
-            &vllm_output("Lima!", &[(10, "Lima", -0.3), (11, "!", -1.0)]),
-            None,
-        )
-        .unwrap();
+        let g = one(&vllm_output("Lima!", &[(10, "Lima", -0.3), (11, "!", -1.0)]), None).unwrap();
         assert_eq!(g.format, "vllm");
         assert_eq!(g.model, "qwen");
         assert_eq!(g.event_time, 1_700_000_000_500_000);
@@ -412,23 +342,14 @@ mod tests {
 
     #[test]
     fn bad_vllm_records() {
-        assert_eq!(
-            code(one(&vllm_output("Lima", &[(10, "Li", -0.3)]), None)),
-            "token_mismatch"
-        );
-        assert_eq!(
-            code(one(&vllm_output("Lima", &[(10, "Lima", f64::MAX)]), None)),
-            "bad_logprob"
-        );
+        assert_eq!(code(one(&vllm_output("Lima", &[(10, "Li", -0.3)]), None)), "token_mismatch");
+        assert_eq!(code(one(&vllm_output("Lima", &[(10, "Lima", f64::MAX)]), None)), "bad_logprob");
         let mut v = vllm_output("Lima", &[(10, "Lima", -0.3)]);
         v["outputs"][0]["token_ids"] = json!([11]);
         assert_eq!(code(one(&v, None)), "missing_logprobs");
         v["outputs"][0]["token_ids"] = json!([10, 11]);
         assert_eq!(code(one(&v, None)), "token_mismatch");
-        assert_eq!(
-            code(one(&json!({"request_id": "1", "outputs": []}), None)),
-            "missing_content"
-        );
+        assert_eq!(code(one(&json!({"request_id": "1", "outputs": []}), None)), "missing_content");
     }
 
     #[test]

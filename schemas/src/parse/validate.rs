@@ -13,24 +13,15 @@ pub fn validate(g: &Generation) -> Result<(), Fail> {
         return Err((RejectReason::MissingContent, "no generated content".into()));
     }
     if g.tokens.is_empty() {
-        return Err((
-            RejectReason::MissingLogprobs,
-            "no token log-probabilities".into(),
-        ));
+        return Err((RejectReason::MissingLogprobs, "no token log-probabilities".into()));
     }
     let content = g.content.as_bytes();
     let mut at = 0usize;
     for (i, t) in g.tokens.iter().enumerate() {
-        for (what, lp) in [
-            ("logprob", Some(t.logprob.0)),
-            ("target_logprob", t.target_logprob.map(|x| x.0)),
-        ] {
+        for (what, lp) in [("logprob", Some(t.logprob.0)), ("target_logprob", t.target_logprob.map(|x| x.0))] {
             if let Some(lp) = lp {
                 if !lp.is_finite() || lp > 0.0 {
-                    let detail = format!(
-                        "token {i} ({:?}) has {what} {lp}: must be finite and <= 0",
-                        t.text
-                    );
+                    let detail = format!("token {i} ({:?}) has {what} {lp}: must be finite and <= 0", t.text);
                     return Err((RejectReason::BadLogprob, detail));
                 }
             }
@@ -49,10 +40,7 @@ pub fn validate(g: &Generation) -> Result<(), Fail> {
         at = end;
     }
     if at != content.len() {
-        let detail = format!(
-            "tokens cover {at} bytes but the content has {}",
-            content.len()
-        );
+        let detail = format!("tokens cover {at} bytes but the content has {}", content.len());
         return Err((RejectReason::TokenMismatch, detail));
     }
     Ok(())

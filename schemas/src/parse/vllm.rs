@@ -10,21 +10,13 @@ use crate::datasets::RejectReason;
 /// position). Optional top-level `model`, `model_version`, `created` (seconds) or
 /// `metrics.arrival_time`.
 pub(super) fn request_output(v: &Value, _ctx: &LineContext<'_>) -> Result<Vec<Draft>, Fail> {
-    let id = v
-        .get("request_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| missing("request_id"))?;
-    let outputs = v
-        .get("outputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| missing("outputs"))?;
+    let id = v.get("request_id").and_then(Value::as_str).ok_or_else(|| missing("request_id"))?;
+    let outputs = v.get("outputs").and_then(Value::as_array).ok_or_else(|| missing("outputs"))?;
     if outputs.is_empty() {
         return Err((RejectReason::MissingContent, "`outputs` is empty".into()));
     }
-    let created_us = v
-        .get("created")
-        .or_else(|| v.get("metrics").and_then(|m| m.get("arrival_time")))
-        .and_then(seconds_to_us);
+    let created_us =
+        v.get("created").or_else(|| v.get("metrics").and_then(|m| m.get("arrival_time"))).and_then(seconds_to_us);
     Ok(outputs
         .iter()
         .enumerate()
@@ -33,10 +25,7 @@ pub(super) fn request_output(v: &Value, _ctx: &LineContext<'_>) -> Result<Vec<Dr
                 id: id.to_owned(),
                 choice: out.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
                 model: v.get("model").and_then(Value::as_str).map(str::to_owned),
-                version: v
-                    .get("model_version")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                version: v.get("model_version").and_then(Value::as_str).map(str::to_owned),
                 created_us,
                 question: v.get("prompt").and_then(Value::as_str).map(str::to_owned),
                 content: out.get("text").and_then(Value::as_str).map(str::to_owned),
@@ -55,19 +44,10 @@ fn output_tokens(out: &Value) -> Result<Option<Vec<DraftToken>>, Fail> {
     let Some(logprobs) = out.get("logprobs").filter(|l| !l.is_null()) else {
         return Ok(None);
     };
-    let ids = out
-        .get("token_ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| missing("outputs[].token_ids"))?;
-    let logprobs = logprobs
-        .as_array()
-        .ok_or_else(|| missing("outputs[].logprobs"))?;
+    let ids = out.get("token_ids").and_then(Value::as_array).ok_or_else(|| missing("outputs[].token_ids"))?;
+    let logprobs = logprobs.as_array().ok_or_else(|| missing("outputs[].logprobs"))?;
     if ids.len() != logprobs.len() {
-        let detail = format!(
-            "{} token ids but {} logprob entries",
-            ids.len(),
-            logprobs.len()
-        );
+        let detail = format!("{} token ids but {} logprob entries", ids.len(), logprobs.len());
         return Err((RejectReason::TokenMismatch, detail));
     }
     ids.iter()
@@ -79,10 +59,7 @@ fn output_tokens(out: &Value) -> Result<Option<Vec<DraftToken>>, Fail> {
                 _ => return Err(missing("outputs[].token_ids[]")),
             };
             let entry = lp.get(&key).ok_or_else(|| {
-                (
-                    RejectReason::MissingLogprobs,
-                    format!("position {i}: no logprob for sampled token id {key}"),
-                )
+                (RejectReason::MissingLogprobs, format!("position {i}: no logprob for sampled token id {key}"))
             })?;
             let text = entry
                 .get("decoded_token")
@@ -101,14 +78,8 @@ fn output_tokens(out: &Value) -> Result<Option<Vec<DraftToken>>, Fail> {
 /// A text completion (vLLM's OpenAI-compatible `/v1/completions`): `choices[].text` with
 /// `logprobs.tokens` and `logprobs.token_logprobs`.
 pub(super) fn completion(v: &Value) -> Result<Vec<Draft>, Fail> {
-    let id = v
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| missing("id"))?;
-    let choices = v
-        .get("choices")
-        .and_then(Value::as_array)
-        .ok_or_else(|| missing("choices"))?;
+    let id = v.get("id").and_then(Value::as_str).ok_or_else(|| missing("id"))?;
+    let choices = v.get("choices").and_then(Value::as_array).ok_or_else(|| missing("choices"))?;
     Ok(choices
         .iter()
         .enumerate()
@@ -117,10 +88,7 @@ pub(super) fn completion(v: &Value) -> Result<Vec<Draft>, Fail> {
                 id: id.to_owned(),
                 choice: c.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
                 model: v.get("model").and_then(Value::as_str).map(str::to_owned),
-                version: v
-                    .get("system_fingerprint")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                version: v.get("system_fingerprint").and_then(Value::as_str).map(str::to_owned),
                 created_us: v.get("created").and_then(seconds_to_us),
                 question: v.get("prompt").and_then(Value::as_str).map(str::to_owned),
                 content: c.get("text").and_then(Value::as_str).map(str::to_owned),
@@ -149,10 +117,8 @@ pub(super) fn completion(v: &Value) -> Result<Vec<Draft>, Fail> {
                         }
                     }
                     (Some(_), Some(_)) => {
-                        draft.fail = Some((
-                            RejectReason::TokenMismatch,
-                            "tokens and token_logprobs differ in length".into(),
-                        ))
+                        draft.fail =
+                            Some((RejectReason::TokenMismatch, "tokens and token_logprobs differ in length".into()))
                     }
                     _ => draft.fail = Some(missing("logprobs.tokens / logprobs.token_logprobs")),
                 }
