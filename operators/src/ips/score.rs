@@ -29,6 +29,27 @@ fn substring(chars: &[char], start: u32, end: u32) -> String {
     chars[start as usize..end as usize].iter().collect()
 }
 
+/// A `mentions` row of a grounded mention in `chars` (its part's text), without token fields.
+fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, chars: &[char]) -> Mention {
+    Mention {
+        cot_id: cot_id.to_owned(),
+        part: m.part.as_str().to_owned(),
+        mention_index: index as u32,
+        entity_id: m.entity.clone(),
+        alias: m.alias.clone(),
+        surface: substring(chars, m.start, m.end),
+        char_start: m.start,
+        char_end: m.end,
+        token_start: None,
+        token_end: None,
+        step: None,
+        n_context: m.n_context,
+        context_size: m.context_size,
+        supported: m.supported,
+        kg_logprob: None,
+    }
+}
+
 /// Scores one chain of thought given its grounded mentions (any order), the KG's entity count
 /// and the KG policy μ.
 pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, policy: &dyn KgPolicy) -> CotResult {
@@ -58,45 +79,16 @@ pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, 
             entity[t].get_or_insert_with(|| m.entity.clone());
         }
         rows.push(Mention {
-            cot_id: g.cot_id.clone(),
-            part: Part::Cot.as_str().to_owned(),
-            mention_index: i as u32,
-            entity_id: m.entity.clone(),
-            alias: m.alias.clone(),
-            surface: substring(&chars, m.start, m.end),
-            char_start: m.start,
-            char_end: m.end,
             token_start: covering.first().map(|&t| t as u32),
             token_end: covering.last().map(|&t| t as u32 + 1),
             step: covering.first().map(|&t| steps[t]),
-            n_context: m.n_context,
-            context_size: m.context_size,
-            supported: m.supported,
             kg_logprob: Some(F64(*lm)),
+            ..mention_row(&g.cot_id, i, m, &chars)
         });
     }
     let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
-    let mut mention_rows: Vec<Mention> = question
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Mention {
-            cot_id: g.cot_id.clone(),
-            part: Part::Question.as_str().to_owned(),
-            mention_index: i as u32,
-            entity_id: m.entity.clone(),
-            alias: m.alias.clone(),
-            surface: substring(&q_chars, m.start, m.end),
-            char_start: m.start,
-            char_end: m.end,
-            token_start: None,
-            token_end: None,
-            step: None,
-            n_context: 0,
-            context_size: 0,
-            supported: false,
-            kg_logprob: None,
-        })
-        .collect();
+    let mut mention_rows: Vec<Mention> =
+        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
     mention_rows.extend(rows);
 
     let mut tokens = Vec::with_capacity(n);
