@@ -55,7 +55,7 @@ pub struct RunSummary {
     pub cots_scored: usize,
     /// Entity mentions linked (questions and chains of thought).
     pub mentions: usize,
-    /// KG triples and aliases loaded.
+    /// KG triples loaded.
     pub kg_triples: usize,
     /// KG aliases loaded.
     pub kg_aliases: usize,
