@@ -56,6 +56,21 @@ struct RunArgs {
     /// Aggregation window, in seconds (default 86400).
     #[arg(long, value_name = "SECONDS")]
     window: Option<u64>,
+    /// Segment the aggregates by this `request.metadata` key (e.g. tenant or user).
+    #[arg(long, value_name = "KEY")]
+    segment_by: Option<String>,
+    /// Clip every importance weight at C (our extension; labelled `+clip(C)`).
+    #[arg(long, value_name = "C")]
+    clip: Option<f64>,
+    /// Self-normalized estimate Σ V_i / Σ W_i (our extension; labelled `+sn`).
+    #[arg(long)]
+    self_normalized: bool,
+    /// Average each CoT's terms over its tokens instead of over its steps (ours; `+per-token`).
+    #[arg(long)]
+    per_token: bool,
+    /// Confidence level of the intervals (default 0.95).
+    #[arg(long, value_name = "LEVEL")]
+    confidence: Option<f64>,
     /// Smoothing α of the KG-adjacency policy μ, in (0, 1] (default 0.1).
     #[arg(long)]
     smoothing: Option<f64>,
@@ -119,8 +134,26 @@ fn run(args: RunArgs) -> Result<()> {
         config.workers = w;
     }
     if let Some(w) = args.window {
-        config.sink.window_secs = w;
+        anyhow::ensure!(w > 0, "--window must be at least 1 second");
+        config.aggregates.window_secs = w;
     }
+    if let Some(key) = args.segment_by {
+        config.aggregates.segment_by = Some(key);
+    }
+    if let Some(c) = args.clip {
+        config.estimator.clip = Some(c);
+    }
+    if args.self_normalized {
+        config.estimator.self_normalized = true;
+    }
+    if args.per_token {
+        config.estimator.normalization = ocean_operators::ips::Normalization::PerToken;
+    }
+    if let Some(c) = args.confidence {
+        anyhow::ensure!(c > 0.0 && c < 1.0, "--confidence must be in (0, 1), got {c}");
+        config.aggregates.intervals.confidence = c;
+    }
+    config.estimator.validate().map_err(anyhow::Error::msg)?;
     if let Some(s) = args.smoothing {
         anyhow::ensure!(s > 0.0 && s <= 1.0, "--smoothing must be in (0, 1], got {s}");
         config.policy.smoothing = s;
@@ -158,12 +191,19 @@ fn print_summary(s: &RunSummary) {
     println!("KG              {} triples, {} aliases", s.kg_triples, s.kg_aliases);
     println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
     println!();
-    println!("{:<28} {:<12} {:>5} {:>10} {:>9} {:>9}", "model", "version", "n", "V̂", "std.err", "grounded");
+    let estimator = s.models.first().map_or("kg-ips", |m| m.estimator.as_str());
+    println!("estimator {estimator}; interval: normal, or UNRELIABLE when the weights are too heavy-tailed");
+    println!(
+        "{:<28} {:<12} {:>5} {:>10} {:>9} {:>22} {:>12} {:>9}",
+        "model", "version", "n", "V̂", "std.err", "interval", "entity ESS", "grounded"
+    );
     for m in &s.models {
         let grounded = m.grounded_fraction.map_or("-".to_owned(), |g| format!("{g:.3}"));
+        let interval = m.ci.map_or("UNRELIABLE".to_owned(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"));
+        let ess = format!("{:.0}/{}", m.entity_ess, m.n_entity_tokens);
         println!(
-            "{:<28} {:<12} {:>5} {:>10.4} {:>9.4} {:>9}",
-            m.model, m.model_version, m.n, m.estimate, m.std_error, grounded
+            "{:<28} {:<12} {:>5} {:>10.4} {:>9.4} {:>22} {:>12} {:>9}",
+            m.model, m.model_version, m.n, m.estimate, m.std_error, interval, ess, grounded
         );
     }
     println!();

@@ -11,7 +11,9 @@ use timely::dataflow::Scope;
 
 use crate::decode::{DecodeGenerations, GenerationBatch};
 use crate::grounding::GroundMentions;
-use crate::ips::{AggregateScores, CotResult, ScoreCots};
+use crate::ips::{
+    AggregateConfig, AggregateScores, CotResult, EstimatorConfig, IntervalConfig, ScoreConfig, ScoreCots,
+};
 use crate::kg::Kg;
 use crate::linking::{LinkEntities, LinkerConfig};
 use crate::policy::KgPolicy;
@@ -25,11 +27,42 @@ pub struct ScoringConfig {
     pub linker: LinkerConfig,
     /// Width of the aggregation windows, in seconds.
     pub window_secs: u64,
+    /// Which KG-IPS variant.
+    pub estimator: EstimatorConfig,
+    /// The `request.metadata` key that segments the aggregates (e.g. `tenant`); none: no segments.
+    pub segment_by: Option<String>,
+    /// Interval level and reliability thresholds of the aggregates.
+    pub intervals: IntervalConfig,
 }
 
 impl Default for ScoringConfig {
     fn default() -> Self {
-        ScoringConfig { linker: LinkerConfig::default(), window_secs: 86_400 }
+        ScoringConfig {
+            linker: LinkerConfig::default(),
+            window_secs: 86_400,
+            estimator: EstimatorConfig::default(),
+            segment_by: None,
+            intervals: IntervalConfig::default(),
+        }
+    }
+}
+
+impl ScoringConfig {
+    /// The scorer's part.
+    pub fn score(&self) -> ScoreConfig {
+        ScoreConfig { estimator: self.estimator, segment_by: self.segment_by.clone() }
+    }
+
+    /// The aggregation's part.
+    pub fn aggregate(&self) -> AggregateConfig {
+        let window_us =
+            i64::try_from(self.window_secs.max(1)).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+        AggregateConfig {
+            window_us,
+            self_normalized: self.estimator.self_normalized,
+            intervals: self.intervals,
+            label: self.estimator.label(),
+        }
     }
 }
 
@@ -79,9 +112,8 @@ pub fn build_scoring<'scope>(
     let (cots, rejects) = batches.decode_generations();
     let links = cots.clone().link_entities(kg.normalized_aliases(config.linker.max_alias_words), &config.linker);
     let grounded = links.ground_mentions(kg.closed_neighbourhood());
-    let results = cots.score_cots(grounded, kg.entity_count(), policy);
-    let window_us = i64::try_from(config.window_secs.max(1)).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
-    let aggregates = results.clone().aggregate_scores(window_us);
+    let results = cots.score_cots(grounded, kg.entity_count(), policy, config.score());
+    let aggregates = results.clone().aggregate_scores(config.aggregate());
     (ScoringInputs { generations, aliases, triples }, ScoringOutputs { results, aggregates, rejects })
 }
 
@@ -100,7 +132,7 @@ mod tests {
     use timely::dataflow::ProbeHandle;
 
     use super::*;
-    use crate::ips::score_cot;
+    use crate::ips::{aggregate_row, score_cot, window_start, CotStats, KgIpsStats, Normalization};
     use crate::linking::{candidates, resolve, Link};
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
     use crate::text::normalize;
@@ -133,6 +165,7 @@ mod tests {
             question: rng.gen_bool(0.7).then(|| format!("Where is {}?", NAMES[rng.gen_range(0..NAMES.len())])),
             content: tokens.iter().map(|t| t.text.as_str()).collect(),
             tokens,
+            metadata: rng.gen_bool(0.8).then(|| format!(r#"{{"tenant":"t{}"}}"#, rng.gen_range(0..2))),
             ..Default::default()
         }
     }
@@ -143,6 +176,7 @@ mod tests {
         aliases: &BTreeSet<(String, String)>,
         triples: &BTreeSet<(String, String, String)>,
         policy: &AdjacencyPolicy,
+        config: &ScoringConfig,
     ) -> Vec<CotResult> {
         let mut by_alias: HashMap<String, Vec<String>> = HashMap::new();
         for (e, a) in aliases {
@@ -193,7 +227,7 @@ mod tests {
                         }
                     })
                     .collect();
-                score_cot(g, &grounded, entities.len() as u64, policy)
+                score_cot(g, &grounded, entities.len() as u64, policy, &config.score())
             })
             .collect()
     }
@@ -205,8 +239,28 @@ mod tests {
         }
     }
 
+    /// Seed 0 runs the defaults; the others a random estimator variant, segments and intervals.
+    fn config_for(seed: u64, rng: &mut StdRng) -> ScoringConfig {
+        if seed == 0 {
+            return ScoringConfig::default();
+        }
+        let normalization = if rng.gen_bool(0.5) { Normalization::PerStep } else { Normalization::PerToken };
+        ScoringConfig {
+            estimator: EstimatorConfig {
+                normalization,
+                clip: rng.gen_bool(0.5).then(|| rng.gen_range(1.0..20.0)),
+                self_normalized: rng.gen_bool(0.5),
+            },
+            segment_by: rng.gen_bool(0.7).then(|| "tenant".to_owned()),
+            intervals: IntervalConfig { min_n: 2, ..Default::default() },
+            window_secs: 86_400 * rng.gen_range(1..3),
+            ..Default::default()
+        }
+    }
+
     fn check_seed(seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
+        let config = config_for(seed, &mut rng);
         let rounds = 6u64;
         // Plan the random update sequence up front: (time, updates).
         let mut gens = BTreeSet::new();
@@ -250,7 +304,7 @@ mod tests {
                 }
             }
             let policy = AdjacencyPolicy::new(AdjacencyPolicyConfig::default());
-            let mut want = reference(&gens, &aliases, &triples, &policy);
+            let mut want = reference(&gens, &aliases, &triples, &policy, &config);
             want.sort();
             expected.push(want);
             plan.push((round, g_up, a_up, t_up));
@@ -260,11 +314,12 @@ mod tests {
         let captured_aggs: Arc<Mutex<Vec<(Aggregate, Time, isize)>>> = Arc::default();
         let sink = Arc::clone(&captured);
         let agg_sink = Arc::clone(&captured_aggs);
+        let dataflow_config = config.clone();
         timely::execute_directly(move |worker| {
             let probe = ProbeHandle::new();
             let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig::default()));
             let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-                let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy);
+                let (inputs, outputs) = build_scoring(scope, &dataflow_config, policy);
                 outputs
                     .results
                     .inspect(move |((_, r), t, d)| sink.lock().unwrap().push((r.clone(), *t, *d)))
@@ -305,22 +360,35 @@ mod tests {
         }
         // The aggregates agree with a recomputation from each round's scores.
         let aggregates = captured_aggs.lock().unwrap().clone();
+        let agg_config = config.aggregate();
         for (round, want) in expected.iter().enumerate() {
-            let mut stats: BTreeMap<(String, i64), crate::ips::KgIpsStats> = BTreeMap::new();
+            let mut stats: BTreeMap<(String, String, Option<String>, i64), KgIpsStats> = BTreeMap::new();
             for r in want {
-                let key = (r.score.model.clone(), crate::ips::window_start(r.score.event_time, 86_400_000_000));
-                stats.entry(key).or_default().add(r.score.value.0, r.score.weight_sum.0, r.score.weight_sq_sum.0, 1.0);
+                let s = &r.score;
+                let key = (
+                    s.model.clone(),
+                    s.model_version.clone(),
+                    s.segment.clone(),
+                    window_start(s.event_time, agg_config.window_us),
+                );
+                stats.entry(key).or_default().add(&CotStats::from(s), 1.0);
             }
             let mut got: Vec<(Aggregate, isize)> =
                 aggregates.iter().filter(|(_, t, _)| *t <= round as u64).map(|(a, _, d)| (a.clone(), *d)).collect();
             consolidate(&mut got);
             assert_eq!(got.len(), stats.len(), "seed {seed} round {round}: aggregate groups");
-            for ((a, d), ((model, start), s)) in got.iter().zip(&stats) {
-                assert_eq!((*d, &a.model, a.window_start), (1, model, *start));
-                assert_eq!(a.n, s.n as u64);
+            for ((a, d), (key, s)) in got.iter().zip(&stats) {
+                let want = aggregate_row(key.clone(), s, &agg_config);
+                assert_eq!(*d, 1);
+                assert_eq!(
+                    (&a.model, &a.segment, a.window_start, a.n),
+                    (&want.model, &want.segment, want.window_start, want.n)
+                );
                 let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + y.abs());
-                assert!(close(a.estimate.0, s.estimate()), "seed {seed} round {round}: {a:?}");
-                assert!(close(a.std_error.0, s.std_error()));
+                assert!(close(a.estimate.0, want.estimate.0), "seed {seed} round {round}: {a:?} vs {want:?}");
+                assert!(close(a.std_error.0, want.std_error.0));
+                assert_eq!(a.reliable, want.reliable);
+                assert_eq!(a.estimator, config.estimator.label());
             }
         }
     }

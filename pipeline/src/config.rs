@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ocean_operators::ips::{EstimatorConfig, IntervalConfig};
 use ocean_operators::linking::LinkerConfig;
 use ocean_operators::{AdjacencyPolicyConfig, ScoringConfig};
 use serde::{Deserialize, Serialize};
@@ -52,13 +53,29 @@ impl Default for KgConfig {
 pub struct SinkConfig {
     /// Output folder; each dataset is a subfolder of Parquet files.
     pub out: PathBuf,
-    /// Width of the aggregation windows, in seconds.
-    pub window_secs: u64,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { out: PathBuf::from("ocean-out"), window_secs: 86_400 }
+        SinkConfig { out: PathBuf::from("ocean-out") }
+    }
+}
+
+/// How the live aggregates are grouped and summarized.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AggregatesConfig {
+    /// Width of the aggregation windows, in seconds.
+    pub window_secs: u64,
+    /// The `request.metadata` key that segments the aggregates (e.g. `tenant`); none: no segments.
+    pub segment_by: Option<String>,
+    /// Interval level and reliability thresholds.
+    pub intervals: IntervalConfig,
+}
+
+impl Default for AggregatesConfig {
+    fn default() -> Self {
+        AggregatesConfig { window_secs: 86_400, segment_by: None, intervals: IntervalConfig::default() }
     }
 }
 
@@ -74,6 +91,10 @@ pub struct RunConfig {
     pub linker: LinkerConfig,
     /// The KG policy μ (the adjacency baseline).
     pub policy: AdjacencyPolicyConfig,
+    /// The KG-IPS variant.
+    pub estimator: EstimatorConfig,
+    /// Aggregation.
+    pub aggregates: AggregatesConfig,
     /// Outputs.
     pub sink: SinkConfig,
     /// Timely worker threads (0 = one per core).
@@ -83,7 +104,13 @@ pub struct RunConfig {
 impl RunConfig {
     /// The dataflow's part of the configuration.
     pub fn scoring(&self) -> ScoringConfig {
-        ScoringConfig { linker: self.linker.clone(), window_secs: self.sink.window_secs }
+        ScoringConfig {
+            linker: self.linker.clone(),
+            window_secs: self.aggregates.window_secs,
+            estimator: self.estimator,
+            segment_by: self.aggregates.segment_by.clone(),
+            intervals: self.aggregates.intervals,
+        }
     }
 
     /// The number of worker threads to start.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
 use ocean_operators::decode::GenerationBatch;
-use ocean_operators::ips::KgIpsStats;
+use ocean_operators::ips::{CotStats, KgIpsStats};
 use ocean_operators::{build_scoring, AdjacencyPolicy, CotResult, KgPolicy, Time};
 use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Mention, Reject, Step, TokenScore};
 use serde::Serialize;
@@ -34,6 +34,16 @@ pub struct ModelSummary {
     pub estimate: f64,
     /// Its standard error.
     pub std_error: f64,
+    /// The default (normal) interval; none when the estimate is unreliable.
+    pub ci: Option<(f64, f64)>,
+    /// Effective sample size of the entity-token weights.
+    pub entity_ess: f64,
+    /// Entity tokens.
+    pub n_entity_tokens: u64,
+    /// Whether the interval can be trusted (enough CoTs and effective sample size).
+    pub reliable: bool,
+    /// The estimator label.
+    pub estimator: String,
     /// Mean grounded fraction over CoTs with mentions.
     pub grounded_fraction: Option<f64>,
 }
@@ -128,7 +138,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         mentions: mentions.len(),
         kg_triples: kg.triples.len(),
         kg_aliases: kg.aliases.len(),
-        models: model_summaries(&scores),
+        models: model_summaries(&scores, config),
         out: config.sink.out.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -221,11 +231,11 @@ fn changelog(updates: Vec<(Aggregate, Time, isize)>) -> Vec<Aggregate> {
         .collect()
 }
 
-fn model_summaries(scores: &[CotScore]) -> Vec<ModelSummary> {
+fn model_summaries(scores: &[CotScore], config: &RunConfig) -> Vec<ModelSummary> {
     let mut groups: BTreeMap<(String, String), (KgIpsStats, f64, u64)> = BTreeMap::new();
     for s in scores {
         let entry = groups.entry((s.model.clone(), s.model_version.clone())).or_default();
-        entry.0.add(s.value.0, s.weight_sum.0, s.weight_sq_sum.0, 1.0);
+        entry.0.add(&CotStats::from(s), 1.0);
         if let Some(g) = s.grounded_fraction {
             entry.1 += g.0;
             entry.2 += 1;
@@ -233,13 +243,21 @@ fn model_summaries(scores: &[CotScore]) -> Vec<ModelSummary> {
     }
     groups
         .into_iter()
-        .map(|((model, model_version), (stats, g, ng))| ModelSummary {
-            model,
-            model_version,
-            n: stats.n as u64,
-            estimate: stats.estimate(),
-            std_error: stats.std_error(),
-            grounded_fraction: (ng > 0).then(|| g / ng as f64),
+        .map(|((model, model_version), (stats, g, ng))| {
+            let summary = stats.summarize(config.estimator.self_normalized, &config.aggregates.intervals);
+            ModelSummary {
+                model,
+                model_version,
+                n: stats.n as u64,
+                estimate: summary.estimate,
+                std_error: summary.std_error,
+                ci: summary.reliable.then_some(summary.normal),
+                entity_ess: summary.entity_ess,
+                n_entity_tokens: stats.n_entity_tokens as u64,
+                reliable: summary.reliable,
+                estimator: config.estimator.label(),
+                grounded_fraction: (ng > 0).then(|| g / ng as f64),
+            }
         })
         .collect()
 }

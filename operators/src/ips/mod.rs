@@ -1,12 +1,16 @@
-//! KG-IPS: per-token and per-CoT terms (Eq. 3), scoring of a grounded chain of thought, and
-//! aggregation per (model, version, window).
+//! KG-IPS: per-token and per-CoT terms (Eq. 3) with our labelled extensions, scoring of a
+//! grounded chain of thought, mergeable statistics with intervals, and live aggregation per
+//! (model, version, segment, window).
 
 mod aggregate;
 pub mod kgips;
 mod score;
+pub mod stats;
 
-pub use aggregate::{window_start, AggregateScores, KgIpsStats};
-pub use score::{score_cot, CotResult, ScoreCots};
+pub use aggregate::{aggregate_row, window_start, AggregateConfig, AggregateScores};
+pub use kgips::{EstimatorConfig, Normalization};
+pub use score::{score_cot, CotResult, ScoreConfig, ScoreCots};
+pub use stats::{CotStats, IntervalConfig, KgIpsStats, Summary};
 
-/// The estimator's name in outputs: Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ).
+/// The estimator's base name in outputs: Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ).
 pub const ESTIMATOR: &str = "kg-ips";

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
-use super::kgips::{cot_value, token_term};
-use super::ESTIMATOR;
+use super::kgips::{cot_terms, token_term, EstimatorConfig};
 use crate::policy::{GroundedMention, KgPolicy, Part};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
@@ -50,9 +49,26 @@ fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, chars: &[char]) 
     }
 }
 
+/// How chains of thought are scored: the estimator variant and the segment key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScoreConfig {
+    /// Which KG-IPS variant.
+    pub estimator: EstimatorConfig,
+    /// The `request.metadata` key whose value is each CoT's segment (e.g. `tenant`); none: no
+    /// segments.
+    pub segment_by: Option<String>,
+}
+
 /// Scores one chain of thought given its grounded mentions (any order), the KG's entity count
 /// and the KG policy μ.
-pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, policy: &dyn KgPolicy) -> CotResult {
+pub fn score_cot(
+    g: &Generation,
+    mentions: &[GroundedMention],
+    n_entities: u64,
+    policy: &dyn KgPolicy,
+    config: &ScoreConfig,
+) -> CotResult {
     let index = CharIndex::new(&g.content);
     let chars: Vec<char> = g.content.chars().collect();
     let offsets = g.byte_offsets();
@@ -91,16 +107,26 @@ pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, 
         question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
     mention_rows.extend(rows);
 
+    let estimator = &config.estimator;
     let mut tokens = Vec::with_capacity(n);
     let mut contributions = Vec::with_capacity(n);
-    let (mut weight_sum, mut weight_sq_sum) = (0.0, 0.0);
+    let mut weights = Vec::with_capacity(n);
+    let (mut weight_sum, mut weight_sq_sum, mut entity_sum, mut entity_sq_sum) = (0.0, 0.0, 0.0, 0.0);
+    let (mut min_weight, mut max_weight) = (f64::INFINITY, f64::NEG_INFINITY);
     for (i, tok) in g.tokens.iter().enumerate() {
         let target = tok.target_logprob.map(|x| x.0);
-        let term = token_term(tok.logprob.0, kg[i], target);
-        let w = term.log_weight.exp();
+        let term = token_term(tok.logprob.0, kg[i], target, estimator.clip);
+        let w = term.weight;
         weight_sum += w;
         weight_sq_sum += w * w;
+        if kg[i].is_some() {
+            entity_sum += w;
+            entity_sq_sum += w * w;
+        }
+        min_weight = min_weight.min(w);
+        max_weight = max_weight.max(w);
         contributions.push(term.contribution);
+        weights.push(w);
         tokens.push(TokenScore {
             cot_id: g.cot_id.clone(),
             step: steps[i],
@@ -115,10 +141,15 @@ pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, 
             entity_id: entity[i].clone(),
             log_lambda: F64(term.log_lambda),
             log_weight: F64(term.log_weight),
+            weight: F64(w),
             contribution: F64(term.contribution),
         });
     }
-    let (value, per_step) = cot_value(&steps, &contributions);
+    let terms = cot_terms(&steps, &contributions, &weights, estimator.normalization);
+    let per_step = terms.per_step;
+    if n == 0 {
+        (min_weight, max_weight) = (1.0, 1.0);
+    }
 
     let step_rows: Vec<Step> = per_step
         .iter()
@@ -150,17 +181,23 @@ pub fn score_cot(g: &Generation, mentions: &[GroundedMention], n_entities: u64, 
         cot_id: g.cot_id.clone(),
         model: g.model.clone(),
         model_version: g.model_version.clone(),
+        segment: config.segment_by.as_deref().and_then(|key| g.metadata_value(key)),
         event_time: g.event_time,
         n_steps: step_rows.len() as u32,
         n_tokens: n as u32,
         n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
         n_mentions: cot.len() as u32,
         n_supported,
-        value: F64(value),
+        value: F64(terms.value),
+        weight_mass: F64(terms.weight_mass),
         grounded_fraction: (!cot.is_empty()).then(|| F64(n_supported as f64 / cot.len() as f64)),
         weight_sum: F64(weight_sum),
         weight_sq_sum: F64(weight_sq_sum),
-        estimator: ESTIMATOR.to_owned(),
+        entity_weight_sum: F64(entity_sum),
+        entity_weight_sq_sum: F64(entity_sq_sum),
+        min_weight: F64(min_weight),
+        max_weight: F64(max_weight),
+        estimator: estimator.label(),
         kg_policy: policy.name(),
     };
     CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
@@ -183,6 +220,7 @@ pub trait ScoreCots<'scope> {
         mentions: Coll<'scope, (CotId, GroundedMention)>,
         entity_count: Coll<'scope, ((), isize)>,
         policy: Arc<dyn KgPolicy>,
+        config: ScoreConfig,
     ) -> Coll<'scope, (CotId, CotResult)>;
 }
 
@@ -192,6 +230,7 @@ impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
         mentions: Coll<'scope, (CotId, GroundedMention)>,
         entity_count: Coll<'scope, ((), isize)>,
         policy: Arc<dyn KgPolicy>,
+        config: ScoreConfig,
     ) -> Coll<'scope, (CotId, CotResult)> {
         let entities = self
             .clone()
@@ -212,7 +251,7 @@ impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
                     }
                 }
                 if let Some(g) = generation {
-                    out.push((score_cot(g, &grounded, n_entities, policy.as_ref()), 1));
+                    out.push((score_cot(g, &grounded, n_entities, policy.as_ref(), &config), 1));
                 }
             })
     }

@@ -6,33 +6,61 @@ use serde::{Deserialize, Serialize};
 use super::{field, timestamp, Dataset};
 use crate::F64;
 
-/// The KG-IPS estimate V̂ over the chains of thought of one group.
+/// The KG-IPS estimate V̂ over the chains of thought of one group (model, version, segment,
+/// window), with its uncertainty.
 ///
-/// Rows form a changelog: `diff = +1` adds the row, `-1` retracts it. The current state is the
-/// rows whose diffs sum to 1.
+/// Rows form a changelog: `diff = +1` adds the row at dataflow time `time`, `-1` retracts it.
+/// The current state is the rows whose diffs sum to 1 (the `aggregates_current` view of
+/// `ocean sql`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Aggregate {
     /// The behaviour model.
     pub model: String,
     /// Its version.
     pub model_version: String,
+    /// The segment (value of the configured `request.metadata` key); null when not segmented.
+    pub segment: Option<String>,
     /// Window start (inclusive), µs since the Unix epoch (UTC).
     pub window_start: i64,
     /// Window end (exclusive).
     pub window_end: i64,
     /// Number of chains of thought N.
     pub n: u64,
-    /// V̂ = mean of the per-CoT values.
+    /// V̂: the mean of the per-CoT values (self-normalized: Σ value / Σ weight_mass).
     pub estimate: F64,
-    /// Sample standard deviation of the per-CoT values over √N (0 when N = 1).
+    /// Sample variance of the per-CoT values (self-normalized: of their linearization).
+    pub variance: F64,
+    /// √(variance / N).
     pub std_error: F64,
-    /// Lower end of the normal 95 % interval, estimate − 1.96 · std_error.
-    pub ci_low: F64,
-    /// Upper end of that interval.
-    pub ci_high: F64,
+    /// The default interval: normal, at the configured level (95 %); null when `reliable` is
+    /// false, because the weights are too heavy-tailed for it to be trusted.
+    pub ci_low: Option<F64>,
+    /// Its upper end.
+    pub ci_high: Option<F64>,
+    /// Empirical-Bernstein interval, low (observed range as the bound); null for N ≤ 1.
+    pub bernstein_low: Option<F64>,
+    /// Its upper end.
+    pub bernstein_high: Option<F64>,
+    /// The paper's sub-Gaussian interval, low (M = largest observed |value|).
+    pub subgaussian_low: Option<F64>,
+    /// Its upper end.
+    pub subgaussian_high: Option<F64>,
     /// Effective sample size (Σ w)² / Σ w² of the token weights.
     pub ess: F64,
-    /// The estimator.
+    /// The same over entity tokens.
+    pub entity_ess: F64,
+    /// The smallest token weight.
+    pub min_weight: F64,
+    /// The largest token weight.
+    pub max_weight: F64,
+    /// Tokens.
+    pub n_tokens: u64,
+    /// Entity tokens (the rest are non-entity tokens).
+    pub n_entity_tokens: u64,
+    /// N ≥ the configured minimum and ESS ≥ the configured fraction of the tokens (all, and
+    /// entity tokens alone).
+    pub reliable: bool,
+    /// The estimator label (`kg-ips`, with `+per-token`, `+clip(c)`, `+sn` for our extensions).
     pub estimator: String,
     /// The dataflow time of the change (the input epoch).
     pub time: u64,
@@ -47,15 +75,27 @@ impl Dataset for Aggregate {
         vec![
             field("model", DataType::Utf8, false, "behaviour model"),
             field("model_version", DataType::Utf8, false, "model version"),
+            field("segment", DataType::Utf8, true, "segment: value of the configured request.metadata key"),
             field("window_start", timestamp(), false, "window start (inclusive), UTC"),
             field("window_end", timestamp(), false, "window end (exclusive), UTC"),
             field("n", DataType::UInt64, false, "number of CoTs"),
             field("estimate", DataType::Float64, false, "KG-IPS estimate V-hat"),
+            field("variance", DataType::Float64, false, "sample variance of the per-CoT terms"),
             field("std_error", DataType::Float64, false, "standard error of the estimate"),
-            field("ci_low", DataType::Float64, false, "normal 95% interval, low"),
-            field("ci_high", DataType::Float64, false, "normal 95% interval, high"),
+            field("ci_low", DataType::Float64, true, "normal interval, low; null when unreliable"),
+            field("ci_high", DataType::Float64, true, "normal interval, high; null when unreliable"),
+            field("bernstein_low", DataType::Float64, true, "empirical-Bernstein interval, low"),
+            field("bernstein_high", DataType::Float64, true, "empirical-Bernstein interval, high"),
+            field("subgaussian_low", DataType::Float64, true, "sub-Gaussian interval, low"),
+            field("subgaussian_high", DataType::Float64, true, "sub-Gaussian interval, high"),
             field("ess", DataType::Float64, false, "effective sample size of token weights"),
-            field("estimator", DataType::Utf8, false, "estimator name"),
+            field("entity_ess", DataType::Float64, false, "effective sample size of entity-token weights"),
+            field("min_weight", DataType::Float64, false, "smallest token weight"),
+            field("max_weight", DataType::Float64, false, "largest token weight"),
+            field("n_tokens", DataType::UInt64, false, "tokens"),
+            field("n_entity_tokens", DataType::UInt64, false, "entity tokens"),
+            field("reliable", DataType::Boolean, false, "enough CoTs and effective sample size"),
+            field("estimator", DataType::Utf8, false, "estimator label"),
             field("time", DataType::UInt64, false, "dataflow time of the change"),
             field("diff", DataType::Int64, false, "+1 added, -1 retracted"),
         ]

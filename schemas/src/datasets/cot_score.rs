@@ -15,6 +15,9 @@ pub struct CotScore {
     pub model: String,
     /// Its version.
     pub model_version: String,
+    /// The segment (the value of the configured `request.metadata` key, e.g. a tenant); null
+    /// when no segment key is configured or the record lacks it.
+    pub segment: Option<String>,
     /// Response creation time, µs since the Unix epoch (UTC).
     pub event_time: i64,
     /// Number of steps T.
@@ -27,15 +30,27 @@ pub struct CotScore {
     pub n_mentions: u32,
     /// Mentions the KG supports.
     pub n_supported: u32,
-    /// The KG-IPS term, ≤ 0; closer to 0 is more KG-aligned.
+    /// The KG-IPS term V_i, ≤ 0; closer to 0 is more KG-aligned.
     pub value: F64,
+    /// The weight mass W_i: the same average as `value` over the weights alone (the
+    /// self-normalized estimator's denominator term; 1 in expectation).
+    pub weight_mass: F64,
     /// n_supported / n_mentions; null without mentions.
     pub grounded_fraction: Option<F64>,
     /// Σ of the importance weights π_θ/λ over the tokens.
     pub weight_sum: F64,
     /// Σ of their squares (with `weight_sum`, the effective sample size (Σw)²/Σw²).
     pub weight_sq_sum: F64,
-    /// The estimator (`kg-ips`: Eq. 3 of the paper, π_θ = π₀ unless the logs give π_θ).
+    /// Σ of the weights over entity tokens.
+    pub entity_weight_sum: F64,
+    /// Σ of their squares.
+    pub entity_weight_sq_sum: F64,
+    /// The smallest token weight.
+    pub min_weight: F64,
+    /// The largest token weight.
+    pub max_weight: F64,
+    /// The estimator: `kg-ips` is Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ);
+    /// `+per-token`, `+clip(c)`, `+sn` name our extensions.
     pub estimator: String,
     /// The KG policy μ that scored the entity tokens.
     pub kg_policy: String,
@@ -49,16 +64,22 @@ impl Dataset for CotScore {
             field("cot_id", DataType::Utf8, false, "chain of thought id"),
             field("model", DataType::Utf8, false, "behaviour model"),
             field("model_version", DataType::Utf8, false, "model version"),
+            field("segment", DataType::Utf8, true, "segment: value of the configured request.metadata key"),
             field("event_time", timestamp(), false, "response creation time, UTC"),
             field("n_steps", DataType::UInt32, false, "number of steps T"),
             field("n_tokens", DataType::UInt32, false, "number of tokens"),
             field("n_entity_tokens", DataType::UInt32, false, "number of entity tokens"),
             field("n_mentions", DataType::UInt32, false, "entity mentions"),
             field("n_supported", DataType::UInt32, false, "mentions the KG supports"),
-            field("value", DataType::Float64, false, "KG-IPS term of the CoT, <= 0"),
+            field("value", DataType::Float64, false, "KG-IPS term V_i of the CoT, <= 0"),
+            field("weight_mass", DataType::Float64, false, "W_i: the same average over the weights alone"),
             field("grounded_fraction", DataType::Float64, true, "n_supported / n_mentions"),
             field("weight_sum", DataType::Float64, false, "sum of token weights pi_theta/lambda"),
             field("weight_sq_sum", DataType::Float64, false, "sum of squared token weights"),
+            field("entity_weight_sum", DataType::Float64, false, "sum of entity-token weights"),
+            field("entity_weight_sq_sum", DataType::Float64, false, "sum of squared entity-token weights"),
+            field("min_weight", DataType::Float64, false, "smallest token weight"),
+            field("max_weight", DataType::Float64, false, "largest token weight"),
             field("estimator", DataType::Utf8, false, "estimator name"),
             field("kg_policy", DataType::Utf8, false, "KG policy mu"),
         ]

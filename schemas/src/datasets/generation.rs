@@ -58,6 +58,17 @@ impl Generation {
         }
         offsets
     }
+
+    /// The value of `key` in `metadata` as text (strings as they are, other JSON values as
+    /// JSON); `None` when there is no metadata, it is not a JSON object, or it lacks the key.
+    pub fn metadata_value(&self, key: &str) -> Option<String> {
+        let meta: serde_json::Value = serde_json::from_str(self.metadata.as_deref()?).ok()?;
+        match meta.get(key)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
 }
 
 fn token_fields() -> Fields {

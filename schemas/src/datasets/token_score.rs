@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{field, Dataset};
 use crate::F64;
 
-/// One token's KG-IPS computation: `contribution = exp(log_weight) · behavior_logprob`,
-/// `log_weight = log π_θ − log λ`, λ = μ on entity tokens and π₀ elsewhere (natural logs).
+/// One token's KG-IPS computation: `contribution = weight · behavior_logprob`,
+/// `weight = min(exp(log_weight), clip)`, `log_weight = log π_θ − log λ`, λ = μ on entity tokens and π₀ elsewhere (natural logs).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TokenScore {
     /// The chain of thought.
@@ -34,9 +34,11 @@ pub struct TokenScore {
     pub entity_id: Option<String>,
     /// log λ(v|s).
     pub log_lambda: F64,
-    /// log of the importance weight π_θ/λ.
+    /// log of the importance weight π_θ/λ, before clipping.
     pub log_weight: F64,
-    /// exp(log_weight) · log π₀(v|s), ≤ 0.
+    /// The weight used: exp(log_weight), clipped when the estimator clips (`+clip(c)`).
+    pub weight: F64,
+    /// weight · log π₀(v|s), ≤ 0.
     pub contribution: F64,
 }
 
@@ -57,8 +59,9 @@ impl Dataset for TokenScore {
             field("is_entity", DataType::Boolean, false, "token overlaps an entity mention"),
             field("entity_id", DataType::Utf8, true, "entity the token mentions"),
             field("log_lambda", DataType::Float64, false, "ln lambda(v|s)"),
-            field("log_weight", DataType::Float64, false, "ln pi_theta - ln lambda"),
-            field("contribution", DataType::Float64, false, "exp(log_weight) * ln pi_0, <= 0"),
+            field("log_weight", DataType::Float64, false, "ln pi_theta - ln lambda, before clipping"),
+            field("weight", DataType::Float64, false, "weight used: exp(log_weight), clipped if the estimator clips"),
+            field("contribution", DataType::Float64, false, "weight * ln pi_0, <= 0"),
         ]
     }
 }
