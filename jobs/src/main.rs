@@ -24,7 +24,7 @@ enum Command {
     /// With no arguments it runs on the embedded default (data/logs and data/kg) and writes to
     /// ./ocean-out. Writes generations, mentions, steps, token_scores, cot_scores, aggregates and
     /// rejects as Parquet, plus run_config.json and summary.json, then prints a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a SQL query over the datasets of an output folder and print the result.
     ///
     /// Every dataset is a table of its name: generations, mentions, steps, token_scores,
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Sql(args) => {
             let batches = ocean_pipeline::sql::query_blocking(&args.out, &args.query)
                 .with_context(|| format!("query over {}", args.out.display()))?;
