@@ -31,6 +31,50 @@ enum Command {
     /// cot_scores, aggregates, rejects. Example:
     /// ocean sql "select model, count(*), avg(value) from cot_scores group by model"
     Sql(SqlArgs),
+    /// Synthetic data with a known answer.
+    #[command(subcommand)]
+    Synth(SynthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SynthCommand {
+    /// Write OpenAI-format logs drawn from known policies over a small clustered KG, with the
+    /// exact value V that KG-IPS estimates (truth.json).
+    ///
+    /// Writes <out>/kg (Wikidata5m format), <out>/logs/synth.jsonl and <out>/truth.json. Three
+    /// scenarios by default: mild weights, a target policy (target_logprob), heavy-tailed weights.
+    /// Each replication is one model_version, so
+    /// `ocean run --logs <out>/logs --kg <out>/kg --out <out>/run` gives one aggregate per
+    /// (scenario, replication) to compare with the truth.
+    Logs(SynthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SynthArgs {
+    /// Output folder.
+    #[arg(long, value_name = "DIR", default_value = "ocean-synth")]
+    out: PathBuf,
+    /// Replications per scenario.
+    #[arg(long, default_value_t = 200)]
+    replications: usize,
+    /// Chains of thought per replication.
+    #[arg(long, default_value_t = 200)]
+    n: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// KG clusters (1 to 16).
+    #[arg(long, default_value_t = 4)]
+    clusters: usize,
+    /// Entities per cluster.
+    #[arg(long, default_value_t = 25)]
+    cluster_size: usize,
+    /// Smoothing α of μ (use the same for `ocean run --smoothing`).
+    #[arg(long, default_value_t = 0.1)]
+    smoothing: f64,
+    /// Only these scenarios (mild, target, heavy).
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    scenario: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +151,49 @@ fn main() -> Result<()> {
             println!("{}", ocean_pipeline::sql::format_table(&batches)?);
             Ok(())
         }
+        Command::Synth(SynthCommand::Logs(args)) => synth(args),
     }
+}
+
+fn synth(args: SynthArgs) -> Result<()> {
+    use ocean_pipeline::synth::{synth_logs, Scenario, SynthConfig};
+    let mut scenarios = Scenario::standard();
+    if !args.scenario.is_empty() {
+        for name in &args.scenario {
+            anyhow::ensure!(scenarios.iter().any(|s| &s.name == name), "unknown scenario {name} (mild, target, heavy)");
+        }
+        scenarios.retain(|s| args.scenario.contains(&s.name));
+    }
+    let config = SynthConfig {
+        out: args.out,
+        seed: args.seed,
+        replications: args.replications,
+        n: args.n,
+        clusters: args.clusters,
+        cluster_size: args.cluster_size,
+        smoothing: args.smoothing,
+        scenarios,
+        ..SynthConfig::default()
+    };
+    let every = (config.replications / 10).max(1);
+    let total = config.replications;
+    let truth = synth_logs(&config, |scenario, done| {
+        if done % every == 0 || done == total {
+            eprintln!("synth {scenario}: {done}/{total} replications");
+        }
+    })
+    .context("ocean synth logs failed")?;
+    println!("wrote {} records ({} tokens) to {}", truth.records, truth.tokens, config.out.display());
+    println!("{:<10} {:<16} {:>14} {:>18}", "scenario", "model", "true V", "sd(ln π0 − ln μ)");
+    for (name, t) in &truth.scenarios {
+        println!("{name:<10} {:<16} {:>14.6} {:>18.3}", t.model, t.value, t.log_ratio_sd);
+    }
+    println!(
+        "next: ocean run --logs {0}/logs --kg {0}/kg --out {0}/run --smoothing {1}",
+        config.out.display(),
+        config.smoothing
+    );
+    Ok(())
 }
 
 fn run(args: RunArgs) -> Result<()> {

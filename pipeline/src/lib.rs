@@ -8,6 +8,7 @@ pub mod run;
 pub mod sink;
 pub mod sources;
 pub mod sql;
+pub mod synth;
 
 pub use config::RunConfig;
 pub use error::{Error, Result};

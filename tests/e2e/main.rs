@@ -3,3 +3,4 @@
 mod broken_logs;
 mod embedded;
 mod formats;
+mod synth;

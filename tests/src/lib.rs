@@ -65,3 +65,24 @@ pub fn column(out: &Path, query: &str) -> Result<Vec<Option<f64>>> {
 pub fn rows(out: &Path, query: &str) -> Result<usize> {
     Ok(sql(out, query)?.iter().map(RecordBatch::num_rows).sum())
 }
+
+/// Every row of a query whose columns are all numeric or boolean, as f64 (true = 1, null = None).
+pub fn numeric_rows(out: &Path, query: &str) -> Result<Vec<Vec<Option<f64>>>> {
+    let mut table = Vec::new();
+    for b in sql(out, query)? {
+        let columns: Vec<arrow::array::ArrayRef> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        for i in 0..b.num_rows() {
+            table.push(
+                columns
+                    .iter()
+                    .map(|c| (!c.is_null(i)).then(|| c.as_primitive::<Float64Type>().value(i)))
+                    .collect(),
+            );
+        }
+    }
+    Ok(table)
+}
