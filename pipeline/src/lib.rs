@@ -9,6 +9,7 @@ pub mod sink;
 pub mod sources;
 pub mod sql;
 pub mod synth;
+pub mod udaf;
 
 pub use config::RunConfig;
 pub use error::{Error, Result};

@@ -8,11 +8,26 @@ use ocean_schemas::DATASETS;
 
 use crate::error::{Error, Result};
 
-/// A session with every dataset found under `out` registered as a table of its name.
+/// The current state of the `aggregates` changelog: the rows whose diffs sum to a positive count.
+pub const AGGREGATES_CURRENT: &str = "create view aggregates_current as \
+    select model, model_version, segment, window_start, window_end, n, estimate, variance, std_error, \
+      ci_low, ci_high, bernstein_low, bernstein_high, subgaussian_low, subgaussian_high, ess, entity_ess, \
+      min_weight, max_weight, n_tokens, n_entity_tokens, reliable, estimator, \
+      max(time) as time, sum(diff) as count \
+    from aggregates \
+    group by model, model_version, segment, window_start, window_end, n, estimate, variance, std_error, \
+      ci_low, ci_high, bernstein_low, bernstein_high, subgaussian_low, subgaussian_high, ess, entity_ess, \
+      min_weight, max_weight, n_tokens, n_entity_tokens, reliable, estimator \
+    having sum(diff) > 0";
+
+/// A session with every dataset found under `out` registered as a table of its name, the view
+/// `aggregates_current` (the current state of the `aggregates` changelog) and the KG-IPS
+/// aggregate functions of [`crate::udaf`].
 pub async fn session(out: &Path) -> Result<SessionContext> {
     // Strings as plain Utf8 (not Utf8View), so query results have the datasets' own types.
     let config = SessionConfig::new().set_bool("datafusion.execution.parquet.schema_force_view_types", false);
     let ctx = SessionContext::new_with_config(config);
+    crate::udaf::register_all(&ctx);
     let mut found = 0;
     for name in DATASETS {
         let dir = out.join(name);
@@ -21,6 +36,9 @@ pub async fn session(out: &Path) -> Result<SessionContext> {
             ctx.register_parquet(name, &path, ParquetReadOptions::default()).await?;
             found += 1;
         }
+    }
+    if out.join("aggregates").is_dir() {
+        ctx.sql(AGGREGATES_CURRENT).await?;
     }
     if found == 0 {
         return Err(Error::Config(format!(

@@ -256,3 +256,93 @@ impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ocean_schemas::Token;
+
+    use super::*;
+    use crate::ips::kgips::{cot_terms, Normalization};
+    use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig};
+
+    fn generation() -> Generation {
+        let texts = ["Lima", " is", " in", " Peru", ".", " It", " is", " big", "."];
+        let logprobs = [-2.0, -0.1, -0.3, -1.5, -0.05, -0.7, -0.2, -2.5, -0.01];
+        let tokens: Vec<Token> = texts
+            .iter()
+            .zip(logprobs)
+            .map(|(t, lp)| Token { text: (*t).into(), byte_len: t.len() as u32, logprob: F64(lp), target_logprob: None })
+            .collect();
+        Generation {
+            cot_id: "c".into(),
+            content: texts.concat(),
+            tokens,
+            metadata: Some(r#"{"tenant":"acme","n":3}"#.into()),
+            ..Default::default()
+        }
+    }
+
+    fn mentions() -> Vec<GroundedMention> {
+        let m = |start, end, entity: &str, supported| GroundedMention {
+            part: Part::Cot,
+            start,
+            end,
+            entity: entity.into(),
+            alias: entity.to_lowercase(),
+            n_context: 1,
+            context_size: 4,
+            supported,
+        };
+        vec![m(0, 4, "Q1", true), m(11, 15, "Q2", false)]
+    }
+
+    fn score(g: &Generation, config: &ScoreConfig) -> CotResult {
+        score_cot(g, &mentions(), 50, &AdjacencyPolicy::new(AdjacencyPolicyConfig::default()), config)
+    }
+
+    #[test]
+    fn target_equal_to_lambda_gives_the_mean_of_log_pi0() {
+        let plain = score(&generation(), &ScoreConfig::default());
+        assert_eq!(plain.score.n_entity_tokens, 2);
+        let mut g = generation();
+        for (t, s) in g.tokens.iter_mut().zip(&plain.tokens) {
+            t.target_logprob = Some(s.log_lambda);
+        }
+        let r = score(&g, &ScoreConfig::default());
+        assert!(r.tokens.iter().all(|t| (t.weight.0 - 1.0).abs() < 1e-12));
+        let steps: Vec<u32> = r.tokens.iter().map(|t| t.step).collect();
+        let log_pi0: Vec<f64> = g.tokens.iter().map(|t| t.logprob.0).collect();
+        let want = cot_terms(&steps, &log_pi0, &vec![1.0; steps.len()], Normalization::PerStep).value;
+        assert!((r.score.value.0 - want).abs() < 1e-12);
+        assert!((r.score.weight_mass.0 - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clipping_at_infinity_is_the_plain_estimator() {
+        let plain = score(&generation(), &ScoreConfig::default());
+        let config = ScoreConfig {
+            estimator: EstimatorConfig { clip: Some(f64::INFINITY), ..Default::default() },
+            segment_by: None,
+        };
+        let clipped = score(&generation(), &config);
+        assert_eq!(clipped.score.value, plain.score.value);
+        assert_eq!(clipped.tokens, plain.tokens);
+        assert_eq!(clipped.score.estimator, "kg-ips+clip(inf)");
+        // A finite clip below the largest weight lowers it and moves the value towards 0.
+        let max = plain.score.max_weight.0;
+        assert!(max > 2.0, "the test needs an entity weight above 2, got {max}");
+        let config = ScoreConfig { estimator: EstimatorConfig { clip: Some(2.0), ..Default::default() }, segment_by: None };
+        let clipped = score(&generation(), &config);
+        assert_eq!(clipped.score.max_weight.0, 2.0);
+        assert!(clipped.score.value.0 > plain.score.value.0);
+    }
+
+    #[test]
+    fn segments_come_from_request_metadata() {
+        let config = |key: &str| ScoreConfig { segment_by: Some(key.into()), ..Default::default() };
+        assert_eq!(score(&generation(), &config("tenant")).score.segment.as_deref(), Some("acme"));
+        assert_eq!(score(&generation(), &config("n")).score.segment.as_deref(), Some("3"));
+        assert_eq!(score(&generation(), &config("user")).score.segment, None);
+        assert_eq!(score(&generation(), &ScoreConfig::default()).score.segment, None);
+    }
+}
