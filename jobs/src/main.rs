@@ -88,6 +88,10 @@ struct RunArgs {
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Retraction file(s): one cot_id per line. Each is an input epoch after the logs; its chains
+    /// of thought are retracted from every dataset and aggregate (the aggregates changelog shows it).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    retract: Vec<PathBuf>,
     /// OpenAI Batch API input file(s), to match output lines to their requests by custom_id.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     batch_input: Vec<PathBuf>,
@@ -207,6 +211,9 @@ fn run(args: RunArgs) -> Result<()> {
     if !args.logs.is_empty() {
         config.source.logs = args.logs;
     }
+    if !args.retract.is_empty() {
+        config.source.retract = args.retract;
+    }
     if !args.batch_input.is_empty() {
         config.source.batch_inputs = args.batch_input;
     }
@@ -268,6 +275,10 @@ fn run(args: RunArgs) -> Result<()> {
 fn print_summary(s: &RunSummary) {
     println!("records in      {} ({} files)", s.records, s.files);
     println!("generations     {}", s.generations);
+    if s.retracted > 0 {
+        println!("retracted       {}", s.retracted);
+    }
+    println!("input epochs    {}", s.epochs);
     let reasons: Vec<String> = s.rejects_by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     if reasons.is_empty() {
         println!("rejects         0");

@@ -20,6 +20,10 @@ pub struct SourceConfig {
     pub max_line_bytes: usize,
     /// Model name for records that carry none (vLLM offline output).
     pub default_model: String,
+    /// Retraction files: one `cot_id` per line (blank lines and `#` comments skipped). Each
+    /// file is one input epoch after the logs; its chains of thought leave every dataset and
+    /// aggregate.
+    pub retract: Vec<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -29,6 +33,7 @@ impl Default for SourceConfig {
             batch_inputs: Vec::new(),
             max_line_bytes: ocean_schemas::parse::DEFAULT_MAX_LINE_BYTES,
             default_model: "unknown".to_owned(),
+            retract: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `ocean run`: logs and a KG in, the seven datasets and a summary out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use differential_dataflow::consolidation::consolidate;
 use ocean_operators::decode::GenerationBatch;
 use ocean_operators::ips::{CotStats, KgIpsStats};
 use ocean_operators::{build_scoring, AdjacencyPolicy, CotResult, KgPolicy, Time};
-use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Mention, Reject, Step, TokenScore};
+use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, TokenScore};
 use serde::Serialize;
 use timely::dataflow::ProbeHandle;
 
@@ -55,8 +56,12 @@ pub struct RunSummary {
     pub files: usize,
     /// Log records read.
     pub records: u64,
-    /// Valid generations.
+    /// Valid generations read (before retractions).
     pub generations: usize,
+    /// Input epochs: one per log file, then one per retraction file.
+    pub epochs: usize,
+    /// Chains of thought retracted.
+    pub retracted: usize,
     /// Rejects, all sources (logs, KG files, dataflow).
     pub rejects: usize,
     /// Rejects by reason code.
@@ -95,26 +100,46 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     if logs.files == 0 {
         return Err(Error::Config("no log files found in the given paths".into()));
     }
-    let batches = logs
-        .generations
-        .chunks(FEED_ROWS)
-        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff: 1, source: "logs".into() }))
-        .collect::<Result<Vec<_>>>()?;
-    tracing::info!(generations = logs.generations.len(), batches = batches.len(), "starting the dataflow");
+    // One epoch per log file, in the order read, then one per retraction file.
+    let mut epochs: Vec<Vec<GenerationBatch>> = Vec::new();
+    let mut by_source: Vec<(String, Vec<Generation>)> = Vec::new();
+    for g in &logs.generations {
+        match by_source.last_mut() {
+            Some((source, rows)) if *source == g.source => rows.push(g.clone()),
+            _ => by_source.push((g.source.clone(), vec![g.clone()])),
+        }
+    }
+    for (source, rows) in &by_source {
+        epochs.push(batches(rows, 1, source)?);
+    }
+    let mut live: HashMap<String, Generation> =
+        logs.generations.iter().map(|g| (g.cot_id.clone(), g.clone())).collect();
+    let mut retract_rejects = Vec::new();
+    let mut retracted = 0;
+    for path in &config.source.retract {
+        let rows = read_retractions(path, &mut live, &mut retract_rejects)?;
+        retracted += rows.len();
+        epochs.push(batches(&rows, -1, &path.display().to_string())?);
+    }
+    tracing::info!(generations = logs.generations.len(), epochs = epochs.len(), retracted, "starting the dataflow");
 
     let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(config.policy.clone()));
-    let captured = execute(config, policy, batches, &kg)?;
+    let n_epochs = epochs.len();
+    let captured = execute(config, policy, epochs, &kg)?;
 
     let mut results: Vec<CotResult> = final_state(captured.results).into_iter().map(|(_, r)| r).collect();
     results.sort_by(|a, b| a.score.cot_id.cmp(&b.score.cot_id));
     let mut rejects = logs.rejects;
+    rejects.extend(retract_rejects);
     rejects.extend(kg.rejects);
     rejects.extend(final_state(captured.rejects));
     let mut aggregates: Vec<Aggregate> = changelog(captured.aggregates);
     aggregates.sort();
 
     let mut staging = Staging::new(&config.sink.out)?;
-    staging.write(&logs.generations)?;
+    let generations: Vec<Generation> =
+        logs.generations.iter().filter(|g| live.contains_key(&g.cot_id)).cloned().collect();
+    staging.write(&generations)?;
     let mentions: Vec<Mention> = results.iter().flat_map(|r| r.mentions.iter().cloned()).collect();
     staging.write(&mentions)?;
     staging.write(&results.iter().flat_map(|r| r.steps.iter().cloned()).collect::<Vec<Step>>())?;
@@ -132,6 +157,8 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         files: logs.files,
         records: logs.records,
         generations: logs.generations.len(),
+        epochs: n_epochs,
+        retracted,
         rejects: rejects.len(),
         rejects_by_reason,
         cots_scored: scores.len(),
@@ -152,16 +179,59 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("configs and summaries should serialize")
 }
 
-/// Runs the timely dataflow on `config.workers` threads; worker 0 feeds every input at time 0.
+/// Record batches of `rows` with the given diff.
+fn batches(rows: &[Generation], diff: isize, source: &str) -> Result<Vec<GenerationBatch>> {
+    rows.chunks(FEED_ROWS)
+        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff, source: source.to_owned() }))
+        .collect()
+}
+
+/// The live generations a retraction file names, removed from `live`; ids that are not live are
+/// rejects.
+fn read_retractions(
+    path: &Path,
+    live: &mut HashMap<String, Generation>,
+    rejects: &mut Vec<Reject>,
+) -> Result<Vec<Generation>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let source = path.display().to_string();
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let id = line.trim();
+        if id.is_empty() || id.starts_with('#') {
+            continue;
+        }
+        match live.remove(id) {
+            Some(g) => rows.push(g),
+            None => {
+                let reason =
+                    format!("cot_id {id:?} is not a live generation (never logged, rejected, or already retracted)");
+                rejects.push(Reject::new(
+                    &source,
+                    Some(i as u64 + 1),
+                    "retractions",
+                    RejectReason::UnknownRetraction,
+                    reason,
+                    line.as_bytes(),
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs the timely dataflow on `config.workers` threads. Worker 0 feeds the KG and epoch 0 at
+/// time 0 and epoch t at time t; every worker steps until each epoch's outputs are final.
 fn execute(
     config: &RunConfig,
     policy: Arc<dyn KgPolicy>,
-    batches: Vec<GenerationBatch>,
+    epochs: Vec<Vec<GenerationBatch>>,
     kg: &crate::kg_files::KgData,
 ) -> Result<Captured> {
     let scoring = config.scoring();
     let captured = Arc::new(Mutex::new(Captured::default()));
-    let feed = Arc::new(Mutex::new(Some((batches, kg.aliases.clone(), kg.triples.clone()))));
+    let n_epochs = epochs.len().max(1) as Time;
+    let feed = Arc::new(Mutex::new(Some((epochs, kg.aliases.clone(), kg.triples.clone()))));
     let sink = Arc::clone(&captured);
     let timely_config = timely::Config::process(config.worker_threads());
     let guards = timely::execute(timely_config, move |worker| {
@@ -183,6 +253,7 @@ fn execute(
                 .probe_with(&probe);
             inputs
         });
+        let mut epochs = Vec::new();
         if worker.index() == 0 {
             let taken = feed.lock().expect("feed lock").take();
             if let Some((batches, aliases, triples)) = taken {
@@ -192,13 +263,20 @@ fn execute(
                 for t in triples {
                     inputs.triples.insert(t);
                 }
-                for b in batches {
-                    inputs.generations.send(b);
-                }
+                epochs = batches;
             }
         }
-        inputs.advance_to(1);
-        worker.step_while(|| probe.less_than(&1));
+        let mut epochs = epochs.into_iter();
+        for time in 0..n_epochs {
+            for b in epochs.next().unwrap_or_default() {
+                inputs.generations.send(b);
+            }
+            inputs.advance_to(time + 1);
+            worker.step_while(|| probe.less_than(&(time + 1)));
+            if worker.index() == 0 {
+                tracing::info!(epoch = time, "epoch done");
+            }
+        }
     })
     .map_err(Error::Dataflow)?;
     for result in guards.join() {

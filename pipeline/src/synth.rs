@@ -320,7 +320,8 @@ impl World<'_> {
             })
             .collect();
         let log_mu: Vec<f64> = mu.iter().map(|m| m.ln()).collect();
-        let normalizer = |r: usize, target: bool| log_sum_exp(log_mu.iter().zip(self.tilt(r, target)).map(|(m, t)| m + t));
+        let normalizer =
+            |r: usize, target: bool| log_sum_exp(log_mu.iter().zip(self.tilt(r, target)).map(|(m, t)| m + t));
         let log_z0 = (0..self.config.moods).map(|r| normalizer(r, false)).collect();
         let log_z_theta = (0..self.config.moods).map(|r| normalizer(r, true)).collect();
         EntityLaws { mu, log_mu, log_z0, log_z_theta }
@@ -415,8 +416,13 @@ pub fn synth_logs(config: &SynthConfig, mut progress: impl FnMut(&str, usize)) -
                             let e = rng.categorical(&laws.mu);
                             let (log_pi0, log_theta) = world.log_probs(laws, r, e);
                             let ratio = log_pi0 - laws.log_mu[e];
-                            (ratio_sum, ratio_sq, ratio_n) = (ratio_sum + ratio, ratio_sq + ratio * ratio, ratio_n + 1.0);
-                            drawn.push(DrawnToken { text: format!(" {}", entity_name(e)), logprob: log_pi0, target: log_theta });
+                            (ratio_sum, ratio_sq, ratio_n) =
+                                (ratio_sum + ratio, ratio_sq + ratio * ratio, ratio_n + 1.0);
+                            drawn.push(DrawnToken {
+                                text: format!(" {}", entity_name(e)),
+                                logprob: log_pi0,
+                                target: log_theta,
+                            });
                             mask |= 1 << world.cluster(e);
                         }
                         if slot < k {
@@ -460,7 +466,7 @@ fn check(c: &SynthConfig) -> Result<()> {
     if c.min_steps == 0 || c.min_steps > c.max_steps || c.min_words > c.max_words {
         return bad("step and word ranges must be non-empty, with at least one step");
     }
-    if !(0.0..=1.0).contains(&c.p_entity) || !(c.smoothing > 0.0 && c.smoothing <= 1.0) {
+    if !((0.0..=1.0).contains(&c.p_entity) && c.smoothing > 0.0 && c.smoothing <= 1.0) {
         return bad("p_entity must be in [0, 1] and smoothing in (0, 1]");
     }
     if c.moods == 0 || c.moods * c.clusters * c.cluster_size > 50_000_000 {

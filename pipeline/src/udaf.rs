@@ -179,8 +179,11 @@ impl TokenAccumulator {
 
 impl Accumulator for TokenAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let (cots, steps, contributions) =
-            (values[0].as_string::<i32>(), values[1].as_primitive::<Int64Type>(), values[2].as_primitive::<Float64Type>());
+        let (cots, steps, contributions) = (
+            values[0].as_string::<i32>(),
+            values[1].as_primitive::<Int64Type>(),
+            values[2].as_primitive::<Float64Type>(),
+        );
         for i in 0..cots.len() {
             if cots.is_valid(i) && steps.is_valid(i) && contributions.is_valid(i) {
                 self.add(cots.value(i), steps.value(i), contributions.value(i), 1);

@@ -3,4 +3,5 @@
 mod broken_logs;
 mod embedded;
 mod formats;
+mod oracle;
 mod synth;

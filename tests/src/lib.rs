@@ -77,10 +77,7 @@ pub fn numeric_rows(out: &Path, query: &str) -> Result<Vec<Vec<Option<f64>>>> {
             .collect::<std::result::Result<_, _>>()?;
         for i in 0..b.num_rows() {
             table.push(
-                columns
-                    .iter()
-                    .map(|c| (!c.is_null(i)).then(|| c.as_primitive::<Float64Type>().value(i)))
-                    .collect(),
+                columns.iter().map(|c| (!c.is_null(i)).then(|| c.as_primitive::<Float64Type>().value(i))).collect(),
             );
         }
     }

@@ -271,7 +271,12 @@ mod tests {
         let tokens: Vec<Token> = texts
             .iter()
             .zip(logprobs)
-            .map(|(t, lp)| Token { text: (*t).into(), byte_len: t.len() as u32, logprob: F64(lp), target_logprob: None })
+            .map(|(t, lp)| Token {
+                text: (*t).into(),
+                byte_len: t.len() as u32,
+                logprob: F64(lp),
+                target_logprob: None,
+            })
             .collect();
         Generation {
             cot_id: "c".into(),
@@ -331,7 +336,8 @@ mod tests {
         // A finite clip below the largest weight lowers it and moves the value towards 0.
         let max = plain.score.max_weight.0;
         assert!(max > 2.0, "the test needs an entity weight above 2, got {max}");
-        let config = ScoreConfig { estimator: EstimatorConfig { clip: Some(2.0), ..Default::default() }, segment_by: None };
+        let config =
+            ScoreConfig { estimator: EstimatorConfig { clip: Some(2.0), ..Default::default() }, segment_by: None };
         let clipped = score(&generation(), &config);
         assert_eq!(clipped.score.max_weight.0, 2.0);
         assert!(clipped.score.value.0 > plain.score.value.0);

@@ -37,6 +37,8 @@ pub enum RejectReason {
     DuplicateId,
     /// A record of a Parquet/IPC file that does not fit the generations schema.
     BadRecord,
+    /// A retraction naming a chain of thought that is not among the logged generations.
+    UnknownRetraction,
     /// A KG file line that is not `id<TAB>…`.
     BadKgLine,
 }
@@ -59,6 +61,7 @@ impl RejectReason {
             RejectReason::DuplicateId => "duplicate_id",
             RejectReason::BadRecord => "bad_record",
             RejectReason::BadKgLine => "bad_kg_line",
+            RejectReason::UnknownRetraction => "unknown_retraction",
         }
     }
 }
