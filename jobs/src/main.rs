@@ -34,6 +34,47 @@ enum Command {
     /// Synthetic data with a known answer.
     #[command(subcommand)]
     Synth(SynthCommand),
+    /// Benchmarks, printed as one JSON object per line (build with --release for real figures).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// KG-IPS per-CoT values over columnar tokens on one core: tokens/s and CoTs/s.
+    ///
+    /// With --write-data DIR it also writes the tokens and the per-CoT values as Parquet, for
+    /// `python3 bench/kgips_numpy.py DIR` to time numpy on the same data and check its values.
+    Estimator {
+        /// Chains of thought.
+        #[arg(long, default_value_t = 100_000)]
+        cots: usize,
+        /// Tokens per chain.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Steps per chain.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// Timed repetitions.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// No target policy (π_θ = π₀): only entity tokens need an exp.
+        #[arg(long)]
+        no_target: bool,
+        /// Write the data and values as Parquet to this folder.
+        #[arg(long, value_name = "DIR")]
+        write_data: Option<PathBuf>,
+    },
+    /// The whole scoring dataflow on one worker: load throughput, then the latency from one new
+    /// log record to its updated aggregate.
+    Dataflow {
+        /// Chains of thought loaded first.
+        #[arg(long, default_value_t = 20_000)]
+        background: usize,
+        /// Single-record updates timed.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,7 +197,32 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Synth(SynthCommand::Logs(args)) => synth(args),
+        Command::Bench(bench) => run_bench(bench),
     }
+}
+
+fn run_bench(bench: BenchCommand) -> Result<()> {
+    use ocean_pipeline::bench;
+    if cfg!(debug_assertions) {
+        eprintln!("note: a debug build; build with --release for real figures");
+    }
+    match bench {
+        BenchCommand::Estimator { cots, tokens, steps, repeats, no_target, write_data } => {
+            let settings =
+                bench::EstimatorBench { cots, tokens, steps, repeats, target: !no_target, ..Default::default() };
+            anyhow::ensure!(cots > 0 && tokens > 0 && steps > 0, "--cots, --tokens and --steps must be positive");
+            if let Some(dir) = write_data {
+                bench::write_estimator_data(&settings, &dir)?;
+                eprintln!("wrote {}/tokens.parquet and values.parquet", dir.display());
+            }
+            println!("{}", serde_json::to_string(&bench::bench_estimator(&settings))?);
+        }
+        BenchCommand::Dataflow { background, updates } => {
+            let settings = bench::DataflowBench { background, updates, ..Default::default() };
+            println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
+        }
+    }
+    Ok(())
 }
 
 fn synth(args: SynthArgs) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Assembles Ocean's dataflow from configuration and owns its IO: log and KG sources, Parquet
 //! sinks, the timely runtime, and the DataFusion context for SQL over the outputs.
 
+pub mod bench;
 pub mod config;
 mod error;
 pub mod kg_files;

@@ -94,9 +94,11 @@ pub fn token_term(
     let log_lambda = kg_logprob.unwrap_or(behavior_logprob);
     let log_target = target_logprob.unwrap_or(behavior_logprob);
     let log_weight = log_target - log_lambda;
+    // exp(0) = 1 exactly; skipping it saves the exp on every non-entity token when π_θ = π₀.
+    let w = if log_weight == 0.0 { 1.0 } else { log_weight.exp() };
     let weight = match clip {
-        Some(c) => log_weight.exp().min(c),
-        None => log_weight.exp(),
+        Some(c) => w.min(c),
+        None => w,
     };
     TokenTerm { log_lambda, log_weight, weight, contribution: weight * behavior_logprob }
 }
@@ -112,33 +114,79 @@ pub struct CotTerms {
     pub per_step: Vec<f64>,
 }
 
+/// Accumulates one chain of thought's tokens in order, without allocating once warm: reuse it
+/// across chains with [`CotAccumulator::clear`].
+#[derive(Debug, Clone, Default)]
+pub struct CotAccumulator {
+    /// Per step: Σ contribution, Σ weight, token count.
+    steps: Vec<(f64, f64, u32)>,
+    tokens: usize,
+}
+
+impl CotAccumulator {
+    /// Forgets the chain (keeps the buffer).
+    pub fn clear(&mut self) {
+        self.steps.clear();
+        self.tokens = 0;
+    }
+
+    /// Adds one token of step `step` (steps dense from 0).
+    #[inline]
+    pub fn push(&mut self, step: u32, contribution: f64, weight: f64) {
+        let s = step as usize;
+        if s + 1 != self.steps.len() {
+            if s >= self.steps.len() {
+                self.steps.resize(s + 1, (0.0, 0.0, 0));
+            }
+            let e = &mut self.steps[s];
+            (e.0, e.1, e.2) = (e.0 + contribution, e.1 + weight, e.2 + 1);
+        } else if let Some(e) = self.steps.last_mut() {
+            (e.0, e.1, e.2) = (e.0 + contribution, e.1 + weight, e.2 + 1);
+        }
+        self.tokens += 1;
+    }
+
+    /// `(V_i, W_i)` under `normalization`; zeros for no tokens.
+    pub fn value(&self, normalization: Normalization) -> (f64, f64) {
+        if self.tokens == 0 {
+            return (0.0, 0.0);
+        }
+        match normalization {
+            Normalization::PerStep => {
+                let (mut v, mut m) = (0.0, 0.0);
+                for &(c, w, n) in &self.steps {
+                    let n = f64::from(n.max(1));
+                    v += c / n;
+                    m += w / n;
+                }
+                let t = self.steps.len() as f64;
+                (v / t, m / t)
+            }
+            Normalization::PerToken => {
+                let (v, m) = self.steps.iter().fold((0.0, 0.0), |(v, m), &(c, w, _)| (v + c, m + w));
+                let n = self.tokens as f64;
+                (v / n, m / n)
+            }
+        }
+    }
+
+    /// Each step's mean contribution.
+    pub fn per_step(&self) -> Vec<f64> {
+        self.steps.iter().map(|&(c, _, n)| c / f64::from(n.max(1))).collect()
+    }
+}
+
 /// The chain's terms from its tokens' steps, contributions and weights. `steps[i]` is token i's
 /// step: dense, non-decreasing, from 0, so T = last step + 1. No tokens give zeros.
 pub fn cot_terms(steps: &[u32], contributions: &[f64], weights: &[f64], normalization: Normalization) -> CotTerms {
     assert_eq!(steps.len(), contributions.len(), "each token should have a step");
     assert_eq!(weights.len(), contributions.len(), "each token should have a weight");
-    let n_steps = steps.last().map_or(0, |&s| s as usize + 1);
-    let mut sums = vec![0.0; n_steps];
-    let mut masses = vec![0.0; n_steps];
-    let mut counts = vec![0usize; n_steps];
+    let mut acc = CotAccumulator::default();
     for ((&s, &c), &w) in steps.iter().zip(contributions).zip(weights) {
-        sums[s as usize] += c;
-        masses[s as usize] += w;
-        counts[s as usize] += 1;
+        acc.push(s, c, w);
     }
-    let per_step: Vec<f64> = sums.iter().zip(&counts).map(|(s, &n)| s / n.max(1) as f64).collect();
-    let (value, weight_mass) = match normalization {
-        _ if steps.is_empty() => (0.0, 0.0),
-        Normalization::PerStep => {
-            let mass: f64 = masses.iter().zip(&counts).map(|(m, &n)| m / n.max(1) as f64).sum();
-            (per_step.iter().sum::<f64>() / n_steps as f64, mass / n_steps as f64)
-        }
-        Normalization::PerToken => {
-            let n = steps.len() as f64;
-            (sums.iter().sum::<f64>() / n, masses.iter().sum::<f64>() / n)
-        }
-    };
-    CotTerms { value, weight_mass, per_step }
+    let (value, weight_mass) = acc.value(normalization);
+    CotTerms { value, weight_mass, per_step: acc.per_step() }
 }
 
 #[cfg(test)]
