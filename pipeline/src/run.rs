@@ -102,18 +102,15 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     }
     // One epoch per log file, in the order read, then one per retraction file.
     let mut epochs: Vec<Vec<GenerationBatch>> = Vec::new();
-    let mut by_source: Vec<(String, Vec<Generation>)> = Vec::new();
-    for g in &logs.generations {
-        match by_source.last_mut() {
-            Some((source, rows)) if *source == g.source => rows.push(g.clone()),
-            _ => by_source.push((g.source.clone(), vec![g.clone()])),
+    // Generations are in file order: each run of one source is an epoch (slices, no copies).
+    let mut start = 0;
+    for (i, g) in logs.generations.iter().enumerate() {
+        if logs.generations.get(i + 1).is_none_or(|next| next.source != g.source) {
+            epochs.push(batches(&logs.generations[start..=i], 1, &g.source)?);
+            start = i + 1;
         }
     }
-    for (source, rows) in &by_source {
-        epochs.push(batches(rows, 1, source)?);
-    }
-    let mut live: HashMap<String, Generation> =
-        logs.generations.iter().map(|g| (g.cot_id.clone(), g.clone())).collect();
+    let mut live: HashMap<&str, &Generation> = logs.generations.iter().map(|g| (g.cot_id.as_str(), g)).collect();
     let mut retract_rejects = Vec::new();
     let mut retracted = 0;
     for path in &config.source.retract {
@@ -138,7 +135,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
 
     let mut staging = Staging::new(&config.sink.out)?;
     let generations: Vec<Generation> =
-        logs.generations.iter().filter(|g| live.contains_key(&g.cot_id)).cloned().collect();
+        logs.generations.iter().filter(|g| live.contains_key(g.cot_id.as_str())).cloned().collect();
     staging.write(&generations)?;
     let mentions: Vec<Mention> = results.iter().flat_map(|r| r.mentions.iter().cloned()).collect();
     staging.write(&mentions)?;
@@ -190,7 +187,7 @@ fn batches(rows: &[Generation], diff: isize, source: &str) -> Result<Vec<Generat
 /// rejects.
 fn read_retractions(
     path: &Path,
-    live: &mut HashMap<String, Generation>,
+    live: &mut HashMap<&str, &Generation>,
     rejects: &mut Vec<Reject>,
 ) -> Result<Vec<Generation>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -202,7 +199,7 @@ fn read_retractions(
             continue;
         }
         match live.remove(id) {
-            Some(g) => rows.push(g),
+            Some(g) => rows.push(g.clone()),
             None => {
                 let reason =
                     format!("cot_id {id:?} is not a live generation (never logged, rejected, or already retracted)");
