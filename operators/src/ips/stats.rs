@@ -18,7 +18,7 @@ pub struct CotStats {
     pub n_tokens: u64,
     /// Entity tokens.
     pub n_entity_tokens: u64,
-    /// Σ w and Σ w² over all tokens.
+    /// Σ w over all tokens.
     pub weight_sum: f64,
     /// Σ w² over all tokens.
     pub weight_sq_sum: f64,
