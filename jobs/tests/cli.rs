@@ -20,7 +20,8 @@ fn help_documents_commands_and_flags() {
     assert!(help.contains("run") && help.contains("sql"), "{help}");
     let run = stdout(ocean().args(["run", "--help"]));
     for flag in
-        ["--logs", "--kg", "--out", "--batch-input", "--config", "--workers", "--window", "--smoothing", "--json"]
+        ["--logs", "--kg", "--out", "--batch-input", "--config", "--workers", "--window", "--smoothing", "--json",
+         "--retract", "--segment-by", "--clip", "--self-normalized", "--per-token", "--confidence"]
     {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
@@ -55,4 +56,54 @@ fn clear_errors() {
     let out = ocean().args(["run", "--kg", "/nonexistent/kg", "--out", "/tmp/unused"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn synth_run_with_variants_segments_and_retractions() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    let printed = stdout(
+        ocean().args(["synth", "logs", "--replications", "2", "--n", "6", "--scenario", "mild", "target", "--out"]).arg(&synth),
+    );
+    assert!(printed.contains("synth-mild") && printed.contains("true V"), "{printed}");
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(synth.join("truth.json")).unwrap()).unwrap();
+    assert_eq!(truth["records"], 24);
+    // Retract one logged chain, and name one that does not exist.
+    std::fs::write(dir.path().join("gone.txt"), "# deleted\nsynth-mild-0000-00001\nno-such-id\n").unwrap();
+    let out = dir.path().join("run");
+    let summary = stdout(
+        ocean()
+            .args(["run", "--logs"])
+            .arg(synth.join("logs"))
+            .arg("--kg")
+            .arg(synth.join("kg"))
+            .arg("--retract")
+            .arg(dir.path().join("gone.txt"))
+            .args(["--segment-by", "scenario", "--clip", "50", "--self-normalized", "--window", "3600", "--out"])
+            .arg(&out),
+    );
+    assert!(summary.contains("kg-ips+clip(50)+sn") && summary.contains("retracted       1"), "{summary}");
+    assert!(summary.contains("unknown_retraction: 1"), "{summary}");
+    let table = stdout(
+        ocean()
+            .args([
+                "sql",
+                "select segment, sum(n) n, min(estimator) e from aggregates_current group by segment order by segment",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(table.contains("| mild    | 11 |") && table.contains("| target  | 12 |"), "{table}");
+    // The changelog retracted the mild aggregate of replication 0 and added its new state.
+    let changes = stdout(
+        ocean()
+            .args(["sql", "select count(*) c from aggregates where diff = -1 and segment = 'mild'", "--out"])
+            .arg(&out),
+    );
+    assert!(changes.contains("| 1 "), "{changes}");
+    let bench = stdout(ocean().args(["bench", "estimator", "--cots", "20", "--tokens", "30", "--repeats", "1"]));
+    let bench: serde_json::Value = serde_json::from_str(bench.trim()).unwrap();
+    assert_eq!(bench["total_tokens"], 600);
+    assert!(bench["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
