@@ -19,10 +19,23 @@ fn help_documents_commands_and_flags() {
     let help = stdout(ocean().arg("--help"));
     assert!(help.contains("run") && help.contains("sql"), "{help}");
     let run = stdout(ocean().args(["run", "--help"]));
-    for flag in
-        ["--logs", "--kg", "--out", "--batch-input", "--config", "--workers", "--window", "--smoothing", "--json",
-         "--retract", "--segment-by", "--clip", "--self-normalized", "--per-token", "--confidence"]
-    {
+    for flag in [
+        "--logs",
+        "--kg",
+        "--out",
+        "--batch-input",
+        "--config",
+        "--workers",
+        "--window",
+        "--smoothing",
+        "--json",
+        "--retract",
+        "--segment-by",
+        "--clip",
+        "--self-normalized",
+        "--per-token",
+        "--confidence",
+    ] {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
     assert!(stdout(ocean().args(["sql", "--help"])).contains("--out"));
@@ -63,7 +76,9 @@ fn synth_run_with_variants_segments_and_retractions() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("synth");
     let printed = stdout(
-        ocean().args(["synth", "logs", "--replications", "2", "--n", "6", "--scenario", "mild", "target", "--out"]).arg(&synth),
+        ocean()
+            .args(["synth", "logs", "--replications", "2", "--n", "6", "--scenario", "mild", "target", "--out"])
+            .arg(&synth),
     );
     assert!(printed.contains("synth-mild") && printed.contains("true V"), "{printed}");
     let truth: serde_json::Value =

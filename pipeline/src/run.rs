@@ -100,9 +100,10 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     if logs.files == 0 {
         return Err(Error::Config("no log files found in the given paths".into()));
     }
-    // One epoch per log file, in the order read, then one per retraction file.
+    // One epoch per log file with valid records, in the order read (generations are in file
+    // order, so each run of one source is an epoch; slices, no copies), then one per retraction
+    // file.
     let mut epochs: Vec<Vec<GenerationBatch>> = Vec::new();
-    // Generations are in file order: each run of one source is an epoch (slices, no copies).
     let mut start = 0;
     for (i, g) in logs.generations.iter().enumerate() {
         if logs.generations.get(i + 1).is_none_or(|next| next.source != g.source) {
