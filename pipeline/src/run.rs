@@ -9,7 +9,7 @@ use differential_dataflow::consolidation::consolidate;
 use ocean_operators::decode::GenerationBatch;
 use ocean_operators::ips::{CotStats, KgIpsStats};
 use ocean_operators::{build_scoring, AdjacencyPolicy, CotResult, KgPolicy, Time};
-use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, TokenScore};
+use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Reject, RejectReason};
 use serde::Serialize;
 use timely::dataflow::ProbeHandle;
 
@@ -135,13 +135,12 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     aggregates.sort();
 
     let mut staging = Staging::new(&config.sink.out)?;
-    let generations: Vec<Generation> =
-        logs.generations.iter().filter(|g| live.contains_key(g.cot_id.as_str())).cloned().collect();
-    staging.write(&generations)?;
-    let mentions: Vec<Mention> = results.iter().flat_map(|r| r.mentions.iter().cloned()).collect();
-    staging.write(&mentions)?;
-    staging.write(&results.iter().flat_map(|r| r.steps.iter().cloned()).collect::<Vec<Step>>())?;
-    staging.write(&results.iter().flat_map(|r| r.tokens.iter().cloned()).collect::<Vec<TokenScore>>())?;
+    // Rows stream out of `results` one record batch at a time (no second copy of every row).
+    staging.write_iter(logs.generations.iter().filter(|g| live.contains_key(g.cot_id.as_str())).cloned())?;
+    let n_mentions: usize = results.iter().map(|r| r.mentions.len()).sum();
+    staging.write_iter(results.iter().flat_map(|r| r.mentions.iter().cloned()))?;
+    staging.write_iter(results.iter().flat_map(|r| r.steps.iter().cloned()))?;
+    staging.write_iter(results.iter().flat_map(|r| r.tokens.iter().cloned()))?;
     let scores: Vec<CotScore> = results.iter().map(|r| r.score.clone()).collect();
     staging.write(&scores)?;
     staging.write(&aggregates)?;
@@ -160,7 +159,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         rejects: rejects.len(),
         rejects_by_reason,
         cots_scored: scores.len(),
-        mentions: mentions.len(),
+        mentions: n_mentions,
         kg_triples: kg.triples.len(),
         kg_aliases: kg.aliases.len(),
         models: model_summaries(&scores, config),

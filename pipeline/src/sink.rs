@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::record_batch::RecordBatch;
 use ocean_schemas::Dataset;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -36,18 +35,31 @@ impl Staging {
     }
 
     /// Writes `rows` as dataset `D` (one Parquet file).
-    pub fn write<D: Dataset>(&mut self, rows: &[D]) -> Result<()> {
+    pub fn write<D: Dataset + Clone>(&mut self, rows: &[D]) -> Result<()> {
+        self.write_iter(rows.iter().cloned())
+    }
+
+    /// Writes the rows of an iterator as dataset `D`, holding one record batch of rows at a time
+    /// (so a caller can stream rows out of larger structures without collecting them).
+    pub fn write_iter<D: Dataset>(&mut self, rows: impl IntoIterator<Item = D>) -> Result<()> {
         let dir = self.dir.join(D::NAME);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("part-00000.parquet");
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
         let mut writer = ArrowWriter::try_new(file, D::schema(), Some(props))?;
-        if rows.is_empty() {
-            writer.write(&RecordBatch::new_empty(D::schema()))?;
+        let mut chunk = Vec::with_capacity(BATCH_ROWS);
+        let mut any = false;
+        for row in rows {
+            chunk.push(row);
+            if chunk.len() == BATCH_ROWS {
+                writer.write(&D::to_batch(&chunk)?)?;
+                chunk.clear();
+                any = true;
+            }
         }
-        for chunk in rows.chunks(BATCH_ROWS) {
-            writer.write(&D::to_batch(chunk)?)?;
+        if !chunk.is_empty() || !any {
+            writer.write(&D::to_batch(&chunk)?)?;
         }
         writer.close()?;
         self.written.push(D::NAME.to_owned());
