@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use ocean_operators::decode::GenerationBatch;
 use ocean_operators::ips::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use ocean_operators::{build_scoring, AdjacencyPolicy, AdjacencyPolicyConfig, KgPolicy, ScoringConfig, Time};
-use ocean_schemas::{Dataset, Generation};
+use ocean_schemas::Generation;
 use serde::Serialize;
 use timely::dataflow::ProbeHandle;
 
@@ -275,14 +275,10 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
     let mut generations = logs.generations;
     let updates: Vec<Generation> = generations.split_off(b.background.min(generations.len()));
     let load_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
-    let load: Vec<GenerationBatch> = generations
-        .chunks(1024)
-        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff: 1, source: "bench".into() }))
-        .collect::<Result<_>>()?;
-    let updates: Vec<GenerationBatch> = updates
-        .chunks(1)
-        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff: 1, source: "bench".into() }))
-        .collect::<Result<_>>()?;
+    let load = crate::run::batches(&generations, 1, "bench")?;
+    // One batch per update: each is a single new log record.
+    let updates: Vec<Vec<GenerationBatch>> =
+        updates.chunks(1).map(|g| crate::run::batches(g, 1, "bench")).collect::<Result<_>>()?;
     let policy_config = AdjacencyPolicyConfig { smoothing: synth.smoothing };
     let timings: Arc<Mutex<(f64, Vec<f64>)>> = Arc::default();
     let sink = Arc::clone(&timings);
@@ -310,10 +306,12 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
         worker.step_while(|| probe.less_than(&1));
         let load_seconds = start.elapsed().as_secs_f64();
         let mut latencies = Vec::new();
-        for (i, batch) in updates.into_iter().enumerate() {
+        for (i, update) in updates.into_iter().enumerate() {
             let time = i as Time + 1;
             let start = Instant::now();
-            inputs.generations.send(batch);
+            for batch in update {
+                inputs.generations.send(batch);
+            }
             inputs.advance_to(time + 1);
             worker.step_while(|| probe.less_than(&(time + 1)));
             latencies.push(start.elapsed().as_secs_f64() * 1e3);

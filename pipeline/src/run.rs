@@ -177,7 +177,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// Record batches of `rows` with the given diff.
-fn batches(rows: &[Generation], diff: isize, source: &str) -> Result<Vec<GenerationBatch>> {
+pub(crate) fn batches(rows: &[Generation], diff: isize, source: &str) -> Result<Vec<GenerationBatch>> {
     rows.chunks(FEED_ROWS)
         .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff, source: source.to_owned() }))
         .collect()
