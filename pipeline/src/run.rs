@@ -328,7 +328,7 @@ fn model_summaries(scores: &[CotScore], config: &RunConfig) -> Vec<ModelSummary>
                 std_error: summary.std_error,
                 ci: summary.reliable.then_some(summary.normal),
                 entity_ess: summary.entity_ess,
-                n_entity_tokens: stats.n_entity_tokens as u64,
+                n_entity_tokens: stats.weights.n_entity_tokens as u64,
                 reliable: summary.reliable,
                 estimator: config.estimator.label(),
                 grounded_fraction: (ng > 0).then(|| g / ng as f64),

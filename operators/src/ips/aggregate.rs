@@ -3,7 +3,7 @@
 use ocean_schemas::{Aggregate, CotScore, F64};
 use serde::{Deserialize, Serialize};
 
-use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary};
+use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 use super::CotResult;
 use crate::{Coll, CotId};
 
@@ -12,14 +12,16 @@ impl From<&CotScore> for CotStats {
         CotStats {
             value: s.value.0,
             weight_mass: s.weight_mass.0,
-            n_tokens: u64::from(s.n_tokens),
-            n_entity_tokens: u64::from(s.n_entity_tokens),
-            weight_sum: s.weight_sum.0,
-            weight_sq_sum: s.weight_sq_sum.0,
-            entity_weight_sum: s.entity_weight_sum.0,
-            entity_weight_sq_sum: s.entity_weight_sq_sum.0,
-            min_weight: s.min_weight.0,
-            max_weight: s.max_weight.0,
+            weights: WeightStats {
+                n_tokens: f64::from(s.n_tokens),
+                n_entity_tokens: f64::from(s.n_entity_tokens),
+                weight_sum: s.weight_sum.0,
+                weight_sq_sum: s.weight_sq_sum.0,
+                entity_weight_sum: s.entity_weight_sum.0,
+                entity_weight_sq_sum: s.entity_weight_sq_sum.0,
+                min_weight: s.min_weight.0,
+                max_weight: s.max_weight.0,
+            },
         }
     }
 }
@@ -51,6 +53,7 @@ pub fn aggregate_row(
     let Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, ess, entity_ess, reliable } =
         stats.summarize(config.self_normalized, &config.intervals);
     let finite = |x: f64| x.is_finite().then_some(F64(x));
+    let w = &stats.weights;
     Aggregate {
         model,
         model_version,
@@ -69,10 +72,10 @@ pub fn aggregate_row(
         subgaussian_high: finite(sub_gaussian.1),
         ess: F64(ess),
         entity_ess: F64(entity_ess),
-        min_weight: F64(if stats.min_weight.is_finite() { stats.min_weight } else { 1.0 }),
-        max_weight: F64(if stats.max_weight.is_finite() { stats.max_weight } else { 1.0 }),
-        n_tokens: stats.n_tokens.max(0.0) as u64,
-        n_entity_tokens: stats.n_entity_tokens.max(0.0) as u64,
+        min_weight: F64(if w.min_weight.is_finite() { w.min_weight } else { 1.0 }),
+        max_weight: F64(if w.max_weight.is_finite() { w.max_weight } else { 1.0 }),
+        n_tokens: w.n_tokens.max(0.0) as u64,
+        n_entity_tokens: w.n_entity_tokens.max(0.0) as u64,
         reliable,
         estimator: config.label.clone(),
         time: 0,

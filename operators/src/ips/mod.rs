@@ -10,7 +10,7 @@ pub mod stats;
 pub use aggregate::{aggregate_row, window_start, AggregateConfig, AggregateScores};
 pub use kgips::{EstimatorConfig, Normalization};
 pub use score::{score_cot, CotResult, ScoreConfig, ScoreCots};
-pub use stats::{CotStats, IntervalConfig, KgIpsStats, Summary};
+pub use stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 
 /// The estimator's base name in outputs: Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ).
 pub const ESTIMATOR: &str = "kg-ips";

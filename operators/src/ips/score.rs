@@ -6,6 +6,7 @@ use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
 use super::kgips::{cot_terms, token_term, EstimatorConfig};
+use super::stats::WeightStats;
 use crate::policy::{GroundedMention, KgPolicy, Part};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
@@ -111,20 +112,12 @@ pub fn score_cot(
     let mut tokens = Vec::with_capacity(n);
     let mut contributions = Vec::with_capacity(n);
     let mut weights = Vec::with_capacity(n);
-    let (mut weight_sum, mut weight_sq_sum, mut entity_sum, mut entity_sq_sum) = (0.0, 0.0, 0.0, 0.0);
-    let (mut min_weight, mut max_weight) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut stats = WeightStats::default();
     for (i, tok) in g.tokens.iter().enumerate() {
         let target = tok.target_logprob.map(|x| x.0);
         let term = token_term(tok.logprob.0, kg[i], target, estimator.clip);
         let w = term.weight;
-        weight_sum += w;
-        weight_sq_sum += w * w;
-        if kg[i].is_some() {
-            entity_sum += w;
-            entity_sq_sum += w * w;
-        }
-        min_weight = min_weight.min(w);
-        max_weight = max_weight.max(w);
+        stats.push(w, kg[i].is_some());
         contributions.push(term.contribution);
         weights.push(w);
         tokens.push(TokenScore {
@@ -147,9 +140,8 @@ pub fn score_cot(
     }
     let terms = cot_terms(&steps, &contributions, &weights, estimator.normalization);
     let per_step = terms.per_step;
-    if n == 0 {
-        (min_weight, max_weight) = (1.0, 1.0);
-    }
+    // A chain without tokens (never valid input) gets min/max weights 1 rather than ±∞.
+    let finite_or_one = |x: f64| F64(if n == 0 { 1.0 } else { x });
 
     let step_rows: Vec<Step> = per_step
         .iter()
@@ -191,12 +183,12 @@ pub fn score_cot(
         value: F64(terms.value),
         weight_mass: F64(terms.weight_mass),
         grounded_fraction: (!cot.is_empty()).then(|| F64(n_supported as f64 / cot.len() as f64)),
-        weight_sum: F64(weight_sum),
-        weight_sq_sum: F64(weight_sq_sum),
-        entity_weight_sum: F64(entity_sum),
-        entity_weight_sq_sum: F64(entity_sq_sum),
-        min_weight: F64(min_weight),
-        max_weight: F64(max_weight),
+        weight_sum: F64(stats.weight_sum),
+        weight_sq_sum: F64(stats.weight_sq_sum),
+        entity_weight_sum: F64(stats.entity_weight_sum),
+        entity_weight_sq_sum: F64(stats.entity_weight_sq_sum),
+        min_weight: finite_or_one(stats.min_weight),
+        max_weight: finite_or_one(stats.max_weight),
         estimator: estimator.label(),
         kg_policy: policy.name(),
     };

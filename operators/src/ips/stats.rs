@@ -7,29 +7,92 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What one chain of thought adds to the statistics (the `cot_scores` columns of the same names).
+/// Token-weight statistics of one chain of thought or of a set of them (the `cot_scores` and
+/// `aggregates` columns of the same names). Counts are f64 so that a retraction can subtract.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WeightStats {
+    /// Tokens.
+    pub n_tokens: f64,
+    /// Entity tokens.
+    pub n_entity_tokens: f64,
+    /// Σ w over all tokens.
+    pub weight_sum: f64,
+    /// Σ w² over all tokens.
+    pub weight_sq_sum: f64,
+    /// Σ w over entity tokens.
+    pub entity_weight_sum: f64,
+    /// Σ w² over entity tokens.
+    pub entity_weight_sq_sum: f64,
+    /// The smallest token weight (+∞ for none).
+    pub min_weight: f64,
+    /// The largest token weight (−∞ for none).
+    pub max_weight: f64,
+}
+
+impl Default for WeightStats {
+    fn default() -> Self {
+        WeightStats {
+            n_tokens: 0.0,
+            n_entity_tokens: 0.0,
+            weight_sum: 0.0,
+            weight_sq_sum: 0.0,
+            entity_weight_sum: 0.0,
+            entity_weight_sq_sum: 0.0,
+            min_weight: f64::INFINITY,
+            max_weight: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl WeightStats {
+    /// Adds one token of weight `w`.
+    pub fn push(&mut self, w: f64, is_entity: bool) {
+        let e = if is_entity { 1.0 } else { 0.0 };
+        self.n_tokens += 1.0;
+        self.n_entity_tokens += e;
+        self.weight_sum += w;
+        self.weight_sq_sum += w * w;
+        self.entity_weight_sum += e * w;
+        self.entity_weight_sq_sum += e * w * w;
+        self.min_weight = self.min_weight.min(w);
+        self.max_weight = self.max_weight.max(w);
+    }
+
+    /// Adds `o` `count` times (a negative count subtracts the sums; minima and maxima cannot be
+    /// retracted, so recompute them from the live set).
+    pub fn add(&mut self, o: &WeightStats, count: f64) {
+        self.n_tokens += count * o.n_tokens;
+        self.n_entity_tokens += count * o.n_entity_tokens;
+        self.weight_sum += count * o.weight_sum;
+        self.weight_sq_sum += count * o.weight_sq_sum;
+        self.entity_weight_sum += count * o.entity_weight_sum;
+        self.entity_weight_sq_sum += count * o.entity_weight_sq_sum;
+        if count > 0.0 {
+            self.min_weight = self.min_weight.min(o.min_weight);
+            self.max_weight = self.max_weight.max(o.max_weight);
+        }
+    }
+
+    /// (Σw)²/Σw² over all tokens.
+    pub fn ess(&self) -> f64 {
+        ess(self.weight_sum, self.weight_sq_sum)
+    }
+
+    /// (Σw)²/Σw² over entity tokens.
+    pub fn entity_ess(&self) -> f64 {
+        ess(self.entity_weight_sum, self.entity_weight_sq_sum)
+    }
+}
+
+/// What one chain of thought adds to the statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CotStats {
     /// V_i, the chain's KG-IPS term.
     pub value: f64,
     /// W_i, the chain's weight mass.
     pub weight_mass: f64,
-    /// Tokens.
-    pub n_tokens: u64,
-    /// Entity tokens.
-    pub n_entity_tokens: u64,
-    /// Σ w over all tokens.
-    pub weight_sum: f64,
-    /// Σ w² over all tokens.
-    pub weight_sq_sum: f64,
-    /// Σ w over the entity tokens.
-    pub entity_weight_sum: f64,
-    /// Σ w² over the entity tokens.
-    pub entity_weight_sq_sum: f64,
-    /// The smallest token weight (+∞ without tokens).
-    pub min_weight: f64,
-    /// The largest token weight (−∞ without tokens).
-    pub max_weight: f64,
+    /// Its token weights.
+    pub weights: WeightStats,
 }
 
 /// Sufficient statistics of a set of chains of thought.
@@ -51,22 +114,8 @@ pub struct KgIpsStats {
     pub min_value: f64,
     /// max V_i.
     pub max_value: f64,
-    /// Tokens.
-    pub n_tokens: f64,
-    /// Entity tokens.
-    pub n_entity_tokens: f64,
-    /// Σ w over all tokens.
-    pub weight_sum: f64,
-    /// Σ w² over all tokens.
-    pub weight_sq_sum: f64,
-    /// Σ w over entity tokens.
-    pub entity_weight_sum: f64,
-    /// Σ w² over entity tokens.
-    pub entity_weight_sq_sum: f64,
-    /// min token weight.
-    pub min_weight: f64,
-    /// max token weight.
-    pub max_weight: f64,
+    /// The token weights of all chains.
+    pub weights: WeightStats,
 }
 
 impl Default for KgIpsStats {
@@ -80,14 +129,7 @@ impl Default for KgIpsStats {
             value_mass_sum: 0.0,
             min_value: f64::INFINITY,
             max_value: f64::NEG_INFINITY,
-            n_tokens: 0.0,
-            n_entity_tokens: 0.0,
-            weight_sum: 0.0,
-            weight_sq_sum: 0.0,
-            entity_weight_sum: 0.0,
-            entity_weight_sq_sum: 0.0,
-            min_weight: f64::INFINITY,
-            max_weight: f64::NEG_INFINITY,
+            weights: WeightStats::default(),
         }
     }
 }
@@ -153,22 +195,17 @@ impl KgIpsStats {
         self.mass_sum += count * c.weight_mass;
         self.mass_sq_sum += count * c.weight_mass * c.weight_mass;
         self.value_mass_sum += count * c.value * c.weight_mass;
-        self.n_tokens += count * c.n_tokens as f64;
-        self.n_entity_tokens += count * c.n_entity_tokens as f64;
-        self.weight_sum += count * c.weight_sum;
-        self.weight_sq_sum += count * c.weight_sq_sum;
-        self.entity_weight_sum += count * c.entity_weight_sum;
-        self.entity_weight_sq_sum += count * c.entity_weight_sq_sum;
         if count > 0.0 {
             self.min_value = self.min_value.min(c.value);
             self.max_value = self.max_value.max(c.value);
-            self.min_weight = self.min_weight.min(c.min_weight);
-            self.max_weight = self.max_weight.max(c.max_weight);
         }
+        self.weights.add(&c.weights, count);
     }
 
     /// The statistics of the union of two disjoint sets.
     pub fn merge(&self, o: &KgIpsStats) -> KgIpsStats {
+        let mut weights = self.weights;
+        weights.add(&o.weights, 1.0);
         KgIpsStats {
             n: self.n + o.n,
             sum: self.sum + o.sum,
@@ -178,14 +215,7 @@ impl KgIpsStats {
             value_mass_sum: self.value_mass_sum + o.value_mass_sum,
             min_value: self.min_value.min(o.min_value),
             max_value: self.max_value.max(o.max_value),
-            n_tokens: self.n_tokens + o.n_tokens,
-            n_entity_tokens: self.n_entity_tokens + o.n_entity_tokens,
-            weight_sum: self.weight_sum + o.weight_sum,
-            weight_sq_sum: self.weight_sq_sum + o.weight_sq_sum,
-            entity_weight_sum: self.entity_weight_sum + o.entity_weight_sum,
-            entity_weight_sq_sum: self.entity_weight_sq_sum + o.entity_weight_sq_sum,
-            min_weight: self.min_weight.min(o.min_weight),
-            max_weight: self.max_weight.max(o.max_weight),
+            weights,
         }
     }
 
@@ -205,16 +235,6 @@ impl KgIpsStats {
         } else {
             0.0
         }
-    }
-
-    /// (Σw)²/Σw² over all tokens.
-    pub fn ess(&self) -> f64 {
-        ess(self.weight_sum, self.weight_sq_sum)
-    }
-
-    /// (Σw)²/Σw² over entity tokens.
-    pub fn entity_ess(&self) -> f64 {
-        ess(self.entity_weight_sum, self.entity_weight_sq_sum)
     }
 
     /// The estimate (plain or self-normalized) with its variance, intervals and reliability.
@@ -264,10 +284,10 @@ impl KgIpsStats {
         } else {
             (f64::NEG_INFINITY, f64::INFINITY)
         };
-        let (ess, entity_ess) = (self.ess(), self.entity_ess());
+        let (w, config_n) = (&self.weights, config.min_n.max(2) as f64);
+        let (ess, entity_ess) = (w.ess(), w.entity_ess());
         let enough = |e: f64, tokens: f64| tokens <= 0.0 || e >= config.min_ess_fraction * tokens;
-        let reliable =
-            n >= config.min_n.max(2) as f64 && enough(ess, self.n_tokens) && enough(entity_ess, self.n_entity_tokens);
+        let reliable = n >= config_n && enough(ess, w.n_tokens) && enough(entity_ess, w.n_entity_tokens);
         Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, ess, entity_ess, reliable }
     }
 }
@@ -322,23 +342,11 @@ mod tests {
     use super::*;
 
     fn cot(value: f64, weights: &[f64], entity: &[bool]) -> CotStats {
-        let mut c = CotStats {
-            value,
-            weight_mass: weights.iter().sum::<f64>() / weights.len() as f64,
-            n_tokens: weights.len() as u64,
-            n_entity_tokens: entity.iter().filter(|&&e| e).count() as u64,
-            weight_sum: weights.iter().sum(),
-            weight_sq_sum: weights.iter().map(|w| w * w).sum(),
-            entity_weight_sum: 0.0,
-            entity_weight_sq_sum: 0.0,
-            min_weight: weights.iter().copied().fold(f64::INFINITY, f64::min),
-            max_weight: weights.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        };
-        for (w, _) in weights.iter().zip(entity).filter(|(_, &e)| e) {
-            c.entity_weight_sum += w;
-            c.entity_weight_sq_sum += w * w;
+        let mut w = WeightStats::default();
+        for (x, e) in weights.iter().zip(entity) {
+            w.push(*x, *e);
         }
-        c
+        CotStats { value, weight_mass: weights.iter().sum::<f64>() / weights.len() as f64, weights: w }
     }
 
     #[test]
@@ -356,7 +364,7 @@ mod tests {
         assert!((sum.normal.1 - (-2.0 + 1.959963984540054 * sum.std_error)).abs() < 1e-8);
         assert!((sum.ess - 81.0 / 15.0).abs() < 1e-12);
         assert!((sum.entity_ess - 3.0).abs() < 1e-12);
-        assert_eq!((s.min_weight, s.max_weight, s.min_value, s.max_value), (1.0, 2.0, -3.0, -1.0));
+        assert_eq!((s.weights.min_weight, s.weights.max_weight, s.min_value, s.max_value), (1.0, 2.0, -3.0, -1.0));
         // Bernstein with δ = 0.05: √(2 · 1 · ln 80 / 3) + 7 · 2 · ln 80 / 6.
         let l = 80f64.ln();
         let half = (2.0 * l / 3.0).sqrt() + 14.0 * l / 6.0;
@@ -384,7 +392,7 @@ mod tests {
                 (merged.summarize(sn, &IntervalConfig::default()), all.summarize(sn, &IntervalConfig::default()));
             assert!((x.estimate - y.estimate).abs() < 1e-12 && (x.std_error - y.std_error).abs() < 1e-12);
         }
-        assert_eq!((merged.min_weight, merged.max_weight), (all.min_weight, all.max_weight));
+        assert_eq!(merged.weights, all.weights);
     }
 
     #[test]
