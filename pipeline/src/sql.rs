@@ -4,21 +4,22 @@ use std::path::Path;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use ocean_schemas::DATASETS;
+use ocean_schemas::{Aggregate, Dataset, DATASETS};
 
 use crate::error::{Error, Result};
 
-/// The current state of the `aggregates` changelog: the rows whose diffs sum to a positive count.
-pub const AGGREGATES_CURRENT: &str = "create view aggregates_current as \
-    select model, model_version, segment, window_start, window_end, n, estimate, variance, std_error, \
-      ci_low, ci_high, bernstein_low, bernstein_high, subgaussian_low, subgaussian_high, ess, entity_ess, \
-      min_weight, max_weight, n_tokens, n_entity_tokens, reliable, estimator, \
-      max(time) as time, sum(diff) as count \
-    from aggregates \
-    group by model, model_version, segment, window_start, window_end, n, estimate, variance, std_error, \
-      ci_low, ci_high, bernstein_low, bernstein_high, subgaussian_low, subgaussian_high, ess, entity_ess, \
-      min_weight, max_weight, n_tokens, n_entity_tokens, reliable, estimator \
-    having sum(diff) > 0";
+/// The view `aggregates_current`: the current state of the `aggregates` changelog, the rows
+/// whose diffs sum to a positive count (every column but `time` and `diff`, which become the
+/// latest `time` and the net `count`).
+pub fn aggregates_current_sql() -> String {
+    let columns: Vec<String> =
+        Aggregate::fields().iter().map(|f| f.name().clone()).filter(|name| name != "time" && name != "diff").collect();
+    let columns = columns.join(", ");
+    format!(
+        "create view aggregates_current as select {columns}, max(time) as time, sum(diff) as count \
+         from aggregates group by {columns} having sum(diff) > 0"
+    )
+}
 
 /// A session with every dataset found under `out` registered as a table of its name, the view
 /// `aggregates_current` (the current state of the `aggregates` changelog) and the KG-IPS
@@ -38,7 +39,7 @@ pub async fn session(out: &Path) -> Result<SessionContext> {
         }
     }
     if out.join("aggregates").is_dir() {
-        ctx.sql(AGGREGATES_CURRENT).await?;
+        ctx.sql(&aggregates_current_sql()).await?;
     }
     if found == 0 {
         return Err(Error::Config(format!(

@@ -22,6 +22,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
+use ocean_operators::ips::{IntervalConfig, KgIpsStats};
 
 /// What a KG-IPS aggregate returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,16 +95,17 @@ impl AggregateUDFImpl for KgIps {
     }
 }
 
-/// Mean or standard error from N, Σx, Σx².
+/// Mean or standard error from N, Σx, Σx², with the estimator's own statistics (the same
+/// formulas as `aggregates.estimate` and `aggregates.std_error`).
 fn finish(output: Output, n: f64, sum: f64, sum_sq: f64) -> ScalarValue {
     if n <= 0.0 {
         return ScalarValue::Float64(None);
     }
-    let mean = sum / n;
+    let stats = KgIpsStats { n, sum, sum_sq, ..KgIpsStats::default() };
+    let summary = stats.summarize(false, &IntervalConfig::default());
     ScalarValue::Float64(Some(match output {
-        Output::Estimate => mean,
-        Output::StdError if n > 1.0 => (((sum_sq - n * mean * mean) / (n - 1.0)).max(0.0) / n).sqrt(),
-        Output::StdError => 0.0,
+        Output::Estimate => summary.estimate,
+        Output::StdError => summary.std_error,
     }))
 }
 

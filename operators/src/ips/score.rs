@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
-use super::kgips::{cot_terms, token_term, EstimatorConfig};
+use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
 use crate::policy::{GroundedMention, KgPolicy, Part};
 use crate::segment::token_steps;
@@ -110,16 +110,14 @@ pub fn score_cot(
 
     let estimator = &config.estimator;
     let mut tokens = Vec::with_capacity(n);
-    let mut contributions = Vec::with_capacity(n);
-    let mut weights = Vec::with_capacity(n);
+    let mut acc = CotAccumulator::default();
     let mut stats = WeightStats::default();
     for (i, tok) in g.tokens.iter().enumerate() {
         let target = tok.target_logprob.map(|x| x.0);
         let term = token_term(tok.logprob.0, kg[i], target, estimator.clip);
         let w = term.weight;
         stats.push(w, kg[i].is_some());
-        contributions.push(term.contribution);
-        weights.push(w);
+        acc.push(steps[i], term.contribution, w);
         tokens.push(TokenScore {
             cot_id: g.cot_id.clone(),
             step: steps[i],
@@ -138,8 +136,8 @@ pub fn score_cot(
             contribution: F64(term.contribution),
         });
     }
-    let terms = cot_terms(&steps, &contributions, &weights, estimator.normalization);
-    let per_step = terms.per_step;
+    let (value, weight_mass) = acc.value(estimator.normalization);
+    let per_step = acc.per_step();
     // A chain without tokens (never valid input) gets min/max weights 1 rather than ±∞.
     let finite_or_one = |x: f64| F64(if n == 0 { 1.0 } else { x });
 
@@ -180,8 +178,8 @@ pub fn score_cot(
         n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
         n_mentions: cot.len() as u32,
         n_supported,
-        value: F64(terms.value),
-        weight_mass: F64(terms.weight_mass),
+        value: F64(value),
+        weight_mass: F64(weight_mass),
         grounded_fraction: (!cot.is_empty()).then(|| F64(n_supported as f64 / cot.len() as f64)),
         weight_sum: F64(stats.weight_sum),
         weight_sq_sum: F64(stats.weight_sq_sum),
