@@ -139,9 +139,27 @@ struct RunArgs {
     /// A run configuration (JSON, as written to run_config.json); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Timely worker threads (default: one per core).
-    #[arg(long)]
+    /// Timely worker threads per process (default: one per core).
+    #[arg(long, short = 'w')]
     workers: Option<usize>,
+    /// Processes of a cluster run (each started with the same flags and its own --process).
+    #[arg(long, short = 'n')]
+    processes: Option<usize>,
+    /// This process's index in 0..processes.
+    #[arg(long, short = 'p')]
+    process: Option<usize>,
+    /// File with one host:port line per process (needed with --processes > 1).
+    #[arg(long, short = 'H', value_name = "FILE")]
+    hostfile: Option<PathBuf>,
+    /// Log records per input epoch (default 50000).
+    #[arg(long, value_name = "N")]
+    epoch_records: Option<u64>,
+    /// Also end an input epoch at the end of every log file.
+    #[arg(long)]
+    epoch_per_file: bool,
+    /// Keep the live generations in memory instead of a file per worker (faster; memory grows).
+    #[arg(long)]
+    memory_store: bool,
     /// Aggregation window, in seconds (default 86400).
     #[arg(long, value_name = "SECONDS")]
     window: Option<u64>,
@@ -290,10 +308,27 @@ fn run(args: RunArgs) -> Result<()> {
         config.sink.out = out;
     }
     if let Some(w) = args.workers {
-        config.workers = w;
+        config.runtime.workers = w;
+    }
+    if let Some(n) = args.processes {
+        config.runtime.processes = n;
+    }
+    if let Some(p) = args.process {
+        config.runtime.process = p;
+    }
+    if let Some(h) = args.hostfile {
+        config.runtime.hostfile = Some(h);
+    }
+    if let Some(n) = args.epoch_records {
+        config.source.epoch_records = n;
+    }
+    if args.epoch_per_file {
+        config.source.epoch_per_file = true;
+    }
+    if args.memory_store {
+        config.store = ocean_pipeline::StoreKind::Memory;
     }
     if let Some(w) = args.window {
-        anyhow::ensure!(w > 0, "--window must be at least 1 second");
         config.aggregates.window_secs = w;
     }
     if let Some(key) = args.segment_by {
@@ -309,12 +344,9 @@ fn run(args: RunArgs) -> Result<()> {
         config.estimator.normalization = ocean_operators::ips::Normalization::PerToken;
     }
     if let Some(c) = args.confidence {
-        anyhow::ensure!(c > 0.0 && c < 1.0, "--confidence must be in (0, 1), got {c}");
         config.aggregates.intervals.confidence = c;
     }
-    config.estimator.validate().map_err(anyhow::Error::msg)?;
     if let Some(s) = args.smoothing {
-        anyhow::ensure!(s > 0.0 && s <= 1.0, "--smoothing must be in (0, 1], got {s}");
         config.policy.smoothing = s;
     }
     if let Some(m) = args.default_model {
@@ -323,11 +355,13 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(n) = args.max_line_bytes {
         config.source.max_line_bytes = n;
     }
+    config.validate().context("invalid run configuration")?;
     eprintln!(
-        "ocean run: logs {:?}, KG {}, {} worker(s)",
+        "ocean run: logs {:?}, KG {}, {} worker(s) × {} process(es)",
         config.source.logs,
         config.kg.dir.display(),
-        config.worker_threads()
+        config.worker_threads(),
+        config.runtime.processes
     );
     let summary = ocean_pipeline::run(&config).context("ocean run failed")?;
     if args.json {
@@ -344,6 +378,9 @@ fn print_summary(s: &RunSummary) {
     if s.retracted > 0 {
         println!("retracted       {}", s.retracted);
     }
+    if s.rescored > 0 {
+        println!("re-scored       {} (after KG changes)", s.rescored);
+    }
     println!("input epochs    {}", s.epochs);
     let reasons: Vec<String> = s.rejects_by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     if reasons.is_empty() {
@@ -353,6 +390,7 @@ fn print_summary(s: &RunSummary) {
     }
     println!("KG              {} triples, {} aliases", s.kg_triples, s.kg_aliases);
     println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
+    println!("workers         {}", s.workers);
     println!();
     let estimator = s.models.first().map_or("kg-ips", |m| m.estimator.as_str());
     println!("estimator {estimator}; interval: normal, or UNRELIABLE when the weights are too heavy-tailed");
@@ -370,6 +408,9 @@ fn print_summary(s: &RunSummary) {
         );
     }
     println!();
+    if s.models.is_empty() && s.cots_scored > 0 {
+        println!("(V̂ per model is printed by process 0 of the cluster)");
+    }
     println!(
         "datasets written to {} in {:.1}s (query them: ocean sql \"select * from cot_scores limit 5\" --out {})",
         s.out, s.seconds, s.out

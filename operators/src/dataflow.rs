@@ -1,23 +1,25 @@
-//! The scoring dataflow: generations and the KG in, scored chains of thought and aggregates out.
+//! The scoring dataflow: log records and the KG in; rows of scored chains of thought and live
+//! aggregates out (DESIGN.md §6: stateless per-CoT scoring against a shared KG index).
 
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input as _, InputSession};
-use ocean_schemas::{Aggregate, Reject};
+use differential_dataflow::AsCollection as _;
+use ocean_schemas::Aggregate;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::input::Handle;
-use timely::dataflow::operators::vec::Input as _;
-use timely::dataflow::Scope;
+use timely::dataflow::operators::vec::{Broadcast as _, Input as _, Map as _, Partition as _};
+use timely::dataflow::{Scope, StreamVec};
 
-use crate::decode::{DecodeGenerations, GenerationBatch};
-use crate::grounding::GroundMentions;
 use crate::ips::{
-    AggregateConfig, AggregateScores, CotResult, EstimatorConfig, IntervalConfig, ScoreConfig, ScoreCots,
+    model_totals, AggregateConfig, AggregateScores, EstimatorConfig, IntervalConfig, ScoreConfig, StatSums,
 };
 use crate::kg::Kg;
-use crate::linking::{LinkEntities, LinkerConfig};
+use crate::linking::LinkerConfig;
 use crate::policy::KgPolicy;
-use crate::{Coll, CotId, Diff, EntityId, Time};
+use crate::scoring::{DecodeLogs, LogInput, ScoreLogs, Scored, ScorerConfig};
+use crate::store::StoreFactory;
+use crate::{Coll, Diff, EntityId, Time};
 
 /// Settings of the scoring dataflow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,8 +71,8 @@ impl ScoringConfig {
 /// The dataflow's inputs. Everything sent at time t must be followed by advancing every input
 /// past t before outputs at t are final.
 pub struct ScoringInputs {
-    /// Record batches of generations (+1 to add their rows, −1 to retract them).
-    pub generations: Handle<Time, GenerationBatch>,
+    /// Log records: batches, parsed rows and retractions.
+    pub logs: Handle<Time, LogInput>,
     /// KG aliases `(entity, alias)`.
     pub aliases: InputSession<Time, (EntityId, String), Diff>,
     /// KG triples `(head, relation, tail)`.
@@ -80,7 +82,7 @@ pub struct ScoringInputs {
 impl ScoringInputs {
     /// Advances every input to `time` and flushes what was sent.
     pub fn advance_to(&mut self, time: Time) {
-        self.generations.advance_to(time);
+        self.logs.advance_to(time);
         self.aliases.advance_to(time);
         self.triples.advance_to(time);
         self.aliases.flush();
@@ -88,33 +90,54 @@ impl ScoringInputs {
     }
 }
 
-/// The dataflow's outputs, as collections.
+/// The dataflow's outputs.
 pub struct ScoringOutputs<'scope> {
-    /// One result per live generation.
-    pub results: Coll<'scope, (CotId, CotResult)>,
-    /// One row per (model, version, window).
+    /// Rows of scored chains, generations, tombstones and rejects, each at the time it was
+    /// computed, on the worker that computed it (never a summary: those feed `aggregates`).
+    pub rows: StreamVec<'scope, Time, Scored>,
+    /// One row per non-empty (model, version, segment, window), as a collection.
     pub aggregates: Coll<'scope, Aggregate>,
-    /// Batches that could not be decoded.
-    pub rejects: Coll<'scope, Reject>,
+    /// The sums per (model, version) over all windows, for a run's summary.
+    pub totals: Coll<'scope, ((String, String), StatSums)>,
 }
 
-/// Builds the scoring dataflow in `scope`: decode → link → ground → score → aggregate.
+/// Builds the scoring dataflow in `scope`: decode → score against the KG index → aggregate.
+/// `store` makes each worker's store of live generations.
 pub fn build_scoring<'scope>(
     scope: Scope<'scope, Time>,
     config: &ScoringConfig,
     policy: Arc<dyn KgPolicy>,
+    store: StoreFactory,
 ) -> (ScoringInputs, ScoringOutputs<'scope>) {
-    let (generations, batches) = scope.new_input::<GenerationBatch>();
+    let (logs, log_stream) = scope.new_input::<LogInput>();
     let (aliases, alias_coll) = scope.new_collection();
     let (triples, triple_coll) = scope.new_collection();
     let kg = Kg { aliases: alias_coll, triples: triple_coll };
 
-    let (cots, rejects) = batches.decode_generations();
-    let links = cots.clone().link_entities(kg.normalized_aliases(config.linker.max_alias_words), &config.linker);
-    let grounded = links.ground_mentions(kg.closed_neighbourhood());
-    let results = cots.score_cots(grounded, kg.entity_count(), policy, config.score());
-    let aggregates = results.clone().aggregate_scores(config.aggregate());
-    (ScoringInputs { generations, aliases, triples }, ScoringOutputs { results, aggregates, rejects })
+    let scorer = ScorerConfig {
+        policy,
+        score: config.score(),
+        window_us: config.aggregate().window_us,
+        max_alias_words: config.linker.max_alias_words,
+        store,
+    };
+    let scored = log_stream.decode_logs().score_logs(kg.updates().inner.broadcast(), scorer);
+    let mut parts = scored.partition(2, |s| match s {
+        Scored::Summary(..) => (1, s),
+        other => (0, other),
+    });
+    let summaries = parts
+        .pop()
+        .expect("two parts")
+        .flat_map(|s| match s {
+            Scored::Summary(summary, t, d) => Some((summary, t, d)),
+            _ => None,
+        })
+        .as_collection();
+    let rows = parts.pop().expect("two parts");
+    let totals = model_totals(summaries.clone());
+    let aggregates = summaries.aggregate_scores(config.aggregate());
+    (ScoringInputs { logs, aliases, triples }, ScoringOutputs { rows, aggregates, totals })
 }
 
 #[cfg(test)]
@@ -129,13 +152,22 @@ mod tests {
     use ocean_schemas::{Dataset, Generation, Token, F64};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use timely::dataflow::operators::{Inspect as _, Probe as _};
     use timely::dataflow::ProbeHandle;
 
     use super::*;
-    use crate::ips::{aggregate_row, score_cot, window_start, CotStats, KgIpsStats, Normalization};
+    use crate::decode::GenerationBatch;
+    use crate::ips::{aggregate_row, score_cot, CotResult, CotStats, GroupKey, KgIpsStats, Normalization};
     use crate::linking::{candidates, resolve, Link};
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
+    use crate::scoring::Retraction;
+    use crate::store::MemoryStore;
     use crate::text::normalize;
+
+    /// The baseline μ with a fixed entity universe (the random KGs name up to 8 entities).
+    fn policy_config() -> AdjacencyPolicyConfig {
+        AdjacencyPolicyConfig { entities: 8, ..Default::default() }
+    }
 
     const NAMES: [&str; 8] = ["Lima", "Peru", "Spanish", "Quito", "Ecuador", "New York", "York", "Sol"];
 
@@ -185,11 +217,8 @@ mod tests {
                 by_alias.entry(key).or_default().push(e.clone());
             }
         }
-        let mut entities: BTreeSet<String> = aliases.iter().map(|(e, _)| e.clone()).collect();
         let mut adj: HashMap<String, BTreeSet<String>> = HashMap::new();
         for (h, _, t) in triples {
-            entities.insert(h.clone());
-            entities.insert(t.clone());
             adj.entry(h.clone()).or_default().insert(t.clone());
             adj.entry(t.clone()).or_default().insert(h.clone());
         }
@@ -227,7 +256,7 @@ mod tests {
                         }
                     })
                     .collect();
-                score_cot(g, &grounded, entities.len() as u64, policy, &config.score())
+                score_cot(g, &grounded, policy, &config.score())
             })
             .collect()
     }
@@ -303,82 +332,115 @@ mod tests {
                     t_up.push((t, 1));
                 }
             }
-            let policy = AdjacencyPolicy::new(AdjacencyPolicyConfig::default());
+            let policy = AdjacencyPolicy::new(policy_config());
             let mut want = reference(&gens, &aliases, &triples, &policy, &config);
             want.sort();
             expected.push(want);
             plan.push((round, g_up, a_up, t_up));
         }
 
-        let captured: Arc<Mutex<Vec<(CotResult, Time, isize)>>> = Arc::default();
+        // Two workers; worker 0 feeds every input. Generation retractions alternate between
+        // batches with diff −1 and retractions by id.
+        let captured: Arc<Mutex<Vec<(Scored, Time)>>> = Arc::default();
         let captured_aggs: Arc<Mutex<Vec<(Aggregate, Time, isize)>>> = Arc::default();
         let sink = Arc::clone(&captured);
         let agg_sink = Arc::clone(&captured_aggs);
         let dataflow_config = config.clone();
-        timely::execute_directly(move |worker| {
+        let plan = Arc::new(plan);
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
             let probe = ProbeHandle::new();
-            let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig::default()));
+            let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config()));
+            let (sink, agg_sink) = (Arc::clone(&sink), Arc::clone(&agg_sink));
             let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-                let (inputs, outputs) = build_scoring(scope, &dataflow_config, policy);
+                let (inputs, outputs) = build_scoring(scope, &dataflow_config, policy, MemoryStore::factory());
                 outputs
-                    .results
-                    .inspect(move |((_, r), t, d)| sink.lock().unwrap().push((r.clone(), *t, *d)))
+                    .rows
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let t = *stamp.least().expect("rows travel at one time");
+                            sink.lock().unwrap().extend(data.iter().map(|x| (x.clone(), t)));
+                        }
+                    })
                     .probe_with(&probe);
                 outputs.aggregates.inspect(move |x| agg_sink.lock().unwrap().push(x.clone())).probe_with(&probe);
                 inputs
             });
-            for (round, g_up, a_up, t_up) in plan {
-                for sign in [1isize, -1] {
-                    let rows: Vec<Generation> = g_up.iter().filter(|u| u.1 == sign).map(|u| u.0.clone()).collect();
-                    if !rows.is_empty() {
-                        let batch = Generation::to_batch(&rows).unwrap();
-                        inputs.generations.send(GenerationBatch { batch, diff: sign, source: "test".into() });
+            for (round, g_up, a_up, t_up) in plan.iter() {
+                let round = *round;
+                if worker.index() == 0 {
+                    let added: Vec<Generation> = g_up.iter().filter(|u| u.1 == 1).map(|u| u.0.clone()).collect();
+                    if !added.is_empty() {
+                        let batch = Generation::to_batch(&added).unwrap();
+                        inputs.logs.send(LogInput::Batch(GenerationBatch { batch, diff: 1, source: "test".into() }));
                     }
-                }
-                for (a, d) in a_up {
-                    inputs.aliases.update(a, d);
-                }
-                for (t, d) in t_up {
-                    inputs.triples.update(t, d);
+                    let removed: Vec<Generation> = g_up.iter().filter(|u| u.1 == -1).map(|u| u.0.clone()).collect();
+                    if !removed.is_empty() && round % 2 == 0 {
+                        let batch = Generation::to_batch(&removed).unwrap();
+                        inputs.logs.send(LogInput::Batch(GenerationBatch { batch, diff: -1, source: "test".into() }));
+                    } else if !removed.is_empty() {
+                        let ids = removed
+                            .iter()
+                            .map(|g| Retraction { cot_id: g.cot_id.clone(), source: "test".into(), line: 1 })
+                            .collect();
+                        inputs.logs.send(LogInput::Retract(ids));
+                    }
+                    for (a, d) in a_up {
+                        inputs.aliases.update(a.clone(), *d);
+                    }
+                    for (t, d) in t_up {
+                        inputs.triples.update(t.clone(), *d);
+                    }
                 }
                 inputs.advance_to(round + 1);
                 worker.step_while(|| probe.less_than(&(round + 1)));
             }
-        });
+        })
+        .unwrap();
+        for g in guards.join() {
+            g.unwrap();
+        }
 
-        let updates = captured.lock().unwrap().clone();
+        // Replaying the rows in time order (tombstones of a time before its results) gives the
+        // recomputation's results at every round, and no chain is rejected.
+        let mut rows = captured.lock().unwrap().clone();
+        rows.sort_by_key(|(s, t)| (*t, !matches!(s, Scored::Tombstone(_))));
+        assert!(!rows.iter().any(|(s, _)| matches!(s, Scored::Reject(_))), "seed {seed}: rejects");
+        // The random updates exercise re-scoring after KG changes and retractions.
+        let tombstones = |retracted: bool| {
+            rows.iter().filter(|(s, _)| matches!(s, Scored::Tombstone(t) if t.retracted == retracted)).count()
+        };
+        assert!(tombstones(false) > 0 && tombstones(true) > 0, "seed {seed}: nothing re-scored or retracted");
+        let mut state: BTreeMap<String, CotResult> = BTreeMap::new();
+        let mut rows = rows.into_iter().peekable();
         for (round, want) in expected.iter().enumerate() {
-            let mut got: Vec<(CotResult, isize)> =
-                updates.iter().filter(|(_, t, _)| *t <= round as u64).map(|(r, _, d)| (r.clone(), *d)).collect();
-            consolidate(&mut got);
-            assert!(got.iter().all(|(_, d)| *d == 1), "seed {seed} round {round}: multiplicities {got:?}");
-            let got: Vec<CotResult> = got.into_iter().map(|(r, _)| r).collect();
+            while let Some((row, _)) = rows.next_if(|(_, t)| *t <= round as u64) {
+                match row {
+                    Scored::Tombstone(t) => assert!(state.remove(&t.cot_id).is_some(), "seed {seed}: stray tombstone"),
+                    Scored::Result(r) => assert!(state.insert(r.score.cot_id.clone(), *r).is_none()),
+                    _ => {}
+                }
+            }
+            let got: Vec<&CotResult> = state.values().collect();
             assert_eq!(got.len(), want.len(), "seed {seed} round {round}");
             for (g, w) in got.iter().zip(want) {
-                assert_eq!(g, w, "seed {seed} round {round}");
+                assert_eq!(*g, w, "seed {seed} round {round}");
             }
         }
         // The aggregates agree with a recomputation from each round's scores.
         let aggregates = captured_aggs.lock().unwrap().clone();
         let agg_config = config.aggregate();
         for (round, want) in expected.iter().enumerate() {
-            let mut stats: BTreeMap<(String, String, Option<String>, i64), KgIpsStats> = BTreeMap::new();
+            let mut stats: BTreeMap<GroupKey, KgIpsStats> = BTreeMap::new();
             for r in want {
                 let s = &r.score;
-                let key = (
-                    s.model.clone(),
-                    s.model_version.clone(),
-                    s.segment.clone(),
-                    window_start(s.event_time, agg_config.window_us),
-                );
-                stats.entry(key).or_default().add(&CotStats::from(s), 1.0);
+                stats.entry(GroupKey::of(s, agg_config.window_us)).or_default().add(&CotStats::from(s), 1.0);
             }
             let mut got: Vec<(Aggregate, isize)> =
                 aggregates.iter().filter(|(_, t, _)| *t <= round as u64).map(|(a, _, d)| (a.clone(), *d)).collect();
             consolidate(&mut got);
             assert_eq!(got.len(), stats.len(), "seed {seed} round {round}: aggregate groups");
             for ((a, d), (key, s)) in got.iter().zip(&stats) {
-                let want = aggregate_row(key.clone(), s, &agg_config);
+                let want = aggregate_row(key, s, &agg_config);
                 assert_eq!(*d, 1);
                 assert_eq!(
                     (&a.model, &a.segment, a.window_start, a.n),

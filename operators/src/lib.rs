@@ -8,12 +8,16 @@ pub mod ips;
 pub mod kg;
 pub mod linking;
 pub mod policy;
+pub mod scoring;
 pub mod segment;
+pub mod store;
 pub mod text;
 
 pub use dataflow::{build_scoring, ScoringConfig, ScoringInputs, ScoringOutputs};
 pub use ips::{CotResult, KgIpsStats};
 pub use policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, KgPolicy, Part};
+pub use scoring::{LogInput, Retraction, Scored};
+pub use store::{CotStore, MemoryStore, StoreFactory};
 
 /// The dataflow's logical time: the input epoch (a load or a delta of logs or KG).
 pub type Time = u64;

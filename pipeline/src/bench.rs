@@ -8,9 +8,10 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, Float64Array, Int32Array, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use ocean_operators::decode::GenerationBatch;
 use ocean_operators::ips::kgips::{token_term, CotAccumulator, EstimatorConfig};
-use ocean_operators::{build_scoring, AdjacencyPolicy, AdjacencyPolicyConfig, KgPolicy, ScoringConfig, Time};
+use ocean_operators::{
+    build_scoring, AdjacencyPolicy, AdjacencyPolicyConfig, KgPolicy, LogInput, MemoryStore, ScoringConfig, Time,
+};
 use ocean_schemas::Generation;
 use serde::Serialize;
 use timely::dataflow::ProbeHandle;
@@ -267,19 +268,17 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
         ..SynthConfig::default()
     };
     synth_logs(&synth, |_, _| {})?;
-    let logs = crate::sources::read_logs(
-        &crate::config::SourceConfig { logs: vec![dir.join("logs")], ..Default::default() },
-        |_, _| {},
-    )?;
+    let logs =
+        crate::sources::read_logs(&crate::config::SourceConfig { logs: vec![dir.join("logs")], ..Default::default() })?;
     let kg = crate::kg_files::read_kg(&dir.join("kg"))?;
     let mut generations = logs.generations;
     let updates: Vec<Generation> = generations.split_off(b.background.min(generations.len()));
     let load_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
-    let load = crate::run::batches(&generations, 1, "bench")?;
-    // One batch per update: each is a single new log record.
-    let updates: Vec<Vec<GenerationBatch>> =
-        updates.chunks(1).map(|g| crate::run::batches(g, 1, "bench")).collect::<Result<_>>()?;
-    let policy_config = AdjacencyPolicyConfig { smoothing: synth.smoothing };
+    let load: Vec<LogInput> = generations.chunks(1024).map(|rows| LogInput::Rows(rows.to_vec())).collect();
+    // Each update is a single new log record.
+    let updates: Vec<LogInput> = updates.into_iter().map(|g| LogInput::Rows(vec![g])).collect();
+    let policy_config =
+        AdjacencyPolicyConfig { smoothing: synth.smoothing, entities: crate::run::kg_entity_count(&kg) };
     let timings: Arc<Mutex<(f64, Vec<f64>)>> = Arc::default();
     let sink = Arc::clone(&timings);
     let feed = Arc::new(Mutex::new(Some((load, updates, kg.aliases, kg.triples))));
@@ -287,7 +286,7 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
         let probe = ProbeHandle::new();
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy);
+            let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy, MemoryStore::factory());
             outputs.aggregates.probe_with(&probe);
             inputs
         });
@@ -300,7 +299,7 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
             inputs.triples.insert(t);
         }
         for batch in load {
-            inputs.generations.send(batch);
+            inputs.logs.send(batch);
         }
         inputs.advance_to(1);
         worker.step_while(|| probe.less_than(&1));
@@ -309,9 +308,7 @@ fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
         for (i, update) in updates.into_iter().enumerate() {
             let time = i as Time + 1;
             let start = Instant::now();
-            for batch in update {
-                inputs.generations.send(batch);
-            }
+            inputs.logs.send(update);
             inputs.advance_to(time + 1);
             worker.step_while(|| probe.less_than(&(time + 1)));
             latencies.push(start.elapsed().as_secs_f64() * 1e3);

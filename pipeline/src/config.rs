@@ -8,6 +8,8 @@ use ocean_operators::linking::LinkerConfig;
 use ocean_operators::{AdjacencyPolicyConfig, ScoringConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// Where the logs come from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -24,6 +26,14 @@ pub struct SourceConfig {
     /// file is one input epoch after the logs; its chains of thought leave every dataset and
     /// aggregate.
     pub retract: Vec<PathBuf>,
+    /// Log records per input epoch: an epoch ends after this many records (lines of JSONL,
+    /// rows of Parquet/IPC; a Parquet row group is never split).
+    pub epoch_records: u64,
+    /// Also end an epoch at the end of every log file.
+    pub epoch_per_file: bool,
+    /// Epochs fed ahead of the slowest: the source feeds epoch t + k only once every output of
+    /// epoch t is final (backpressure; memory holds about k epochs of rows).
+    pub epochs_in_flight: u64,
 }
 
 impl Default for SourceConfig {
@@ -34,6 +44,9 @@ impl Default for SourceConfig {
             max_line_bytes: ocean_schemas::parse::DEFAULT_MAX_LINE_BYTES,
             default_model: "unknown".to_owned(),
             retract: Vec::new(),
+            epoch_records: 50_000,
+            epoch_per_file: false,
+            epochs_in_flight: 2,
         }
     }
 }
@@ -84,6 +97,38 @@ impl Default for AggregatesConfig {
     }
 }
 
+/// Where each worker keeps the text of its live chains of thought (for re-scoring after KG
+/// changes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// An append-only file per worker under `<out>/.store` (memory stays flat in input size).
+    #[default]
+    Disk,
+    /// In memory (faster; memory grows with the chains of thought).
+    Memory,
+}
+
+/// The timely runtime: threads per process and, for a cluster, the processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    /// Worker threads per process (0 = one per core).
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index, in `0..processes`.
+    pub process: usize,
+    /// A file with one `host:port` line per process (needed with several processes).
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { workers: 0, processes: 1, process: 0, hostfile: None }
+    }
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -102,8 +147,10 @@ pub struct RunConfig {
     pub aggregates: AggregatesConfig,
     /// Outputs.
     pub sink: SinkConfig,
-    /// Timely worker threads (0 = one per core).
-    pub workers: usize,
+    /// Where live generations are kept.
+    pub store: StoreKind,
+    /// Threads and processes.
+    pub runtime: RuntimeConfig,
 }
 
 impl RunConfig {
@@ -118,12 +165,80 @@ impl RunConfig {
         }
     }
 
-    /// The number of worker threads to start.
+    /// The number of worker threads to start in this process.
     pub fn worker_threads(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
+        if self.runtime.workers > 0 {
+            self.runtime.workers
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+
+    /// Checks the whole configuration (flags and `--config` files alike), with one message per
+    /// problem.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.source.logs.is_empty() {
+            problems.push("no log paths given".to_owned());
+        }
+        if self.source.epoch_records == 0 {
+            problems.push("source.epoch_records must be at least 1".to_owned());
+        }
+        if self.source.epochs_in_flight == 0 {
+            problems.push("source.epochs_in_flight must be at least 1".to_owned());
+        }
+        if self.aggregates.window_secs == 0 {
+            problems.push("aggregates.window_secs must be at least 1".to_owned());
+        }
+        if !(self.policy.smoothing > 0.0 && self.policy.smoothing <= 1.0) {
+            problems.push(format!("policy.smoothing must be in (0, 1], got {}", self.policy.smoothing));
+        }
+        if let Err(e) = self.estimator.validate() {
+            problems.push(e);
+        }
+        let ic = &self.aggregates.intervals;
+        if !(ic.confidence > 0.0 && ic.confidence < 1.0) {
+            problems.push(format!("aggregates.intervals.confidence must be in (0, 1), got {}", ic.confidence));
+        }
+        let rt = &self.runtime;
+        if rt.processes == 0 || rt.process >= rt.processes {
+            problems.push(format!("process {} is not in 0..{} processes", rt.process, rt.processes));
+        }
+        if rt.processes > 1 && rt.hostfile.is_none() {
+            problems.push("several processes need a hostfile (one host:port line per process)".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems.join("; ")))
+        }
+    }
+
+    /// The timely configuration of this process.
+    pub fn timely(&self) -> Result<timely::Config> {
+        let threads = self.worker_threads();
+        let rt = &self.runtime;
+        if rt.processes <= 1 {
+            return Ok(timely::Config::process(threads));
+        }
+        let path = rt.hostfile.as_ref().ok_or_else(|| Error::Config("several processes need a hostfile".into()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let addresses: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        if addresses.len() < rt.processes {
+            return Err(Error::Config(format!(
+                "{} lists {} hosts for {} processes",
+                path.display(),
+                addresses.len(),
+                rt.processes
+            )));
+        }
+        let communication = timely::CommunicationConfig::Cluster {
+            threads,
+            process: rt.process,
+            addresses: addresses[..rt.processes].to_vec(),
+            report: false,
+            zerocopy: false,
+        };
+        Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
     }
 }

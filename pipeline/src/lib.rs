@@ -9,9 +9,10 @@ pub mod run;
 pub mod sink;
 pub mod sources;
 pub mod sql;
+pub mod store;
 pub mod synth;
 pub mod udaf;
 
-pub use config::RunConfig;
+pub use config::{RunConfig, RuntimeConfig, StoreKind};
 pub use error::{Error, Result};
 pub use run::{run, ModelSummary, RunSummary};

@@ -1,25 +1,39 @@
-//! `ocean run`: logs and a KG in, the seven datasets and a summary out.
+//! `ocean run`: logs and a KG in, the datasets and a summary out, through the one timely
+//! harness that the benchmarks and tests use too.
+//!
+//! Every worker reads every log file and parses its share of the records (round robin by
+//! record; Parquet by row group); the scoring dataflow routes each chain of thought to the
+//! worker that owns it. Epochs are cut by size (`source.epoch_records`), optionally at file ends,
+//! then one per retraction file; a worker feeds epoch t + k only once the outputs of epoch t are
+//! final (`source.epochs_in_flight`). Rows leave through each worker's Parquet sinks; only the
+//! per-model sums reach the driver, for the printed summary.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
-use ocean_operators::decode::GenerationBatch;
-use ocean_operators::ips::{CotStats, KgIpsStats};
-use ocean_operators::{build_scoring, AdjacencyPolicy, CotResult, KgPolicy, Time};
-use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Reject, RejectReason};
+use ocean_operators::ips::{Extremes, StatSums};
+use ocean_operators::{
+    build_scoring, AdjacencyPolicy, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time,
+};
+use ocean_schemas::parse::Parsed;
+use ocean_schemas::{CotScore, Dataset, Generation, Mention, Reject, Tombstone};
 use serde::Serialize;
+use serde_json::Value;
+use timely::dataflow::operators::{Exchange as _, Inspect as _, Probe as _};
 use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, StoreKind};
 use crate::error::{Error, Result};
-use crate::kg_files::read_kg;
-use crate::sink::Staging;
-use crate::sources::read_logs;
+use crate::kg_files::{read_kg, KgData};
+use crate::sink::{clear_output, write_file, PartWriter, WriteAggregates as _, WriteRows as _, WriteStats};
+use crate::sources::{list_files, read_batch_inputs, read_file, RecordSink};
+use crate::store::FileStore;
 
-/// Rows per record batch fed into the dataflow.
+/// Parsed rows sent to the dataflow in one message.
 const FEED_ROWS: usize = 1024;
 
 /// V̂ of one (model, version) over all windows.
@@ -49,27 +63,34 @@ pub struct ModelSummary {
     pub grounded_fraction: Option<f64>,
 }
 
-/// What a run did.
+/// What a run did. In a cluster, the counts are this process's and `models` is filled by
+/// process 0 only.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// Log files read.
     pub files: usize,
-    /// Log records read.
+    /// Log records read (parsed by this process's workers).
     pub records: u64,
-    /// Valid generations read (before retractions).
+    /// Generations written (valid and not a duplicate; retracted ones included).
     pub generations: usize,
-    /// Input epochs: one per log file, then one per retraction file.
+    /// Input epochs: log epochs, then one per retraction file.
     pub epochs: usize,
     /// Chains of thought retracted.
     pub retracted: usize,
-    /// Rejects, all sources (logs, KG files, dataflow).
+    /// Chains of thought re-scored after a KG change.
+    pub rescored: usize,
+    /// Rejects, all sources (logs, KG files, retractions, dataflow).
     pub rejects: usize,
     /// Rejects by reason code.
     pub rejects_by_reason: BTreeMap<String, usize>,
-    /// Chains of thought scored.
+    /// Live chains of thought scored at the end.
     pub cots_scored: usize,
-    /// Entity mentions linked (questions and chains of thought).
+    /// Entity mention rows written (questions and chains of thought).
     pub mentions: usize,
+    /// Parquet bytes written.
+    pub parquet_bytes: u64,
+    /// Timely workers in the whole run.
+    pub workers: usize,
     /// KG triples loaded.
     pub kg_triples: usize,
     /// KG aliases loaded.
@@ -82,256 +103,329 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-/// What the dataflow produced, consolidated to its final state.
-#[derive(Default)]
-struct Captured {
-    results: Vec<((String, CotResult), Time, isize)>,
-    aggregates: Vec<(Aggregate, Time, isize)>,
-    rejects: Vec<(Reject, Time, isize)>,
+/// A model and its version.
+type ModelKey = (String, String);
+/// Per-model sums at the end of a run, as `((model, version), sums, time, diff)` updates.
+type Totals = Vec<((ModelKey, StatSums), Time, isize)>;
+
+/// What the workers of a process share.
+struct Shared {
+    config: RunConfig,
+    policy: Arc<dyn KgPolicy>,
+    store: StoreFactory,
+    files: Vec<PathBuf>,
+    requests: Option<HashMap<String, Value>>,
+    /// The KG and the driver's rejects, taken by global worker 0.
+    feed: Mutex<Option<(KgData, Vec<Reject>)>>,
+    stats: Arc<Mutex<WriteStats>>,
+    totals: Arc<Mutex<Totals>>,
+    /// (records parsed, epochs), summed over the process's workers.
+    read: Mutex<(u64, u64)>,
 }
 
 /// Runs the whole job described by `config`.
 pub fn run(config: &RunConfig) -> Result<RunSummary> {
+    config.validate()?;
     let started = Instant::now();
+    let out = config.sink.out.clone();
     let kg = read_kg(&config.kg.dir)?;
-    let logs = read_logs(&config.source, |path, logs| {
-        tracing::info!(file = %path.display(), generations = logs.generations.len(), rejects = logs.rejects.len(), "read logs");
-    })?;
-    if logs.files == 0 {
+    let (kg_triples, kg_aliases) = (kg.triples.len(), kg.aliases.len());
+    let mut config = config.clone();
+    if config.policy.entities == 0 {
+        config.policy.entities = kg_entity_count(&kg);
+    }
+    let files = list_files(&config.source.logs, &config.source.batch_inputs)?;
+    if files.is_empty() {
         return Err(Error::Config("no log files found in the given paths".into()));
     }
-    // One epoch per log file with valid records, in the order read (generations are in file
-    // order, so each run of one source is an epoch; slices, no copies), then one per retraction
-    // file.
-    let mut epochs: Vec<Vec<GenerationBatch>> = Vec::new();
-    let mut start = 0;
-    for (i, g) in logs.generations.iter().enumerate() {
-        if logs.generations.get(i + 1).is_none_or(|next| next.source != g.source) {
-            epochs.push(batches(&logs.generations[start..=i], 1, &g.source)?);
-            start = i + 1;
-        }
+    let mut driver_rejects = Vec::new();
+    let requests = read_batch_inputs(&config.source.batch_inputs, &mut driver_rejects)?;
+    let first_process = config.runtime.process == 0;
+    if first_process {
+        clear_output(&out)?;
+        write_file(&out, "run_config.json", to_json(&config).as_bytes())?;
     }
-    let mut live: HashMap<&str, &Generation> = logs.generations.iter().map(|g| (g.cot_id.as_str(), g)).collect();
-    let mut retract_rejects = Vec::new();
-    let mut retracted = 0;
-    for path in &config.source.retract {
-        let rows = read_retractions(path, &mut live, &mut retract_rejects)?;
-        retracted += rows.len();
-        epochs.push(batches(&rows, -1, &path.display().to_string())?);
-    }
-    tracing::info!(generations = logs.generations.len(), epochs = epochs.len(), retracted, "starting the dataflow");
-
+    let store: StoreFactory = match config.store {
+        StoreKind::Memory => MemoryStore::factory(),
+        StoreKind::Disk => FileStore::factory(&out.join(".store").join(format!("process-{}", config.runtime.process))),
+    };
     let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(config.policy.clone()));
-    let n_epochs = epochs.len();
-    let captured = execute(config, policy, epochs, &kg)?;
-
-    let mut results: Vec<CotResult> = final_state(captured.results).into_iter().map(|(_, r)| r).collect();
-    results.sort_by(|a, b| a.score.cot_id.cmp(&b.score.cot_id));
-    let mut rejects = logs.rejects;
-    rejects.extend(retract_rejects);
-    rejects.extend(kg.rejects);
-    rejects.extend(final_state(captured.rejects));
-    let mut aggregates: Vec<Aggregate> = changelog(captured.aggregates);
-    aggregates.sort();
-
-    let mut staging = Staging::new(&config.sink.out)?;
-    // Rows stream out of `results` one record batch at a time (no second copy of every row).
-    staging.write_iter(logs.generations.iter().filter(|g| live.contains_key(g.cot_id.as_str())).cloned())?;
-    let n_mentions: usize = results.iter().map(|r| r.mentions.len()).sum();
-    staging.write_iter(results.iter().flat_map(|r| r.mentions.iter().cloned()))?;
-    staging.write_iter(results.iter().flat_map(|r| r.steps.iter().cloned()))?;
-    staging.write_iter(results.iter().flat_map(|r| r.tokens.iter().cloned()))?;
-    let scores: Vec<CotScore> = results.iter().map(|r| r.score.clone()).collect();
-    staging.write(&scores)?;
-    staging.write(&aggregates)?;
-    staging.write(&rejects)?;
-
-    let mut rejects_by_reason = BTreeMap::new();
-    for r in &rejects {
-        *rejects_by_reason.entry(r.reason_code.clone()).or_insert(0) += 1;
+    let timely_config = config.timely()?;
+    let workers = config.worker_threads() * config.runtime.processes;
+    tracing::info!(files = files.len(), workers, "starting the dataflow");
+    let shared = Arc::new(Shared {
+        config,
+        policy,
+        store,
+        files,
+        requests,
+        feed: Mutex::new(Some((kg, driver_rejects))),
+        stats: Arc::default(),
+        totals: Arc::default(),
+        read: Mutex::new((0, 0)),
+    });
+    let in_workers = Arc::clone(&shared);
+    let guards =
+        timely::execute(timely_config, move |worker| run_worker(worker, &in_workers)).map_err(Error::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(Error::Dataflow)?;
     }
+    let _ = std::fs::remove_dir_all(out.join(".store"));
+
+    let stats = std::mem::take(&mut *shared.stats.lock().map_err(|_| Error::Dataflow("a sink panicked".into()))?);
+    if let Some(e) = stats.error {
+        return Err(Error::Dataflow(format!("writing the datasets failed: {e}")));
+    }
+    let (records, epochs) = *shared.read.lock().map_err(|_| Error::Dataflow("a worker panicked".into()))?;
+    let totals = std::mem::take(&mut *shared.totals.lock().map_err(|_| Error::Dataflow("a worker panicked".into()))?);
+    let config = &shared.config;
+    let models = model_summaries(totals, config);
+    let rows = |name: &str| stats.rows.get(name).copied().unwrap_or(0) as usize;
+    let retracted = stats.retracted as usize;
+    let rescored = rows(Tombstone::NAME) - retracted;
     let summary = RunSummary {
-        files: logs.files,
-        records: logs.records,
-        generations: logs.generations.len(),
-        epochs: n_epochs,
+        files: shared.files.len(),
+        records,
+        generations: rows(Generation::NAME),
+        epochs: epochs as usize,
         retracted,
-        rejects: rejects.len(),
-        rejects_by_reason,
-        cots_scored: scores.len(),
-        mentions: n_mentions,
-        kg_triples: kg.triples.len(),
-        kg_aliases: kg.aliases.len(),
-        models: model_summaries(&scores, config),
-        out: config.sink.out.display().to_string(),
+        rescored,
+        rejects: rows(Reject::NAME),
+        rejects_by_reason: stats.rejects_by_reason.iter().map(|(k, v)| (k.clone(), *v as usize)).collect(),
+        cots_scored: if first_process {
+            models.iter().map(|m| m.n as usize).sum()
+        } else {
+            rows(CotScore::NAME) - rescored
+        },
+        mentions: rows(Mention::NAME),
+        parquet_bytes: stats.bytes,
+        workers,
+        kg_triples,
+        kg_aliases,
+        models,
+        out: out.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    staging.write_file("run_config.json", to_json(config).as_bytes())?;
-    staging.write_file("summary.json", to_json(&summary).as_bytes())?;
-    staging.commit()?;
+    if first_process {
+        write_file(&out, "summary.json", to_json(&summary).as_bytes())?;
+    }
     Ok(summary)
+}
+
+/// Entities of a KG as read: those with an alias and those in a triple.
+pub fn kg_entity_count(kg: &KgData) -> u64 {
+    let mut ids: std::collections::HashSet<&str> = kg.aliases.iter().map(|(e, _)| e.as_str()).collect();
+    for (h, _, t) in &kg.triples {
+        ids.insert(h);
+        ids.insert(t);
+    }
+    ids.len() as u64
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("configs and summaries should serialize")
 }
 
-/// Record batches of `rows` with the given diff.
-pub(crate) fn batches(rows: &[Generation], diff: isize, source: &str) -> Result<Vec<GenerationBatch>> {
-    rows.chunks(FEED_ROWS)
-        .map(|rows| Ok(GenerationBatch { batch: Generation::to_batch(rows)?, diff, source: source.to_owned() }))
-        .collect()
-}
+/// One worker: builds the dataflow with its sinks, then feeds its share of the input.
+fn run_worker(worker: &mut Worker, shared: &Shared) {
+    let config = &shared.config;
+    let index = worker.index();
+    let probe = ProbeHandle::new();
+    let stats = Arc::clone(&shared.stats);
+    let totals = Arc::clone(&shared.totals);
+    let out = config.sink.out.clone();
+    let inputs = worker.dataflow::<Time, _, _>(|scope| {
+        let (inputs, outputs) =
+            build_scoring(scope, &config.scoring(), Arc::clone(&shared.policy), Arc::clone(&shared.store));
+        let writer = |w| PartWriter::new(&out, w).expect("zstd level 3 is valid");
+        outputs.rows.probe_with(&probe).write_rows(writer(index), Arc::clone(&stats));
+        outputs.aggregates.consolidate().inner.probe_with(&probe).write_aggregates(writer(index), stats);
+        outputs
+            .totals
+            .inner
+            .exchange(|_| 0)
+            .inspect(move |x| totals.lock().expect("totals lock").push(x.clone()))
+            .probe_with(&probe);
+        inputs
+    });
 
-/// The live generations a retraction file names, removed from `live`; ids that are not live are
-/// rejects.
-fn read_retractions(
-    path: &Path,
-    live: &mut HashMap<&str, &Generation>,
-    rejects: &mut Vec<Reject>,
-) -> Result<Vec<Generation>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let source = path.display().to_string();
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let id = line.trim();
-        if id.is_empty() || id.starts_with('#') {
-            continue;
-        }
-        match live.remove(id) {
-            Some(g) => rows.push(g.clone()),
-            None => {
-                let reason =
-                    format!("cot_id {id:?} is not a live generation (never logged, rejected, or already retracted)");
-                rejects.push(Reject::new(
-                    &source,
-                    Some(i as u64 + 1),
-                    "retractions",
-                    RejectReason::UnknownRetraction,
-                    reason,
-                    line.as_bytes(),
-                ));
+    // Standard input is read by worker 0 alone; files by every worker, each parsing its share.
+    let stdin = shared.files.iter().any(|f| f.as_os_str() == "-");
+    let (share, peers) = if stdin { (0, 1) } else { (index, worker.peers()) };
+    if stdin && index != 0 {
+        return;
+    }
+    let mut feeder = Feeder {
+        worker,
+        inputs,
+        probe,
+        epoch: 0,
+        in_epoch: 0,
+        limit: config.source.epoch_records,
+        in_flight: config.source.epochs_in_flight,
+        share,
+        peers,
+        claims: 0,
+        records: 0,
+        rows: Vec::new(),
+        rejects: Vec::new(),
+    };
+    if index == 0 {
+        if let Some((kg, driver_rejects)) = shared.feed.lock().expect("feed lock").take() {
+            for a in kg.aliases {
+                feeder.inputs.aliases.insert(a);
             }
+            for t in kg.triples {
+                feeder.inputs.triples.insert(t);
+            }
+            feeder.rejects.extend(kg.rejects);
+            feeder.rejects.extend(driver_rejects);
         }
     }
-    Ok(rows)
-}
-
-/// Runs the timely dataflow on `config.workers` threads. Worker 0 feeds the KG and epoch 0 at
-/// time 0 and epoch t at time t; every worker steps until each epoch's outputs are final.
-fn execute(
-    config: &RunConfig,
-    policy: Arc<dyn KgPolicy>,
-    epochs: Vec<Vec<GenerationBatch>>,
-    kg: &crate::kg_files::KgData,
-) -> Result<Captured> {
-    let scoring = config.scoring();
-    let captured = Arc::new(Mutex::new(Captured::default()));
-    let n_epochs = epochs.len().max(1) as Time;
-    let feed = Arc::new(Mutex::new(Some((epochs, kg.aliases.clone(), kg.triples.clone()))));
-    let sink = Arc::clone(&captured);
-    let timely_config = timely::Config::process(config.worker_threads());
-    let guards = timely::execute(timely_config, move |worker| {
-        let probe = ProbeHandle::new();
-        let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) = build_scoring(scope, &scoring, Arc::clone(&policy));
-            let (s1, s2, s3) = (Arc::clone(&sink), Arc::clone(&sink), Arc::clone(&sink));
-            outputs
-                .results
-                .inspect(move |x| s1.lock().expect("capture lock").results.push(x.clone()))
-                .probe_with(&probe);
-            outputs
-                .aggregates
-                .inspect(move |x| s2.lock().expect("capture lock").aggregates.push(x.clone()))
-                .probe_with(&probe);
-            outputs
-                .rejects
-                .inspect(move |x| s3.lock().expect("capture lock").rejects.push(x.clone()))
-                .probe_with(&probe);
-            inputs
-        });
-        let mut epochs = Vec::new();
-        if worker.index() == 0 {
-            let taken = feed.lock().expect("feed lock").take();
-            if let Some((batches, aliases, triples)) = taken {
-                for a in aliases {
-                    inputs.aliases.insert(a);
-                }
-                for t in triples {
-                    inputs.triples.insert(t);
-                }
-                epochs = batches;
-            }
+    for path in &shared.files {
+        if let Err(e) = read_file(path, &config.source, shared.requests.as_ref(), &mut feeder) {
+            feeder.rejects.push(Reject::new(
+                &path.display().to_string(),
+                None,
+                "file",
+                ocean_schemas::RejectReason::BadRecord,
+                format!("reading the file failed: {e}"),
+                &[],
+            ));
         }
-        let mut epochs = epochs.into_iter();
-        for time in 0..n_epochs {
-            for b in epochs.next().unwrap_or_default() {
-                inputs.generations.send(b);
-            }
-            inputs.advance_to(time + 1);
-            worker.step_while(|| probe.less_than(&(time + 1)));
-            if worker.index() == 0 {
-                tracing::info!(epoch = time, "epoch done");
-            }
+        if index == 0 {
+            tracing::info!(file = %path.display(), epoch = feeder.epoch, "read");
         }
-    })
-    .map_err(Error::Dataflow)?;
-    for result in guards.join() {
-        result.map_err(Error::Dataflow)?;
+        if config.source.epoch_per_file && feeder.in_epoch > 0 {
+            feeder.next_epoch();
+        }
     }
-    let captured = Arc::try_unwrap(captured)
-        .map_err(|_| Error::Dataflow("workers should have dropped the output capture".into()))?
-        .into_inner()
-        .map_err(|_| Error::Dataflow("a worker panicked while capturing output".into()))?;
-    Ok(captured)
+    if feeder.in_epoch > 0 || feeder.epoch == 0 {
+        feeder.next_epoch();
+    }
+    for path in &config.source.retract {
+        feeder.retract(path);
+        feeder.next_epoch();
+    }
+    let mut read = shared.read.lock().expect("read lock");
+    read.0 += feeder.records;
+    read.1 = read.1.max(feeder.epoch);
 }
 
-/// The records whose updates add up to a positive count, each repeated that many times.
-fn final_state<D: Ord + Clone>(updates: Vec<(D, Time, isize)>) -> Vec<D> {
-    let mut net: Vec<(D, isize)> = updates.into_iter().map(|(d, _, r)| (d, r)).collect();
-    consolidate(&mut net);
-    net.into_iter().flat_map(|(d, r)| std::iter::repeat_n(d, r.max(0) as usize)).collect()
+/// Feeds one worker's share of the input into the dataflow, epoch by epoch, with backpressure.
+struct Feeder<'w> {
+    worker: &'w mut Worker,
+    inputs: ScoringInputs,
+    probe: ProbeHandle<Time>,
+    epoch: Time,
+    in_epoch: u64,
+    limit: u64,
+    in_flight: u64,
+    share: usize,
+    peers: usize,
+    claims: u64,
+    records: u64,
+    rows: Vec<Generation>,
+    rejects: Vec<Reject>,
 }
 
-/// Aggregate updates as changelog rows with their time and diff.
-fn changelog(updates: Vec<(Aggregate, Time, isize)>) -> Vec<Aggregate> {
-    let mut net: Vec<((Aggregate, Time), isize)> = updates.into_iter().map(|(a, t, r)| ((a, t), r)).collect();
+impl Feeder<'_> {
+    fn flush(&mut self) {
+        if !self.rows.is_empty() {
+            self.inputs.logs.send(LogInput::Rows(std::mem::take(&mut self.rows)));
+        }
+        if !self.rejects.is_empty() {
+            self.inputs.logs.send(LogInput::Rejects(std::mem::take(&mut self.rejects)));
+        }
+    }
+
+    /// Closes the current epoch and waits until at most `in_flight` epochs are unfinished.
+    fn next_epoch(&mut self) {
+        self.flush();
+        self.epoch += 1;
+        self.in_epoch = 0;
+        self.inputs.advance_to(self.epoch);
+        let done_through = (self.epoch + 1).saturating_sub(self.in_flight);
+        while self.probe.less_than(&done_through) {
+            self.worker.step();
+        }
+    }
+
+    /// Feeds this worker's share of the lines of a retraction file (one `cot_id` per line).
+    fn retract(&mut self, path: &Path) {
+        let source = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                if self.share == 0 {
+                    let reason = format!("reading the retraction file failed: {e}");
+                    let reject =
+                        Reject::new(&source, None, "retractions", ocean_schemas::RejectReason::BadRecord, reason, &[]);
+                    self.rejects.push(reject);
+                }
+                return;
+            }
+        };
+        let mut retractions = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(i, _)| i % self.peers == self.share) {
+            let id = line.trim();
+            if !id.is_empty() && !id.starts_with('#') {
+                retractions.push(Retraction { cot_id: id.to_owned(), source: source.clone(), line: i as u64 + 1 });
+            }
+        }
+        self.inputs.logs.send(LogInput::Retract(retractions));
+    }
+}
+
+impl RecordSink for Feeder<'_> {
+    fn claim(&mut self, n: u64) -> bool {
+        if self.in_epoch >= self.limit {
+            self.next_epoch();
+        }
+        let mine = self.claims % self.peers as u64 == self.share as u64;
+        self.claims += 1;
+        self.in_epoch += n;
+        if mine {
+            self.records += n;
+        }
+        mine
+    }
+
+    fn emit(&mut self, parsed: Parsed) {
+        for item in parsed {
+            match item {
+                Ok(g) => self.rows.push(g),
+                Err(r) => self.rejects.push(r),
+            }
+        }
+        if self.rows.len() >= FEED_ROWS {
+            self.flush();
+        }
+    }
+}
+
+/// V̂ per (model, version) from the final per-model sums.
+fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
+    let mut net: Vec<((ModelKey, StatSums), isize)> = totals.into_iter().map(|(x, _, d)| (x, d)).collect();
     consolidate(&mut net);
+    let no_extremes = Extremes([f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY].map(Into::into));
     net.into_iter()
-        .map(|((mut a, t), r)| {
-            a.time = t;
-            a.diff = r as i64;
-            a
-        })
-        .collect()
-}
-
-fn model_summaries(scores: &[CotScore], config: &RunConfig) -> Vec<ModelSummary> {
-    let mut groups: BTreeMap<(String, String), (KgIpsStats, f64, u64)> = BTreeMap::new();
-    for s in scores {
-        let entry = groups.entry((s.model.clone(), s.model_version.clone())).or_default();
-        entry.0.add(&CotStats::from(s), 1.0);
-        if let Some(g) = s.grounded_fraction {
-            entry.1 += g.0;
-            entry.2 += 1;
-        }
-    }
-    groups
-        .into_iter()
-        .map(|((model, model_version), (stats, g, ng))| {
+        .filter(|(_, d)| *d > 0)
+        .map(|(((model, model_version), sums), _)| {
+            let stats = sums.stats(&no_extremes);
             let summary = stats.summarize(config.estimator.self_normalized, &config.aggregates.intervals);
             ModelSummary {
                 model,
                 model_version,
-                n: stats.n as u64,
+                n: stats.n.round() as u64,
                 estimate: summary.estimate,
                 std_error: summary.std_error,
                 ci: summary.reliable.then_some(summary.normal),
                 entity_ess: summary.entity_ess,
-                n_entity_tokens: stats.weights.n_entity_tokens as u64,
+                n_entity_tokens: stats.weights.n_entity_tokens.round() as u64,
                 reliable: summary.reliable,
                 estimator: config.estimator.label(),
-                grounded_fraction: (ng > 0).then(|| g / ng as f64),
+                grounded_fraction: sums.grounded_fraction(),
             }
         })
         .collect()

@@ -1,91 +1,276 @@
-//! Writing datasets as Parquet (zstd), committed atomically per dataset.
+//! Writing datasets as Parquet from inside the dataflow.
 //!
-//! A run writes every dataset into a staging folder under the output folder, then swaps each
-//! dataset folder into place with renames: a reader sees the old dataset or the new one, never
-//! a half-written file.
+//! Each worker writes its own part of each dataset for each epoch as soon as the frontier has
+//! passed the epoch: `<out>/<dataset>/epoch=<t>/part-<worker>.parquet` (hive-partitioned, zstd,
+//! row groups of up to 64k rows, column statistics on). A part is written under a hidden
+//! temporary name and renamed into place, so a reader never sees a partial file; then a line
+//! is appended to the worker's manifest `<out>/_manifest/worker-<w>.jsonl` (epoch, dataset,
+//! file, rows). Nothing is collected at the driver: memory holds one epoch of rows per worker.
 
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use ocean_schemas::Dataset;
+use ocean_operators::{Scored, Time};
+use ocean_schemas::{Aggregate, Dataset, Generation, Mention, Reject, Step, TokenScore, Tombstone};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
 
 use crate::error::{Error, Result};
 
-/// Rows per record batch (and Parquet row group granularity) when writing.
+/// Rows per record batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 8192;
+/// Largest Parquet row group.
+const ROW_GROUP_ROWS: usize = 65_536;
 
-/// A set of datasets being written, committed by [`Staging::commit`].
-#[derive(Debug)]
-pub struct Staging {
-    out: PathBuf,
-    dir: PathBuf,
-    written: Vec<String>,
+/// What a process's sinks wrote (shared by its workers; updated once per epoch and dataset).
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Rows written per dataset.
+    pub rows: BTreeMap<String, u64>,
+    /// Parquet bytes written.
+    pub bytes: u64,
+    /// Part files written.
+    pub files: u64,
+    /// Rejects per reason code.
+    pub rejects_by_reason: BTreeMap<String, u64>,
+    /// Tombstones of retracted chains.
+    pub retracted: u64,
+    /// The first write error; later epochs are not written once one happened.
+    pub error: Option<String>,
 }
 
-impl Staging {
-    /// Starts writing into `out` (created if needed).
-    pub fn new(out: &Path) -> Result<Self> {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = out.join(format!(".staging-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Staging { out: out.to_owned(), dir, written: Vec::new() })
+/// Writes one worker's parts.
+#[derive(Debug)]
+pub struct PartWriter {
+    out: PathBuf,
+    worker: usize,
+    props: WriterProperties,
+}
+
+impl PartWriter {
+    /// A writer of worker `worker`'s parts under `out`.
+    pub fn new(out: &Path, worker: usize) -> Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        Ok(PartWriter { out: out.to_owned(), worker, props })
     }
 
-    /// Writes `rows` as dataset `D` (one Parquet file).
-    pub fn write<D: Dataset + Clone>(&mut self, rows: &[D]) -> Result<()> {
-        self.write_iter(rows.iter().cloned())
-    }
-
-    /// Writes the rows of an iterator as dataset `D`, holding one record batch of rows at a time
-    /// (so a caller can stream rows out of larger structures without collecting them).
-    pub fn write_iter<D: Dataset>(&mut self, rows: impl IntoIterator<Item = D>) -> Result<()> {
-        let dir = self.dir.join(D::NAME);
+    /// Writes `rows` as this worker's part of dataset `D` at `epoch`; no file when there are no
+    /// rows. Returns (rows, bytes).
+    pub fn write<D: Dataset>(&self, epoch: Time, rows: impl IntoIterator<Item = D>) -> Result<(u64, u64)> {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return Ok((0, 0));
+        }
+        let dir = self.out.join(D::NAME).join(format!("epoch={epoch}"));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("part-00000.parquet");
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-        let mut writer = ArrowWriter::try_new(file, D::schema(), Some(props))?;
+        let name = format!("part-{:05}.parquet", self.worker);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut writer = ArrowWriter::try_new(file, D::schema(), Some(self.props.clone()))?;
         let mut chunk = Vec::with_capacity(BATCH_ROWS);
-        let mut any = false;
+        let mut n = 0u64;
         for row in rows {
             chunk.push(row);
             if chunk.len() == BATCH_ROWS {
                 writer.write(&D::to_batch(&chunk)?)?;
+                n += chunk.len() as u64;
                 chunk.clear();
-                any = true;
             }
         }
-        if !chunk.is_empty() || !any {
+        if !chunk.is_empty() {
             writer.write(&D::to_batch(&chunk)?)?;
+            n += chunk.len() as u64;
         }
         writer.close()?;
-        self.written.push(D::NAME.to_owned());
-        Ok(())
+        let target = dir.join(&name);
+        std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+        let bytes = std::fs::metadata(&target).map_err(|e| Error::io(&target, e))?.len();
+        self.manifest(epoch, D::NAME, &target, n)?;
+        Ok((n, bytes))
     }
 
-    /// Writes a small file (a config, a summary) that is committed with the datasets.
-    pub fn write_file(&mut self, name: &str, contents: &[u8]) -> Result<()> {
-        let path = self.dir.join(name);
-        std::fs::write(&path, contents).map_err(|e| Error::io(&path, e))?;
-        self.written.push(name.to_owned());
-        Ok(())
+    fn manifest(&self, epoch: Time, dataset: &str, file: &Path, rows: u64) -> Result<()> {
+        let dir = self.out.join("_manifest");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("worker-{:05}.jsonl", self.worker));
+        let relative = file.strip_prefix(&self.out).unwrap_or(file);
+        let line = serde_json::json!({ "epoch": epoch, "dataset": dataset, "file": relative, "rows": rows });
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
+}
 
-    /// Moves everything written into place, replacing what was there.
-    pub fn commit(self) -> Result<PathBuf> {
-        for name in &self.written {
-            let target = self.out.join(name);
-            let staged = self.dir.join(name);
-            let old = self.dir.join(format!("{name}.old"));
-            if target.exists() {
-                std::fs::rename(&target, &old).map_err(|e| Error::io(&target, e))?;
+/// Rows of one epoch, by dataset.
+#[derive(Default)]
+struct EpochRows {
+    generations: Vec<Generation>,
+    mentions: Vec<Mention>,
+    steps: Vec<Step>,
+    tokens: Vec<TokenScore>,
+    scores: Vec<ocean_schemas::CotScore>,
+    tombstones: Vec<Tombstone>,
+    rejects: Vec<Reject>,
+}
+
+impl EpochRows {
+    fn push(&mut self, row: Scored) {
+        match row {
+            Scored::Result(r) => {
+                let r = *r;
+                self.mentions.extend(r.mentions);
+                self.steps.extend(r.steps);
+                self.tokens.extend(r.tokens);
+                self.scores.push(r.score);
             }
-            std::fs::rename(&staged, &target).map_err(|e| Error::io(&staged, e))?;
+            Scored::Generation(g) => self.generations.push(*g),
+            Scored::Tombstone(t) => self.tombstones.push(t),
+            Scored::Reject(r) => self.rejects.push(r),
+            Scored::Summary(..) => {}
         }
-        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        Ok(self.out)
     }
+
+    fn write(self, writer: &PartWriter, epoch: Time, stats: &Mutex<WriteStats>) -> Result<()> {
+        let retracted = self.tombstones.iter().filter(|t| t.retracted).count() as u64;
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &self.rejects {
+            *reasons.entry(r.reason_code.clone()).or_default() += 1;
+        }
+        let written = [
+            (Generation::NAME, writer.write(epoch, self.generations)?),
+            (Mention::NAME, writer.write(epoch, self.mentions)?),
+            (Step::NAME, writer.write(epoch, self.steps)?),
+            (TokenScore::NAME, writer.write(epoch, self.tokens)?),
+            (ocean_schemas::CotScore::NAME, writer.write(epoch, self.scores)?),
+            (Tombstone::NAME, writer.write(epoch, self.tombstones)?),
+            (Reject::NAME, writer.write(epoch, self.rejects)?),
+        ];
+        let mut stats = stats.lock().expect("write stats lock");
+        stats.retracted += retracted;
+        for (name, (rows, bytes)) in written {
+            *stats.rows.entry(name.to_owned()).or_default() += rows;
+            stats.bytes += bytes;
+            stats.files += u64::from(rows > 0);
+        }
+        for (reason, n) in reasons {
+            *stats.rejects_by_reason.entry(reason).or_default() += n;
+        }
+        Ok(())
+    }
+}
+
+fn record_error(stats: &Mutex<WriteStats>, e: &Error) {
+    let mut stats = stats.lock().expect("write stats lock");
+    if stats.error.is_none() {
+        stats.error = Some(e.to_string());
+    }
+}
+
+fn failed(stats: &Mutex<WriteStats>) -> bool {
+    stats.lock().expect("write stats lock").error.is_some()
+}
+
+/// Writes scored rows to their datasets, one part per worker and epoch.
+pub trait WriteRows {
+    /// Sinks the rows into `writer`'s datasets, counting into `stats`.
+    fn write_rows(self, writer: PartWriter, stats: Arc<Mutex<WriteStats>>);
+}
+
+impl WriteRows for StreamVec<'_, Time, Scored> {
+    fn write_rows(self, writer: PartWriter, stats: Arc<Mutex<WriteStats>>) {
+        let mut pending: BTreeMap<Time, EpochRows> = BTreeMap::new();
+        self.sink(Pipeline, "WriteRows", move |(input, frontier)| {
+            input.for_each(|cap, data| {
+                if let Some(t) = cap.least() {
+                    let rows = pending.entry(*t).or_default();
+                    for row in data.drain(..) {
+                        rows.push(row);
+                    }
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let epoch = *entry.key();
+                let rows = entry.remove();
+                if !failed(&stats) {
+                    if let Err(e) = rows.write(&writer, epoch, &stats) {
+                        record_error(&stats, &e);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Writes the aggregates changelog, one part per worker and epoch.
+pub trait WriteAggregates {
+    /// Sinks `(row, time, diff)` updates (consolidated) into `writer`'s `aggregates` dataset.
+    fn write_aggregates(self, writer: PartWriter, stats: Arc<Mutex<WriteStats>>);
+}
+
+impl WriteAggregates for StreamVec<'_, Time, (Aggregate, Time, isize)> {
+    fn write_aggregates(self, writer: PartWriter, stats: Arc<Mutex<WriteStats>>) {
+        let mut pending: BTreeMap<Time, Vec<Aggregate>> = BTreeMap::new();
+        self.sink(Pipeline, "WriteAggregates", move |(input, frontier)| {
+            input.for_each(|_cap, data| {
+                for (mut row, t, d) in data.drain(..) {
+                    row.time = t;
+                    row.diff = d as i64;
+                    pending.entry(t).or_default().push(row);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let epoch = *entry.key();
+                let mut rows = entry.remove();
+                rows.sort();
+                if failed(&stats) {
+                    continue;
+                }
+                match writer.write(epoch, rows) {
+                    Ok((n, bytes)) => {
+                        let mut s = stats.lock().expect("write stats lock");
+                        *s.rows.entry(Aggregate::NAME.to_owned()).or_default() += n;
+                        s.bytes += bytes;
+                        s.files += u64::from(n > 0);
+                    }
+                    Err(e) => record_error(&stats, &e),
+                }
+            }
+        });
+    }
+}
+
+/// Removes the datasets, manifests and store of an earlier run from `out` (a run replaces
+/// them), keeping anything else there.
+pub fn clear_output(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for name in ocean_schemas::DATASETS.iter().chain(&["_manifest", ".store"]) {
+        let dir = out.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a small file (a config, a summary) under a temporary name, then renames it.
+pub fn write_file(out: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let tmp = out.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
+    let target = out.join(name);
+    std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))
 }

@@ -1,36 +1,55 @@
 //! Reading logs: JSONL files (OpenAI, vLLM), Parquet and Arrow IPC files in the generations
 //! schema, folders of them, and standard input.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
-use ocean_schemas::parse::{parse_line, validate, LineContext};
+use ocean_schemas::parse::{parse_line, validate, LineContext, Parsed};
 use ocean_schemas::{Dataset, Generation, Reject, RejectReason};
 use serde_json::Value;
 
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 
-/// What reading the logs produced.
+/// Where the records of the log files go as they are read: [`RecordSink::claim`] is asked once
+/// per record (or per group of `n` records: a Parquet row group, an IPC batch), in file order on
+/// every reader, and says whether this reader parses it; the parsed generations and rejects of
+/// claimed records go to [`RecordSink::emit`]. Claims let several workers read the same files
+/// and split the parsing between them, while agreeing on every record's position.
+pub trait RecordSink {
+    /// Whether this reader parses the next `n` records.
+    fn claim(&mut self, n: u64) -> bool;
+    /// The outcome of claimed records.
+    fn emit(&mut self, parsed: Parsed);
+}
+
+/// What reading produced, collected (for small inputs and tests).
 #[derive(Debug, Default)]
 pub struct Logs {
-    /// Valid generations, unique by `cot_id` (first one wins).
+    /// Valid generations, in file order (duplicates included: the dataflow rejects them).
     pub generations: Vec<Generation>,
     /// Everything that could not be used.
     pub rejects: Vec<Reject>,
-    /// Records read (JSONL lines that are not blank, Parquet/IPC rows).
+    /// Records read.
     pub records: u64,
     /// Files read.
     pub files: usize,
 }
 
-impl Logs {
-    fn push(&mut self, item: std::result::Result<Generation, Reject>) {
-        match item {
-            Ok(g) => self.generations.push(g),
-            Err(r) => self.rejects.push(r),
+impl RecordSink for Logs {
+    fn claim(&mut self, n: u64) -> bool {
+        self.records += n;
+        true
+    }
+
+    fn emit(&mut self, parsed: Parsed) {
+        for item in parsed {
+            match item {
+                Ok(g) => self.generations.push(g),
+                Err(r) => self.rejects.push(r),
+            }
         }
     }
 }
@@ -84,42 +103,29 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Reads every log of `config`, with one `progress` call per file done.
-pub fn read_logs(config: &SourceConfig, mut progress: impl FnMut(&Path, &Logs)) -> Result<Logs> {
+/// Reads every log of `config` into memory (small inputs, benchmarks, tests).
+pub fn read_logs(config: &SourceConfig) -> Result<Logs> {
     let mut logs = Logs::default();
     let requests = read_batch_inputs(&config.batch_inputs, &mut logs.rejects)?;
-    let files = list_files(&config.logs, &config.batch_inputs)?;
-    for path in &files {
-        read_file(path, config, requests.as_ref(), &mut logs)?;
+    for path in list_files(&config.logs, &config.batch_inputs)? {
+        read_file(&path, config, requests.as_ref(), &mut logs)?;
         logs.files += 1;
-        progress(path, &logs);
     }
-    // A cot_id seen twice: the later record is a reject, never a silent overwrite.
-    let mut seen = HashSet::new();
-    let mut kept = Vec::with_capacity(logs.generations.len());
-    for g in std::mem::take(&mut logs.generations) {
-        if seen.insert(g.cot_id.clone()) {
-            kept.push(g);
-        } else {
-            let detail = format!("cot_id {:?} was already read", g.cot_id);
-            let raw = g.content.as_bytes();
-            logs.rejects.push(Reject::new(&g.source, Some(g.line), &g.format, RejectReason::DuplicateId, detail, raw));
-        }
-    }
-    logs.generations = kept;
     Ok(logs)
 }
 
-fn read_file(
+/// Reads one log file (JSONL, Parquet or Arrow IPC, by extension; `-` is JSONL on standard
+/// input), handing its records to `sink`.
+pub fn read_file(
     path: &Path,
     config: &SourceConfig,
     requests: Option<&HashMap<String, Value>>,
-    logs: &mut Logs,
+    sink: &mut dyn RecordSink,
 ) -> Result<()> {
     let source = path.display().to_string();
     if path.as_os_str() == "-" {
         let stdin = std::io::stdin();
-        return read_jsonl(stdin.lock(), "-", now_us(), config, requests, logs).map_err(|e| Error::io("-", e));
+        return read_jsonl(stdin.lock(), "-", now_us(), config, requests, sink).map_err(|e| Error::io("-", e));
     }
     let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -129,27 +135,42 @@ fn read_file(
     match kind(path).unwrap_or(Kind::Jsonl) {
         Kind::Jsonl => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            read_jsonl(std::io::BufReader::new(file), &source, mtime, config, requests, logs)
+            read_jsonl(std::io::BufReader::with_capacity(1 << 20, file), &source, mtime, config, requests, sink)
                 .map_err(|e| Error::io(path, e))
         }
-        Kind::Parquet => {
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-            read_batches(reader.map(|b| b.map_err(Error::from)), &source, "parquet", logs)
-        }
+        Kind::Parquet => read_parquet(path, &source, sink),
         Kind::Ipc => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             match arrow::ipc::reader::FileReader::try_new(file, None) {
-                Ok(reader) => read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", logs),
+                Ok(reader) => read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", sink),
                 Err(_) => {
                     // Not the IPC file format: try the IPC stream format.
                     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
                     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)?;
-                    read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", logs)
+                    read_batches(reader.map(|b| b.map_err(Error::from)), &source, "arrow-ipc", sink)
                 }
             }
         }
     }
+}
+
+/// Reads a Parquet file by row group: every reader learns each group's size from the footer,
+/// and only the reader that claims a group decodes it.
+fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<()> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)?;
+    let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
+    drop(builder);
+    let mut first_row = 0u64;
+    for (i, n) in groups.into_iter().enumerate() {
+        if sink.claim(n) {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(open()?)?.with_row_groups(vec![i]).build()?;
+            decode_batches(reader.map(|b| b.map_err(Error::from)), source, "parquet", first_row, sink)?;
+        }
+        first_row += n;
+    }
+    Ok(())
 }
 
 fn now_us() -> i64 {
@@ -164,7 +185,7 @@ fn read_jsonl(
     default_time_us: i64,
     config: &SourceConfig,
     requests: Option<&HashMap<String, Value>>,
-    logs: &mut Logs,
+    sink: &mut dyn RecordSink,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     for line in 1u64.. {
@@ -187,12 +208,14 @@ fn read_jsonl(
         if raw.iter().all(u8::is_ascii_whitespace) && total == buf.len() {
             continue;
         }
-        logs.records += 1;
+        if !sink.claim(1) {
+            continue;
+        }
         if total > buf.len() {
             let detail = format!("line of {full_len} bytes exceeds the limit of {}", config.max_line_bytes);
             let mut reject = Reject::new(source, Some(line), "jsonl", RejectReason::Oversized, detail, raw);
             reject.raw_bytes = full_len as u64;
-            logs.rejects.push(reject);
+            sink.emit(vec![Err(reject)]);
             continue;
         }
         let ctx = LineContext {
@@ -203,59 +226,73 @@ fn read_jsonl(
             default_model: &config.default_model,
             default_time_us,
         };
-        for item in parse_line(raw, &ctx) {
-            logs.push(item);
-        }
+        sink.emit(parse_line(raw, &ctx));
     }
     Ok(())
 }
 
-/// Reads record batches that should be in the generations schema: every row is validated;
-/// a batch that does not fit the schema rejects each of its rows.
+/// Reads record batches that should be in the generations schema, one claim per batch.
 fn read_batches(
     batches: impl Iterator<Item = Result<RecordBatch>>,
     source: &str,
     format: &str,
-    logs: &mut Logs,
+    sink: &mut dyn RecordSink,
 ) -> Result<()> {
     let mut row = 0u64;
     for batch in batches {
         let batch = batch?;
         let n = batch.num_rows() as u64;
-        logs.records += n;
-        match Generation::from_batch(&batch) {
-            Ok(rows) => {
-                for (i, mut g) in rows.into_iter().enumerate() {
-                    let line = row + i as u64 + 1;
-                    g.source = source.to_owned();
-                    g.line = line;
-                    let result = validate(&g).map_err(|(reason, detail)| {
-                        Reject::new(source, Some(line), format, reason, detail, g.cot_id.as_bytes())
-                    });
-                    logs.push(result.map(|()| g));
-                }
-            }
-            Err(e) => {
-                for i in 0..n {
-                    let detail = format!("row does not fit the generations schema: {e}");
-                    logs.rejects.push(Reject::new(
-                        source,
-                        Some(row + i + 1),
-                        format,
-                        RejectReason::BadRecord,
-                        detail,
-                        &[],
-                    ));
-                }
-            }
+        if sink.claim(n) {
+            decode_batches(std::iter::once(Ok(batch)), source, format, row, sink)?;
         }
         row += n;
     }
     Ok(())
 }
 
+/// Decodes claimed batches whose first row is row `first_row` (0-based) of `source`: every row
+/// is validated; a batch that does not fit the schema rejects each of its rows.
+fn decode_batches(
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    source: &str,
+    format: &str,
+    first_row: u64,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    let mut row = first_row;
+    for batch in batches {
+        let batch = batch?;
+        let n = batch.num_rows() as u64;
+        let parsed: Parsed = match Generation::from_batch(&batch) {
+            Ok(rows) => rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut g)| {
+                    let line = row + i as u64 + 1;
+                    g.source = source.to_owned();
+                    g.line = line;
+                    validate(&g)
+                        .map_err(|(reason, detail)| {
+                            Reject::new(source, Some(line), format, reason, detail, g.cot_id.as_bytes())
+                        })
+                        .map(|()| g)
+                })
+                .collect(),
+            Err(e) => (0..n)
+                .map(|i| {
+                    let detail = format!("row does not fit the generations schema: {e}");
+                    Err(Reject::new(source, Some(row + i + 1), format, RejectReason::BadRecord, detail, &[]))
+                })
+                .collect(),
+        };
+        sink.emit(parsed);
+        row += n;
+    }
+    Ok(())
+}
+
 /// Reads OpenAI Batch API input files: `custom_id` → request `body`.
-fn read_batch_inputs(paths: &[PathBuf], rejects: &mut Vec<Reject>) -> Result<Option<HashMap<String, Value>>> {
+pub fn read_batch_inputs(paths: &[PathBuf], rejects: &mut Vec<Reject>) -> Result<Option<HashMap<String, Value>>> {
     if paths.is_empty() {
         return Ok(None);
     }

@@ -1,10 +1,15 @@
-//! SQL over an output folder: every dataset is a table of a DataFusion `SessionContext`.
+//! SQL over an output folder: every dataset is a table (or a current-state view) of a DataFusion
+//! `SessionContext`.
 
 use std::path::Path;
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
-use ocean_schemas::{Aggregate, Dataset, DATASETS};
+use ocean_schemas::{Aggregate, CotScore, Dataset, Generation, Mention, Reject, Step, TokenScore, Tombstone, DATASETS};
 
 use crate::error::{Error, Result};
 
@@ -21,9 +26,53 @@ pub fn aggregates_current_sql() -> String {
     )
 }
 
-/// A session with every dataset found under `out` registered as a table of its name, the view
-/// `aggregates_current` (the current state of the `aggregates` changelog) and the KG-IPS
-/// aggregate functions of [`crate::udaf`].
+/// The schema of dataset `name`.
+fn schema_of(name: &str) -> Option<SchemaRef> {
+    Some(match name {
+        n if n == Generation::NAME => Generation::schema(),
+        n if n == Mention::NAME => Mention::schema(),
+        n if n == Step::NAME => Step::schema(),
+        n if n == TokenScore::NAME => TokenScore::schema(),
+        n if n == CotScore::NAME => CotScore::schema(),
+        n if n == Aggregate::NAME => Aggregate::schema(),
+        n if n == Reject::NAME => Reject::schema(),
+        n if n == Tombstone::NAME => Tombstone::schema(),
+        _ => return None,
+    })
+}
+
+/// Datasets whose rows a tombstone can replace: registered raw as `<name>_log`, and under their
+/// name as the current state.
+const VERSIONED: [&str; 5] = [Generation::NAME, Mention::NAME, Step::NAME, TokenScore::NAME, CotScore::NAME];
+
+/// The current-state view of a versioned dataset (see schemas/README.md, `tombstones`).
+pub fn current_view_sql(name: &str) -> String {
+    let retracted_only = if name == Generation::NAME { " and t.retracted" } else { "" };
+    format!(
+        "create view {name} as select r.* from {name}_log r where not exists \
+         (select 1 from tombstones t where t.cot_id = r.cot_id and t.epoch > r.epoch{retracted_only})"
+    )
+}
+
+fn has_parts(dir: &Path) -> bool {
+    fn walk(dir: &Path) -> bool {
+        std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                p.extension().is_some_and(|x| x == "parquet")
+            }
+        })
+    }
+    walk(dir)
+}
+
+/// A session with every dataset found under `out` registered (hive partition column `epoch`):
+/// versioned datasets as their current state under their name and raw as `<name>_log`;
+/// `aggregates` (the changelog), its view `aggregates_current`, `rejects` and `tombstones`;
+/// and the KG-IPS aggregate functions of [`crate::udaf`]. A dataset with no part yet is an
+/// empty table.
 pub async fn session(out: &Path) -> Result<SessionContext> {
     // Strings as plain Utf8 (not Utf8View), so query results have the datasets' own types.
     let config = SessionConfig::new().set_bool("datafusion.execution.parquet.schema_force_view_types", false);
@@ -32,14 +81,20 @@ pub async fn session(out: &Path) -> Result<SessionContext> {
     let mut found = 0;
     for name in DATASETS {
         let dir = out.join(name);
-        if dir.is_dir() {
-            let path = format!("{}/", dir.display());
-            ctx.register_parquet(name, &path, ParquetReadOptions::default()).await?;
-            found += 1;
+        found += usize::from(dir.is_dir());
+        let table = if VERSIONED.contains(&name) { format!("{name}_log") } else { name.to_owned() };
+        let schema = schema_of(name).expect("every dataset has a schema");
+        if has_parts(&dir) {
+            let options = ParquetReadOptions::default()
+                .schema(&schema)
+                .table_partition_cols(vec![("epoch".to_owned(), DataType::UInt64)]);
+            ctx.register_parquet(&table, &format!("{}/", dir.display()), options).await?;
+        } else {
+            let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new("epoch", DataType::UInt64, false)));
+            let empty = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+            ctx.register_table(&table, Arc::new(empty))?;
         }
-    }
-    if out.join("aggregates").is_dir() {
-        ctx.sql(&aggregates_current_sql()).await?;
     }
     if found == 0 {
         return Err(Error::Config(format!(
@@ -48,6 +103,10 @@ pub async fn session(out: &Path) -> Result<SessionContext> {
             out.display()
         )));
     }
+    for name in VERSIONED {
+        ctx.sql(&current_view_sql(name)).await?;
+    }
+    ctx.sql(&aggregates_current_sql()).await?;
     Ok(ctx)
 }
 

@@ -8,7 +8,8 @@ pub mod parse;
 mod real;
 
 pub use datasets::{
-    Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, Token, TokenScore, DATASETS,
+    Aggregate, CotScore, Dataset, Generation, Mention, Reject, RejectReason, Step, Token, TokenScore, Tombstone,
+    DATASETS,
 };
 pub use error::{Error, Result};
 pub use real::F64;

@@ -22,12 +22,12 @@ fn parquet_and_ipc_inputs_match_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("first");
     let mut config = default_config(&first);
-    config.workers = 1;
+    config.runtime.workers = 1;
     run(&config).unwrap();
     let baseline = values(&first);
 
     // Read the written generations back and write them as an Arrow IPC file.
-    let file = std::fs::File::open(first.join("generations/part-00000.parquet")).unwrap();
+    let file = std::fs::File::open(first.join("generations/epoch=0/part-00000.parquet")).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let mut rows = Vec::new();
     for b in reader {

@@ -99,6 +99,7 @@ fn incremental_aggregates_equal_sql_over_a_batch_run() {
         let mut config = default_config(&dir.path().join("live"));
         config.source.logs = vec![logs.clone()];
         config.source.retract = (0..2).map(|r| dir.path().join(format!("retract-{r}.txt"))).collect();
+        config.source.epoch_per_file = true;
         config.aggregates.window_secs = WINDOW_SECS;
         config.estimator.self_normalized = self_normalized;
         let summary = run(&config).unwrap();

@@ -78,7 +78,7 @@ fn estimates_and_intervals_against_the_exact_value() {
     run_config.kg.dir = config.out.join("kg");
     run_config.sink.out = dir.path().join("run");
     run_config.policy.smoothing = config.smoothing;
-    run_config.workers = 2;
+    run_config.runtime.workers = 2;
     let summary = run(&run_config).unwrap();
     assert_eq!(summary.rejects, 0, "{:?}", summary.rejects_by_reason);
     assert_eq!(summary.cots_scored, truth.records);

@@ -19,7 +19,7 @@ pub fn default_config(out: &Path) -> RunConfig {
     config.source.logs = vec![repo_root().join("data/logs")];
     config.kg.dir = repo_root().join("data/kg");
     config.sink.out = out.to_owned();
-    config.workers = 2;
+    config.runtime.workers = 2;
     config
 }
 

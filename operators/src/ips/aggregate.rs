@@ -1,11 +1,22 @@
 //! Live aggregation of per-CoT KG-IPS terms into V̂ per (model, version, segment, window).
+//!
+//! Sums go through the difference type: every chain of thought contributes its [`StatSums`]
+//! as the *diff* of its group's record, so differential adds (and, on retraction, subtracts)
+//! them in O(1) per update and `count_total` reports each group's running sum. Minima and
+//! maxima cannot be subtracted: they come from a two-level reduce over the chains' compact
+//! [`CotSummary`]s, first per (group, bucket of 64), then per group, so a change re-reads one
+//! bucket and 64 bucket results instead of the whole group.
 
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
 use ocean_schemas::{Aggregate, CotScore, F64};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
-use super::CotResult;
-use crate::{Coll, CotId};
+use crate::Coll;
+
+/// Buckets of the first level of the min/max reduce.
+const BUCKETS: u32 = 64;
 
 impl From<&CotScore> for CotStats {
     fn from(s: &CotScore) -> Self {
@@ -31,6 +42,202 @@ pub fn window_start(event_time: i64, window_us: i64) -> i64 {
     event_time.div_euclid(window_us.max(1)) * window_us.max(1)
 }
 
+/// An aggregate's group: model, version, segment and window start (µs).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupKey {
+    /// The behaviour model.
+    pub model: String,
+    /// Its version.
+    pub model_version: String,
+    /// The segment, if configured.
+    pub segment: Option<String>,
+    /// Window start, µs since the Unix epoch.
+    pub window_start: i64,
+}
+
+impl GroupKey {
+    /// The group of a scored chain of thought for windows of `window_us` µs.
+    pub fn of(s: &CotScore, window_us: i64) -> Self {
+        GroupKey {
+            model: s.model.clone(),
+            model_version: s.model_version.clone(),
+            segment: s.segment.clone(),
+            window_start: window_start(s.event_time, window_us),
+        }
+    }
+}
+
+/// The additive part of [`KgIpsStats`], as a differential difference type: N, Σ V, Σ V²,
+/// Σ W, Σ W², Σ VW, tokens, entity tokens, Σ w, Σ w², Σ w (entity), Σ w² (entity), and for
+/// the grounded fraction: Σ of it over chains with mentions, and their number.
+///
+/// Float sums under additions and retractions are exact up to rounding; a group whose N
+/// returns to 0 may keep residues of order 1e-16 in the other sums, so readers treat N = 0 as
+/// empty (see [`AggregateScores`]). A value is zero only when every sum is exactly 0, so that
+/// a re-scored chain (−old, +new at one time, N unchanged) is never mistaken for no change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatSums(pub [f64; 14]);
+
+impl StatSums {
+    /// One chain of thought's sums, with its grounded fraction (none without mentions).
+    pub fn of(c: &CotStats, grounded_fraction: Option<f64>) -> Self {
+        let w = &c.weights;
+        StatSums([
+            1.0,
+            c.value,
+            c.value * c.value,
+            c.weight_mass,
+            c.weight_mass * c.weight_mass,
+            c.value * c.weight_mass,
+            w.n_tokens,
+            w.n_entity_tokens,
+            w.weight_sum,
+            w.weight_sq_sum,
+            w.entity_weight_sum,
+            w.entity_weight_sq_sum,
+            grounded_fraction.unwrap_or(0.0),
+            if grounded_fraction.is_some() { 1.0 } else { 0.0 },
+        ])
+    }
+
+    /// The mean grounded fraction over chains with mentions (none without such chains).
+    pub fn grounded_fraction(&self) -> Option<f64> {
+        (self.0[13] > 0.5).then(|| self.0[12] / self.0[13])
+    }
+
+    /// N.
+    pub fn n(&self) -> f64 {
+        self.0[0]
+    }
+
+    /// The statistics with these sums and the given extremes.
+    pub fn stats(&self, extremes: &Extremes) -> KgIpsStats {
+        let s = &self.0;
+        KgIpsStats {
+            n: s[0],
+            sum: s[1],
+            sum_sq: s[2],
+            mass_sum: s[3],
+            mass_sq_sum: s[4],
+            value_mass_sum: s[5],
+            min_value: extremes.0[0].0,
+            max_value: extremes.0[1].0,
+            weights: WeightStats {
+                n_tokens: s[6],
+                n_entity_tokens: s[7],
+                weight_sum: s[8],
+                weight_sq_sum: s[9],
+                entity_weight_sum: s[10],
+                entity_weight_sq_sum: s[11],
+                min_weight: extremes.0[2].0,
+                max_weight: extremes.0[3].0,
+            },
+        }
+    }
+}
+
+impl Eq for StatSums {}
+impl PartialOrd for StatSums {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for StatSums {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| a.total_cmp(b))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+}
+impl std::hash::Hash for StatSums {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for x in &self.0 {
+            x.to_bits().hash(state);
+        }
+    }
+}
+impl IsZero for StatSums {
+    fn is_zero(&self) -> bool {
+        self.0.iter().all(|x| *x == 0.0)
+    }
+}
+impl Semigroup for StatSums {
+    fn plus_equals(&mut self, rhs: &Self) {
+        for (a, b) in self.0.iter_mut().zip(&rhs.0) {
+            *a += b;
+        }
+    }
+}
+impl Monoid for StatSums {
+    fn zero() -> Self {
+        StatSums([0.0; 14])
+    }
+}
+impl Abelian for StatSums {
+    fn negate(&mut self) {
+        for a in &mut self.0 {
+            *a = -*a;
+        }
+    }
+}
+impl Multiply<isize> for StatSums {
+    type Output = StatSums;
+    fn multiply(mut self, rhs: &isize) -> StatSums {
+        let k = *rhs as f64;
+        for a in &mut self.0 {
+            *a *= k;
+        }
+        self
+    }
+}
+
+/// The extremes of a set of chains: min V_i, max V_i, min token weight, max token weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Extremes(pub [F64; 4]);
+
+impl Extremes {
+    /// One chain's extremes.
+    pub fn of(c: &CotStats) -> Self {
+        Extremes([F64(c.value), F64(c.value), F64(c.weights.min_weight), F64(c.weights.max_weight)])
+    }
+
+    /// The extremes of the union.
+    pub fn merge(&self, o: &Extremes) -> Extremes {
+        let (a, b) = (&self.0, &o.0);
+        Extremes([a[0].min(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].max(b[3])])
+    }
+}
+
+/// What stays arranged of a scored chain of thought: its group, a bucket for the min/max
+/// reduce, its sums and its extremes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CotSummary {
+    /// The aggregate group.
+    pub group: GroupKey,
+    /// A bucket in `0..64` (from the chain's key), for the first level of the min/max reduce.
+    pub bucket: u32,
+    /// The chain's sums.
+    pub sums: StatSums,
+    /// The chain's extremes.
+    pub extremes: Extremes,
+}
+
+impl CotSummary {
+    /// The summary of a scored chain of thought whose key hashes to `key_hash`.
+    pub fn of(score: &CotScore, key_hash: u64, window_us: i64) -> Self {
+        let stats = CotStats::from(score);
+        CotSummary {
+            group: GroupKey::of(score, window_us),
+            bucket: (key_hash % u64::from(BUCKETS)) as u32,
+            sums: StatSums::of(&stats, score.grounded_fraction.map(|g| g.0)),
+            extremes: Extremes::of(&stats),
+        }
+    }
+}
+
 /// How scored chains of thought are aggregated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateConfig {
@@ -45,22 +252,18 @@ pub struct AggregateConfig {
 }
 
 /// An `aggregates` row (time and diff 0) from a group's key and statistics.
-pub fn aggregate_row(
-    (model, model_version, segment, start): (String, String, Option<String>, i64),
-    stats: &KgIpsStats,
-    config: &AggregateConfig,
-) -> Aggregate {
+pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateConfig) -> Aggregate {
     let Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, ess, entity_ess, reliable } =
         stats.summarize(config.self_normalized, &config.intervals);
     let finite = |x: f64| x.is_finite().then_some(F64(x));
     let w = &stats.weights;
     Aggregate {
-        model,
-        model_version,
-        segment,
-        window_start: start,
-        window_end: start.saturating_add(config.window_us),
-        n: stats.n.max(0.0) as u64,
+        model: group.model.clone(),
+        model_version: group.model_version.clone(),
+        segment: group.segment.clone(),
+        window_start: group.window_start,
+        window_end: group.window_start.saturating_add(config.window_us),
+        n: stats.n.round().max(0.0) as u64,
         estimate: F64(estimate),
         variance: F64(variance),
         std_error: F64(std_error),
@@ -74,8 +277,8 @@ pub fn aggregate_row(
         entity_ess: F64(entity_ess),
         min_weight: F64(if w.min_weight.is_finite() { w.min_weight } else { 1.0 }),
         max_weight: F64(if w.max_weight.is_finite() { w.max_weight } else { 1.0 }),
-        n_tokens: w.n_tokens.max(0.0) as u64,
-        n_entity_tokens: w.n_entity_tokens.max(0.0) as u64,
+        n_tokens: w.n_tokens.round().max(0.0) as u64,
+        n_entity_tokens: w.n_entity_tokens.round().max(0.0) as u64,
         reliable,
         estimator: config.label.clone(),
         time: 0,
@@ -83,31 +286,36 @@ pub fn aggregate_row(
     }
 }
 
+/// The sums per (model, version) over all windows and segments, for a run's summary.
+pub fn model_totals<'scope>(summaries: Coll<'scope, CotSummary>) -> Coll<'scope, ((String, String), StatSums)> {
+    summaries
+        .explode(|s| Some(((s.group.model, s.group.model_version), s.sums)))
+        .count_total()
+        .filter(|(_, sums)| sums.n() > 0.5)
+}
+
 /// Aggregates scored chains of thought.
 pub trait AggregateScores<'scope> {
-    /// One [`Aggregate`] per (model, version, segment, window), recomputed by a differential
-    /// `reduce` whenever a chain of thought in its group is added, retracted or rescored. The
-    /// rows' `time` and `diff` are 0 here: the caller fills them from the collection's updates.
+    /// One [`Aggregate`] per non-empty (model, version, segment, window). The rows' `time` and
+    /// `diff` are 0 here: the caller fills them from the collection's updates.
     fn aggregate_scores(self, config: AggregateConfig) -> Coll<'scope, Aggregate>;
 }
 
-impl<'scope> AggregateScores<'scope> for Coll<'scope, (CotId, CotResult)> {
+impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
     fn aggregate_scores(self, config: AggregateConfig) -> Coll<'scope, Aggregate> {
-        let window_us = config.window_us;
-        self.map(move |(_, r)| {
-            let s = r.score;
-            let key =
-                (s.model.clone(), s.model_version.clone(), s.segment.clone(), window_start(s.event_time, window_us));
-            (key, s)
-        })
-        .reduce_named("AggregateScores", move |key, cots, out| {
-            let mut stats = KgIpsStats::default();
-            for (score, count) in cots {
-                stats.add(&CotStats::from(*score), *count as f64);
-            }
-            out.push((aggregate_row(key.clone(), &stats, &config), 1));
-        })
-        .map(|(_, row)| row)
+        let sums = self.clone().explode(|s| Some((s.group, s.sums))).count_total().filter(|(_, sums)| sums.n() > 0.5);
+        let extremes = self
+            .map(|s| ((s.group, s.bucket), s.extremes))
+            .reduce_named("ExtremesPerBucket", |_key, input, out| {
+                let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
+                out.extend(merged.map(|e| (e, 1)));
+            })
+            .map(|((group, _), e)| (group, e))
+            .reduce_named("ExtremesPerGroup", |_key, input, out| {
+                let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
+                out.extend(merged.map(|e| (e, 1)));
+            });
+        sums.join_map(extremes, move |group, sums, extremes| aggregate_row(group, &sums.stats(extremes), &config))
     }
 }
 
@@ -119,5 +327,21 @@ mod tests {
     fn windows_align_to_epoch() {
         assert_eq!(window_start(125, 100), 100);
         assert_eq!(window_start(-1, 100), -100);
+    }
+
+    #[test]
+    fn sums_add_and_retract() {
+        let c = |v: f64| CotStats { value: v, weight_mass: 1.0, weights: WeightStats::default() };
+        let mut s = StatSums::of(&c(-2.0), Some(0.5));
+        s.plus_equals(&StatSums::of(&c(-3.0), None));
+        let mut neg = StatSums::of(&c(-2.0), Some(0.5));
+        neg.negate();
+        s.plus_equals(&neg);
+        assert_eq!(s, StatSums::of(&c(-3.0), None));
+        assert_eq!(s.grounded_fraction(), None);
+        // A re-scored chain (−old, +new) is a change although N does not move.
+        let mut delta = StatSums::of(&c(-1.0), None);
+        delta.plus_equals(&neg);
+        assert!(!delta.is_zero() && delta.n() == 0.0);
     }
 }

@@ -7,9 +7,12 @@ pub mod kgips;
 mod score;
 pub mod stats;
 
-pub use aggregate::{aggregate_row, window_start, AggregateConfig, AggregateScores};
+pub use aggregate::{
+    aggregate_row, model_totals, window_start, AggregateConfig, AggregateScores, CotSummary, Extremes, GroupKey,
+    StatSums,
+};
 pub use kgips::{EstimatorConfig, Normalization};
-pub use score::{score_cot, CotResult, ScoreConfig, ScoreCots};
+pub use score::{score_cot, CotResult, ScoreConfig};
 pub use stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 
 /// The estimator's base name in outputs: Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ).

@@ -1,7 +1,5 @@
 //! Scoring one grounded chain of thought: tokens, steps, mentions and its KG-IPS term.
 
-use std::sync::Arc;
-
 use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +8,6 @@ use super::stats::WeightStats;
 use crate::policy::{GroundedMention, KgPolicy, Part};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
-use crate::{Coll, CotId};
 
 /// Everything scoring one chain of thought produces: a row for each output dataset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,12 +58,10 @@ pub struct ScoreConfig {
     pub segment_by: Option<String>,
 }
 
-/// Scores one chain of thought given its grounded mentions (any order), the KG's entity count
-/// and the KG policy μ.
+/// Scores one chain of thought given its grounded mentions (any order) and the KG policy μ.
 pub fn score_cot(
     g: &Generation,
     mentions: &[GroundedMention],
-    n_entities: u64,
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
 ) -> CotResult {
@@ -80,7 +75,7 @@ pub fn score_cot(
     let mut cot: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Cot).cloned().collect();
     question.sort();
     cot.sort();
-    let log_mu = policy.mention_logprobs(g, &cot, n_entities);
+    let log_mu = policy.mention_logprobs(g, &cot);
     assert_eq!(log_mu.len(), cot.len(), "a KG policy should score every mention");
 
     // Spread each mention's log μ evenly over the tokens that cover it.
@@ -193,60 +188,6 @@ pub fn score_cot(
     CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
 }
 
-/// What the scorer receives about one chain of thought.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Piece {
-    Generation(Generation),
-    Mention(GroundedMention),
-    Entities(u64),
-}
-
-/// Scores chains of thought with a KG policy.
-pub trait ScoreCots<'scope> {
-    /// `(cot_id, result)` for every generation, from its grounded mentions and the KG's
-    /// entity count `((), n)`.
-    fn score_cots(
-        self,
-        mentions: Coll<'scope, (CotId, GroundedMention)>,
-        entity_count: Coll<'scope, ((), isize)>,
-        policy: Arc<dyn KgPolicy>,
-        config: ScoreConfig,
-    ) -> Coll<'scope, (CotId, CotResult)>;
-}
-
-impl<'scope> ScoreCots<'scope> for Coll<'scope, Generation> {
-    fn score_cots(
-        self,
-        mentions: Coll<'scope, (CotId, GroundedMention)>,
-        entity_count: Coll<'scope, ((), isize)>,
-        policy: Arc<dyn KgPolicy>,
-        config: ScoreConfig,
-    ) -> Coll<'scope, (CotId, CotResult)> {
-        let entities = self
-            .clone()
-            .map(|g| ((), g.cot_id))
-            .join_map(entity_count, |_, cot, n| (cot.clone(), Piece::Entities(*n as u64)));
-        self.map(|g| (g.cot_id.clone(), Piece::Generation(g)))
-            .concat(mentions.map(|(cot, m)| (cot, Piece::Mention(m))))
-            .concat(entities)
-            .reduce_named("ScoreCots", move |_cot, pieces, out| {
-                let mut generation = None;
-                let mut n_entities = 0;
-                let mut grounded = Vec::new();
-                for (p, _) in pieces {
-                    match p {
-                        Piece::Generation(g) => generation = Some(g),
-                        Piece::Mention(m) => grounded.push(m.clone()),
-                        Piece::Entities(n) => n_entities = *n,
-                    }
-                }
-                if let Some(g) = generation {
-                    out.push((score_cot(g, &grounded, n_entities, policy.as_ref(), &config), 1));
-                }
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use ocean_schemas::Token;
@@ -292,7 +233,12 @@ mod tests {
     }
 
     fn score(g: &Generation, config: &ScoreConfig) -> CotResult {
-        score_cot(g, &mentions(), 50, &AdjacencyPolicy::new(AdjacencyPolicyConfig::default()), config)
+        score_cot(
+            g,
+            &mentions(),
+            &AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 50, ..Default::default() }),
+            config,
+        )
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Entity linking by exact match of normalized aliases (see [`crate::text::normalize`]).
 //!
-//! Every run of 1 to `max_words` consecutive words of a question or chain of thought is a
-//! candidate; candidates are joined with the KG's normalized aliases, so links follow KG
-//! changes incrementally. Overlaps are resolved per text, leftmost-longest: scanning left to
-//! right, the longest match starting at the earliest uncovered word wins; ties between entities
-//! sharing an alias go to the smallest entity id.
+//! Every run of 1 to `max_words` consecutive words of a question or chain of thought can match
+//! an alias of the KG index (a trie of normalized aliases, [`crate::kg::KgIndex`]). Overlaps are
+//! resolved per text, leftmost-longest: scanning left to right, the longest match starting at
+//! the earliest uncovered word wins; ties between entities sharing an alias go to the smallest
+//! entity id. [`candidates`] and [`resolve`] state the same rule by brute force; the tests check
+//! the index against them.
 
 use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
 
+use crate::kg::{EntityKey, KgIndex};
 use crate::policy::Part;
 use crate::text::words;
-use crate::{Coll, CotId, EntityId};
+use crate::{CotId, EntityId};
 
 /// Settings of the linker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,33 +87,13 @@ pub fn resolve(mut matches: Vec<Link>) -> Vec<Link> {
     out
 }
 
-/// Links the entities of chains of thought against the KG's aliases.
-pub trait LinkEntities<'scope> {
-    /// `(cot_id, link)` for every resolved mention in questions and chains of thought.
-    fn link_entities(
-        self,
-        aliases: Coll<'scope, (String, EntityId)>,
-        config: &LinkerConfig,
-    ) -> Coll<'scope, (CotId, Link)>;
-}
-
-impl<'scope> LinkEntities<'scope> for Coll<'scope, Generation> {
-    fn link_entities(
-        self,
-        aliases: Coll<'scope, (String, EntityId)>,
-        config: &LinkerConfig,
-    ) -> Coll<'scope, (CotId, Link)> {
-        let max_words = config.max_alias_words.max(1);
-        self.flat_map(move |g| candidates(&g, max_words))
-            .join_map(aliases, |alias, (cot, part, start, end), entity| {
-                let link = Link { part: *part, start: *start, end: *end, entity: entity.clone(), alias: alias.clone() };
-                (cot.clone(), link)
-            })
-            .reduce_named("LinkEntities", |_cot, matches, out| {
-                let all: Vec<Link> = matches.iter().map(|(l, _)| (*l).clone()).collect();
-                out.extend(resolve(all).into_iter().map(|l| (l, 1)));
-            })
-    }
+/// The resolved mentions of a generation's question, then of its chain of thought, each in text
+/// order, with their interned entities, against the KG index as of now.
+pub fn link_generation(index: &KgIndex, g: &Generation) -> Vec<(Link, EntityKey)> {
+    let mut out = Vec::new();
+    index.link(Part::Question, &words(g.question.as_deref().unwrap_or("")), &mut out);
+    index.link(Part::Cot, &words(&g.content), &mut out);
+    out
 }
 
 #[cfg(test)]

@@ -9,13 +9,17 @@ use super::{GroundedMention, KgPolicy};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdjacencyPolicyConfig {
-    /// Mass α spread uniformly over all KG entities, in (0, 1].
+    /// Mass α spread uniformly over the entity universe, in (0, 1].
     pub smoothing: f64,
+    /// |E|, the size of the entity universe the smoothing spreads over. A constant of the run
+    /// (`ocean run` sets it to the number of entities of the KG it loads at start), so that a
+    /// KG change does not move the score of every chain of thought; 0 means 1.
+    pub entities: u64,
 }
 
 impl Default for AdjacencyPolicyConfig {
     fn default() -> Self {
-        AdjacencyPolicyConfig { smoothing: 0.1 }
+        AdjacencyPolicyConfig { smoothing: 0.1, entities: 0 }
     }
 }
 
@@ -24,8 +28,9 @@ impl Default for AdjacencyPolicyConfig {
 ///
 /// `μ(e | C) = (1 − α) · 1[e ∈ N(C)] / |N(C)| + α / |E|`,
 ///
-/// and `μ(e | ∅) = 1/|E|` for a mention with no context. α is the smoothing, |E| the number of
-/// KG entities. The scorer spreads log μ evenly over the tokens that cover the mention.
+/// and `μ(e | ∅) = 1/|E|` for a mention with no context. α is the smoothing, |E| the size of the
+/// entity universe (fixed for a run: the KG's entity count at start). The scorer spreads log μ
+/// evenly over the tokens that cover the mention.
 #[derive(Debug, Clone)]
 pub struct AdjacencyPolicy {
     config: AdjacencyPolicyConfig,
@@ -39,8 +44,8 @@ impl AdjacencyPolicy {
     }
 
     /// log μ of one grounded mention.
-    pub fn logprob(&self, m: &GroundedMention, n_entities: u64) -> f64 {
-        let uniform = 1.0 / n_entities.max(1) as f64;
+    pub fn logprob(&self, m: &GroundedMention) -> f64 {
+        let uniform = 1.0 / self.config.entities.max(1) as f64;
         if m.context_size == 0 {
             return uniform.ln();
         }
@@ -55,8 +60,8 @@ impl KgPolicy for AdjacencyPolicy {
         format!("kg-adjacency(alpha={})", self.config.smoothing)
     }
 
-    fn mention_logprobs(&self, _generation: &Generation, mentions: &[GroundedMention], n_entities: u64) -> Vec<f64> {
-        mentions.iter().map(|m| self.logprob(m, n_entities)).collect()
+    fn mention_logprobs(&self, _generation: &Generation, mentions: &[GroundedMention]) -> Vec<f64> {
+        mentions.iter().map(|m| self.logprob(m)).collect()
     }
 }
 
@@ -80,22 +85,22 @@ mod tests {
 
     #[test]
     fn adjacency_by_hand() {
-        let p = AdjacencyPolicy::new(AdjacencyPolicyConfig { smoothing: 0.1 });
+        let p = AdjacencyPolicy::new(AdjacencyPolicyConfig { smoothing: 0.1, entities: 100 });
         // supported in a neighbourhood of 4, 100 entities: 0.9/4 + 0.1/100 = 0.226
-        assert!((p.logprob(&mention(4, true), 100) - 0.226f64.ln()).abs() < 1e-12);
+        assert!((p.logprob(&mention(4, true)) - 0.226f64.ln()).abs() < 1e-12);
         // unsupported: 0.1/100
-        assert!((p.logprob(&mention(4, false), 100) - 0.001f64.ln()).abs() < 1e-12);
+        assert!((p.logprob(&mention(4, false)) - 0.001f64.ln()).abs() < 1e-12);
         // no context: 1/100
-        assert!((p.logprob(&mention(0, false), 100) - 0.01f64.ln()).abs() < 1e-12);
+        assert!((p.logprob(&mention(0, false)) - 0.01f64.ln()).abs() < 1e-12);
     }
 
     #[test]
     fn probabilities_sum_to_one_over_entities() {
         // Over all |E| entities, N(C) of size k: k supported + (|E|-k) unsupported.
-        let p = AdjacencyPolicy::new(AdjacencyPolicyConfig { smoothing: 0.25 });
         let (e, k) = (50u64, 7u32);
-        let total = k as f64 * p.logprob(&mention(k, true), e).exp()
-            + (e - k as u64) as f64 * p.logprob(&mention(k, false), e).exp();
+        let p = AdjacencyPolicy::new(AdjacencyPolicyConfig { smoothing: 0.25, entities: e });
+        let total =
+            k as f64 * p.logprob(&mention(k, true)).exp() + (e - k as u64) as f64 * p.logprob(&mention(k, false)).exp();
         assert!((total - 1.0).abs() < 1e-12);
     }
 }

@@ -58,6 +58,8 @@ pub trait KgPolicy: Send + Sync + 'static {
     fn name(&self) -> String;
 
     /// log μ(entity | context) of each CoT mention of `generation`, in the order given
-    /// (natural log, finite, ≤ 0). `n_entities` is the number of entities in the KG.
-    fn mention_logprobs(&self, generation: &Generation, mentions: &[GroundedMention], n_entities: u64) -> Vec<f64>;
+    /// (natural log, finite, ≤ 0). A policy must not depend on a global quantity of the KG that
+    /// moves with every change (such as its entity count): a chain of thought is re-scored only
+    /// when a KG change touches its entities or aliases.
+    fn mention_logprobs(&self, generation: &Generation, mentions: &[GroundedMention]) -> Vec<f64>;
 }

@@ -7,6 +7,7 @@ mod mention;
 mod reject;
 mod step;
 mod token_score;
+mod tombstone;
 
 pub use aggregate::Aggregate;
 pub use cot_score::CotScore;
@@ -15,6 +16,7 @@ pub use mention::Mention;
 pub use reject::{Reject, RejectReason, RAW_LIMIT};
 pub use step::Step;
 pub use token_score::TokenScore;
+pub use tombstone::Tombstone;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +29,16 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// The names of all datasets, in the order a run writes them.
-pub const DATASETS: [&str; 7] =
-    [Generation::NAME, Mention::NAME, Step::NAME, TokenScore::NAME, CotScore::NAME, Aggregate::NAME, Reject::NAME];
+pub const DATASETS: [&str; 8] = [
+    Generation::NAME,
+    Mention::NAME,
+    Step::NAME,
+    TokenScore::NAME,
+    CotScore::NAME,
+    Aggregate::NAME,
+    Reject::NAME,
+    Tombstone::NAME,
+];
 
 /// A dataset: a row type with a documented Arrow schema.
 ///
@@ -228,6 +238,7 @@ mod tests {
         }]);
         round_trip(vec![Reject::new("f", Some(3), "jsonl", RejectReason::InvalidJson, "bad", b"{oops")]);
         round_trip(Vec::<Reject>::new());
+        round_trip(vec![Tombstone { cot_id: "c".into(), retracted: true }]);
     }
 
     #[test]
@@ -249,6 +260,7 @@ mod tests {
             CotScore::fields(),
             Aggregate::fields(),
             Reject::fields(),
+            Tombstone::fields(),
         ] {
             for f in fields {
                 assert!(f.metadata().contains_key("doc"), "{} has no doc", f.name());

@@ -1,0 +1,458 @@
+//! Stateless per-CoT scoring: link → segment → ground → μ → token terms → CoT term in one
+//! operator, over the log updates of a time, against the worker's KG index as of that time.
+//!
+//! What a worker keeps per live chain of thought is compact: its [`CotSummary`] (what it added
+//! to the aggregates, so a retraction subtracts exactly that), its linked entities (the
+//! dependency index: entity → chains), a 512-bit filter of its words (which alias changes may
+//! touch it) and the key of its text in a [`CotStore`]. At each time the operator
+//!
+//! 1. applies the KG's net updates to its [`KgIndex`];
+//! 2. retracts: a live chain leaves (−summary, a `retracted` tombstone); a retraction of a
+//!    chain added at the same time cancels that addition; any other is an `unknown_retraction`;
+//! 3. re-scores every live chain the KG change touches — a triple whose end is one of its
+//!    entities, or an alias whose words all pass its word filter — reading its text from the
+//!    store (−old summary, +new summary, a `rescored` tombstone, new rows);
+//! 4. scores the additions (a chain already live is a `duplicate_id`).
+//!
+//! Chains are routed to workers by a hash of their id, so one worker owns every update of a
+//! chain. Rows leave on the output stream at the time they were computed; nothing per chain of
+//! thought is arranged here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use ocean_schemas::{Dataset, Generation, Reject, RejectReason, Tombstone};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::decode::GenerationBatch;
+use crate::grounding::ground;
+use crate::ips::{score_cot, CotResult, CotSummary, ScoreConfig};
+use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
+use crate::linking::link_generation;
+use crate::policy::KgPolicy;
+use crate::store::{CotStore, StoreFactory};
+use crate::text::words;
+use crate::{Diff, Time};
+
+/// A retraction of one chain of thought by id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Retraction {
+    /// The chain to retract.
+    pub cot_id: String,
+    /// Where the retraction came from (for a reject).
+    pub source: String,
+    /// 1-based line in `source`.
+    pub line: u64,
+}
+
+/// What the sources feed into the dataflow.
+#[derive(Debug, Clone)]
+pub enum LogInput {
+    /// A record batch in the generations schema (+1 adds its rows, −1 retracts them).
+    Batch(GenerationBatch),
+    /// Parsed generations, added.
+    Rows(Vec<Generation>),
+    /// Retractions by id.
+    Retract(Vec<Retraction>),
+    /// Records the source could not use (written to `rejects` with the rest).
+    Rejects(Vec<Reject>),
+}
+
+/// One log update, routed to the worker that owns its chain of thought.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LogUpdate {
+    /// A generation to add.
+    Add(Generation),
+    /// A chain to retract.
+    Retract(Retraction),
+    /// An input that could not be decoded.
+    Reject(Reject),
+}
+
+impl LogUpdate {
+    fn route(&self) -> u64 {
+        match self {
+            LogUpdate::Add(g) => cot_hash(&g.cot_id),
+            LogUpdate::Retract(r) => cot_hash(&r.cot_id),
+            LogUpdate::Reject(r) => r.line.unwrap_or(0),
+        }
+    }
+}
+
+/// The hash that routes a chain of thought to its worker and its min/max bucket.
+pub fn cot_hash(cot_id: &str) -> u64 {
+    // FNV-1a, then a final mix so that low bits (worker, bucket) are well spread.
+    let h = word_hash(cot_id);
+    (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+}
+
+/// What scoring produces at a time.
+#[derive(Debug, Clone)]
+pub enum Scored {
+    /// The rows of a chain of thought scored (or re-scored) at this time.
+    Result(Box<CotResult>),
+    /// A generation that became live at this time.
+    Generation(Box<Generation>),
+    /// Earlier rows of a chain of thought no longer hold.
+    Tombstone(Tombstone),
+    /// A change to the aggregates: a chain's summary added (+1) or removed (−1) at a time.
+    Summary(CotSummary, Time, Diff),
+    /// An input that could not be used.
+    Reject(Reject),
+}
+
+/// Decodes the sources' input into log updates (on the worker that read it).
+pub trait DecodeLogs<'scope> {
+    /// One update per row or retraction; a batch that does not fit the schema is a reject.
+    fn decode_logs(self) -> StreamVec<'scope, Time, LogUpdate>;
+}
+
+impl<'scope> DecodeLogs<'scope> for StreamVec<'scope, Time, LogInput> {
+    fn decode_logs(self) -> StreamVec<'scope, Time, LogUpdate> {
+        self.unary(Pipeline, "DecodeLogs", |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for item in data.drain(..) {
+                        match item {
+                            LogInput::Rows(rows) => session.give_iterator(rows.into_iter().map(LogUpdate::Add)),
+                            LogInput::Retract(rs) => session.give_iterator(rs.into_iter().map(LogUpdate::Retract)),
+                            LogInput::Rejects(rs) => session.give_iterator(rs.into_iter().map(LogUpdate::Reject)),
+                            LogInput::Batch(b) => match Generation::from_batch(&b.batch) {
+                                Ok(rows) if b.diff > 0 => session.give_iterator(rows.into_iter().map(LogUpdate::Add)),
+                                Ok(rows) => session.give_iterator(rows.into_iter().map(|g| {
+                                    LogUpdate::Retract(Retraction { cot_id: g.cot_id, source: g.source, line: g.line })
+                                })),
+                                Err(e) => session.give(LogUpdate::Reject(Reject::new(
+                                    &b.source,
+                                    None,
+                                    "arrow",
+                                    RejectReason::BadRecord,
+                                    format!(
+                                        "a batch of {} rows does not fit the generations schema: {e}",
+                                        b.batch.num_rows()
+                                    ),
+                                    &[],
+                                ))),
+                            },
+                        }
+                    }
+                });
+            }
+        })
+    }
+}
+
+/// A 512-bit filter of a chain's normalized words (two probes per word).
+#[derive(Debug, Clone, Default)]
+struct WordFilter([u64; 8]);
+
+impl WordFilter {
+    fn probes(h: u64) -> [usize; 2] {
+        [(h & 511) as usize, ((h >> 23) & 511) as usize]
+    }
+
+    fn insert(&mut self, h: u64) {
+        for p in Self::probes(h) {
+            self.0[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn may_contain(&self, h: u64) -> bool {
+        Self::probes(h).iter().all(|p| self.0[p / 64] & (1 << (p % 64)) != 0)
+    }
+
+    fn of(g: &Generation) -> Self {
+        let mut f = WordFilter::default();
+        for text in [g.question.as_deref().unwrap_or(""), g.content.as_str()] {
+            for w in words(text) {
+                f.insert(word_hash(&w.norm));
+            }
+        }
+        f
+    }
+}
+
+/// What a worker keeps of a live chain of thought.
+#[derive(Debug)]
+struct Live {
+    cot_id: String,
+    store_key: u64,
+    summary: CotSummary,
+    entities: Vec<EntityKey>,
+    filter: WordFilter,
+}
+
+/// A worker's scoring state: the KG index and the live chains.
+struct Scorer {
+    index: KgIndex,
+    policy: Arc<dyn KgPolicy>,
+    config: ScoreConfig,
+    window_us: i64,
+    store: Box<dyn CotStore>,
+    slots: Vec<Option<Live>>,
+    free: Vec<u32>,
+    by_id: HashMap<String, u32>,
+    deps: HashMap<EntityKey, HashSet<u32>>,
+}
+
+impl Scorer {
+    /// Links, grounds and scores one generation against the index as of now.
+    fn score(&self, g: &Generation) -> (CotResult, Vec<EntityKey>) {
+        let links = link_generation(&self.index, g);
+        let mut entities: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
+        entities.sort_unstable();
+        entities.dedup();
+        let grounded = ground(&self.index, &links);
+        (score_cot(g, &grounded, self.policy.as_ref(), &self.config), entities)
+    }
+
+    fn summary(&self, result: &CotResult) -> CotSummary {
+        CotSummary::of(&result.score, cot_hash(&result.score.cot_id), self.window_us)
+    }
+
+    fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
+        for e in entities {
+            self.deps.entry(*e).or_default().insert(slot);
+        }
+    }
+
+    fn unlink_deps(&mut self, slot: u32, entities: &[EntityKey]) {
+        for e in entities {
+            if let Some(set) = self.deps.get_mut(e) {
+                set.remove(&slot);
+                if set.is_empty() {
+                    self.deps.remove(e);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u32) -> Live {
+        let live = self.slots[slot as usize].take().expect("a slot in by_id should be live");
+        self.by_id.remove(&live.cot_id);
+        self.unlink_deps(slot, &live.entities);
+        self.store.remove(live.store_key);
+        self.free.push(slot);
+        live
+    }
+
+    fn insert(&mut self, live: Live) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 live chains per worker")
+            }
+        };
+        self.by_id.insert(live.cot_id.clone(), slot);
+        self.link_deps(slot, &live.entities);
+        self.slots[slot as usize] = Some(live);
+    }
+
+    /// The live chains a KG change may touch, in slot order.
+    fn touched(&self, change: &KgChange) -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        for e in &change.entities {
+            out.extend(self.deps.get(e).into_iter().flatten().copied());
+        }
+        if !change.aliases.is_empty() {
+            for (slot, live) in self.slots.iter().enumerate() {
+                let Some(live) = live else { continue };
+                if change.aliases.iter().any(|words| words.iter().all(|h| live.filter.may_contain(*h))) {
+                    out.insert(slot as u32);
+                }
+            }
+        }
+        out
+    }
+
+    /// Everything at time `t` (see the module docs), in a deterministic order.
+    fn process(&mut self, t: Time, kg: Vec<(KgUpdate, Diff)>, logs: Vec<LogUpdate>, emit: &mut impl FnMut(Scored)) {
+        // 1. The KG.
+        let mut net: BTreeMap<KgUpdate, i64> = BTreeMap::new();
+        for (u, d) in kg {
+            *net.entry(u).or_insert(0) += d as i64;
+        }
+        let mut change = KgChange::default();
+        for (u, d) in net.into_iter().filter(|(_, d)| *d != 0) {
+            self.index.apply(&u, d, &mut change);
+        }
+
+        // 2. Retractions, after grouping the log updates by chain.
+        let mut adds: BTreeMap<String, Vec<Generation>> = BTreeMap::new();
+        let mut retracts: Vec<Retraction> = Vec::new();
+        for u in logs {
+            match u {
+                LogUpdate::Add(g) => adds.entry(g.cot_id.clone()).or_default().push(g),
+                LogUpdate::Retract(r) => retracts.push(r),
+                LogUpdate::Reject(r) => emit(Scored::Reject(r)),
+            }
+        }
+        retracts.sort();
+        for r in retracts {
+            if let Some(&slot) = self.by_id.get(&r.cot_id) {
+                let live = self.remove(slot);
+                emit(Scored::Summary(live.summary, t, -1));
+                emit(Scored::Tombstone(Tombstone { cot_id: live.cot_id, retracted: true }));
+            } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
+                same_time.remove(0);
+            } else {
+                let reason = format!(
+                    "cot_id {:?} is not a live generation (never logged, rejected, or already retracted)",
+                    r.cot_id
+                );
+                emit(Scored::Reject(Reject::new(
+                    &r.source,
+                    Some(r.line),
+                    "retractions",
+                    RejectReason::UnknownRetraction,
+                    reason,
+                    r.cot_id.as_bytes(),
+                )));
+            }
+        }
+
+        // 3. Re-scoring what the KG change touches.
+        if !change.is_empty() {
+            for slot in self.touched(&change) {
+                let (store_key, old_entities) = {
+                    let live = self.slots[slot as usize].as_ref().expect("touched slots are live");
+                    (live.store_key, live.entities.clone())
+                };
+                let g = self.store.get(store_key);
+                let (result, entities) = self.score(&g);
+                let summary = self.summary(&result);
+                self.unlink_deps(slot, &old_entities);
+                self.link_deps(slot, &entities);
+                let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
+                let old = std::mem::replace(&mut live.summary, summary.clone());
+                live.entities = entities;
+                emit(Scored::Summary(old, t, -1));
+                emit(Scored::Summary(summary, t, 1));
+                emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
+                emit(Scored::Result(Box::new(result)));
+            }
+        }
+
+        // 4. Additions; of two records of one chain at one time, the first in (source, line)
+        // order wins.
+        for (cot_id, mut gs) in adds {
+            gs.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
+            for g in gs {
+                if self.by_id.contains_key(&cot_id) {
+                    let detail = format!("a second record with cot_id {cot_id:?}, which is already live");
+                    emit(Scored::Reject(Reject::new(
+                        &g.source,
+                        Some(g.line),
+                        &g.format,
+                        RejectReason::DuplicateId,
+                        detail,
+                        cot_id.as_bytes(),
+                    )));
+                    continue;
+                }
+                let (result, entities) = self.score(&g);
+                let summary = self.summary(&result);
+                let store_key = self.store.put(&g);
+                let filter = WordFilter::of(&g);
+                self.insert(Live { cot_id: cot_id.clone(), store_key, summary: summary.clone(), entities, filter });
+                emit(Scored::Summary(summary, t, 1));
+                emit(Scored::Result(Box::new(result)));
+                emit(Scored::Generation(Box::new(g)));
+            }
+        }
+    }
+}
+
+/// Settings of the scoring operator.
+#[derive(Clone)]
+pub struct ScorerConfig {
+    /// The KG policy μ.
+    pub policy: Arc<dyn KgPolicy>,
+    /// The estimator variant and segment key.
+    pub score: ScoreConfig,
+    /// Aggregation windows, µs.
+    pub window_us: i64,
+    /// Longest alias, in words.
+    pub max_alias_words: usize,
+    /// Each worker's store of live generations.
+    pub store: StoreFactory,
+}
+
+/// Input held until the frontiers pass its time, with a capability to answer at that time.
+type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<D>)>;
+
+/// Scores chains of thought against the KG.
+pub trait ScoreLogs<'scope> {
+    /// Scores the log updates against the KG index built from `kg` (the KG's net updates,
+    /// broadcast to every worker): rows, tombstones, summary changes and rejects, each at the
+    /// time it was computed.
+    fn score_logs(
+        self,
+        kg: StreamVec<'scope, Time, (KgUpdate, Time, Diff)>,
+        config: ScorerConfig,
+    ) -> StreamVec<'scope, Time, Scored>;
+}
+
+impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
+    fn score_logs(
+        self,
+        kg: StreamVec<'scope, Time, (KgUpdate, Time, Diff)>,
+        config: ScorerConfig,
+    ) -> StreamVec<'scope, Time, Scored> {
+        let worker = self.scope().index();
+        self.binary_frontier(kg, Exchange::new(|u: &LogUpdate| u.route()), Pipeline, "ScoreCots", move |_cap, _info| {
+            let mut scorer = Scorer {
+                index: KgIndex::new(config.max_alias_words),
+                policy: config.policy,
+                config: config.score,
+                window_us: config.window_us,
+                store: (config.store)(worker),
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_id: HashMap::new(),
+                deps: HashMap::new(),
+            };
+            let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
+            let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();
+            move |(logs, logs_frontier), (kg, kg_frontier), output| {
+                logs.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(0) {
+                        let t = *cap.time();
+                        pending_logs.entry(t).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                    }
+                });
+                kg.for_each(|cap, data| {
+                    for (u, t, d) in data.drain(..) {
+                        let entry = pending_kg.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                        entry.1.push((u, d));
+                    }
+                });
+                let times: BTreeSet<Time> = pending_logs.keys().chain(pending_kg.keys()).copied().collect();
+                for t in times {
+                    if logs_frontier.less_equal(&t) || kg_frontier.less_equal(&t) {
+                        break;
+                    }
+                    let logs = pending_logs.remove(&t);
+                    let kg = pending_kg.remove(&t);
+                    let cap = match (&logs, &kg) {
+                        (Some((c, _)), _) | (None, Some((c, _))) => c.clone(),
+                        (None, None) => continue,
+                    };
+                    let mut session = output.session(&cap);
+                    scorer.process(
+                        t,
+                        kg.map(|(_, v)| v).unwrap_or_default(),
+                        logs.map(|(_, v)| v).unwrap_or_default(),
+                        &mut |s| session.give(s),
+                    );
+                }
+            }
+        })
+    }
+}
