@@ -65,15 +65,50 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         write_data: Option<PathBuf>,
     },
-    /// The whole scoring dataflow on one worker: load throughput, then the latency from one new
-    /// log record to its updated aggregate.
+    /// The scoring dataflow on one worker (generations in memory): load throughput, the latency
+    /// from one new log record to its updated aggregate, and from one KG change of --kg-change
+    /// new triples to its updated aggregates (with the fraction of chains it re-scored).
     Dataflow {
-        /// Chains of thought loaded first.
-        #[arg(long, default_value_t = 20_000)]
-        background: usize,
-        /// Single-record updates timed.
+        /// Logs to load (e.g. from `ocean synth scale`).
+        #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+        logs: Vec<PathBuf>,
+        /// KG folder.
+        #[arg(long, value_name = "DIR")]
+        kg: PathBuf,
+        /// Records held back from the load and sent one at a time, timed.
         #[arg(long, default_value_t = 200)]
         updates: usize,
+        /// Triples in the timed KG change.
+        #[arg(long, default_value_t = 1000)]
+        kg_change: usize,
+    },
+    /// `ocean run` end to end on given logs: CoTs/s, tokens/s, peak memory, Parquet MB/s.
+    /// One configuration per process, so the peak memory is that run's.
+    E2e {
+        /// Log files or folders.
+        #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+        logs: Vec<PathBuf>,
+        /// KG folder.
+        #[arg(long, value_name = "DIR")]
+        kg: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Records per epoch.
+        #[arg(long, default_value_t = 50_000)]
+        epoch_records: u64,
+        /// Keep live generations in memory instead of on disk.
+        #[arg(long)]
+        memory_store: bool,
+    },
+    /// The yardstick for JSONL input: serde_json parsing every line into a Value, nothing else.
+    JsonParse {
+        /// Log files or folders.
+        #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
+        logs: Vec<PathBuf>,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
 }
 
@@ -88,6 +123,43 @@ enum SynthCommand {
     /// `ocean run --logs <out>/logs --kg <out>/kg --out <out>/run` gives one aggregate per
     /// (scenario, replication) to compare with the truth.
     Logs(SynthArgs),
+    /// Write a KG and logs of a chosen size in the production formats, for benchmarks.
+    ///
+    /// Writes <out>/kg (Wikidata5m format: heavy-tailed degrees, two-word entity names) and
+    /// <out>/logs (OpenAI JSONL or generations Parquet): chains of --tokens tokens with --mentions
+    /// entity mentions, half of them KG neighbours of the question's entity.
+    Scale(ScaleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScaleArgs {
+    /// Output folder.
+    #[arg(long, value_name = "DIR", default_value = "ocean-scale")]
+    out: PathBuf,
+    /// Chains of thought.
+    #[arg(long, default_value_t = 100_000)]
+    cots: u64,
+    /// Tokens per chain (about).
+    #[arg(long, default_value_t = 100)]
+    tokens: usize,
+    /// Entity mentions per chain.
+    #[arg(long, default_value_t = 6)]
+    mentions: usize,
+    /// KG entities.
+    #[arg(long, default_value_t = 10_000)]
+    entities: usize,
+    /// Triples per entity (about).
+    #[arg(long, default_value_t = 5)]
+    degree: usize,
+    /// Chains per log file.
+    #[arg(long, default_value_t = 250_000)]
+    per_file: u64,
+    /// Format: jsonl or parquet.
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Seed.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +287,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Synth(SynthCommand::Logs(args)) => synth(args),
+        Command::Synth(SynthCommand::Scale(args)) => scale(args),
         Command::Bench(bench) => run_bench(bench),
     }
 }
@@ -235,9 +308,17 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             }
             println!("{}", serde_json::to_string(&bench::bench_estimator(&settings))?);
         }
-        BenchCommand::Dataflow { background, updates } => {
-            let settings = bench::DataflowBench { background, updates, ..Default::default() };
+        BenchCommand::Dataflow { logs, kg, updates, kg_change } => {
+            let settings = bench::DataflowBench { logs, kg, updates, kg_change };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
+        }
+        BenchCommand::E2e { logs, kg, workers, epoch_records, memory_store } => {
+            let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
+            let settings = bench::E2eBench { logs, kg, workers, epoch_records, store };
+            println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
+        }
+        BenchCommand::JsonParse { logs, threads } => {
+            println!("{}", serde_json::to_string(&bench::bench_json_parse(&logs, threads)?)?);
         }
     }
     Ok(())
@@ -281,6 +362,39 @@ fn synth(args: SynthArgs) -> Result<()> {
         config.out.display(),
         config.smoothing
     );
+    Ok(())
+}
+
+fn scale(args: ScaleArgs) -> Result<()> {
+    use ocean_pipeline::scale::{synth_scale, ScaleConfig, ScaleFormat};
+    let format = match args.format.as_str() {
+        "jsonl" => ScaleFormat::Jsonl,
+        "parquet" => ScaleFormat::Parquet,
+        other => anyhow::bail!("unknown --format {other} (jsonl or parquet)"),
+    };
+    anyhow::ensure!(
+        args.cots > 0 && args.tokens >= 4 && args.entities >= 2,
+        "--cots > 0, --tokens >= 4, --entities >= 2"
+    );
+    let config = ScaleConfig {
+        out: args.out,
+        cots: args.cots,
+        tokens: args.tokens,
+        mentions: args.mentions,
+        entities: args.entities,
+        degree: args.degree,
+        per_file: args.per_file,
+        format,
+        seed: args.seed,
+    };
+    let every = (config.cots / 10).max(1);
+    let summary = synth_scale(&config, |done| {
+        if done % every < 10_000 {
+            eprintln!("synth scale: {done}/{} chains", config.cots);
+        }
+    })
+    .context("ocean synth scale failed")?;
+    println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
 

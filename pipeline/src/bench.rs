@@ -1,7 +1,8 @@
-//! `ocean bench`: throughput of the KG-IPS estimator, of the whole scoring dataflow, and the
-//! latency from one new log record to its updated aggregate. Results are JSON-serializable.
+//! `ocean bench`: throughput of the KG-IPS estimator, of `ocean run` end to end (with peak
+//! memory), of plain JSON parsing as a yardstick, and of the scoring dataflow with the latency
+//! from one new log record, or one KG change, to the updated aggregates. Results are JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,10 +15,12 @@ use ocean_operators::{
 };
 use ocean_schemas::Generation;
 use serde::Serialize;
+use timely::dataflow::operators::{Inspect as _, Probe as _};
 use timely::dataflow::ProbeHandle;
 
+use crate::config::{RunConfig, StoreKind};
 use crate::error::{Error, Result};
-use crate::synth::{synth_logs, Scenario, SplitMix, SynthConfig};
+use crate::synth::SplitMix;
 
 /// Settings of the estimator benchmark.
 #[derive(Debug, Clone, Serialize)]
@@ -205,38 +208,195 @@ pub fn write_estimator_data(b: &EstimatorBench, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Peak resident memory of this process so far (`VmHWM`), in MB; 0 where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Settings of the end-to-end benchmark: `ocean run` on given logs and KG.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eBench {
+    /// Log files or folders.
+    pub logs: Vec<PathBuf>,
+    /// KG folder.
+    pub kg: PathBuf,
+    /// Worker threads.
+    pub workers: usize,
+    /// Records per epoch.
+    pub epoch_records: u64,
+    /// Where live generations are kept.
+    pub store: StoreKind,
+}
+
+/// What the end-to-end benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eResult {
+    /// `e2e`.
+    pub bench: &'static str,
+    /// The settings.
+    pub settings: E2eBench,
+    /// Log records read.
+    pub records: u64,
+    /// Chains of thought scored.
+    pub cots: usize,
+    /// Tokens scored.
+    pub tokens: u64,
+    /// Wall-clock seconds of the run (KG load included).
+    pub seconds: f64,
+    /// Chains of thought per second.
+    pub cots_per_second: f64,
+    /// Tokens per second.
+    pub tokens_per_second: f64,
+    /// Peak resident memory of the process, MB.
+    pub peak_rss_mb: f64,
+    /// Parquet written, MB.
+    pub parquet_mb: f64,
+    /// Parquet written per second, MB/s.
+    pub parquet_mb_per_second: f64,
+    /// Rejects.
+    pub rejects: usize,
+}
+
+/// Runs `ocean run` over the given input into a temporary folder and measures it. Run one
+/// benchmark per process: the peak memory is the process's.
+pub fn bench_e2e(b: &E2eBench) -> Result<E2eResult> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let out = std::env::temp_dir().join(format!("ocean-bench-e2e-{}-{stamp}", std::process::id()));
+    let mut config = RunConfig::default();
+    config.source.logs.clone_from(&b.logs);
+    config.source.epoch_records = b.epoch_records;
+    config.kg.dir.clone_from(&b.kg);
+    config.sink.out.clone_from(&out);
+    config.runtime.workers = b.workers;
+    config.store = b.store;
+    let summary = crate::run(&config);
+    let _ = std::fs::remove_dir_all(&out);
+    let summary = summary?;
+    let parquet_mb = summary.parquet_bytes as f64 / 1e6;
+    Ok(E2eResult {
+        bench: "e2e",
+        settings: b.clone(),
+        records: summary.records,
+        cots: summary.cots_scored,
+        tokens: summary.token_rows,
+        seconds: summary.seconds,
+        cots_per_second: summary.cots_scored as f64 / summary.seconds,
+        tokens_per_second: summary.token_rows as f64 / summary.seconds,
+        peak_rss_mb: peak_rss_mb(),
+        parquet_mb,
+        parquet_mb_per_second: parquet_mb / summary.seconds,
+        rejects: summary.rejects,
+    })
+}
+
+/// What the JSON yardstick measured: `serde_json` parsing every line of the logs into a
+/// `Value`, on `threads` threads, nothing else.
+#[derive(Debug, Clone, Serialize)]
+pub struct JsonParseResult {
+    /// `json-parse`.
+    pub bench: &'static str,
+    /// Threads.
+    pub threads: usize,
+    /// Lines parsed.
+    pub lines: u64,
+    /// Bytes parsed.
+    pub bytes: u64,
+    /// Seconds (reading the files included).
+    pub seconds: f64,
+    /// Lines per second.
+    pub lines_per_second: f64,
+    /// MB per second.
+    pub mb_per_second: f64,
+}
+
+/// Parses every JSONL line under `logs` with `serde_json` on `threads` threads (each thread
+/// reads every file and parses every `threads`-th line, as `ocean run`'s workers do).
+pub fn bench_json_parse(logs: &[PathBuf], threads: usize) -> Result<JsonParseResult> {
+    use std::io::BufRead;
+    let files = crate::sources::list_files(logs, &[])?;
+    let threads = threads.max(1);
+    let start = Instant::now();
+    let counts: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let files = &files;
+                scope.spawn(move || -> Result<(u64, u64)> {
+                    let (mut lines, mut bytes) = (0u64, 0u64);
+                    let mut buf = Vec::new();
+                    for path in files {
+                        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+                        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                        let mut i = 0u64;
+                        loop {
+                            buf.clear();
+                            if r.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))? == 0 {
+                                break;
+                            }
+                            if i % threads as u64 == t as u64 {
+                                let v: serde_json::Value = serde_json::from_slice(&buf)
+                                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+                                std::hint::black_box(v);
+                                lines += 1;
+                                bytes += buf.len() as u64;
+                            }
+                            i += 1;
+                        }
+                    }
+                    Ok((lines, bytes))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a parse thread panicked")).collect()
+    });
+    let (mut lines, mut bytes) = (0, 0);
+    for c in counts {
+        let (l, b) = c?;
+        lines += l;
+        bytes += b;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(JsonParseResult {
+        bench: "json-parse",
+        threads,
+        lines,
+        bytes,
+        seconds,
+        lines_per_second: lines as f64 / seconds,
+        mb_per_second: bytes as f64 / 1e6 / seconds,
+    })
+}
+
 /// Settings of the dataflow benchmark.
 #[derive(Debug, Clone, Serialize)]
 pub struct DataflowBench {
-    /// Chains of thought loaded before the latency probes.
-    pub background: usize,
-    /// Single-record updates timed after the load.
+    /// Log files or folders loaded first (e.g. `ocean synth scale` output).
+    pub logs: Vec<PathBuf>,
+    /// KG folder.
+    pub kg: PathBuf,
+    /// Chains of thought held back from the load and sent one at a time.
     pub updates: usize,
-    /// Seed of the synthetic logs.
-    pub seed: u64,
+    /// Triples added by the timed KG change.
+    pub kg_change: usize,
 }
 
-impl Default for DataflowBench {
-    fn default() -> Self {
-        DataflowBench { background: 20_000, updates: 200, seed: 3 }
-    }
-}
-
-/// What the dataflow benchmark measured (one timely worker).
+/// What the dataflow benchmark measured (one timely worker, generations kept in memory).
 #[derive(Debug, Clone, Serialize)]
 pub struct DataflowResult {
     /// `dataflow`.
     pub bench: &'static str,
     /// The settings.
     pub settings: DataflowBench,
-    /// Tokens in the background load.
-    pub load_tokens: usize,
-    /// Seconds to decode, link, ground, score and aggregate the background load.
+    /// Chains of thought in the load.
+    pub load_cots: u64,
+    /// Seconds to score and aggregate the load (KG load included).
     pub load_seconds: f64,
     /// Chains of thought per second through the whole dataflow.
     pub load_cots_per_second: f64,
-    /// Tokens per second through the whole dataflow.
-    pub load_tokens_per_second: f64,
     /// Latency from sending one new record to its aggregate being final, in milliseconds.
     pub latency_ms_p50: f64,
     /// 90th percentile.
@@ -245,92 +405,143 @@ pub struct DataflowResult {
     pub latency_ms_p99: f64,
     /// Largest.
     pub latency_ms_max: f64,
+    /// Milliseconds from sending the KG change to its aggregates being final.
+    pub kg_change_ms: f64,
+    /// Chains of thought the KG change re-scored.
+    pub kg_change_rescored: u64,
+    /// Their fraction of the load.
+    pub kg_change_fraction: f64,
+    /// load_seconds / KG change seconds: how much faster than scoring everything again.
+    pub kg_change_speedup: f64,
 }
 
-/// Loads synthetic logs into the scoring dataflow on one worker, then times single-record
-/// updates until each one's aggregate is final.
+/// Feeds the records of a file into the dataflow in chunks.
+struct Loader<'a> {
+    inputs: &'a mut ocean_operators::ScoringInputs,
+    rows: Vec<Generation>,
+    held: Vec<Generation>,
+    hold: usize,
+    count: u64,
+}
+
+impl crate::sources::RecordSink for Loader<'_> {
+    fn claim(&mut self, _n: u64) -> bool {
+        true
+    }
+
+    fn emit(&mut self, parsed: ocean_schemas::parse::Parsed) {
+        for g in parsed.into_iter().flatten() {
+            if self.held.len() < self.hold {
+                self.held.push(g);
+            } else {
+                self.rows.push(g);
+                self.count += 1;
+            }
+        }
+        if self.rows.len() >= 1024 {
+            self.inputs.logs.send(LogInput::Rows(std::mem::take(&mut self.rows)));
+        }
+    }
+}
+
+/// Loads the logs into the scoring dataflow on one worker, then times single-record updates
+/// and one KG change of `kg_change` new triples between entities that no chain mentions much.
 pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("ocean-bench-{}-{stamp}", std::process::id()));
-    let result = dataflow_in(b, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-fn dataflow_in(b: &DataflowBench, dir: &Path) -> Result<DataflowResult> {
-    let synth = SynthConfig {
-        out: dir.to_owned(),
-        seed: b.seed,
-        replications: 1,
-        n: b.background + b.updates,
-        scenarios: vec![Scenario::standard().remove(1)],
-        moods: 50,
-        ..SynthConfig::default()
-    };
-    synth_logs(&synth, |_, _| {})?;
-    let logs =
-        crate::sources::read_logs(&crate::config::SourceConfig { logs: vec![dir.join("logs")], ..Default::default() })?;
-    let kg = crate::kg_files::read_kg(&dir.join("kg"))?;
-    let mut generations = logs.generations;
-    let updates: Vec<Generation> = generations.split_off(b.background.min(generations.len()));
-    let load_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
-    let load: Vec<LogInput> = generations.chunks(1024).map(|rows| LogInput::Rows(rows.to_vec())).collect();
-    // Each update is a single new log record.
-    let updates: Vec<LogInput> = updates.into_iter().map(|g| LogInput::Rows(vec![g])).collect();
-    let policy_config =
-        AdjacencyPolicyConfig { smoothing: synth.smoothing, entities: crate::run::kg_entity_count(&kg) };
-    let timings: Arc<Mutex<(f64, Vec<f64>)>> = Arc::default();
-    let sink = Arc::clone(&timings);
-    let feed = Arc::new(Mutex::new(Some((load, updates, kg.aliases, kg.triples))));
+    let kg = crate::kg_files::read_kg(&b.kg)?;
+    let files = crate::sources::list_files(&b.logs, &[])?;
+    let policy_config = AdjacencyPolicyConfig { entities: crate::run::kg_entity_count(&kg), ..Default::default() };
+    // The change links entities from the end of the entity list to each other.
+    let ids: Vec<String> = kg.aliases.iter().map(|(e, _)| e.clone()).collect();
+    let change: Vec<(String, String, String)> = (0..b.kg_change)
+        .map(|i| {
+            (
+                ids[ids.len() - 1 - (2 * i) % ids.len()].clone(),
+                "P999".to_owned(),
+                ids[ids.len() - 2 - (2 * i) % (ids.len() - 1)].clone(),
+            )
+        })
+        .collect();
+    let result: Arc<Mutex<Option<DataflowResult>>> = Arc::default();
+    let sink = Arc::clone(&result);
+    let settings = b.clone();
+    let feed = Arc::new(Mutex::new(Some(kg)));
     timely::execute_directly(move |worker| {
         let probe = ProbeHandle::new();
+        let rescored: Arc<Mutex<u64>> = Arc::default();
+        let counter = Arc::clone(&rescored);
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
             let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy, MemoryStore::factory());
             outputs.aggregates.probe_with(&probe);
+            outputs
+                .rows
+                .inspect(move |r| {
+                    if matches!(r, ocean_operators::Scored::Tombstone(t) if !t.retracted) {
+                        *counter.lock().expect("counter lock") += 1;
+                    }
+                })
+                .probe_with(&probe);
             inputs
         });
-        let Some((load, updates, aliases, triples)) = feed.lock().expect("feed lock").take() else { return };
+        let Some(kg) = feed.lock().expect("feed lock").take() else { return };
         let start = Instant::now();
-        for a in aliases {
+        for a in kg.aliases {
             inputs.aliases.insert(a);
         }
-        for t in triples {
+        for t in kg.triples {
             inputs.triples.insert(t);
         }
-        for batch in load {
-            inputs.logs.send(batch);
+        let mut loader =
+            Loader { inputs: &mut inputs, rows: Vec::new(), held: Vec::new(), hold: settings.updates, count: 0 };
+        for path in &files {
+            crate::sources::read_file(path, &crate::config::SourceConfig::default(), None, &mut loader)
+                .expect("the benchmark logs should be readable");
         }
+        let (rows, held, load_cots) =
+            (std::mem::take(&mut loader.rows), std::mem::take(&mut loader.held), loader.count);
+        inputs.logs.send(LogInput::Rows(rows));
         inputs.advance_to(1);
         worker.step_while(|| probe.less_than(&1));
         let load_seconds = start.elapsed().as_secs_f64();
         let mut latencies = Vec::new();
-        for (i, update) in updates.into_iter().enumerate() {
-            let time = i as Time + 1;
+        let mut time: Time = 1;
+        for g in held {
             let start = Instant::now();
-            inputs.logs.send(update);
-            inputs.advance_to(time + 1);
-            worker.step_while(|| probe.less_than(&(time + 1)));
+            inputs.logs.send(LogInput::Rows(vec![g]));
+            time += 1;
+            inputs.advance_to(time);
+            worker.step_while(|| probe.less_than(&time));
             latencies.push(start.elapsed().as_secs_f64() * 1e3);
         }
-        *sink.lock().expect("timings lock") = (load_seconds, latencies);
+        let start = Instant::now();
+        for t in &change {
+            inputs.triples.insert(t.clone());
+        }
+        time += 1;
+        inputs.advance_to(time);
+        worker.step_while(|| probe.less_than(&time));
+        let kg_change_seconds = start.elapsed().as_secs_f64();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+        let kg_change_rescored = *rescored.lock().expect("counter lock");
+        *sink.lock().expect("result lock") = Some(DataflowResult {
+            bench: "dataflow",
+            settings: settings.clone(),
+            load_cots,
+            load_seconds,
+            load_cots_per_second: load_cots as f64 / load_seconds,
+            latency_ms_p50: pct(0.5),
+            latency_ms_p90: pct(0.9),
+            latency_ms_p99: pct(0.99),
+            latency_ms_max: latencies.last().copied().unwrap_or(0.0),
+            kg_change_ms: kg_change_seconds * 1e3,
+            kg_change_rescored,
+            kg_change_fraction: kg_change_rescored as f64 / load_cots.max(1) as f64,
+            kg_change_speedup: load_seconds / kg_change_seconds,
+        });
     });
-    let (load_seconds, mut latencies) =
-        timings.lock().map_err(|_| Error::Dataflow("bench worker panicked".into()))?.clone();
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
-    Ok(DataflowResult {
-        bench: "dataflow",
-        settings: b.clone(),
-        load_tokens,
-        load_seconds,
-        load_cots_per_second: b.background as f64 / load_seconds,
-        load_tokens_per_second: load_tokens as f64 / load_seconds,
-        latency_ms_p50: pct(0.5),
-        latency_ms_p90: pct(0.9),
-        latency_ms_p99: pct(0.99),
-        latency_ms_max: latencies.last().copied().unwrap_or(0.0),
-    })
+    let result = result.lock().map_err(|_| Error::Dataflow("bench worker panicked".into()))?.take();
+    result.ok_or_else(|| Error::Dataflow("the bench worker produced nothing".into()))
 }
 
 #[cfg(test)]

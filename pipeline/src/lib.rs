@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 pub mod kg_files;
 pub mod run;
+pub mod scale;
 pub mod sink;
 pub mod sources;
 pub mod sql;

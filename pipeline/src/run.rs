@@ -19,7 +19,7 @@ use ocean_operators::{
     build_scoring, AdjacencyPolicy, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time,
 };
 use ocean_schemas::parse::Parsed;
-use ocean_schemas::{CotScore, Dataset, Generation, Mention, Reject, Tombstone};
+use ocean_schemas::{CotScore, Dataset, Generation, Mention, Reject, TokenScore, Tombstone};
 use serde::Serialize;
 use serde_json::Value;
 use timely::dataflow::operators::{Exchange as _, Inspect as _, Probe as _};
@@ -87,6 +87,8 @@ pub struct RunSummary {
     pub cots_scored: usize,
     /// Entity mention rows written (questions and chains of thought).
     pub mentions: usize,
+    /// `token_scores` rows written.
+    pub token_rows: u64,
     /// Parquet bytes written.
     pub parquet_bytes: u64,
     /// Timely workers in the whole run.
@@ -198,6 +200,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
             rows(CotScore::NAME) - rescored
         },
         mentions: rows(Mention::NAME),
+        token_rows: rows(TokenScore::NAME) as u64,
         parquet_bytes: stats.bytes,
         workers,
         kg_triples,
