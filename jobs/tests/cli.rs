@@ -35,6 +35,10 @@ fn help_documents_commands_and_flags() {
         "--self-normalized",
         "--per-token",
         "--confidence",
+        "--processes",
+        "--process",
+        "--hostfile",
+        "--epoch-records",
     ] {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
@@ -121,4 +125,68 @@ fn synth_run_with_variants_segments_and_retractions() {
     let bench: serde_json::Value = serde_json::from_str(bench.trim()).unwrap();
     assert_eq!(bench["total_tokens"], 600);
     assert!(bench["tokens_per_second"].as_f64().unwrap() > 0.0);
+}
+
+/// The datasets of a run, as text: every table's rows in a canonical order (floats rounded to
+/// 12 significant digits, since sums over another partition of the work may differ in the
+/// last bits).
+fn dataset_digest(out: &std::path::Path) -> String {
+    let queries = [
+        "select cot_id, model, model_version, n_steps, n_tokens, n_entity_tokens, n_mentions, n_supported, \
+         round(value, 9), round(weight_mass, 9) from cot_scores order by cot_id",
+        "select cot_id, token_index, step, is_entity, round(contribution, 9) from token_scores \
+         where token_index % 7 = 0 order by cot_id, token_index",
+        "select count(*), round(sum(contribution), 6) from token_scores",
+        "select cot_id, part, mention_index, entity_id, supported, context_size from mentions order by cot_id, part, mention_index",
+        "select cot_id, step, char_start, char_end, round(value, 9) from steps order by cot_id, step",
+        "select cot_id, source, line from generations order by cot_id",
+        "select model, model_version, n, round(estimate, 9), round(std_error, 9), reliable from aggregates_current \
+         order by model, model_version",
+        "select reason_code, count(*) from rejects group by reason_code order by reason_code",
+    ];
+    queries.iter().map(|q| stdout(ocean().args(["sql", q, "--out"]).arg(out))).collect::<Vec<_>>().join("\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, workers: &str| {
+        let out = dir.path().join(name);
+        stdout(ocean().args(["run", "--epoch-records", "64", "--workers", workers, "--out"]).arg(&out));
+        out
+    };
+    let one = dataset_digest(&run("one", "1"));
+    let two = dataset_digest(&run("two", "2"));
+    assert_eq!(one, two, "1 worker vs 2 workers");
+
+    // Two processes of one worker each on loopback, writing into one folder.
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let out = dir.path().join("cluster");
+    let spawn = |process: &str| {
+        ocean()
+            .args(["run", "--epoch-records", "64", "--workers", "1", "--processes", "2", "--process", process])
+            .arg("--hostfile")
+            .arg(&hostfile)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ocean should start")
+    };
+    // Process 0 clears the output folder before it connects, and process 1 writes nothing
+    // before both are connected, so the start order does not matter.
+    let first = spawn("1");
+    let second = spawn("0");
+    for child in [first, second] {
+        let result = child.wait_with_output().unwrap();
+        assert!(result.status.success(), "a cluster process failed: {}", String::from_utf8_lossy(&result.stderr));
+    }
+    assert!(one.contains("SmolLM2-135M-Instruct") && one.contains("token_mismatch"), "{one}");
+    assert_eq!(one, dataset_digest(&out), "1 worker vs 2 processes");
 }
