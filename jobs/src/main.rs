@@ -223,7 +223,7 @@ struct RunArgs {
     /// File with one host:port line per process (needed with --processes > 1).
     #[arg(long, short = 'H', value_name = "FILE")]
     hostfile: Option<PathBuf>,
-    /// Log records per input epoch (default 50000).
+    /// Log records per input epoch (default 20000).
     #[arg(long, value_name = "N")]
     epoch_records: Option<u64>,
     /// Also end an input epoch at the end of every log file.

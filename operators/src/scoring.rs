@@ -18,7 +18,7 @@
 //! chain. Rows leave on the output stream at the time they were computed; nothing per chain of
 //! thought is arranged here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ocean_schemas::{Dataset, Generation, Reject, RejectReason, Tombstone};
@@ -271,8 +271,15 @@ impl Scorer {
         out
     }
 
-    /// Everything at time `t` (see the module docs), in a deterministic order.
-    fn process(&mut self, t: Time, kg: Vec<(KgUpdate, Diff)>, logs: Vec<LogUpdate>, emit: &mut impl FnMut(Scored)) {
+    /// Starts time `t` (see the module docs): applies the KG's updates and the retractions, and
+    /// lists the re-scoring and the additions, which [`Scorer::step`] does in slices.
+    fn begin(
+        &mut self,
+        t: Time,
+        kg: Vec<(KgUpdate, Diff)>,
+        logs: Vec<LogUpdate>,
+        emit: &mut impl FnMut(Scored),
+    ) -> Job {
         // 1. The KG.
         let mut net: BTreeMap<KgUpdate, i64> = BTreeMap::new();
         for (u, d) in kg {
@@ -316,34 +323,38 @@ impl Scorer {
                 )));
             }
         }
+        // 3. and 4. are listed here and done by `step`.
+        let rescore = if change.is_empty() { VecDeque::new() } else { self.touched(&change).into_iter().collect() };
+        Job { time: t, rescore, adds: adds.into_iter().collect() }
+    }
 
-        // 3. Re-scoring what the KG change touches.
-        if !change.is_empty() {
-            for slot in self.touched(&change) {
-                let (store_key, old_entities) = {
-                    let live = self.slots[slot as usize].as_ref().expect("touched slots are live");
-                    (live.store_key, live.entities.clone())
-                };
-                let g = self.store.get(store_key);
-                let (result, entities) = self.score(&g);
-                let summary = self.summary(&result);
-                self.unlink_deps(slot, &old_entities);
-                self.link_deps(slot, &entities);
-                let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
-                let old = std::mem::replace(&mut live.summary, summary.clone());
-                live.entities = entities;
-                emit(Scored::Summary(old, t, -1));
-                emit(Scored::Summary(summary, t, 1));
-                emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
-                emit(Scored::Result(Box::new(result)));
-            }
+    /// Does up to `budget` chains of `job`: re-scoring first, then additions (of two records of
+    /// one chain at one time, the first in (source, line) order wins). Returns the budget left.
+    fn step(&mut self, job: &mut Job, mut budget: usize, emit: &mut impl FnMut(Scored)) -> usize {
+        let t = job.time;
+        while budget > 0 {
+            let Some(slot) = job.rescore.pop_front() else { break };
+            budget -= 1;
+            let Some(live) = self.slots[slot as usize].as_ref() else { continue };
+            let (store_key, old_entities) = (live.store_key, live.entities.clone());
+            let g = self.store.get(store_key);
+            let (result, entities) = self.score(&g);
+            let summary = self.summary(&result);
+            self.unlink_deps(slot, &old_entities);
+            self.link_deps(slot, &entities);
+            let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
+            let old = std::mem::replace(&mut live.summary, summary.clone());
+            live.entities = entities;
+            emit(Scored::Summary(old, t, -1));
+            emit(Scored::Summary(summary, t, 1));
+            emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
+            emit(Scored::Result(Box::new(result)));
         }
-
-        // 4. Additions; of two records of one chain at one time, the first in (source, line)
-        // order wins.
-        for (cot_id, mut gs) in adds {
+        while budget > 0 {
+            let Some((cot_id, mut gs)) = job.adds.pop_front() else { break };
             gs.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
             for g in gs {
+                budget = budget.saturating_sub(1);
                 if self.by_id.contains_key(&cot_id) {
                     let detail = format!("a second record with cot_id {cot_id:?}, which is already live");
                     emit(Scored::Reject(Reject::new(
@@ -366,8 +377,26 @@ impl Scorer {
                 emit(Scored::Generation(Box::new(g)));
             }
         }
+        budget
     }
 }
+
+/// The work of one time that is left: chains to re-score and additions.
+struct Job {
+    time: Time,
+    rescore: VecDeque<u32>,
+    adds: VecDeque<(String, Vec<Generation>)>,
+}
+
+impl Job {
+    fn is_done(&self) -> bool {
+        self.rescore.is_empty() && self.adds.is_empty()
+    }
+}
+
+/// Chains scored per operator invocation before it yields, so that the sinks downstream write
+/// (and free) their rows while a large epoch is being scored.
+const SLICE: usize = 1024;
 
 /// Settings of the scoring operator.
 #[derive(Clone)]
@@ -405,8 +434,11 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
         kg: StreamVec<'scope, Time, (KgUpdate, Time, Diff)>,
         config: ScorerConfig,
     ) -> StreamVec<'scope, Time, Scored> {
-        let worker = self.scope().index();
-        self.binary_frontier(kg, Exchange::new(|u: &LogUpdate| u.route()), Pipeline, "ScoreCots", move |_cap, _info| {
+        let scope = self.scope();
+        let worker = scope.index();
+        let route = Exchange::new(|u: &LogUpdate| u.route());
+        self.binary_frontier(kg, route, Pipeline, "ScoreCots", move |_cap, info| {
+            let activator = scope.activator_for(info.address);
             let mut scorer = Scorer {
                 index: KgIndex::new(config.max_alias_words),
                 policy: config.policy,
@@ -420,6 +452,7 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
             };
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();
+            let mut job: Option<(Capability<Time>, Job)> = None;
             move |(logs, logs_frontier), (kg, kg_frontier), output| {
                 logs.for_each(|cap, data| {
                     if let Some(cap) = cap.retain_least(0) {
@@ -433,8 +466,20 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                         entry.1.push((u, d));
                     }
                 });
-                let times: BTreeSet<Time> = pending_logs.keys().chain(pending_kg.keys()).copied().collect();
-                for t in times {
+                let mut budget = SLICE;
+                loop {
+                    if let Some((cap, work)) = job.as_mut() {
+                        let mut session = output.session(&*cap);
+                        budget = scorer.step(work, budget, &mut |s| session.give(s));
+                        if !work.is_done() {
+                            activator.activate();
+                            break;
+                        }
+                        drop(session);
+                        job = None;
+                    }
+                    // The next time whose inputs are all in, if any.
+                    let Some(t) = pending_logs.keys().chain(pending_kg.keys()).min().copied() else { break };
                     if logs_frontier.less_equal(&t) || kg_frontier.less_equal(&t) {
                         break;
                     }
@@ -442,15 +487,17 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                     let kg = pending_kg.remove(&t);
                     let cap = match (&logs, &kg) {
                         (Some((c, _)), _) | (None, Some((c, _))) => c.clone(),
-                        (None, None) => continue,
+                        (None, None) => unreachable!("t is a pending time"),
                     };
                     let mut session = output.session(&cap);
-                    scorer.process(
+                    let work = scorer.begin(
                         t,
                         kg.map(|(_, v)| v).unwrap_or_default(),
                         logs.map(|(_, v)| v).unwrap_or_default(),
                         &mut |s| session.give(s),
                     );
+                    drop(session);
+                    job = Some((cap, work));
                 }
             }
         })

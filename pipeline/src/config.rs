@@ -44,7 +44,7 @@ impl Default for SourceConfig {
             max_line_bytes: ocean_schemas::parse::DEFAULT_MAX_LINE_BYTES,
             default_model: "unknown".to_owned(),
             retract: Vec::new(),
-            epoch_records: 50_000,
+            epoch_records: 20_000,
             epoch_per_file: false,
             epochs_in_flight: 2,
         }

@@ -5,7 +5,8 @@
 //! row groups of up to 64k rows, column statistics on). A part is written under a hidden
 //! temporary name and renamed into place, so a reader never sees a partial file; then a line
 //! is appended to the worker's manifest `<out>/_manifest/worker-<w>.jsonl` (epoch, dataset,
-//! file, rows). Nothing is collected at the driver: memory holds one epoch of rows per worker.
+//! file, rows). Rows are encoded a record batch (8,192 rows) at a time as they arrive, so memory
+//! holds the open row groups, not an epoch of rows; nothing is collected at the driver.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -42,7 +43,7 @@ pub struct WriteStats {
     pub rejects_by_reason: BTreeMap<String, u64>,
     /// Tombstones of retracted chains.
     pub retracted: u64,
-    /// The first write error; later epochs are not written once one happened.
+    /// The first write error (the run fails with it at the end).
     pub error: Option<String>,
 }
 
@@ -67,36 +68,31 @@ impl PartWriter {
     /// Writes `rows` as this worker's part of dataset `D` at `epoch`; no file when there are no
     /// rows. Returns (rows, bytes).
     pub fn write<D: Dataset>(&self, epoch: Time, rows: impl IntoIterator<Item = D>) -> Result<(u64, u64)> {
-        let mut rows = rows.into_iter().peekable();
-        if rows.peek().is_none() {
-            return Ok((0, 0));
+        let mut part = DatasetPart::default();
+        for row in rows {
+            part.push(row, self, epoch)?;
         }
+        part.finish(self, epoch)
+    }
+
+    /// Opens this worker's part of dataset `D` at `epoch` under its temporary name.
+    fn open<D: Dataset>(&self, epoch: Time) -> Result<OpenPart> {
         let dir = self.out.join(D::NAME).join(format!("epoch={epoch}"));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let name = format!("part-{:05}.parquet", self.worker);
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut writer = ArrowWriter::try_new(file, D::schema(), Some(self.props.clone()))?;
-        let mut chunk = Vec::with_capacity(BATCH_ROWS);
-        let mut n = 0u64;
-        for row in rows {
-            chunk.push(row);
-            if chunk.len() == BATCH_ROWS {
-                writer.write(&D::to_batch(&chunk)?)?;
-                n += chunk.len() as u64;
-                chunk.clear();
-            }
-        }
-        if !chunk.is_empty() {
-            writer.write(&D::to_batch(&chunk)?)?;
-            n += chunk.len() as u64;
-        }
-        writer.close()?;
-        let target = dir.join(&name);
-        std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-        let bytes = std::fs::metadata(&target).map_err(|e| Error::io(&target, e))?.len();
-        self.manifest(epoch, D::NAME, &target, n)?;
-        Ok((n, bytes))
+        let writer = ArrowWriter::try_new(file, D::schema(), Some(self.props.clone()))?;
+        Ok(OpenPart { writer, tmp, target: dir.join(name), rows: 0 })
+    }
+
+    /// Closes a part, renames it into place and records it in the manifest.
+    fn commit(&self, part: OpenPart, dataset: &str, epoch: Time) -> Result<(u64, u64)> {
+        part.writer.close()?;
+        std::fs::rename(&part.tmp, &part.target).map_err(|e| Error::io(&part.target, e))?;
+        let bytes = std::fs::metadata(&part.target).map_err(|e| Error::io(&part.target, e))?.len();
+        self.manifest(epoch, dataset, &part.target, part.rows)?;
+        Ok((part.rows, bytes))
     }
 
     fn manifest(&self, epoch: Time, dataset: &str, file: &Path, rows: u64) -> Result<()> {
@@ -110,58 +106,122 @@ impl PartWriter {
     }
 }
 
-/// Rows of one epoch, by dataset.
-#[derive(Default)]
-struct EpochRows {
-    generations: Vec<Generation>,
-    mentions: Vec<Mention>,
-    steps: Vec<Step>,
-    tokens: Vec<TokenScore>,
-    scores: Vec<ocean_schemas::CotScore>,
-    tombstones: Vec<Tombstone>,
-    rejects: Vec<Reject>,
+/// A Parquet part being written.
+struct OpenPart {
+    writer: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    rows: u64,
 }
 
-impl EpochRows {
-    fn push(&mut self, row: Scored) {
+/// One dataset's part of an epoch: rows are encoded a record batch at a time as they arrive.
+struct DatasetPart<D> {
+    chunk: Vec<D>,
+    open: Option<OpenPart>,
+}
+
+impl<D> Default for DatasetPart<D> {
+    fn default() -> Self {
+        DatasetPart { chunk: Vec::new(), open: None }
+    }
+}
+
+impl<D: Dataset> DatasetPart<D> {
+    fn push(&mut self, row: D, writer: &PartWriter, epoch: Time) -> Result<()> {
+        self.chunk.push(row);
+        if self.chunk.len() >= BATCH_ROWS {
+            self.flush(writer, epoch)?;
+        }
+        Ok(())
+    }
+
+    fn extend(&mut self, rows: Vec<D>, writer: &PartWriter, epoch: Time) -> Result<()> {
+        for row in rows {
+            self.push(row, writer, epoch)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, writer: &PartWriter, epoch: Time) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            self.open = Some(writer.open::<D>(epoch)?);
+        }
+        let part = self.open.as_mut().expect("opened above");
+        part.writer.write(&D::to_batch(&self.chunk)?)?;
+        part.rows += self.chunk.len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and commits the part; (rows, bytes), (0, 0) when there were none.
+    fn finish(mut self, writer: &PartWriter, epoch: Time) -> Result<(u64, u64)> {
+        self.flush(writer, epoch)?;
+        match self.open {
+            Some(part) => writer.commit(part, D::NAME, epoch),
+            None => Ok((0, 0)),
+        }
+    }
+}
+
+/// One epoch's parts of the row datasets, written as rows arrive.
+#[derive(Default)]
+struct EpochParts {
+    generations: DatasetPart<Generation>,
+    mentions: DatasetPart<Mention>,
+    steps: DatasetPart<Step>,
+    tokens: DatasetPart<TokenScore>,
+    scores: DatasetPart<ocean_schemas::CotScore>,
+    tombstones: DatasetPart<Tombstone>,
+    rejects: DatasetPart<Reject>,
+    retracted: u64,
+    reasons: BTreeMap<String, u64>,
+}
+
+impl EpochParts {
+    fn push(&mut self, row: Scored, w: &PartWriter, epoch: Time) -> Result<()> {
         match row {
             Scored::Result(r) => {
                 let r = *r;
-                self.mentions.extend(r.mentions);
-                self.steps.extend(r.steps);
-                self.tokens.extend(r.tokens);
-                self.scores.push(r.score);
+                self.mentions.extend(r.mentions, w, epoch)?;
+                self.steps.extend(r.steps, w, epoch)?;
+                self.tokens.extend(r.tokens, w, epoch)?;
+                self.scores.push(r.score, w, epoch)?;
             }
-            Scored::Generation(g) => self.generations.push(*g),
-            Scored::Tombstone(t) => self.tombstones.push(t),
-            Scored::Reject(r) => self.rejects.push(r),
+            Scored::Generation(g) => self.generations.push(*g, w, epoch)?,
+            Scored::Tombstone(t) => {
+                self.retracted += u64::from(t.retracted);
+                self.tombstones.push(t, w, epoch)?;
+            }
+            Scored::Reject(r) => {
+                *self.reasons.entry(r.reason_code.clone()).or_default() += 1;
+                self.rejects.push(r, w, epoch)?;
+            }
             Scored::Summary(..) => {}
         }
+        Ok(())
     }
 
-    fn write(self, writer: &PartWriter, epoch: Time, stats: &Mutex<WriteStats>) -> Result<()> {
-        let retracted = self.tombstones.iter().filter(|t| t.retracted).count() as u64;
-        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        for r in &self.rejects {
-            *reasons.entry(r.reason_code.clone()).or_default() += 1;
-        }
+    fn finish(self, writer: &PartWriter, epoch: Time, stats: &Mutex<WriteStats>) -> Result<()> {
         let written = [
-            (Generation::NAME, writer.write(epoch, self.generations)?),
-            (Mention::NAME, writer.write(epoch, self.mentions)?),
-            (Step::NAME, writer.write(epoch, self.steps)?),
-            (TokenScore::NAME, writer.write(epoch, self.tokens)?),
-            (ocean_schemas::CotScore::NAME, writer.write(epoch, self.scores)?),
-            (Tombstone::NAME, writer.write(epoch, self.tombstones)?),
-            (Reject::NAME, writer.write(epoch, self.rejects)?),
+            (Generation::NAME, self.generations.finish(writer, epoch)?),
+            (Mention::NAME, self.mentions.finish(writer, epoch)?),
+            (Step::NAME, self.steps.finish(writer, epoch)?),
+            (TokenScore::NAME, self.tokens.finish(writer, epoch)?),
+            (ocean_schemas::CotScore::NAME, self.scores.finish(writer, epoch)?),
+            (Tombstone::NAME, self.tombstones.finish(writer, epoch)?),
+            (Reject::NAME, self.rejects.finish(writer, epoch)?),
         ];
         let mut stats = stats.lock().expect("write stats lock");
-        stats.retracted += retracted;
+        stats.retracted += self.retracted;
         for (name, (rows, bytes)) in written {
             *stats.rows.entry(name.to_owned()).or_default() += rows;
             stats.bytes += bytes;
             stats.files += u64::from(rows > 0);
         }
-        for (reason, n) in reasons {
+        for (reason, n) in self.reasons {
             *stats.rejects_by_reason.entry(reason).or_default() += n;
         }
         Ok(())
@@ -175,10 +235,6 @@ fn record_error(stats: &Mutex<WriteStats>, e: &Error) {
     }
 }
 
-fn failed(stats: &Mutex<WriteStats>) -> bool {
-    stats.lock().expect("write stats lock").error.is_some()
-}
-
 /// Writes scored rows to their datasets, one part per worker and epoch.
 pub trait WriteRows {
     /// Sinks the rows into `writer`'s datasets, counting into `stats`.
@@ -187,26 +243,25 @@ pub trait WriteRows {
 
 impl WriteRows for StreamVec<'_, Time, Scored> {
     fn write_rows(self, writer: PartWriter, stats: Arc<Mutex<WriteStats>>) {
-        let mut pending: BTreeMap<Time, EpochRows> = BTreeMap::new();
+        let mut open: BTreeMap<Time, EpochParts> = BTreeMap::new();
         self.sink(Pipeline, "WriteRows", move |(input, frontier)| {
             input.for_each(|cap, data| {
                 if let Some(t) = cap.least() {
-                    let rows = pending.entry(*t).or_default();
+                    let parts = open.entry(*t).or_default();
                     for row in data.drain(..) {
-                        rows.push(row);
+                        if let Err(e) = parts.push(row, &writer, *t) {
+                            record_error(&stats, &e);
+                        }
                     }
                 }
             });
-            while let Some(entry) = pending.first_entry() {
+            while let Some(entry) = open.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
                 let epoch = *entry.key();
-                let rows = entry.remove();
-                if !failed(&stats) {
-                    if let Err(e) = rows.write(&writer, epoch, &stats) {
-                        record_error(&stats, &e);
-                    }
+                if let Err(e) = entry.remove().finish(&writer, epoch, &stats) {
+                    record_error(&stats, &e);
                 }
             }
         });
@@ -237,9 +292,6 @@ impl WriteAggregates for StreamVec<'_, Time, (Aggregate, Time, isize)> {
                 let epoch = *entry.key();
                 let mut rows = entry.remove();
                 rows.sort();
-                if failed(&stats) {
-                    continue;
-                }
                 match writer.write(epoch, rows) {
                     Ok((n, bytes)) => {
                         let mut s = stats.lock().expect("write stats lock");
