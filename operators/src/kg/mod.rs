@@ -17,11 +17,11 @@ pub struct Kg<'scope> {
 }
 
 impl<'scope> Kg<'scope> {
-    /// Every change of the KG, net per time (an alias or triple added and removed at the same
-    /// time does not appear): what the workers' [`KgIndex`]es apply.
+    /// Every change of the KG, as it arrives: what the workers' [`KgIndex`]es apply (each nets
+    /// the updates of a time before applying them, so nothing of the KG is arranged here).
     pub fn updates(&self) -> Coll<'scope, KgUpdate> {
         let aliases = self.aliases.clone().map(|(e, a)| KgUpdate::Alias(e, a));
         let triples = self.triples.clone().map(|(h, r, t)| KgUpdate::Triple(h, r, t));
-        aliases.concat(triples).consolidate()
+        aliases.concat(triples)
     }
 }
