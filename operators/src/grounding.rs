@@ -14,8 +14,8 @@ use crate::policy::{GroundedMention, Part};
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
 /// each in text order) against `index`.
 pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)]) -> Vec<GroundedMention> {
-    let mut context: HashSet<EntityKey> = HashSet::new();
-    let mut reach: HashSet<EntityKey> = HashSet::new();
+    let mut context: HashSet<EntityKey> = HashSet::with_capacity(links.len());
+    let mut reach: HashSet<EntityKey> = HashSet::with_capacity(16 * links.len());
     let mut out = Vec::with_capacity(links.len());
     for (l, e) in links {
         let cot = l.part == Part::Cot;

@@ -240,7 +240,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let inputs = worker.dataflow::<Time, _, _>(|scope| {
         let (inputs, outputs) =
             build_scoring(scope, &config.scoring(), Arc::clone(&shared.policy), Arc::clone(&shared.store));
-        let writer = |w| PartWriter::new(&out, w).expect("zstd level 3 is valid");
+        let writer = |w| PartWriter::new(&out, w);
         outputs.rows.probe_with(&probe).write_rows(writer(index), Arc::clone(&stats));
         outputs.aggregates.consolidate().inner.probe_with(&probe).write_aggregates(writer(index), stats);
         outputs
