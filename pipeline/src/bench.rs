@@ -429,6 +429,10 @@ impl crate::sources::RecordSink for Loader<'_> {
         true
     }
 
+    fn will_own(&self, _k: u64) -> bool {
+        true
+    }
+
     fn emit(&mut self, parsed: ocean_schemas::parse::Parsed) {
         for g in parsed.into_iter().flatten() {
             if self.held.len() < self.hold {

@@ -394,6 +394,10 @@ impl RecordSink for Feeder<'_> {
         mine
     }
 
+    fn will_own(&self, k: u64) -> bool {
+        (self.claims + k) % self.peers as u64 == self.share as u64
+    }
+
     fn emit(&mut self, parsed: Parsed) {
         for item in parsed {
             match item {

@@ -175,7 +175,10 @@ pub fn synth_scale(config: &ScaleConfig, mut progress: impl FnMut(u64)) -> Resul
                 w.flush().map_err(|err| Error::io(&path, err))?;
             }
             ScaleFormat::Parquet => {
-                let mut w = ArrowWriter::try_new(file, Generation::schema(), None)?;
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(65_536))
+                    .build();
+                let mut w = ArrowWriter::try_new(file, Generation::schema(), Some(props))?;
                 for i in done..done + n {
                     let g = chain(config, i, &names, &adjacency, &mut rng);
                     summary.tokens += g.tokens.len() as u64;

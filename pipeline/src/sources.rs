@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 pub trait RecordSink {
     /// Whether this reader parses the next `n` records.
     fn claim(&mut self, n: u64) -> bool;
+    /// Whether the claim `k` claims from now (0 = the next) will be this reader's, so that a
+    /// reader can plan what to decode; claims stay the only thing that advances.
+    fn will_own(&self, k: u64) -> bool;
     /// The outcome of claimed records.
     fn emit(&mut self, parsed: Parsed);
 }
@@ -41,6 +44,10 @@ pub struct Logs {
 impl RecordSink for Logs {
     fn claim(&mut self, n: u64) -> bool {
         self.records += n;
+        true
+    }
+
+    fn will_own(&self, _k: u64) -> bool {
         true
     }
 
@@ -154,21 +161,47 @@ pub fn read_file(
     }
 }
 
-/// Reads a Parquet file by row group: every reader learns each group's size from the footer,
-/// and only the reader that claims a group decodes it.
+/// Rows per claim of a Parquet row group.
+const PARQUET_CHUNK: usize = 8192;
+
+/// Reads a Parquet file in chunks of 8,192 rows of each row group: every reader learns the
+/// groups' sizes from the footer, and decodes only the chunks it will claim (a row selection), so
+/// a large row group is split between workers and epochs.
 fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<()> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
     let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
     let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)?;
-    let groups: Vec<u64> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as u64).collect();
+    let groups: Vec<usize> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as usize).collect();
     drop(builder);
     let mut first_row = 0u64;
     for (i, n) in groups.into_iter().enumerate() {
-        if sink.claim(n) {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(open()?)?.with_row_groups(vec![i]).build()?;
-            decode_batches(reader.map(|b| b.map_err(Error::from)), source, "parquet", first_row, sink)?;
+        let chunks: Vec<usize> = (0..n).step_by(PARQUET_CHUNK).map(|s| PARQUET_CHUNK.min(n - s)).collect();
+        let mine: Vec<bool> = (0..chunks.len() as u64).map(|k| sink.will_own(k)).collect();
+        let mut reader = if mine.iter().any(|m| *m) {
+            let selection: Vec<RowSelector> = chunks
+                .iter()
+                .zip(&mine)
+                .map(|(&len, &m)| if m { RowSelector::select(len) } else { RowSelector::skip(len) })
+                .collect();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(open()?)?
+                .with_row_groups(vec![i])
+                .with_row_selection(RowSelection::from(selection))
+                .with_batch_size(PARQUET_CHUNK)
+                .build()?;
+            Some(reader)
+        } else {
+            None
+        };
+        for &len in &chunks {
+            if sink.claim(len as u64) {
+                let batch =
+                    reader.as_mut().and_then(Iterator::next).transpose()?.ok_or_else(|| {
+                        Error::Config(format!("{}: row group {i} ended before its rows", path.display()))
+                    })?;
+                decode_batches(std::iter::once(Ok(batch)), source, "parquet", first_row, sink)?;
+            }
+            first_row += len as u64;
         }
-        first_row += n;
     }
     Ok(())
 }
@@ -321,4 +354,64 @@ pub fn read_batch_inputs(paths: &[PathBuf], rejects: &mut Vec<Reject>) -> Result
         }
     }
     Ok(Some(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ocean_schemas::{Token, F64};
+
+    /// One reader's share of the claims: `share` of `peers`, round robin.
+    struct Share {
+        share: u64,
+        peers: u64,
+        claims: u64,
+        rows: Vec<Generation>,
+    }
+
+    impl RecordSink for Share {
+        fn claim(&mut self, _n: u64) -> bool {
+            let mine = self.claims % self.peers == self.share;
+            self.claims += 1;
+            mine
+        }
+
+        fn will_own(&self, k: u64) -> bool {
+            (self.claims + k) % self.peers == self.share
+        }
+
+        fn emit(&mut self, parsed: Parsed) {
+            self.rows.extend(parsed.into_iter().map(|r| r.expect("valid rows")));
+        }
+    }
+
+    #[test]
+    fn readers_split_a_large_parquet_row_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.parquet");
+        let rows: Vec<Generation> = (0..20_000)
+            .map(|i| Generation {
+                cot_id: format!("c{i}"),
+                model: "m".into(),
+                model_version: "v".into(),
+                content: "Lima".into(),
+                tokens: vec![Token { text: "Lima".into(), byte_len: 4, logprob: F64(-1.0), target_logprob: None }],
+                ..Default::default()
+            })
+            .collect();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, Generation::schema(), None).unwrap();
+        w.write(&Generation::to_batch(&rows).unwrap()).unwrap();
+        w.close().unwrap();
+        let mut seen = Vec::new();
+        for share in 0..2 {
+            let mut sink = Share { share, peers: 2, claims: 0, rows: Vec::new() };
+            read_parquet(&path, "g.parquet", &mut sink).unwrap();
+            assert_eq!(sink.claims, 3, "20,000 rows are 3 chunks of at most 8,192");
+            seen.extend(sink.rows.into_iter().map(|g| (g.line, g.cot_id)));
+        }
+        seen.sort();
+        let want: Vec<(u64, String)> = (0..20_000).map(|i| (i as u64 + 1, format!("c{i}"))).collect();
+        assert_eq!(seen, want);
+    }
 }
