@@ -30,7 +30,7 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::ground;
-use crate::ips::{score_cot, CotResult, CotSummary, ScoreConfig};
+use crate::ips::{score_cot, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_generation;
 use crate::policy::KgPolicy;
@@ -177,13 +177,16 @@ impl WordFilter {
     }
 }
 
-/// What a worker keeps of a live chain of thought.
+/// What a worker keeps of a live chain of thought (its id is the key of `Scorer::by_id`; its
+/// group an index into `Scorer::groups`).
 #[derive(Debug)]
 struct Live {
-    cot_id: String,
     store_key: u64,
-    summary: CotSummary,
-    entities: Vec<EntityKey>,
+    group: u32,
+    bucket: u32,
+    sums: StatSums,
+    extremes: Extremes,
+    entities: Box<[EntityKey]>,
     filter: WordFilter,
 }
 
@@ -198,6 +201,8 @@ struct Scorer {
     free: Vec<u32>,
     by_id: HashMap<String, u32>,
     deps: HashMap<EntityKey, HashSet<u32>>,
+    groups: Vec<GroupKey>,
+    group_ids: HashMap<GroupKey, u32>,
 }
 
 impl Scorer {
@@ -213,6 +218,30 @@ impl Scorer {
 
     fn summary(&self, result: &CotResult) -> CotSummary {
         CotSummary::of(&result.score, cot_hash(&result.score.cot_id), self.window_us)
+    }
+
+    /// The summary of a live chain, as it was emitted.
+    fn summary_of(&self, live: &Live) -> CotSummary {
+        CotSummary {
+            group: self.groups[live.group as usize].clone(),
+            bucket: live.bucket,
+            sums: live.sums,
+            extremes: live.extremes,
+        }
+    }
+
+    /// Sets `live`'s summary parts from `summary`, interning its group.
+    fn set_summary(&mut self, summary: CotSummary) -> (u32, u32, StatSums, Extremes) {
+        let next = u32::try_from(self.groups.len()).expect("fewer than 2^32 groups");
+        let group = match self.group_ids.get(&summary.group) {
+            Some(&g) => g,
+            None => {
+                self.groups.push(summary.group.clone());
+                self.group_ids.insert(summary.group, next);
+                next
+            }
+        };
+        (group, summary.bucket, summary.sums, summary.extremes)
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -232,16 +261,16 @@ impl Scorer {
         }
     }
 
-    fn remove(&mut self, slot: u32) -> Live {
+    fn remove(&mut self, cot_id: &str) -> Option<Live> {
+        let slot = self.by_id.remove(cot_id)?;
         let live = self.slots[slot as usize].take().expect("a slot in by_id should be live");
-        self.by_id.remove(&live.cot_id);
         self.unlink_deps(slot, &live.entities);
         self.store.remove(live.store_key);
         self.free.push(slot);
-        live
+        Some(live)
     }
 
-    fn insert(&mut self, live: Live) {
+    fn insert(&mut self, cot_id: String, live: Live) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -249,7 +278,7 @@ impl Scorer {
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 live chains per worker")
             }
         };
-        self.by_id.insert(live.cot_id.clone(), slot);
+        self.by_id.insert(cot_id, slot);
         self.link_deps(slot, &live.entities);
         self.slots[slot as usize] = Some(live);
     }
@@ -302,10 +331,9 @@ impl Scorer {
         }
         retracts.sort();
         for r in retracts {
-            if let Some(&slot) = self.by_id.get(&r.cot_id) {
-                let live = self.remove(slot);
-                emit(Scored::Summary(live.summary, t, -1));
-                emit(Scored::Tombstone(Tombstone { cot_id: live.cot_id, retracted: true }));
+            if let Some(live) = self.remove(&r.cot_id) {
+                emit(Scored::Summary(self.summary_of(&live), t, -1));
+                emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true }));
             } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
                 same_time.remove(0);
             } else {
@@ -336,15 +364,16 @@ impl Scorer {
             let Some(slot) = job.rescore.pop_front() else { break };
             budget -= 1;
             let Some(live) = self.slots[slot as usize].as_ref() else { continue };
-            let (store_key, old_entities) = (live.store_key, live.entities.clone());
+            let (store_key, old_entities, old) = (live.store_key, live.entities.clone(), self.summary_of(live));
             let g = self.store.get(store_key);
             let (result, entities) = self.score(&g);
             let summary = self.summary(&result);
             self.unlink_deps(slot, &old_entities);
             self.link_deps(slot, &entities);
+            let (group, bucket, sums, extremes) = self.set_summary(summary.clone());
             let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
-            let old = std::mem::replace(&mut live.summary, summary.clone());
-            live.entities = entities;
+            (live.group, live.bucket, live.sums, live.extremes) = (group, bucket, sums, extremes);
+            live.entities = entities.into();
             emit(Scored::Summary(old, t, -1));
             emit(Scored::Summary(summary, t, 1));
             emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
@@ -371,7 +400,9 @@ impl Scorer {
                 let summary = self.summary(&result);
                 let store_key = self.store.put(&g);
                 let filter = WordFilter::of(&g);
-                self.insert(Live { cot_id: cot_id.clone(), store_key, summary: summary.clone(), entities, filter });
+                let (group, bucket, sums, extremes) = self.set_summary(summary.clone());
+                let live = Live { store_key, group, bucket, sums, extremes, entities: entities.into(), filter };
+                self.insert(cot_id.clone(), live);
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
                 emit(Scored::Generation(Box::new(g)));
@@ -449,6 +480,8 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 free: Vec::new(),
                 by_id: HashMap::new(),
                 deps: HashMap::new(),
+                groups: Vec::new(),
+                group_ids: HashMap::new(),
             };
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();

@@ -3,9 +3,9 @@
 //! Sums go through the difference type: every chain of thought contributes its [`StatSums`]
 //! as the *diff* of its group's record, so differential adds (and, on retraction, subtracts)
 //! them in O(1) per update and `count_total` reports each group's running sum. Minima and
-//! maxima cannot be subtracted: they come from a two-level reduce over the chains' compact
-//! [`CotSummary`]s, first per (group, bucket of 64), then per group, so a change re-reads one
-//! bucket and 64 bucket results instead of the whole group.
+//! maxima cannot be subtracted: they come from a two-level reduce over the chains' extremes,
+//! keyed by a 64-bit hash of the group (not its strings), first per (group, bucket of 64), then
+//! per group, so a change re-reads one bucket and 64 bucket results instead of the whole group.
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
@@ -56,6 +56,22 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
+    /// A stable 64-bit hash of the group (FNV-1a over its fields): the key of the arranged
+    /// min/max summaries, so that they do not hold the group's strings once per chain. Two
+    /// groups colliding would share extremes; at 64 bits that is not expected to happen.
+    pub fn hash64(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let segment = self.segment.as_deref().map_or(&[0xff_u8][..], str::as_bytes);
+        let window = self.window_start.to_le_bytes();
+        for part in [self.model.as_bytes(), &[0], self.model_version.as_bytes(), &[0], segment, &[0], &window] {
+            for b in part {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
     /// The group of a scored chain of thought for windows of `window_us` µs.
     pub fn of(s: &CotScore, window_us: i64) -> Self {
         GroupKey {
@@ -305,7 +321,7 @@ impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
     fn aggregate_scores(self, config: AggregateConfig) -> Coll<'scope, Aggregate> {
         let sums = self.clone().explode(|s| Some((s.group, s.sums))).count_total().filter(|(_, sums)| sums.n() > 0.5);
         let extremes = self
-            .map(|s| ((s.group, s.bucket), s.extremes))
+            .map(|s| ((s.group.hash64(), s.bucket), s.extremes))
             .reduce_named("ExtremesPerBucket", |_key, input, out| {
                 let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
                 out.extend(merged.map(|e| (e, 1)));
@@ -315,7 +331,8 @@ impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
                 let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
                 out.extend(merged.map(|e| (e, 1)));
             });
-        sums.join_map(extremes, move |group, sums, extremes| aggregate_row(group, &sums.stats(extremes), &config))
+        sums.map(|(group, sums)| (group.hash64(), (group, sums)))
+            .join_map(extremes, move |_, (group, sums), extremes| aggregate_row(group, &sums.stats(extremes), &config))
     }
 }
 
