@@ -1,18 +1,26 @@
 //! Stateless per-CoT scoring: link → segment → ground → μ → token terms → CoT term in one
 //! operator, over the log updates of a time, against the worker's KG index as of that time.
 //!
-//! What a worker keeps per live chain of thought is compact: its [`CotSummary`] (what it added
-//! to the aggregates, so a retraction subtracts exactly that), its linked entities (the
-//! dependency index: entity → chains), a 512-bit filter of its words (which alias changes may
-//! touch it) and the key of its text in a [`CotStore`]. At each time the operator
+//! What a worker keeps per live chain of thought is compact: its linked entities (the dependency
+//! index: entity → chains), a 512-bit filter of its words (which alias changes may touch it) and
+//! the key of its text in a [`CotStore`]. Not its summary: every KG change that can move a chain
+//! re-scores it, so scoring its text again under the index as it is gives back exactly what it
+//! added to the aggregates. At each time the operator
 //!
-//! 1. applies the KG's net updates to its [`KgIndex`];
-//! 2. retracts: a live chain leaves (−summary, a `retracted` tombstone); a retraction of a
-//!    chain added at the same time cancels that addition; any other is an `unknown_retraction`;
-//! 3. re-scores every live chain the KG change touches — a triple whose end is one of its
-//!    entities, or an alias whose words all pass its word filter — reading its text from the
-//!    store (−old summary, +new summary, a `rescored` tombstone, new rows);
-//! 4. scores the additions (a chain already live is a `duplicate_id`).
+//! 1. retracts, under the index as it was: a live chain leaves (−its summary, a `retracted`
+//!    tombstone); a retraction of a chain added at the same time cancels that addition; any other
+//!    is an `unknown_retraction`;
+//! 2. lists the live chains the KG's net updates may touch — a triple whose end is one of their
+//!    entities, or an alias whose words all pass their word filter — with their summaries under
+//!    the index as it was;
+//! 3. applies the KG's net updates to its [`KgIndex`];
+//! 4. re-scores the listed chains from the store (−old summary, +new summary, a `rescored`
+//!    tombstone, new rows);
+//! 5. scores the additions (a chain already live is a `duplicate_id`).
+//!
+//! Steps 4 and 5 run in slices of 1,024 chains per invocation (the operator re-activates
+//! itself), so the sinks downstream write and free rows while a large epoch is scored; the next
+//! time starts only when the current one is done.
 //!
 //! Chains are routed to workers by a hash of their id, so one worker owns every update of a
 //! chain. Rows leave on the output stream at the time they were computed; nothing per chain of
@@ -30,7 +38,7 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::ground;
-use crate::ips::{score_cot, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
+use crate::ips::{score_cot, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_generation;
 use crate::policy::KgPolicy;
@@ -177,15 +185,12 @@ impl WordFilter {
     }
 }
 
-/// What a worker keeps of a live chain of thought (its id is the key of `Scorer::by_id`; its
-/// group an index into `Scorer::groups`).
+/// What a worker keeps of a live chain of thought (its id is the key of `Scorer::by_id`). Its
+/// summary is not kept: every KG change that can move it re-scores it, so scoring its text again
+/// under the index as it is gives back exactly what it last added to the aggregates.
 #[derive(Debug)]
 struct Live {
     store_key: u64,
-    group: u32,
-    bucket: u32,
-    sums: StatSums,
-    extremes: Extremes,
     entities: Box<[EntityKey]>,
     filter: WordFilter,
 }
@@ -201,8 +206,6 @@ struct Scorer {
     free: Vec<u32>,
     by_id: HashMap<String, u32>,
     deps: HashMap<EntityKey, HashSet<u32>>,
-    groups: Vec<GroupKey>,
-    group_ids: HashMap<GroupKey, u32>,
 }
 
 impl Scorer {
@@ -220,28 +223,11 @@ impl Scorer {
         CotSummary::of(&result.score, cot_hash(&result.score.cot_id), self.window_us)
     }
 
-    /// The summary of a live chain, as it was emitted.
-    fn summary_of(&self, live: &Live) -> CotSummary {
-        CotSummary {
-            group: self.groups[live.group as usize].clone(),
-            bucket: live.bucket,
-            sums: live.sums,
-            extremes: live.extremes,
-        }
-    }
-
-    /// Sets `live`'s summary parts from `summary`, interning its group.
-    fn set_summary(&mut self, summary: CotSummary) -> (u32, u32, StatSums, Extremes) {
-        let next = u32::try_from(self.groups.len()).expect("fewer than 2^32 groups");
-        let group = match self.group_ids.get(&summary.group) {
-            Some(&g) => g,
-            None => {
-                self.groups.push(summary.group.clone());
-                self.group_ids.insert(summary.group, next);
-                next
-            }
-        };
-        (group, summary.bucket, summary.sums, summary.extremes)
+    /// What a live chain adds to the aggregates under the index as it is now.
+    fn current_summary(&mut self, store_key: u64) -> CotSummary {
+        let g = self.store.get(store_key);
+        let (result, _) = self.score(&g);
+        self.summary(&result)
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -309,17 +295,13 @@ impl Scorer {
         logs: Vec<LogUpdate>,
         emit: &mut impl FnMut(Scored),
     ) -> Job {
-        // 1. The KG.
         let mut net: BTreeMap<KgUpdate, i64> = BTreeMap::new();
         for (u, d) in kg {
             *net.entry(u).or_insert(0) += d as i64;
         }
-        let mut change = KgChange::default();
-        for (u, d) in net.into_iter().filter(|(_, d)| *d != 0) {
-            self.index.apply(&u, d, &mut change);
-        }
+        net.retain(|_, d| *d != 0);
 
-        // 2. Retractions, after grouping the log updates by chain.
+        // 1. Retractions, under the index as it was: a retracted chain takes back what it added.
         let mut adds: BTreeMap<String, Vec<Generation>> = BTreeMap::new();
         let mut retracts: Vec<Retraction> = Vec::new();
         for u in logs {
@@ -331,8 +313,11 @@ impl Scorer {
         }
         retracts.sort();
         for r in retracts {
-            if let Some(live) = self.remove(&r.cot_id) {
-                emit(Scored::Summary(self.summary_of(&live), t, -1));
+            if let Some(&slot) = self.by_id.get(&r.cot_id) {
+                let store_key = self.slots[slot as usize].as_ref().expect("a slot in by_id should be live").store_key;
+                let old = self.current_summary(store_key);
+                self.remove(&r.cot_id);
+                emit(Scored::Summary(old, t, -1));
                 emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true }));
             } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
                 same_time.remove(0);
@@ -351,8 +336,26 @@ impl Scorer {
                 )));
             }
         }
-        // 3. and 4. are listed here and done by `step`.
-        let rescore = if change.is_empty() { VecDeque::new() } else { self.touched(&change).into_iter().collect() };
+
+        // 2. The chains the KG change may touch, with what they add under the index as it was.
+        let mut change = KgChange::default();
+        for u in net.keys() {
+            self.index.describe(u, &mut change);
+        }
+        let mut rescore = VecDeque::new();
+        if !change.is_empty() {
+            for slot in self.touched(&change) {
+                let store_key = self.slots[slot as usize].as_ref().expect("touched slots are live").store_key;
+                rescore.push_back((slot, self.current_summary(store_key)));
+            }
+        }
+
+        // 3. The KG.
+        let mut applied = KgChange::default();
+        for (u, d) in net {
+            self.index.apply(&u, d, &mut applied);
+        }
+        // 4. and 5. (re-scoring, additions) are done by `step`.
         Job { time: t, rescore, adds: adds.into_iter().collect() }
     }
 
@@ -361,18 +364,16 @@ impl Scorer {
     fn step(&mut self, job: &mut Job, mut budget: usize, emit: &mut impl FnMut(Scored)) -> usize {
         let t = job.time;
         while budget > 0 {
-            let Some(slot) = job.rescore.pop_front() else { break };
+            let Some((slot, old)) = job.rescore.pop_front() else { break };
             budget -= 1;
-            let Some(live) = self.slots[slot as usize].as_ref() else { continue };
-            let (store_key, old_entities, old) = (live.store_key, live.entities.clone(), self.summary_of(live));
+            let live = self.slots[slot as usize].as_ref().expect("touched slots are live");
+            let (store_key, old_entities) = (live.store_key, live.entities.clone());
             let g = self.store.get(store_key);
             let (result, entities) = self.score(&g);
             let summary = self.summary(&result);
             self.unlink_deps(slot, &old_entities);
             self.link_deps(slot, &entities);
-            let (group, bucket, sums, extremes) = self.set_summary(summary.clone());
             let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
-            (live.group, live.bucket, live.sums, live.extremes) = (group, bucket, sums, extremes);
             live.entities = entities.into();
             emit(Scored::Summary(old, t, -1));
             emit(Scored::Summary(summary, t, 1));
@@ -400,8 +401,7 @@ impl Scorer {
                 let summary = self.summary(&result);
                 let store_key = self.store.put(&g);
                 let filter = WordFilter::of(&g);
-                let (group, bucket, sums, extremes) = self.set_summary(summary.clone());
-                let live = Live { store_key, group, bucket, sums, extremes, entities: entities.into(), filter };
+                let live = Live { store_key, entities: entities.into(), filter };
                 self.insert(cot_id.clone(), live);
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
@@ -415,7 +415,8 @@ impl Scorer {
 /// The work of one time that is left: chains to re-score and additions.
 struct Job {
     time: Time,
-    rescore: VecDeque<u32>,
+    /// Chains to re-score, with what they added before the change.
+    rescore: VecDeque<(u32, CotSummary)>,
     adds: VecDeque<(String, Vec<Generation>)>,
 }
 
@@ -480,8 +481,6 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 free: Vec::new(),
                 by_id: HashMap::new(),
                 deps: HashMap::new(),
-                groups: Vec::new(),
-                group_ids: HashMap::new(),
             };
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();

@@ -126,6 +126,25 @@ impl KgIndex {
         }
     }
 
+    /// Records in `change` what applying `update` will change, without applying it: the ends of
+    /// a triple that are already interned (a chain can only depend on those), the words of an
+    /// alias that can match.
+    pub fn describe(&self, update: &KgUpdate, change: &mut KgChange) {
+        match update {
+            KgUpdate::Alias(_, alias) => {
+                let key = normalize(alias);
+                let words: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split(' ').collect() };
+                if !words.is_empty() && words.len() <= self.max_words {
+                    change.aliases.push(words.iter().map(|w| word_hash(w)).collect());
+                }
+            }
+            KgUpdate::Triple(head, _, tail) => {
+                change.entities.extend(self.key(head));
+                change.entities.extend(self.key(tail));
+            }
+        }
+    }
+
     /// Applies one update with multiplicity `diff` (its net count at this time), recording what
     /// changed in `change`.
     pub fn apply(&mut self, update: &KgUpdate, diff: i64, change: &mut KgChange) {
