@@ -172,7 +172,9 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     for result in guards.join() {
         result.map_err(Error::Dataflow)?;
     }
-    let _ = std::fs::remove_dir_all(out.join(".store"));
+    // This process's store; the folder goes once no process of the cluster has one left.
+    let _ = std::fs::remove_dir_all(out.join(".store").join(format!("process-{}", shared.config.runtime.process)));
+    let _ = std::fs::remove_dir(out.join(".store"));
 
     let stats = std::mem::take(&mut *shared.stats.lock().map_err(|_| Error::Dataflow("a sink panicked".into()))?);
     if let Some(e) = stats.error {
