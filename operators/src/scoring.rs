@@ -43,7 +43,7 @@ use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_generation;
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, StoreFactory};
-use crate::text::words;
+use crate::text::{fnv1a, words};
 use crate::{Diff, Time};
 
 /// A retraction of one chain of thought by id.
@@ -94,7 +94,7 @@ impl LogUpdate {
 /// The hash that routes a chain of thought to its worker and its min/max bucket.
 pub fn cot_hash(cot_id: &str) -> u64 {
     // FNV-1a, then a final mix so that low bits (worker, bucket) are well spread.
-    let h = word_hash(cot_id);
+    let h = fnv1a(&[cot_id.as_bytes()]);
     (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
 }
 
@@ -351,9 +351,8 @@ impl Scorer {
         }
 
         // 3. The KG.
-        let mut applied = KgChange::default();
         for (u, d) in net {
-            self.index.apply(&u, d, &mut applied);
+            self.index.apply(&u, d);
         }
         // 4. and 5. (re-scoring, additions) are done by `step`.
         Job { time: t, rescore, adds: adds.into_iter().collect() }

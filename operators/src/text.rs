@@ -80,6 +80,17 @@ pub fn normalize(text: &str) -> String {
     ws.join(" ")
 }
 
+/// FNV-1a (64 bits) over the concatenated parts: a hash that is stable across runs, processes
+/// and versions (routing, buckets, word filters), unlike std's randomized hasher.
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use ocean_schemas::{Aggregate, CotScore, F64};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
+use crate::text::fnv1a;
 use crate::Coll;
 
 /// Buckets of the first level of the min/max reduce.
@@ -60,16 +61,9 @@ impl GroupKey {
     /// min/max summaries, so that they do not hold the group's strings once per chain. Two
     /// groups colliding would share extremes; at 64 bits that is not expected to happen.
     pub fn hash64(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let segment = self.segment.as_deref().map_or(&[0xff_u8][..], str::as_bytes);
         let window = self.window_start.to_le_bytes();
-        for part in [self.model.as_bytes(), &[0], self.model_version.as_bytes(), &[0], segment, &[0], &window] {
-            for b in part {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        h
+        fnv1a(&[self.model.as_bytes(), &[0], self.model_version.as_bytes(), &[0], segment, &[0], &window])
     }
 
     /// The group of a scored chain of thought for windows of `window_us` µs.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::linking::Link;
 use crate::policy::Part;
-use crate::text::{normalize, Word};
+use crate::text::{fnv1a, normalize, Word};
 use crate::EntityId;
 
 /// An interned entity: a dense index into the index's entity table.
@@ -145,9 +145,9 @@ impl KgIndex {
         }
     }
 
-    /// Applies one update with multiplicity `diff` (its net count at this time), recording what
-    /// changed in `change`.
-    pub fn apply(&mut self, update: &KgUpdate, diff: i64, change: &mut KgChange) {
+    /// Applies one update with multiplicity `diff` (its net count at this time); what it changes
+    /// for the chains of thought is [`KgIndex::describe`]'s to say.
+    pub fn apply(&mut self, update: &KgUpdate, diff: i64) {
         match update {
             KgUpdate::Alias(entity, alias) => {
                 let e = self.intern(entity);
@@ -175,7 +175,6 @@ impl KgIndex {
                 }
                 entities.retain(|(_, c)| *c != 0);
                 self.node_alias[node as usize] = key.clone();
-                change.aliases.push(words.iter().map(|w| word_hash(w)).collect());
             }
             KgUpdate::Triple(head, _relation, tail) => {
                 let h = self.intern(head);
@@ -195,8 +194,6 @@ impl KgIndex {
                         Err(i) => adj.insert(i, (b, diff)),
                     }
                 }
-                change.entities.push(h);
-                change.entities.push(t);
             }
         }
     }
@@ -251,14 +248,9 @@ impl KgIndex {
     }
 }
 
-/// A stable 64-bit hash of a normalized word (FNV-1a), for the chains of thought's word filters.
+/// A stable 64-bit hash of a normalized word, for the chains of thought's word filters.
 pub fn word_hash(word: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in word.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    fnv1a(&[word.as_bytes()])
 }
 
 #[cfg(test)]
@@ -268,12 +260,11 @@ mod tests {
 
     fn index(aliases: &[(&str, &str)], triples: &[(&str, &str)]) -> KgIndex {
         let mut idx = KgIndex::new(8);
-        let mut change = KgChange::default();
         for (e, a) in aliases {
-            idx.apply(&KgUpdate::Alias((*e).into(), (*a).into()), 1, &mut change);
+            idx.apply(&KgUpdate::Alias((*e).into(), (*a).into()), 1);
         }
         for (h, t) in triples {
-            idx.apply(&KgUpdate::Triple((*h).into(), "P47".into(), (*t).into()), 1, &mut change);
+            idx.apply(&KgUpdate::Triple((*h).into(), "P47".into(), (*t).into()), 1);
         }
         idx
     }
@@ -294,9 +285,13 @@ mod tests {
     #[test]
     fn retractions_undo_additions() {
         let mut idx = index(&[("Q1", "Lima"), ("Q2", "Peru")], &[("Q1", "Q2")]);
+        let (alias, triple) =
+            (KgUpdate::Alias("Q1".into(), "Lima".into()), KgUpdate::Triple("Q1".into(), "P47".into(), "Q2".into()));
         let mut change = KgChange::default();
-        idx.apply(&KgUpdate::Alias("Q1".into(), "Lima".into()), -1, &mut change);
-        idx.apply(&KgUpdate::Triple("Q1".into(), "P47".into(), "Q2".into()), -1, &mut change);
+        idx.describe(&alias, &mut change);
+        idx.describe(&triple, &mut change);
+        idx.apply(&alias, -1);
+        idx.apply(&triple, -1);
         assert_eq!(linked(&idx, "Lima, Peru"), vec![("Q2".into(), 6, 10)]);
         assert_eq!(idx.entity_count(), 1);
         let mut reach = std::collections::HashSet::new();
