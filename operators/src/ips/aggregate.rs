@@ -304,6 +304,11 @@ pub fn model_totals<'scope>(summaries: Coll<'scope, CotSummary>) -> Coll<'scope,
         .filter(|(_, sums)| sums.n() > 0.5)
 }
 
+/// The extremes of a reduce group's inputs (either level of the min/max reduce).
+fn merge_extremes<K>(_key: &K, input: &[(&Extremes, isize)], out: &mut Vec<(Extremes, isize)>) {
+    out.extend(input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b)).map(|e| (e, 1)));
+}
+
 /// Aggregates scored chains of thought.
 pub trait AggregateScores<'scope> {
     /// One [`Aggregate`] per non-empty (model, version, segment, window). The rows' `time` and
@@ -316,15 +321,9 @@ impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
         let sums = self.clone().explode(|s| Some((s.group, s.sums))).count_total().filter(|(_, sums)| sums.n() > 0.5);
         let extremes = self
             .map(|s| ((s.group.hash64(), s.bucket), s.extremes))
-            .reduce_named("ExtremesPerBucket", |_key, input, out| {
-                let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
-                out.extend(merged.map(|e| (e, 1)));
-            })
+            .reduce_named("ExtremesPerBucket", merge_extremes)
             .map(|((group, _), e)| (group, e))
-            .reduce_named("ExtremesPerGroup", |_key, input, out| {
-                let merged = input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b));
-                out.extend(merged.map(|e| (e, 1)));
-            });
+            .reduce_named("ExtremesPerGroup", merge_extremes);
         sums.map(|(group, sums)| (group.hash64(), (group, sums)))
             .join_map(extremes, move |_, (group, sums), extremes| aggregate_row(group, &sums.stats(extremes), &config))
     }
