@@ -42,6 +42,102 @@ enum Command {
     /// Benchmarks, printed as one JSON object per line (build with --release for real figures).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The learned KG policy μ_φ: its corpus of verbalized KG walks, training and evaluation.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct CorpusArgs {
+    /// KG folder in Wikidata5m format.
+    #[arg(long, value_name = "DIR", default_value = "data/kg")]
+    kg: PathBuf,
+    /// Logs whose questions' entities start the on-policy walks (none: only sampled starts).
+    #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
+    logs: Vec<PathBuf>,
+    /// Walks to draw (before removing duplicates).
+    #[arg(long, default_value_t = 24_000)]
+    walks: usize,
+    /// Longest walk in hops (1 to 4).
+    #[arg(long, default_value_t = 3)]
+    max_hops: usize,
+    /// Share of walks held out for evaluation.
+    #[arg(long, default_value_t = 0.05)]
+    heldout: f64,
+    /// Random seed of the walks.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+impl CorpusArgs {
+    fn explore(&self) -> ocean_operators::policy::learned::ExploreConfig {
+        ocean_operators::policy::learned::ExploreConfig {
+            walks: self.walks,
+            max_hops: self.max_hops,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Draw walks of the KG, verbalize them and write the corpus as Parquet.
+    Corpus {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// The Parquet file to write.
+        #[arg(long, value_name = "FILE", default_value = "policy-corpus.parquet")]
+        out: PathBuf,
+    },
+    /// Train μ_φ on the corpus of a KG (progress on stderr; loss.csv, loss.png and checkpoints
+    /// in --out).
+    Train {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// Checkpoint folder.
+        #[arg(long, value_name = "DIR", default_value = "policy")]
+        out: PathBuf,
+        /// Continue the checkpoint in --out (same corpus flags) up to --steps.
+        #[arg(long)]
+        resume: bool,
+        /// Optimizer steps.
+        #[arg(long, default_value_t = 1200)]
+        steps: usize,
+        /// Residual width.
+        #[arg(long, default_value_t = 256)]
+        d_model: usize,
+        /// Decoder layers.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Query heads (key/value heads: half of them).
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// BPE vocabulary size.
+        #[arg(long, default_value_t = 2048)]
+        vocab: usize,
+        /// Rows of 256 tokens per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+    },
+    /// Held-out perplexity and ranking metrics of a checkpoint (JSON on stdout).
+    Eval {
+        /// Checkpoint folder.
+        #[arg(long, value_name = "DIR", default_value = "data/policy")]
+        policy: PathBuf,
+        /// KG folder the checkpoint was trained on.
+        #[arg(long, value_name = "DIR", default_value = "data/kg")]
+        kg: PathBuf,
+        /// Logs of the on-policy walks (as given to `ocean policy train`).
+        #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
+        logs: Vec<PathBuf>,
+        /// Held-out walks used for the ranking metrics.
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +201,22 @@ enum BenchCommand {
         /// Keep live generations in memory instead of on disk.
         #[arg(long)]
         memory_store: bool,
+    },
+    /// μ_φ: the backend's matmul GFLOP/s, scoring tokens/s beside the FLOP limit, training
+    /// tokens/s.
+    Policy {
+        /// Checkpoint folder.
+        #[arg(long, value_name = "DIR", default_value = "data/policy")]
+        policy: PathBuf,
+        /// Logs whose questions and chains of thought are scored.
+        #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
+        logs: Vec<PathBuf>,
+        /// Times the logs are scored.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// `cpu` (burn Flex) or `cuda` (needs the `cuda` feature and a GPU).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// The yardstick for JSONL input: serde_json parsing every line into a Value, nothing else.
     JsonParse {
@@ -255,6 +367,14 @@ struct RunArgs {
     /// Confidence level of the intervals (default 0.95).
     #[arg(long, value_name = "LEVEL")]
     confidence: Option<f64>,
+    /// The KG policy μ: `adjacency` (the baseline), a checkpoint folder of `ocean policy train`,
+    /// or `auto` (default: the embedded checkpoint data/policy on the embedded KG, else adjacency).
+    #[arg(long, value_name = "PATH|adjacency|auto")]
+    policy: Option<String>,
+    /// Weight β of a learned policy in its token-level mixture with the adjacency baseline, in
+    /// [0, 1] (default 0.5; 1 = the learned μ_φ alone).
+    #[arg(long, value_name = "BETA")]
+    policy_mix: Option<f64>,
     /// Smoothing α of the KG-adjacency policy μ, in (0, 1] (default 0.1).
     #[arg(long)]
     smoothing: Option<f64>,
@@ -294,6 +414,100 @@ fn main() -> Result<()> {
         Command::Synth(SynthCommand::Logs(args)) => synth(args),
         Command::Synth(SynthCommand::Scale(args)) => scale(args),
         Command::Bench(bench) => run_bench(bench),
+        Command::Policy(cmd) => policy(cmd),
+    }
+}
+
+fn policy(cmd: PolicyCommand) -> Result<()> {
+    use ocean_operators::policy::learned::train::{TrainConfig, TrainEvent};
+    match cmd {
+        PolicyCommand::Corpus { corpus, out } => {
+            let explore = corpus.explore();
+            let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
+            ocean_pipeline::policy::write_corpus(&c.rows, &out)?;
+            let held = c.rows.iter().filter(|r| r.heldout).count();
+            let on = c.rows.iter().filter(|r| r.on_policy).count();
+            let mean_r = c.rows.iter().map(|r| r.reward).sum::<f64>() / c.rows.len() as f64;
+            println!(
+                "wrote {} walks ({} held out, {} on-policy, mean reward {:.3}) to {}",
+                c.rows.len(),
+                held,
+                on,
+                mean_r,
+                out.display()
+            );
+            Ok(())
+        }
+        PolicyCommand::Train { corpus, out, resume, steps, d_model, layers, heads, vocab, batch, lr } => {
+            let explore = corpus.explore();
+            let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
+            eprintln!("corpus: {} walks from {}", c.rows.len(), corpus.kg.display());
+            let config = TrainConfig {
+                steps,
+                d_model,
+                n_layers: layers,
+                n_heads: heads,
+                n_kv_heads: (heads / 2).max(1),
+                d_ff: (d_model * 11 / 4).div_ceil(32) * 32,
+                vocab_size: vocab,
+                batch_rows: batch,
+                lr,
+                ..TrainConfig::default()
+            };
+            let command =
+                std::iter::once("ocean".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+            let bar = indicatif::ProgressBar::new(steps as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} steps  {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            let mut heldout = String::from("-");
+            let mut on_event = |e: &TrainEvent| match e {
+                TrainEvent::Start { step, steps, train_rows, heldout_rows, params } => {
+                    bar.set_position(*step as u64);
+                    bar.println(format!(
+                        "training {params} parameters on {train_rows} packed rows ({heldout_rows} held out), step {step} of {steps}"
+                    ));
+                }
+                TrainEvent::Step { step, loss, tokens_per_s, .. } => {
+                    bar.set_position(*step as u64);
+                    let msg = format!("loss {loss:.3}  held-out {heldout}  {tokens_per_s:.0} tokens/s");
+                    if bar.is_hidden() && step % 50 == 0 {
+                        eprintln!("step {step}/{steps}  {msg}");
+                    }
+                    bar.set_message(msg);
+                }
+                TrainEvent::Eval { heldout_nll, .. } => heldout = format!("{heldout_nll:.3}"),
+                TrainEvent::Checkpoint { .. } => {}
+            };
+            let meta = ocean_pipeline::policy::train_policy(
+                &c,
+                &explore,
+                corpus.heldout,
+                &config,
+                &out,
+                resume,
+                &command,
+                &mut on_event,
+            )?;
+            bar.finish();
+            println!(
+                "checkpoint {}@{} in {} ({} steps, held-out NLL {}); loss curve: {}/loss.png",
+                meta.name,
+                meta.version,
+                out.display(),
+                meta.steps,
+                meta.heldout_nll.map_or("-".to_owned(), |x| format!("{x:.4}")),
+                out.display()
+            );
+            Ok(())
+        }
+        PolicyCommand::Eval { policy, kg, logs, pairs } => {
+            let report = ocean_pipeline::policy::evaluate(&policy, &kg, &logs, pairs)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
 }
 
@@ -321,6 +535,22 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
             let settings = bench::E2eBench { logs, kg, workers, epoch_records, store };
             println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
+        }
+        BenchCommand::Policy { policy, logs, repeats, backend } => {
+            use ocean_operators::model::{Cpu, CpuTrain};
+            let result = match backend.as_str() {
+                "cpu" => bench::bench_policy::<Cpu, CpuTrain>(&policy, &logs, repeats)?,
+                #[cfg(feature = "cuda")]
+                "cuda" => {
+                    use ocean_operators::model::{Gpu, GpuTrain};
+                    bench::bench_policy::<Gpu, GpuTrain>(&policy, &logs, repeats)?
+                }
+                other => anyhow::bail!(
+                    "unknown --backend {other} (cpu{})",
+                    if cfg!(feature = "cuda") { ", cuda" } else { "; build with --features cuda for cuda" }
+                ),
+            };
+            println!("{}", serde_json::to_string(&result)?);
         }
         BenchCommand::JsonParse { logs, threads } => {
             println!("{}", serde_json::to_string(&bench::bench_json_parse(&logs, threads)?)?);
@@ -465,6 +695,12 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(c) = args.confidence {
         config.aggregates.intervals.confidence = c;
     }
+    if let Some(p) = args.policy {
+        config.kg_policy = p;
+    }
+    if let Some(b) = args.policy_mix {
+        config.kg_policy_mix = b;
+    }
     if let Some(s) = args.smoothing {
         config.policy.smoothing = s;
     }
@@ -510,6 +746,7 @@ fn print_summary(s: &RunSummary) {
     println!("KG              {} triples, {} aliases", s.kg_triples, s.kg_aliases);
     println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
     println!("workers         {}", s.workers);
+    println!("KG policy       {}", s.kg_policy);
     println!();
     let estimator = s.models.first().map_or("kg-ips", |m| m.estimator.as_str());
     println!("estimator {estimator}; interval: normal, or UNRELIABLE when the weights are too heavy-tailed");

@@ -39,6 +39,7 @@ fn help_documents_commands_and_flags() {
         "--process",
         "--hostfile",
         "--epoch-records",
+        "--policy",
     ] {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
@@ -63,6 +64,90 @@ fn run_then_sql_one_row_per_model() {
     let data_rows = table.lines().filter(|l| l.starts_with("| ") && !l.contains("count(")).count();
     assert_eq!(data_rows, 2, "{table}");
     assert!(table.contains("SmolLM2-135M-Instruct") && table.contains("gemma-3-270m"), "{table}");
+    // The embedded default scores with the learned policy (mixed with the baseline);
+    // --policy-mix 1 with μ_φ alone; --policy adjacency with the baseline alone.
+    assert!(summary.contains("KG policy       kg-transformer@"), "{summary}");
+    let policies = stdout(ocean().args(["sql", "select distinct kg_policy from cot_scores", "--out"]).arg(&out));
+    assert!(policies.contains("kg-transformer@") && policies.contains("+mix(0.5)+kg-adjacency"), "{policies}");
+    let entity = stdout(
+        ocean()
+            .args(["sql", "select count(*) c from token_scores where is_entity and kg_logprob <= 0", "--out"])
+            .arg(&out),
+    );
+    assert!(!entity.contains("| 0 "), "{entity}");
+    stdout(ocean().args(["run", "--policy-mix", "1", "--out"]).arg(&out));
+    let policies = stdout(ocean().args(["sql", "select distinct kg_policy from cot_scores", "--out"]).arg(&out));
+    assert!(policies.contains("kg-transformer@") && !policies.contains("adjacency"), "{policies}");
+    stdout(ocean().args(["run", "--policy", "adjacency", "--out"]).arg(&out));
+    let policies = stdout(ocean().args(["sql", "select distinct kg_policy from cot_scores", "--out"]).arg(&out));
+    assert!(policies.contains("kg-adjacency") && !policies.contains("kg-transformer"), "{policies}");
+}
+
+/// A KG folder of 12 invented countries with capitals, continents, currencies and borders.
+fn tiny_kg(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let names = [
+        "Aland", "Borvia", "Cestria", "Dunmark", "Elbonia", "Fridonia", "Galvia", "Hestia", "Ilvania", "Jarrow",
+        "Kestria", "Lumeria",
+    ];
+    let capitals =
+        ["Amar", "Bolt", "Cresk", "Dunhold", "Elmont", "Frisk", "Gorra", "Halvik", "Ilmora", "Jessen", "Korvu", "Lomb"];
+    let (mut triples, mut aliases) = (String::new(), String::new());
+    for (i, (n, c)) in names.iter().zip(capitals).enumerate() {
+        aliases += &format!("C{i}\t{n}\nT{i}\t{c}\n");
+        triples += &format!("C{i}\tP36\tT{i}\nT{i}\tP17\tC{i}\nC{i}\tP30\tK{}\nC{i}\tP47\tC{}\n", i % 3, (i + 1) % 12);
+    }
+    aliases += "K0\tNorthland\nK1\tSouthland\nK2\tWestland\n";
+    std::fs::write(dir.join("triples.tsv"), triples).unwrap();
+    std::fs::write(dir.join("entity_aliases.tsv"), aliases).unwrap();
+    std::fs::write(
+        dir.join("relation_aliases.tsv"),
+        "P36\tcapital\nP17\tcountry\tis in\nP30\tcontinent\nP47\tborders\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn policy_corpus_train_resume_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let kg = dir.path().join("kg");
+    tiny_kg(&kg);
+    let corpus = dir.path().join("corpus.parquet");
+    let printed =
+        stdout(ocean().args(["policy", "corpus", "--walks", "600", "--kg"]).arg(&kg).arg("--out").arg(&corpus));
+    assert!(printed.contains("held out") && corpus.is_file(), "{printed}");
+    let ckpt = dir.path().join("ckpt");
+    let small =
+        ["--walks", "600", "--d-model", "32", "--layers", "1", "--heads", "2", "--vocab", "300", "--batch", "4"];
+    let printed = stdout(
+        ocean().args(["policy", "train", "--steps", "6"]).args(small).arg("--kg").arg(&kg).arg("--out").arg(&ckpt),
+    );
+    assert!(printed.contains("checkpoint kg-transformer@s6-"), "{printed}");
+    for f in ["policy.json", "tokenizer.json", "model.mpk", "optimizer.mpk", "loss.csv", "loss.png"] {
+        assert!(ckpt.join(f).is_file(), "{f} missing");
+    }
+    let printed = stdout(
+        ocean()
+            .args(["policy", "train", "--resume", "--steps", "9"])
+            .args(small)
+            .arg("--kg")
+            .arg(&kg)
+            .arg("--out")
+            .arg(&ckpt),
+    );
+    assert!(printed.contains("(9 steps"), "{printed}");
+    let csv = std::fs::read_to_string(ckpt.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 9, "{csv}");
+    let report = stdout(ocean().args(["policy", "eval", "--pairs", "30", "--policy"]).arg(&ckpt).arg("--kg").arg(&kg));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(report["heldout_perplexity"].as_f64().is_some_and(|p| p > 1.0), "{report}");
+    assert!(report["walk_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{report}");
+    assert!(report["walk_pairs"].as_u64().is_some_and(|n| n > 0), "{report}");
+    // A run can use any checkpoint.
+    let out = dir.path().join("out");
+    stdout(ocean().args(["run", "--policy"]).arg(&ckpt).arg("--out").arg(&out));
+    let policies = stdout(ocean().args(["sql", "select distinct kg_policy from cot_scores", "--out"]).arg(&out));
+    assert!(policies.contains("kg-transformer@s9-"), "{policies}");
 }
 
 #[test]

@@ -7,12 +7,15 @@ pub mod grounding;
 pub mod ips;
 pub mod kg;
 pub mod linking;
+pub mod model;
 pub mod policy;
 pub mod scoring;
 pub mod segment;
 pub mod store;
 pub mod text;
 
+/// burn, as Ocean builds it (backends and features), for the crates above.
+pub use burn;
 pub use dataflow::{build_scoring, ScoringConfig, ScoringInputs, ScoringOutputs};
 pub use ips::{CotResult, KgIpsStats};
 pub use policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, KgPolicy, Part};

@@ -38,10 +38,10 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::ground;
-use crate::ips::{score_cot, CotResult, CotSummary, ScoreConfig};
+use crate::ips::{score_batch, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_generation;
-use crate::policy::KgPolicy;
+use crate::policy::{GroundedMention, KgPolicy};
 use crate::store::{CotStore, StoreFactory};
 use crate::text::{fnv1a, words};
 use crate::{Diff, Time};
@@ -209,14 +209,26 @@ struct Scorer {
 }
 
 impl Scorer {
+    /// Links, grounds and scores generations against the index as of now (one policy batch).
+    fn score_many(&self, gs: &[&Generation]) -> Vec<(CotResult, Vec<EntityKey>)> {
+        let mut entities = Vec::with_capacity(gs.len());
+        let mut grounded = Vec::with_capacity(gs.len());
+        for g in gs {
+            let links = link_generation(&self.index, g);
+            let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
+            es.sort_unstable();
+            es.dedup();
+            entities.push(es);
+            grounded.push(ground(&self.index, &links));
+        }
+        let chains: Vec<(&Generation, &[GroundedMention])> =
+            gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
+        score_batch(&chains, self.policy.as_ref(), &self.config).into_iter().zip(entities).collect()
+    }
+
     /// Links, grounds and scores one generation against the index as of now.
     fn score(&self, g: &Generation) -> (CotResult, Vec<EntityKey>) {
-        let links = link_generation(&self.index, g);
-        let mut entities: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
-        entities.sort_unstable();
-        entities.dedup();
-        let grounded = ground(&self.index, &links);
-        (score_cot(g, &grounded, self.policy.as_ref(), &self.config), entities)
+        self.score_many(&[g]).pop().expect("one result per chain")
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -344,9 +356,18 @@ impl Scorer {
         }
         let mut rescore = VecDeque::new();
         if !change.is_empty() {
-            for slot in self.touched(&change) {
-                let store_key = self.slots[slot as usize].as_ref().expect("touched slots are live").store_key;
-                rescore.push_back((slot, self.current_summary(store_key)));
+            let slots: Vec<u32> = self.touched(&change).into_iter().collect();
+            for chunk in slots.chunks(SLICE) {
+                let gs: Vec<Generation> = chunk
+                    .iter()
+                    .map(|&slot| {
+                        self.store.get(self.slots[slot as usize].as_ref().expect("touched slots are live").store_key)
+                    })
+                    .collect();
+                let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
+                for (&slot, (result, _)) in chunk.iter().zip(scored) {
+                    rescore.push_back((slot, self.summary(&result)));
+                }
             }
         }
 
@@ -362,46 +383,62 @@ impl Scorer {
     /// one chain at one time, the first in (source, line) order wins). Returns the budget left.
     fn step(&mut self, job: &mut Job, mut budget: usize, emit: &mut impl FnMut(Scored)) -> usize {
         let t = job.time;
-        while budget > 0 {
-            let Some((slot, old)) = job.rescore.pop_front() else { break };
-            budget -= 1;
-            let live = self.slots[slot as usize].as_ref().expect("touched slots are live");
-            let (store_key, old_entities) = (live.store_key, live.entities.clone());
-            let g = self.store.get(store_key);
-            let (result, entities) = self.score(&g);
-            let summary = self.summary(&result);
-            self.unlink_deps(slot, &old_entities);
-            self.link_deps(slot, &entities);
-            let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
-            live.entities = entities.into();
-            emit(Scored::Summary(old, t, -1));
-            emit(Scored::Summary(summary, t, 1));
-            emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
-            emit(Scored::Result(Box::new(result)));
+        // Re-scoring, as one policy batch.
+        let n = budget.min(job.rescore.len());
+        if n > 0 {
+            budget -= n;
+            let items: Vec<(u32, CotSummary)> = job.rescore.drain(..n).collect();
+            let gs: Vec<Generation> = items
+                .iter()
+                .map(|(slot, _)| {
+                    self.store.get(self.slots[*slot as usize].as_ref().expect("touched slots are live").store_key)
+                })
+                .collect();
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
+            for (((slot, old), g), (result, entities)) in items.into_iter().zip(gs).zip(scored) {
+                let summary = self.summary(&result);
+                let old_entities = self.slots[slot as usize].as_ref().expect("touched slots are live").entities.clone();
+                self.unlink_deps(slot, &old_entities);
+                self.link_deps(slot, &entities);
+                let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
+                live.entities = entities.into();
+                emit(Scored::Summary(old, t, -1));
+                emit(Scored::Summary(summary, t, 1));
+                emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
+                emit(Scored::Result(Box::new(result)));
+            }
         }
+        // Additions: of two records of one chain at one time, the first in (source, line) order
+        // wins; the others (and records of chains already live) are rejected.
+        let mut accepted: Vec<Generation> = Vec::new();
         while budget > 0 {
             let Some((cot_id, mut gs)) = job.adds.pop_front() else { break };
             gs.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
-            for g in gs {
+            for (i, g) in gs.into_iter().enumerate() {
                 budget = budget.saturating_sub(1);
-                if self.by_id.contains_key(&cot_id) {
-                    let detail = format!("a second record with cot_id {cot_id:?}, which is already live");
-                    emit(Scored::Reject(Reject::new(
-                        &g.source,
-                        Some(g.line),
-                        &g.format,
-                        RejectReason::DuplicateId,
-                        detail,
-                        cot_id.as_bytes(),
-                    )));
+                if i == 0 && !self.by_id.contains_key(&cot_id) {
+                    accepted.push(g);
                     continue;
                 }
-                let (result, entities) = self.score(&g);
+                let detail = format!("a second record with cot_id {cot_id:?}, which is already live");
+                emit(Scored::Reject(Reject::new(
+                    &g.source,
+                    Some(g.line),
+                    &g.format,
+                    RejectReason::DuplicateId,
+                    detail,
+                    cot_id.as_bytes(),
+                )));
+            }
+        }
+        if !accepted.is_empty() {
+            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
+            for (g, (result, entities)) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
                 let store_key = self.store.put(&g);
                 let filter = WordFilter::of(&g);
                 let live = Live { store_key, entities: entities.into(), filter };
-                self.insert(cot_id.clone(), live);
+                self.insert(g.cot_id.clone(), live);
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
                 emit(Scored::Generation(Box::new(g)));

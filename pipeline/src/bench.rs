@@ -573,3 +573,114 @@ mod tests {
         }
     }
 }
+
+/// What `ocean bench policy` measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyBenchResult {
+    /// `policy`.
+    pub bench: &'static str,
+    /// The burn backend.
+    pub backend: String,
+    /// The checkpoint (`name@version`).
+    pub policy: String,
+    /// Model parameters.
+    pub params: usize,
+    /// f32 matrix product (1024³) on this backend, GFLOP/s.
+    pub matmul_gflops: f64,
+    /// The scoring speed the matmul rate allows: GFLOP/s / (2 × parameters), tokens/s.
+    pub flop_limit_tokens_per_s: f64,
+    /// Chains of thought scored (question + chain of thought, teacher-forced).
+    pub cots: usize,
+    /// μ_φ tokens scored.
+    pub tokens: usize,
+    /// Scoring speed, μ_φ tokens/s.
+    pub score_tokens_per_s: f64,
+    /// score_tokens_per_s / flop_limit_tokens_per_s.
+    pub fraction_of_limit: f64,
+    /// Training speed (forward, backward and AdamW on packed 256-token rows), tokens/s.
+    pub train_tokens_per_s: f64,
+    /// Peak resident memory, MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Times μ_φ of `checkpoint` on backend `B` (training on its autodiff `A`): the matmul rate of
+/// the backend, scoring of the questions and chains of thought of `logs` (`repeats` times), and
+/// a few training steps.
+pub fn bench_policy<
+    B: ocean_operators::burn::tensor::backend::Backend,
+    A: ocean_operators::burn::tensor::backend::AutodiffBackend,
+>(
+    checkpoint: &Path,
+    logs: &[PathBuf],
+    repeats: usize,
+) -> Result<PolicyBenchResult>
+where
+    ocean_operators::model::Transformer<B>: Send + Sync,
+{
+    use ocean_operators::burn::tensor::Tensor;
+    use ocean_operators::policy::learned::LearnedPolicy;
+    let device = B::Device::default();
+    let n = 1024;
+    let a = Tensor::<B, 2>::ones([n, n], &device);
+    let b = Tensor::<B, 2>::ones([n, n], &device).div_scalar(n as f32);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let t = Instant::now();
+    let reps = 8;
+    for _ in 0..reps {
+        let _ = a.clone().matmul(b.clone()).into_data();
+    }
+    let matmul_gflops = 2.0 * (n as f64).powi(3) * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+
+    let policy = LearnedPolicy::<B>::load(checkpoint, &device).map_err(Error::Config)?;
+    let params = policy.meta().model.n_params();
+    let source = crate::config::SourceConfig { logs: logs.to_vec(), ..Default::default() };
+    let gens = crate::sources::read_logs(&source)?.generations;
+    let items: Vec<(&str, &str)> = (0..repeats.max(1))
+        .flat_map(|_| gens.iter().map(|g| (g.question.as_deref().unwrap_or(""), g.content.as_str())))
+        .collect();
+    let _ = policy.framed_logprobs(&items[..items.len().min(8)]);
+    let t = Instant::now();
+    let scored = policy.framed_logprobs(&items);
+    let secs = t.elapsed().as_secs_f64();
+    let tokens: usize = scored.iter().map(|(s, _, _)| s.len()).sum();
+    let score_tokens_per_s = tokens as f64 / secs;
+    let flop_limit = matmul_gflops * 1e9 / (2.0 * params as f64);
+
+    // Training: a few steps of the same shape from scratch on packed rows of the logs' text.
+    let train_tokens_per_s = {
+        use ocean_operators::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+        use ocean_operators::burn::tensor::Int;
+        let adevice = A::Device::default();
+        let mut model = policy.meta().model.init::<A>(&adevice);
+        let mut optim = AdamWConfig::new().init::<A, ocean_operators::model::Transformer<A>>();
+        let (rows, len) = (8, 256);
+        let ids: Vec<i32> = (0..rows * (len + 1)).map(|i| (i * 7919 % policy.meta().model.vocab_size) as i32).collect();
+        let x = Tensor::<A, 1, Int>::from_ints(ids.as_slice(), &adevice).reshape([rows, len + 1]);
+        let steps = 4;
+        let mut secs = 0.0;
+        for s in 0..=steps {
+            let t = Instant::now();
+            let loss = model.next_token_logprobs(x.clone()).mean().neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-3, model, grads);
+            if s > 0 {
+                secs += t.elapsed().as_secs_f64();
+            }
+        }
+        (steps * rows * len) as f64 / secs
+    };
+    Ok(PolicyBenchResult {
+        bench: "policy",
+        backend: B::name(&device),
+        policy: KgPolicy::name(&policy),
+        params,
+        matmul_gflops,
+        flop_limit_tokens_per_s: flop_limit,
+        cots: items.len(),
+        tokens,
+        score_tokens_per_s,
+        fraction_of_limit: score_tokens_per_s / flop_limit,
+        train_tokens_per_s,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

@@ -130,7 +130,7 @@ impl Default for RuntimeConfig {
 }
 
 /// A whole run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunConfig {
     /// Logs.
@@ -139,7 +139,14 @@ pub struct RunConfig {
     pub kg: KgConfig,
     /// Entity linking.
     pub linker: LinkerConfig,
-    /// The KG policy μ (the adjacency baseline).
+    /// The KG policy μ: `auto` (the embedded learned checkpoint `data/policy` when the run
+    /// reads the embedded KG `data/kg`, else the adjacency baseline), `adjacency`, or the folder
+    /// of a learned checkpoint (`ocean policy train`).
+    pub kg_policy: String,
+    /// Weight β of a learned μ_φ in its token-level mixture with the adjacency baseline
+    /// (`λ = β·μ_φ + (1−β)·μ_adj` on entity tokens; 1 = μ_φ alone, as Eq. 3).
+    pub kg_policy_mix: f64,
+    /// Settings of the adjacency baseline μ.
     pub policy: AdjacencyPolicyConfig,
     /// The KG-IPS variant.
     pub estimator: EstimatorConfig,
@@ -151,6 +158,24 @@ pub struct RunConfig {
     pub store: StoreKind,
     /// Threads and processes.
     pub runtime: RuntimeConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            source: SourceConfig::default(),
+            kg: KgConfig::default(),
+            linker: LinkerConfig::default(),
+            kg_policy: "auto".to_owned(),
+            kg_policy_mix: crate::policy::DEFAULT_MIX,
+            policy: AdjacencyPolicyConfig::default(),
+            estimator: EstimatorConfig::default(),
+            aggregates: AggregatesConfig::default(),
+            sink: SinkConfig::default(),
+            store: StoreKind::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
 }
 
 impl RunConfig {
@@ -189,6 +214,17 @@ impl RunConfig {
         }
         if self.aggregates.window_secs == 0 {
             problems.push("aggregates.window_secs must be at least 1".to_owned());
+        }
+        if !matches!(self.kg_policy.as_str(), "auto" | "adjacency")
+            && !std::path::Path::new(&self.kg_policy).join("policy.json").is_file()
+        {
+            problems.push(format!(
+                "kg_policy must be auto, adjacency or a checkpoint folder with policy.json, got {:?}",
+                self.kg_policy
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.kg_policy_mix) {
+            problems.push(format!("kg_policy_mix must be in [0, 1], got {}", self.kg_policy_mix));
         }
         if !(self.policy.smoothing > 0.0 && self.policy.smoothing <= 1.0) {
             problems.push(format!("policy.smoothing must be in (0, 1], got {}", self.policy.smoothing));

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod config;
 mod error;
 pub mod kg_files;
+pub mod plot;
+pub mod policy;
 pub mod run;
 pub mod scale;
 pub mod sink;

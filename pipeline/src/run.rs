@@ -15,9 +15,7 @@ use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
 use ocean_operators::ips::{Extremes, StatSums};
-use ocean_operators::{
-    build_scoring, AdjacencyPolicy, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time,
-};
+use ocean_operators::{build_scoring, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time};
 use ocean_schemas::parse::Parsed;
 use ocean_schemas::{CotScore, Dataset, Generation, Mention, Reject, TokenScore, Tombstone};
 use serde::Serialize;
@@ -93,6 +91,8 @@ pub struct RunSummary {
     pub parquet_bytes: u64,
     /// Timely workers in the whole run.
     pub workers: usize,
+    /// The KG policy μ (`cot_scores.kg_policy`).
+    pub kg_policy: String,
     /// KG triples loaded.
     pub kg_triples: usize,
     /// KG aliases loaded.
@@ -151,7 +151,8 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         StoreKind::Memory => MemoryStore::factory(),
         StoreKind::Disk => FileStore::factory(&out.join(".store").join(format!("process-{}", config.runtime.process))),
     };
-    let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(config.policy.clone()));
+    let policy: Arc<dyn KgPolicy> =
+        crate::policy::resolve(&config.kg_policy, &config.kg.dir, &config.policy, config.kg_policy_mix)?;
     let timely_config = config.timely()?;
     let workers = config.worker_threads() * config.runtime.processes;
     tracing::info!(files = files.len(), workers, "starting the dataflow");
@@ -205,6 +206,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         token_rows: rows(TokenScore::NAME) as u64,
         parquet_bytes: stats.bytes,
         workers,
+        kg_policy: shared.policy.name(),
         kg_triples,
         kg_aliases,
         models,

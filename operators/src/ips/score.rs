@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
-use crate::policy::{GroundedMention, KgPolicy, Part};
+use crate::policy::{GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
 
@@ -58,6 +58,26 @@ pub struct ScoreConfig {
     pub segment_by: Option<String>,
 }
 
+/// A chain of thought split into tokens, steps and sorted mentions, before the policy speaks.
+struct Prepared {
+    spans: Vec<(u32, u32)>,
+    steps: Vec<u32>,
+    question: Vec<GroundedMention>,
+    cot: Vec<GroundedMention>,
+}
+
+fn prepare(g: &Generation, mentions: &[GroundedMention]) -> Prepared {
+    let index = CharIndex::new(&g.content);
+    let offsets = g.byte_offsets();
+    let spans: Vec<(u32, u32)> = offsets.windows(2).map(|w| index.span(w[0], w[1])).collect();
+    let steps = token_steps(&g.content, &spans);
+    let mut question: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Question).cloned().collect();
+    let mut cot: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Cot).cloned().collect();
+    question.sort();
+    cot.sort();
+    Prepared { spans, steps, question, cot }
+}
+
 /// Scores one chain of thought given its grounded mentions (any order) and the KG policy μ.
 pub fn score_cot(
     g: &Generation,
@@ -65,29 +85,48 @@ pub fn score_cot(
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
 ) -> CotResult {
-    let index = CharIndex::new(&g.content);
+    score_batch(&[(g, mentions)], policy, config).pop().expect("one result per chain")
+}
+
+/// Scores chains of thought with their grounded mentions, asking the policy once for the whole
+/// batch (a model policy batches its forward passes).
+pub fn score_batch(
+    chains: &[(&Generation, &[GroundedMention])],
+    policy: &dyn KgPolicy,
+    config: &ScoreConfig,
+) -> Vec<CotResult> {
+    let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, m)).collect();
+    let inputs: Vec<PolicyInput<'_>> = chains
+        .iter()
+        .zip(&prepared)
+        .map(|((g, _), p)| PolicyInput { generation: g, mentions: &p.cot, spans: &p.spans })
+        .collect();
+    let scores = policy.score(&inputs);
+    assert_eq!(scores.len(), chains.len(), "a KG policy should score every chain");
+    let name = policy.name();
+    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config)).collect()
+}
+
+fn finish(
+    g: &Generation,
+    prepared: Prepared,
+    scores: PolicyScores,
+    policy_name: &str,
+    config: &ScoreConfig,
+) -> CotResult {
+    let Prepared { spans, steps, question, cot } = prepared;
     let chars: Vec<char> = g.content.chars().collect();
-    let offsets = g.byte_offsets();
-    let spans: Vec<(u32, u32)> = offsets.windows(2).map(|w| index.span(w[0], w[1])).collect();
-    let steps = token_steps(&g.content, &spans);
-
-    let mut question: Vec<&GroundedMention> = mentions.iter().filter(|m| m.part == Part::Question).collect();
-    let mut cot: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Cot).cloned().collect();
-    question.sort();
-    cot.sort();
-    let log_mu = policy.mention_logprobs(g, &cot);
-    assert_eq!(log_mu.len(), cot.len(), "a KG policy should score every mention");
-
-    // Spread each mention's log μ evenly over the tokens that cover it.
     let n = g.tokens.len();
-    let mut kg: Vec<Option<f64>> = vec![None; n];
+    assert!(
+        scores.mentions.len() == cot.len() && scores.tokens.len() == n,
+        "a KG policy should score every mention and every token"
+    );
+    let kg = scores.tokens;
     let mut entity: Vec<Option<String>> = vec![None; n];
     let mut rows = Vec::new();
-    for (i, (m, lm)) in cot.iter().zip(&log_mu).enumerate() {
+    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
         let covering: Vec<usize> = (0..n).filter(|&t| spans[t].0 < m.end && spans[t].1 > m.start).collect();
-        let share = lm / covering.len().max(1) as f64;
         for &t in &covering {
-            *kg[t].get_or_insert(0.0) += share;
             entity[t].get_or_insert_with(|| m.entity.clone());
         }
         rows.push(Mention {
@@ -183,7 +222,7 @@ pub fn score_cot(
         min_weight: finite_or_one(stats.min_weight),
         max_weight: finite_or_one(stats.max_weight),
         estimator: estimator.label(),
-        kg_policy: policy.name(),
+        kg_policy: policy_name.to_owned(),
     };
     CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
 }

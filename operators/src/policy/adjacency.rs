@@ -1,9 +1,8 @@
 //! The smoothed KG-adjacency baseline policy.
 
-use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
 
-use super::{GroundedMention, KgPolicy};
+use super::{GroundedMention, KgPolicy, PolicyInput, PolicyScores};
 
 /// Settings of [`AdjacencyPolicy`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,8 +59,8 @@ impl KgPolicy for AdjacencyPolicy {
         format!("kg-adjacency(alpha={})", self.config.smoothing)
     }
 
-    fn mention_logprobs(&self, _generation: &Generation, mentions: &[GroundedMention]) -> Vec<f64> {
-        mentions.iter().map(|m| self.logprob(m)).collect()
+    fn score(&self, batch: &[PolicyInput<'_>]) -> Vec<PolicyScores> {
+        batch.iter().map(|i| PolicyScores::spread(i, i.mentions.iter().map(|m| self.logprob(m)).collect())).collect()
     }
 }
 

@@ -3,11 +3,16 @@
 //! [`KgPolicy`] is the seam: the dataflow grounds every mention in the KG (its context and
 //! that context's KG neighbourhood) and asks the policy for log μ of each mention; the scorer
 //! spreads it over the mention's tokens. [`AdjacencyPolicy`] is the documented baseline; the
-//! learned burn policy of a later issue implements the same trait.
+//! learned burn policy [`LearnedPolicy`] implements the same trait and scores
+//! each entity token by teacher forcing a small transformer on the question and chain of thought.
 
 mod adjacency;
+pub mod learned;
+mod mixture;
 
 pub use adjacency::{AdjacencyPolicy, AdjacencyPolicyConfig};
+pub use learned::LearnedPolicy;
+pub use mixture::MixturePolicy;
 
 use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
@@ -52,14 +57,70 @@ pub struct GroundedMention {
     pub supported: bool,
 }
 
-/// A KG policy μ_φ over entity mentions.
+/// One chain of thought as a KG policy scores it.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    /// The logged generation (question, chain of thought, tokens).
+    pub generation: &'a Generation,
+    /// Its chain-of-thought mentions, sorted.
+    pub mentions: &'a [GroundedMention],
+    /// The char span in the chain of thought of each logged token.
+    pub spans: &'a [(u32, u32)],
+}
+
+impl PolicyInput<'_> {
+    /// The logged tokens that cover mention `m` (overlap its char span).
+    pub fn covering(&self, m: &GroundedMention) -> impl Iterator<Item = usize> + '_ {
+        let (start, end) = (m.start, m.end);
+        self.spans.iter().enumerate().filter(move |(_, s)| s.0 < end && s.1 > start).map(|(t, _)| t)
+    }
+
+    /// Whether logged token `t` is an entity token (covers a mention).
+    pub fn entity_tokens(&self) -> Vec<bool> {
+        let mut out = vec![false; self.spans.len()];
+        for m in self.mentions {
+            for t in self.covering(m) {
+                out[t] = true;
+            }
+        }
+        out
+    }
+}
+
+/// What a KG policy says about one chain of thought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyScores {
+    /// log μ of each mention, in the order of [`PolicyInput::mentions`] (the `mentions` rows).
+    pub mentions: Vec<f64>,
+    /// log λ of each logged token under μ: `Some` exactly on the entity tokens (those covering a
+    /// mention), `None` elsewhere (there λ = π₀).
+    pub tokens: Vec<Option<f64>>,
+}
+
+impl PolicyScores {
+    /// Spreads each mention's log μ evenly over the tokens that cover it (the rule of the
+    /// mention-level baseline).
+    pub fn spread(input: &PolicyInput<'_>, mentions: Vec<f64>) -> Self {
+        let mut tokens = vec![None; input.spans.len()];
+        for (m, lm) in input.mentions.iter().zip(&mentions) {
+            let covering: Vec<usize> = input.covering(m).collect();
+            let share = lm / covering.len().max(1) as f64;
+            for t in covering {
+                *tokens[t].get_or_insert(0.0) += share;
+            }
+        }
+        PolicyScores { mentions, tokens }
+    }
+}
+
+/// A KG policy μ_φ: the log-likelihood the KG gives to the entity tokens of chains of thought.
 pub trait KgPolicy: Send + Sync + 'static {
-    /// A short name, written to `cot_scores.kg_policy`.
+    /// A short name with the version, written to `cot_scores.kg_policy`.
     fn name(&self) -> String;
 
-    /// log μ(entity | context) of each CoT mention of `generation`, in the order given
-    /// (natural log, finite, ≤ 0). A policy must not depend on a global quantity of the KG that
-    /// moves with every change (such as its entity count): a chain of thought is re-scored only
-    /// when a KG change touches its entities or aliases.
-    fn mention_logprobs(&self, generation: &Generation, mentions: &[GroundedMention]) -> Vec<f64>;
+    /// Scores a batch of chains of thought (one result per input, in order). Log-likelihoods
+    /// are natural logs, finite and ≤ 0. A policy must not depend on a global quantity of the KG
+    /// that moves with every change (such as its entity count): a chain of thought is re-scored
+    /// only when a KG change touches its entities or aliases.
+    fn score(&self, batch: &[PolicyInput<'_>]) -> Vec<PolicyScores>;
 }

@@ -1,0 +1,337 @@
+//! The Llama-style decoder shared by every model of Ocean: token embedding, RMSNorm, rotary
+//! positions (interleaved pairs, as GGUF stores Q/K), grouped-query attention, SwiGLU and an
+//! output head tied to the embedding. μ_φ is a small configuration of it; SmolLM2-135M is
+//! another (see [`TransformerConfig::smollm2_135m`]).
+//!
+//! Linear weights are in burn's row layout `[d_in, d_out]` (`y = x · W`); a loader of
+//! PyTorch/GGUF weights (`[d_out, d_in]`) transposes them.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The shape of a [`Transformer`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformerConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Decoder layers.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention; divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Hidden width of the SwiGLU feed-forward.
+    pub d_ff: usize,
+    /// Longest sequence the model reads.
+    pub max_seq_len: usize,
+    /// RoPE base θ.
+    pub rope_theta: f64,
+    /// RMSNorm ε.
+    pub norm_eps: f64,
+}
+
+impl TransformerConfig {
+    /// The shape of SmolLM2-135M (what its GGUF metadata says; a loader reads it from there).
+    pub fn smollm2_135m() -> Self {
+        TransformerConfig {
+            vocab_size: 49152,
+            d_model: 576,
+            n_layers: 30,
+            n_heads: 9,
+            n_kv_heads: 3,
+            d_ff: 1536,
+            max_seq_len: 8192,
+            rope_theta: 100_000.0,
+            norm_eps: 1e-5,
+        }
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Checks that the shape is consistent.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.vocab_size == 0 || self.d_model == 0 || self.n_layers == 0 || self.d_ff == 0 || self.max_seq_len == 0 {
+            problems.push("vocab_size, d_model, n_layers, d_ff and max_seq_len must be positive".to_owned());
+        }
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
+            problems.push(format!("n_heads ({}) must divide d_model ({})", self.n_heads, self.d_model));
+        } else if !self.head_dim().is_multiple_of(2) {
+            problems.push(format!("the head width ({}) must be even for rotary positions", self.head_dim()));
+        }
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            problems.push(format!("n_kv_heads ({}) must divide n_heads ({})", self.n_kv_heads, self.n_heads));
+        }
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 || self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
+            problems.push("rope_theta and norm_eps must be positive".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Parameters of the model (the head is tied, so not counted twice).
+    pub fn n_params(&self) -> usize {
+        let d = self.d_model;
+        let kv = self.n_kv_heads * self.head_dim();
+        let layer = 2 * d * d + 2 * d * kv + 3 * d * self.d_ff + 2 * d;
+        self.vocab_size * d + self.n_layers * layer + d
+    }
+
+    /// A freshly initialised model (normal(0, 0.02) weights, unit norms).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Transformer<B> {
+        self.validate().expect("invalid transformer config");
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).with_initializer(init.clone()).init(device);
+        let norm = || RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device);
+        let kv = self.n_kv_heads * self.head_dim();
+        let layers = (0..self.n_layers)
+            .map(|_| Block {
+                attn_norm: norm(),
+                wq: linear(self.d_model, self.d_model),
+                wk: linear(self.d_model, kv),
+                wv: linear(self.d_model, kv),
+                wo: linear(self.d_model, self.d_model),
+                ffn_norm: norm(),
+                w_gate: linear(self.d_model, self.d_ff),
+                w_up: linear(self.d_model, self.d_ff),
+                w_down: linear(self.d_ff, self.d_model),
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_kv_heads,
+            })
+            .collect();
+        Transformer {
+            embed: EmbeddingConfig::new(self.vocab_size, self.d_model).with_initializer(init).init(device),
+            layers,
+            norm: norm(),
+            rope_theta: self.rope_theta,
+            max_seq_len: self.max_seq_len,
+        }
+    }
+}
+
+/// One decoder layer: pre-norm attention and pre-norm SwiGLU, each with a residual.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// RMSNorm before attention.
+    pub attn_norm: RmsNorm<B>,
+    /// Query projection `[d, d]`.
+    pub wq: Linear<B>,
+    /// Key projection `[d, kv]`.
+    pub wk: Linear<B>,
+    /// Value projection `[d, kv]`.
+    pub wv: Linear<B>,
+    /// Output projection `[d, d]`.
+    pub wo: Linear<B>,
+    /// RMSNorm before the feed-forward.
+    pub ffn_norm: RmsNorm<B>,
+    /// SwiGLU gate `[d, ff]`.
+    pub w_gate: Linear<B>,
+    /// SwiGLU up `[d, ff]`.
+    pub w_up: Linear<B>,
+    /// SwiGLU down `[ff, d]`.
+    pub w_down: Linear<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+/// Rotary tables for positions `0..t`: `(cos, sin)`, each `[1, 1, t, head_dim/2, 1]`.
+fn rope_tables<B: Backend>(t: usize, head_dim: usize, theta: f64, device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for pos in 0..t {
+        for i in 0..half {
+            let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+            let angle = pos as f64 * freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let table = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([1, 1, t, half, 1]);
+    (table(cos), table(sin))
+}
+
+/// Rotates `x` (`[b, heads, t, head_dim]`) by position, pairing dims (2i, 2i+1).
+fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 5>, sin: &Tensor<B, 5>) -> Tensor<B, 4> {
+    let [b, h, t, hd] = x.dims();
+    let pairs = x.reshape([b, h, t, hd / 2, 2]);
+    let x0 = pairs.clone().narrow(4, 0, 1);
+    let x1 = pairs.narrow(4, 1, 1);
+    let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+    let r1 = x0 * sin.clone() + x1 * cos.clone();
+    Tensor::cat(vec![r0, r1], 4).reshape([b, h, t, hd])
+}
+
+impl<B: Backend> Block<B> {
+    fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 5>, sin: &Tensor<B, 5>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let hd = d / self.n_heads;
+        let h = self.attn_norm.forward(x.clone());
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = rotate(heads(self.wq.forward(h.clone()), self.n_heads), cos, sin);
+        let mut k = rotate(heads(self.wk.forward(h.clone()), self.n_kv_heads), cos, sin);
+        let mut v = heads(self.wv.forward(h), self.n_kv_heads);
+        let group = self.n_heads / self.n_kv_heads;
+        if group > 1 {
+            let expand =
+                |y: Tensor<B, 4>| y.unsqueeze_dim::<5>(2).repeat_dim(2, group).reshape([b, self.n_heads, t, hd]);
+            k = expand(k);
+            v = expand(v);
+        }
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let a = attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, t, d]);
+        let x = x + self.wo.forward(a);
+        let h = self.ffn_norm.forward(x.clone());
+        let ff = self.w_down.forward(silu(self.w_gate.forward(h.clone())) * self.w_up.forward(h));
+        x + ff
+    }
+}
+
+/// A decoder-only transformer with a tied output head.
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// Token embedding `[vocab, d]`, also the output head.
+    pub embed: Embedding<B>,
+    /// The decoder layers.
+    pub layers: Vec<Block<B>>,
+    /// The final RMSNorm.
+    pub norm: RmsNorm<B>,
+    rope_theta: f64,
+    max_seq_len: usize,
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Logits `[b, t, vocab]` of the next token at every position of `tokens` (`[b, t]`). Rows
+    /// may be right-padded: attention is causal, so padding never changes earlier positions.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        assert!(t <= self.max_seq_len, "sequence of {t} tokens is longer than the model's {}", self.max_seq_len);
+        let mut x = self.embed.forward(tokens);
+        let d = x.dims()[2];
+        let hd = d / self.layers.first().map_or(1, |l| l.n_heads);
+        let (cos, sin) = rope_tables::<B>(t, hd, self.rope_theta, &x.device());
+        for layer in &self.layers {
+            x = layer.forward(x, &cos, &sin);
+        }
+        let x = self.norm.forward(x).reshape([b * t, d]);
+        let head = self.embed.weight.val().transpose();
+        let vocab = head.dims()[1];
+        x.matmul(head).reshape([b, t, vocab])
+    }
+
+    /// `log p(targets[i, j] | inputs[i, ..=j])`, `[b, t]`: teacher forcing, where `targets` is
+    /// `inputs` shifted left by one.
+    pub fn logprobs_of(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let [b, t] = inputs.dims();
+        let logp = log_softmax(self.forward(inputs), 2);
+        logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t])
+    }
+
+    /// `log p(tokens[i, j+1] | tokens[i, ..=j])`, `[b, t-1]`: the log-likelihood of each token
+    /// after the first under teacher forcing.
+    pub fn next_token_logprobs(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let t = tokens.dims()[1];
+        self.logprobs_of(tokens.clone().narrow(1, 0, t - 1), tokens.narrow(1, 1, t - 1))
+    }
+
+    /// The longest sequence the model reads.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Cpu;
+
+    fn tiny(n_heads: usize, n_kv_heads: usize) -> TransformerConfig {
+        TransformerConfig {
+            vocab_size: 50,
+            d_model: 24,
+            n_layers: 2,
+            n_heads,
+            n_kv_heads,
+            d_ff: 40,
+            max_seq_len: 32,
+            rope_theta: 100_000.0,
+            norm_eps: 1e-5,
+        }
+    }
+
+    fn logprobs(m: &Transformer<Cpu>, rows: &[Vec<i32>]) -> Vec<f32> {
+        let (b, t) = (rows.len(), rows[0].len());
+        let flat: Vec<i32> = rows.concat();
+        let x = Tensor::<Cpu, 1, Int>::from_ints(flat.as_slice(), &Default::default()).reshape([b, t]);
+        m.next_token_logprobs(x).into_data().into_vec().unwrap()
+    }
+
+    #[test]
+    fn attention_is_causal_and_padding_changes_nothing_before_it() {
+        // 3 query heads sharing 1 key/value head: SmolLM2's 9/3 grouping in small.
+        let m = tiny(3, 1).init::<Cpu>(&Default::default());
+        let a = vec![1, 5, 9, 13, 2, 7];
+        let mut b = a.clone();
+        b[5] = 40;
+        let (la, lb) = (logprobs(&m, std::slice::from_ref(&a)), logprobs(&m, std::slice::from_ref(&b)));
+        // Positions before the changed token are unchanged; the last one is not.
+        assert_eq!(la[..4], lb[..4]);
+        assert_ne!(la[4], lb[4]);
+        // A batch with a right-padded shorter row gives the same values as the rows alone.
+        let short = vec![1, 5, 9, 0, 0, 0];
+        let both = logprobs(&m, &[a, short.clone()]);
+        let alone = logprobs(&m, &[short]);
+        for j in 0..2 {
+            assert!((both[5 + j] - alone[j]).abs() < 1e-5);
+        }
+        assert!(both[..5].iter().zip(&la).all(|(x, y)| (x - y).abs() < 1e-5));
+        assert!(la.iter().all(|x| x.is_finite() && *x <= 0.0));
+    }
+
+    #[test]
+    fn rotation_is_relative() {
+        // RoPE: attention scores depend on relative positions only, so a rotated pair keeps its
+        // dot product when both positions shift.
+        let device = Default::default();
+        let (cos, sin) = rope_tables::<Cpu>(8, 4, 10_000.0, &device);
+        let q = Tensor::<Cpu, 1>::from_floats([0.3, -1.2, 0.7, 0.5], &device);
+        let k = Tensor::<Cpu, 1>::from_floats([1.1, 0.4, -0.2, 0.9], &device);
+        let at = |v: &Tensor<Cpu, 1>, pos: usize| {
+            let x = v.clone().reshape([1, 1, 1, 4]).repeat_dim(2, 8);
+            rotate(x, &cos, &sin).narrow(2, pos, 1).reshape([4])
+        };
+        let dot = |a: Tensor<Cpu, 1>, b: Tensor<Cpu, 1>| -> f32 { (a * b).sum().into_scalar() };
+        let d1 = dot(at(&q, 5), at(&k, 2));
+        let d2 = dot(at(&q, 7), at(&k, 4));
+        assert!((d1 - d2).abs() < 1e-4, "{d1} vs {d2}");
+        // Position 0 is the identity.
+        let q0: Vec<f32> = at(&q, 0).into_data().into_vec().unwrap();
+        assert!(q0.iter().zip([0.3, -1.2, 0.7, 0.5]).all(|(a, b)| (a - b).abs() < 1e-6));
+    }
+
+    #[test]
+    fn shapes_are_checked_and_counted() {
+        assert!(tiny(5, 1).validate().is_err()); // 24 is not a multiple of 5
+        assert!(tiny(4, 3).validate().is_err()); // 3 does not divide 4
+        assert!(tiny(3, 1).validate().is_ok());
+        let smol = TransformerConfig::smollm2_135m();
+        assert!(smol.validate().is_ok());
+        assert_eq!(smol.head_dim(), 64);
+        // SmolLM2-135M has 134,515,008 parameters (tied embedding).
+        assert_eq!(smol.n_params(), 134_515_008);
+    }
+}

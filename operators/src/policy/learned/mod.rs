@@ -1,0 +1,482 @@
+//! The learned KG policy μ_φ (DESIGN.md §1, §7): a small transformer trained on verbalized KG
+//! walks with a reward-weighted likelihood, scoring the entity tokens of logged chains of thought
+//! by teacher forcing.
+//!
+//! * [`walks`]: exploration (1–4 hop walks, relation filtering, answerability reward);
+//! * [`verbalize`]: walks as questions and chains of thought;
+//! * [`vocab`]: μ_φ's byte-level BPE and the character-offset alignment with logged tokens;
+//! * [`train`]: the training loop, held-out evaluation and checkpoints;
+//! * [`LearnedPolicy`]: the [`KgPolicy`] of a checkpoint.
+//!
+//! A checkpoint is a folder: `policy.json` ([`PolicyMeta`]: name, version, model shape, training
+//! summary), `tokenizer.json`, `model.mpk` (burn's named MessagePack recorder, f32) and, for
+//! resuming, `optimizer.mpk`.
+
+pub mod train;
+pub mod verbalize;
+pub mod vocab;
+pub mod walks;
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::{KgPolicy, PolicyInput, PolicyScores};
+use crate::model::{Transformer, TransformerConfig};
+use crate::text::fnv1a;
+pub use verbalize::{corrupt, verbalize, Example};
+pub use vocab::{align, frame, Vocab};
+pub use walks::{explore, ExploreConfig, KgGraph, Walk};
+
+/// What `policy.json` says about a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyMeta {
+    /// The policy's name (`kg_policy` column: `name@version`).
+    pub name: String,
+    /// Version: the training step of the checkpoint and a digest of its corpus.
+    pub version: String,
+    /// The model's shape.
+    pub model: TransformerConfig,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Training tokens seen.
+    pub tokens_seen: u64,
+    /// Held-out loss (mean negative log-likelihood per chain-of-thought token) at this step.
+    pub heldout_nll: Option<f64>,
+    /// Walks in the corpus (training, held-out).
+    pub corpus: (usize, usize),
+    /// How the corpus's walks were drawn (re-drawing them gives the same corpus).
+    pub explore: ExploreConfig,
+    /// Share of walks held out.
+    pub heldout_fraction: f64,
+    /// How the checkpoint was made (the command line).
+    pub command: String,
+}
+
+/// The recorder of `model.mpk` and `optimizer.mpk`.
+pub type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// Error of a checkpoint folder.
+fn ckpt_err(dir: &Path, what: &str, e: impl std::fmt::Display) -> String {
+    format!("policy checkpoint {}: {what}: {e}", dir.display())
+}
+
+/// Reads `policy.json` and `tokenizer.json` of a checkpoint.
+pub fn read_meta(dir: &Path) -> Result<(PolicyMeta, Vocab), String> {
+    let meta = std::fs::read_to_string(dir.join("policy.json")).map_err(|e| ckpt_err(dir, "policy.json", e))?;
+    let meta: PolicyMeta = serde_json::from_str(&meta).map_err(|e| ckpt_err(dir, "policy.json", e))?;
+    let vocab = std::fs::read_to_string(dir.join("tokenizer.json")).map_err(|e| ckpt_err(dir, "tokenizer.json", e))?;
+    let vocab = Vocab::from_json(&vocab).map_err(|e| ckpt_err(dir, "tokenizer.json", e))?;
+    meta.model.validate().map_err(|e| ckpt_err(dir, "model shape", e))?;
+    if vocab.size() != meta.model.vocab_size {
+        return Err(ckpt_err(
+            dir,
+            "tokenizer",
+            format!("{} tokens, the model has {}", vocab.size(), meta.model.vocab_size),
+        ));
+    }
+    Ok((meta, vocab))
+}
+
+/// Loads a checkpoint's model onto `device`.
+pub fn load_model<B: Backend>(dir: &Path, meta: &PolicyMeta, device: &B::Device) -> Result<Transformer<B>, String> {
+    meta.model
+        .init::<B>(device)
+        .load_file(dir.join("model.mpk"), &Recorder::new(), device)
+        .map_err(|e| ckpt_err(dir, "model.mpk", e))
+}
+
+/// Writes `policy.json`, `tokenizer.json` and `model.mpk` into `dir` (created if needed).
+pub fn save_checkpoint<B: Backend>(
+    dir: &Path,
+    model: &Transformer<B>,
+    vocab: &Vocab,
+    meta: &PolicyMeta,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, "create", e))?;
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| ckpt_err(dir, name, e));
+    write("policy.json", serde_json::to_string_pretty(meta).expect("meta serializes"))?;
+    write("tokenizer.json", vocab.to_json())?;
+    let _ = std::fs::remove_file(dir.join("model.mpk")); // (burn warns when it replaces a file)
+    model.clone().save_file(dir.join("model.mpk"), &Recorder::new()).map_err(|e| ckpt_err(dir, "model.mpk", e))
+}
+
+/// One row of the training corpus (`ocean policy corpus` writes these as Parquet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorpusRow {
+    /// Index of the walk.
+    pub walk_id: u64,
+    /// e₀'s id.
+    pub start_entity: String,
+    /// e_T's id: the answer.
+    pub answer_entity: String,
+    /// The walk, `e0 r1 e1 …` (`^r`: a hop read from tail to head).
+    pub path: String,
+    /// T.
+    pub hops: u32,
+    /// R(h) in [0, 1].
+    pub reward: f64,
+    /// Whether e₀ is an entity of a logged question.
+    pub on_policy: bool,
+    /// The question q.
+    pub question: String,
+    /// The verbalized chain of thought y.
+    pub cot: String,
+    /// Held out from training (for evaluation).
+    pub heldout: bool,
+}
+
+/// Draws walks and verbalizes them; a walk is held out when a hash of its path falls in
+/// `heldout_fraction` (so a held-out path never appears in training).
+pub fn build_corpus(
+    g: &KgGraph,
+    on_policy: &[String],
+    config: &ExploreConfig,
+    heldout_fraction: f64,
+) -> (Vec<Walk>, Vec<CorpusRow>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let walks = explore(g, on_policy, config, &mut rng);
+    let rows = walks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let path = w.path_string(g);
+            let mut vrng = rand::rngs::StdRng::seed_from_u64(config.seed ^ fnv1a(&[path.as_bytes()]));
+            let ex = verbalize(g, w, &mut vrng);
+            let heldout = (fnv1a(&[path.as_bytes()]) % 10_000) as f64 / 10_000.0 < heldout_fraction;
+            CorpusRow {
+                walk_id: i as u64,
+                start_entity: g.entity_id(w.start).to_owned(),
+                answer_entity: g.entity_id(w.end()).to_owned(),
+                path,
+                hops: w.hops.len() as u32,
+                reward: w.reward,
+                on_policy: w.on_policy,
+                question: ex.question,
+                cot: ex.cot,
+                heldout,
+            }
+        })
+        .collect();
+    (walks, rows)
+}
+
+/// μ_φ's reading of one `frame(question, cot)`: its tokens' char spans in the framed text,
+/// the char where the chain of thought starts, and each token's log-likelihood.
+pub type Framed = (Vec<(u32, u32)>, u32, Vec<f64>);
+
+/// μ_φ loaded for scoring.
+pub struct LearnedPolicy<B: Backend = crate::model::Cpu> {
+    model: Transformer<B>,
+    vocab: Vocab,
+    meta: PolicyMeta,
+    device: B::Device,
+    /// Padded tokens per forward pass.
+    pub batch_tokens: usize,
+}
+
+impl<B: Backend> std::fmt::Debug for LearnedPolicy<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LearnedPolicy").field("meta", &self.meta).finish()
+    }
+}
+
+impl<B: Backend> LearnedPolicy<B> {
+    /// Loads the checkpoint folder `dir`.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, String> {
+        let (meta, vocab) = read_meta(dir)?;
+        let model = load_model::<B>(dir, &meta, device)?;
+        Ok(Self::new(model, vocab, meta, device.clone()))
+    }
+
+    /// A policy of a model in memory.
+    pub fn new(model: Transformer<B>, vocab: Vocab, meta: PolicyMeta, device: B::Device) -> Self {
+        LearnedPolicy { model, vocab, meta, device, batch_tokens: 8192 }
+    }
+
+    /// The checkpoint's description.
+    pub fn meta(&self) -> &PolicyMeta {
+        &self.meta
+    }
+
+    /// The tokenizer.
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Transformer<B> {
+        &self.model
+    }
+
+    /// `log μ_φ(ids[j] | ids[..j])` for `j ≥ 1` of each sequence (`len − 1` values each), in
+    /// batches of about [`Self::batch_tokens`] padded tokens. A sequence longer than the model's
+    /// context is read in windows of the context length that advance by half of it; each window
+    /// scores the positions the previous one did not, with at least half a window of context.
+    pub fn sequence_logprobs(&self, seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let ctx = self.model.max_seq_len().max(4);
+        let half = ctx / 2;
+        // (sequence, window start, first position scored, window length)
+        let mut windows: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            if s.len() < 2 {
+                continue;
+            }
+            let mut start = 0;
+            let mut first = 1;
+            loop {
+                let len = (s.len() - start).min(ctx);
+                windows.push((i, start, first, len));
+                if start + len >= s.len() {
+                    break;
+                }
+                first = start + len;
+                start += half;
+            }
+        }
+        windows.sort_by_key(|w| std::cmp::Reverse(w.3));
+        let mut out: Vec<Vec<f32>> = seqs.iter().map(|s| vec![0.0; s.len().saturating_sub(1)]).collect();
+        let mut k = 0;
+        while k < windows.len() {
+            let len = windows[k].3;
+            let rows = (self.batch_tokens / len).max(1).min(windows.len() - k);
+            let batch = &windows[k..k + rows];
+            let mut ids = Vec::with_capacity(rows * len);
+            for &(i, start, _, wl) in batch {
+                ids.extend(seqs[i][start..start + wl].iter().map(|&x| x as i32));
+                ids.extend(std::iter::repeat_n(self.vocab.pad as i32, len - wl));
+            }
+            let x = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), &self.device).reshape([rows, len]);
+            let lp: Vec<f32> = self.model.next_token_logprobs(x).into_data().into_vec().expect("f32 log-probs");
+            for (r, &(i, start, first, wl)) in batch.iter().enumerate() {
+                for pos in first.max(start + 1)..start + wl {
+                    out[i][pos - 1] = lp[r * (len - 1) + (pos - start - 1)];
+                }
+            }
+            k += rows;
+        }
+        out
+    }
+
+    /// μ_φ's tokens of `frame(question, cot)`, with their char spans in that text, where the
+    /// chain of thought starts, and each token's log-likelihood.
+    pub fn framed_logprobs(&self, items: &[(&str, &str)]) -> Vec<Framed> {
+        let mut seqs = Vec::with_capacity(items.len());
+        let mut meta = Vec::with_capacity(items.len());
+        for (q, cot) in items {
+            let (text, start) = frame(q, cot);
+            let (ids, spans) = self.vocab.encode(&text);
+            let mut seq = Vec::with_capacity(ids.len() + 1);
+            seq.push(self.vocab.bos);
+            seq.extend(ids);
+            seqs.push(seq);
+            meta.push((spans, start));
+        }
+        let lps = self.sequence_logprobs(&seqs);
+        meta.into_iter()
+            .zip(lps)
+            .map(|((spans, start), lp)| (spans, start, lp.into_iter().map(f64::from).collect()))
+            .collect()
+    }
+}
+
+impl<B: Backend> KgPolicy for LearnedPolicy<B>
+where
+    Transformer<B>: Send + Sync,
+    B::Device: Send + Sync,
+{
+    fn name(&self) -> String {
+        format!("{}@{}", self.meta.name, self.meta.version)
+    }
+
+    /// Teacher-forces μ_φ on `frame(question, cot)` for the chains with a mention (the others
+    /// have no entity token) and aligns its token log-likelihoods with the logged tokens
+    /// ([`align`]); a mention's log μ is the sum over the tokens that cover it.
+    fn score(&self, batch: &[PolicyInput<'_>]) -> Vec<PolicyScores> {
+        let todo: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].mentions.is_empty()).collect();
+        let items: Vec<(&str, &str)> = todo
+            .iter()
+            .map(|&i| (batch[i].generation.question.as_deref().unwrap_or(""), batch[i].generation.content.as_str()))
+            .collect();
+        let mut scored = self.framed_logprobs(&items).into_iter();
+        let mut next = todo.iter().peekable();
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                if next.peek() != Some(&&i) {
+                    return PolicyScores { mentions: Vec::new(), tokens: vec![None; input.spans.len()] };
+                }
+                next.next();
+                let (spans, start, lp) = scored.next().expect("one result per scored chain");
+                let logged: Vec<(u32, u32)> = input.spans.iter().map(|&(a, b)| (a + start, b + start)).collect();
+                let aligned = align(&spans, &lp, &logged);
+                let entity = input.entity_tokens();
+                let tokens: Vec<Option<f64>> =
+                    aligned.iter().zip(&entity).map(|(&v, &e)| e.then_some(v.min(0.0))).collect();
+                let mentions =
+                    input.mentions.iter().map(|m| input.covering(m).map(|t| aligned[t].min(0.0)).sum()).collect();
+                PolicyScores { mentions, tokens }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Cpu;
+    use crate::policy::learned::train::tests::{tiny_config, tiny_graph};
+    use crate::policy::{GroundedMention, Part};
+    use ocean_schemas::{Generation, Token, F64};
+
+    fn policy(context: usize) -> LearnedPolicy<Cpu> {
+        let g = tiny_graph();
+        let (_, rows) = build_corpus(&g, &[], &ExploreConfig { walks: 200, ..ExploreConfig::default() }, 0.0);
+        let vocab = Vocab::train(rows.iter().flat_map(|r| [r.question.as_str(), r.cot.as_str()]), 300).unwrap();
+        let config = tiny_config(1);
+        let mut shape = config.model(vocab.size());
+        shape.max_seq_len = context;
+        let device = Default::default();
+        let model = shape.init::<Cpu>(&device);
+        let meta = PolicyMeta {
+            name: "test".into(),
+            version: "0".into(),
+            model: shape,
+            steps: 0,
+            tokens_seen: 0,
+            heldout_nll: None,
+            corpus: (rows.len(), 0),
+            explore: ExploreConfig::default(),
+            heldout_fraction: 0.0,
+            command: String::new(),
+        };
+        LearnedPolicy::new(model, vocab, meta, device)
+    }
+
+    /// log-probs of `seq` by one forward pass of the model on it alone.
+    fn direct(p: &LearnedPolicy<Cpu>, seq: &[u32]) -> Vec<f32> {
+        let ids: Vec<i32> = seq.iter().map(|&x| x as i32).collect();
+        let x = Tensor::<Cpu, 1, Int>::from_ints(ids.as_slice(), &Default::default()).reshape([1, ids.len()]);
+        p.model().next_token_logprobs(x).into_data().into_vec().unwrap()
+    }
+
+    fn framed_seq(p: &LearnedPolicy<Cpu>, q: &str, cot: &str) -> Vec<u32> {
+        let (text, _) = frame(q, cot);
+        let mut seq = vec![p.vocab().bos];
+        seq.extend(p.vocab().encode(&text).0);
+        seq
+    }
+
+    #[test]
+    fn batched_scoring_equals_a_direct_forward_pass() {
+        let mut p = policy(256);
+        p.batch_tokens = 150; // several batches, padded rows
+        let items = [
+            ("What is the capital of Aland?", "Amar is the capital of Aland. So the answer is Amar."),
+            ("Q?", "Bolt."),
+            (
+                "Which currency does Borvia use?",
+                "Borvia has the currency silver crown.\n\nSo, silver crown — ünïcödé ok.",
+            ),
+            ("", "Lumeria borders Aland. Aland is on the continent Northland, and Northland is big."),
+        ];
+        let got = p.framed_logprobs(&items);
+        for ((q, cot), (spans, start, lp)) in items.iter().zip(&got) {
+            let seq = framed_seq(&p, q, cot);
+            let want = direct(&p, &seq);
+            assert_eq!(lp.len(), want.len());
+            assert_eq!(spans.len(), want.len());
+            for (a, b) in lp.iter().zip(&want) {
+                assert!((a - f64::from(*b)).abs() < 1e-4, "{a} vs {b}");
+            }
+            assert_eq!(*start, frame(q, cot).1);
+        }
+    }
+
+    #[test]
+    fn long_texts_are_read_in_windows_with_half_a_window_of_context() {
+        let p = policy(24);
+        let cot = "Amar is the capital of Aland. Bolt is the capital of Borvia. Cresk is the capital of Cestria. \
+                   Dunhold is the capital of Dunmark. Elmont is the capital of Elbonia.";
+        let seq = framed_seq(&p, "Which capitals?", cot);
+        assert!(seq.len() > 48, "{}", seq.len());
+        let got = &p.sequence_logprobs(std::slice::from_ref(&seq))[0];
+        // The first window is a plain forward pass over the first 24 tokens.
+        let first = direct(&p, &seq[..24]);
+        for j in 0..23 {
+            assert!((got[j] - first[j]).abs() < 1e-5);
+        }
+        // The second window starts at 12 and scores positions 24..36.
+        let second = direct(&p, &seq[12..36]);
+        for pos in 24..36 {
+            assert!((got[pos - 1] - second[pos - 12 - 1]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn entity_tokens_get_the_aligned_loglikelihood() {
+        let p = policy(256);
+        let texts = ["Amar", " is", " the", " capital", " of", " Al", "and", "."];
+        let tokens: Vec<Token> = texts
+            .iter()
+            .map(|t| Token { text: (*t).into(), byte_len: t.len() as u32, logprob: F64(-0.3), target_logprob: None })
+            .collect();
+        let g = Generation {
+            cot_id: "c".into(),
+            question: Some("What is the capital of Aland?".into()),
+            content: texts.concat(),
+            tokens,
+            ..Default::default()
+        };
+        let spans: Vec<(u32, u32)> = {
+            let mut at = 0;
+            texts
+                .iter()
+                .map(|t| {
+                    let s = (at, at + t.len() as u32);
+                    at = s.1;
+                    s
+                })
+                .collect()
+        };
+        let m = |start, end, e: &str| GroundedMention {
+            part: Part::Cot,
+            start,
+            end,
+            entity: e.into(),
+            alias: String::new(),
+            n_context: 1,
+            context_size: 3,
+            supported: true,
+        };
+        // "Amar" [0,4) and "Aland" [23,28) (two logged tokens: " Al", "and").
+        let mentions = [m(0, 4, "T0"), m(23, 28, "C0")];
+        let input = PolicyInput { generation: &g, mentions: &mentions, spans: &spans };
+        let out = p.score(&[input]).pop().unwrap();
+        let entity: Vec<bool> = out.tokens.iter().map(Option::is_some).collect();
+        assert_eq!(entity, [true, false, false, false, false, true, true, false]);
+
+        let (text, start) = frame(g.question.as_deref().unwrap(), &g.content);
+        let (_, mu_spans) = p.vocab().encode(&text);
+        let want_lp: Vec<f64> = direct(&p, &framed_seq(&p, g.question.as_deref().unwrap(), &g.content))
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let shifted: Vec<(u32, u32)> = spans.iter().map(|&(a, b)| (a + start, b + start)).collect();
+        let want = align(&mu_spans, &want_lp, &shifted);
+        for t in [0, 5, 6] {
+            assert!((out.tokens[t].unwrap() - want[t]).abs() < 1e-4);
+            assert!(out.tokens[t].unwrap() <= 0.0);
+        }
+        assert!((out.mentions[1] - (want[5] + want[6])).abs() < 1e-4);
+        // A chain without mentions is not read at all.
+        let none = p.score(&[PolicyInput { generation: &g, mentions: &[], spans: &spans }]).pop().unwrap();
+        assert!(none.tokens.iter().all(Option::is_none) && none.mentions.is_empty());
+    }
+}

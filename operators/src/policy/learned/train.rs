@@ -1,0 +1,539 @@
+//! Training μ_φ: reward-weighted likelihood `Σ_k R(h_k) Σ_t log μ_φ(y_{k,t} | q_k, y_{k,<t})`
+//! with AdamW, on packed sequences, with a held-out split, checkpoints and resumption.
+//!
+//! Each example is `<|bos|> frame(q, y) <|eos|>`; the loss covers the tokens of the chain of
+//! thought y and the closing `<|eos|>` (not the question) and is divided by the number of such
+//! tokens in the batch. The reward enters by sampling: training rows are drawn in proportion to
+//! R ([`reward_sample`]), which has the expected gradient of weighting every walk by R and wastes
+//! no compute on walks of reward ≈ 0 (about half of them: the mean reward is ≈ 0.4). Examples are packed one after
+//! another into rows of `seq_len` tokens, so the model also learns to read a question far back
+//! in its context. The batch of step s is drawn with a generator seeded by (seed, s), so a
+//! resumed run draws what an uninterrupted one would.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::Recorder as _;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::{frame, load_model, read_meta, save_checkpoint, CorpusRow, ExploreConfig, PolicyMeta, Recorder, Vocab};
+use crate::model::{Transformer, TransformerConfig};
+use crate::text::fnv1a;
+
+/// The model's shape and how it is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// BPE vocabulary size (specials included).
+    pub vocab_size: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Layers.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// SwiGLU width.
+    pub d_ff: usize,
+    /// Context length (scoring reads longer texts in windows of this length).
+    pub context: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Rows per batch.
+    pub batch_rows: usize,
+    /// Tokens per packed row.
+    pub seq_len: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps; then a cosine decay to a tenth of the peak.
+    pub warmup: usize,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f32,
+    /// Held-out evaluation every this many steps.
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Random seed (initialization and batches).
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            vocab_size: 2048,
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            n_kv_heads: 2,
+            d_ff: 704,
+            context: 384,
+            steps: 1200,
+            batch_rows: 8,
+            seq_len: 256,
+            lr: 2e-3,
+            warmup: 100,
+            weight_decay: 0.01,
+            eval_every: 100,
+            checkpoint_every: 200,
+            seed: 17,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The transformer of this config with a vocabulary of `vocab` tokens.
+    pub fn model(&self, vocab: usize) -> TransformerConfig {
+        TransformerConfig {
+            vocab_size: vocab,
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            d_ff: self.d_ff,
+            max_seq_len: self.context.max(self.seq_len),
+            rope_theta: 10_000.0,
+            norm_eps: 1e-5,
+        }
+    }
+
+    fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+        let p = ((step - self.warmup) as f64 / span).min(1.0);
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+    }
+}
+
+/// What training reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// Training starts (or resumes) at `step` of `steps`.
+    Start { step: usize, steps: usize, train_rows: usize, heldout_rows: usize, params: usize },
+    /// One optimizer step.
+    Step { step: usize, loss: f64, lr: f64, tokens_per_s: f64 },
+    /// A held-out evaluation.
+    Eval { step: usize, heldout_nll: f64 },
+    /// A checkpoint was written.
+    Checkpoint { step: usize },
+}
+
+/// Packed training rows: `tokens` has `seq_len + 1` ids; `weight` and `mask` (1 on the scored
+/// targets) have `seq_len`.
+#[derive(Debug, Clone, Default)]
+pub struct Packed {
+    tokens: Vec<Vec<u32>>,
+    weight: Vec<Vec<f32>>,
+    mask: Vec<Vec<f32>>,
+}
+
+impl Packed {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Training rows drawn in proportion to their reward: each row appears ⌊c·R⌋ or ⌈c·R⌉ times
+/// (stochastic rounding, seeded), with `c = n / ΣR`, so the multiset has about as many rows as
+/// `rows` and the expected count of a row is proportional to R. Likelihood training on it, with
+/// unit weights, has the same expected gradient (up to the constant c) as the reward-weighted
+/// likelihood over `rows`, and spends no compute on walks of reward ≈ 0.
+pub fn reward_sample<'a>(rows: &[&'a CorpusRow], seed: u64) -> Vec<&'a CorpusRow> {
+    use rand::Rng;
+    let total: f64 = rows.iter().map(|r| r.reward.max(0.0)).sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    let c = rows.len() as f64 / total;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(rows.len() + 16);
+    for r in rows {
+        let x = c * r.reward.max(0.0);
+        let n = x.floor() as usize + usize::from(rng.gen::<f64>() < x.fract());
+        out.extend(std::iter::repeat_n(*r, n));
+    }
+    // Interleave the copies so one packed row does not hold the same walk twice.
+    use rand::seq::SliceRandom;
+    out.shuffle(&mut rng);
+    out
+}
+
+/// Tokenizes and packs corpus rows (see the module docs).
+pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
+    let width = seq_len + 1;
+    let mut out = Packed::default();
+    let (mut toks, mut w, mut m) = (Vec::with_capacity(width), Vec::new(), Vec::new());
+    let flush = |toks: &mut Vec<u32>, w: &mut Vec<f32>, m: &mut Vec<f32>, out: &mut Packed| {
+        if toks.len() > 1 {
+            toks.resize(width, vocab.pad);
+            w.resize(seq_len, 0.0);
+            m.resize(seq_len, 0.0);
+            out.tokens.push(std::mem::take(toks));
+            out.weight.push(std::mem::take(w));
+            out.mask.push(std::mem::take(m));
+        }
+        toks.clear();
+        w.clear();
+        m.clear();
+    };
+    for row in rows {
+        let (text, start) = frame(&row.question, &row.cot);
+        let (ids, spans) = vocab.encode(&text);
+        let mut seq = Vec::with_capacity(ids.len() + 2);
+        let mut scored = Vec::with_capacity(ids.len() + 2);
+        seq.push(vocab.bos);
+        scored.push(false);
+        for (id, (s, _)) in ids.into_iter().zip(spans) {
+            seq.push(id);
+            scored.push(s >= start);
+        }
+        seq.push(vocab.eos);
+        scored.push(true);
+        seq.truncate(width);
+        scored.truncate(width);
+        if toks.len() + seq.len() > width {
+            flush(&mut toks, &mut w, &mut m, &mut out);
+        }
+        for (id, s) in seq.into_iter().zip(scored) {
+            // The target at position p is token p+1: token p of this row is the target of p−1.
+            if !toks.is_empty() {
+                w.push(if s { row.reward as f32 } else { 0.0 });
+                m.push(if s { 1.0 } else { 0.0 });
+            }
+            toks.push(id);
+        }
+    }
+    flush(&mut toks, &mut w, &mut m, &mut out);
+    out
+}
+
+struct Batch<B: Backend> {
+    inputs: Tensor<B, 2, Int>,
+    targets: Tensor<B, 2, Int>,
+    weight: Tensor<B, 2>,
+    mask: Tensor<B, 2>,
+    n_scored: f32,
+}
+
+fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B> {
+    let l = p.weight[0].len();
+    let mut inputs = Vec::with_capacity(rows.len() * l);
+    let mut targets = Vec::with_capacity(rows.len() * l);
+    let mut weight = Vec::with_capacity(rows.len() * l);
+    let mut mask = Vec::with_capacity(rows.len() * l);
+    for &r in rows {
+        inputs.extend(p.tokens[r][..l].iter().map(|&x| x as i32));
+        targets.extend(p.tokens[r][1..].iter().map(|&x| x as i32));
+        weight.extend_from_slice(&p.weight[r]);
+        mask.extend_from_slice(&p.mask[r]);
+    }
+    let n_scored = mask.iter().sum::<f32>();
+    let b = rows.len();
+    Batch {
+        inputs: Tensor::<B, 1, Int>::from_ints(inputs.as_slice(), device).reshape([b, l]),
+        targets: Tensor::<B, 1, Int>::from_ints(targets.as_slice(), device).reshape([b, l]),
+        weight: Tensor::<B, 1>::from_floats(weight.as_slice(), device).reshape([b, l]),
+        mask: Tensor::<B, 1>::from_floats(mask.as_slice(), device).reshape([b, l]),
+        n_scored,
+    }
+}
+
+/// Mean negative log-likelihood per scored token of `p` (unweighted): the held-out loss.
+pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::Device) -> f64 {
+    let (mut nll, mut n) = (0.0f64, 0.0f64);
+    let all: Vec<usize> = (0..p.len()).collect();
+    for rows in all.chunks(16) {
+        let b = batch::<B>(p, rows, device);
+        let lp = model.logprobs_of(b.inputs, b.targets);
+        let s: f32 = (lp * b.mask).sum().into_scalar().elem();
+        nll -= f64::from(s);
+        n += f64::from(b.n_scored);
+    }
+    if n > 0.0 {
+        nll / n
+    } else {
+        f64::NAN
+    }
+}
+
+use burn::tensor::ElementConversion as _;
+
+/// A digest of the training rows (part of the checkpoint's version).
+pub fn corpus_digest(rows: &[CorpusRow]) -> u64 {
+    let mut h = 0u64;
+    for r in rows {
+        h = fnv1a(&[&h.to_le_bytes(), r.question.as_bytes(), r.cot.as_bytes(), &r.reward.to_le_bytes()]);
+    }
+    h
+}
+
+/// Trains μ_φ on `rows` into the checkpoint folder `out` (or resumes the checkpoint there when
+/// `resume`), calling `on_event` as it goes; returns the final checkpoint's description. The loss
+/// curve is appended to `out/loss.csv` (`step,loss,heldout_nll,lr,tokens_per_s,elapsed_s`).
+#[allow(clippy::too_many_arguments)]
+pub fn train<B: AutodiffBackend>(
+    rows: &[CorpusRow],
+    corpus: (&ExploreConfig, f64),
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    command: &str,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<PolicyMeta, String> {
+    let train_rows: Vec<&CorpusRow> = rows.iter().filter(|r| !r.heldout).collect();
+    let held_rows: Vec<&CorpusRow> = rows.iter().filter(|r| r.heldout).collect();
+    if train_rows.is_empty() {
+        return Err("the corpus has no training walks (is the KG empty?)".to_owned());
+    }
+    let digest = corpus_digest(rows);
+    let (mut meta, vocab, mut model, optim_record) = if resume && out.join("policy.json").is_file() {
+        let (meta, vocab) = read_meta(out)?;
+        let model = load_model::<B>(out, &meta, device)?;
+        let optim = out.join("optimizer.mpk");
+        let record = if optim.is_file() {
+            Some(Recorder::new().load(optim, device).map_err(|e| format!("{}: {e}", out.display()))?)
+        } else {
+            None
+        };
+        (meta, vocab, model, record)
+    } else {
+        B::seed(device, config.seed);
+        let vocab =
+            Vocab::train(train_rows.iter().flat_map(|r| [r.question.as_str(), r.cot.as_str()]), config.vocab_size)?;
+        let shape = config.model(vocab.size());
+        let model = shape.init::<B>(device);
+        let meta = PolicyMeta {
+            name: "kg-transformer".to_owned(),
+            version: String::new(),
+            model: shape,
+            steps: 0,
+            tokens_seen: 0,
+            heldout_nll: None,
+            corpus: (train_rows.len(), held_rows.len()),
+            explore: corpus.0.clone(),
+            heldout_fraction: corpus.1,
+            command: command.to_owned(),
+        };
+        let _ = std::fs::remove_file(out.join("loss.csv"));
+        (meta, vocab, model, None)
+    };
+    // Reward-proportional sampling (see [`reward_sample`]): the packed rows carry unit weights.
+    let sampled: Vec<CorpusRow> =
+        reward_sample(&train_rows, config.seed).into_iter().map(|r| CorpusRow { reward: 1.0, ..r.clone() }).collect();
+    let packed = pack(&sampled.iter().collect::<Vec<_>>(), &vocab, config.seq_len);
+    let held = pack(&held_rows, &vocab, config.seq_len);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init::<B, Transformer<B>>();
+    if let Some(record) = optim_record {
+        optim = optim.load_record(record);
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut csv = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("loss.csv"))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    if csv.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        writeln!(csv, "step,loss,heldout_nll,lr,tokens_per_s,elapsed_s").map_err(|e| e.to_string())?;
+    }
+    on_event(&TrainEvent::Start {
+        step: meta.steps,
+        steps: config.steps,
+        train_rows: packed.len(),
+        heldout_rows: held.len(),
+        params: meta.model.n_params(),
+    });
+    let started = Instant::now();
+    let rows_per_batch = config.batch_rows.clamp(1, packed.len());
+    let checkpoint = |meta: &mut PolicyMeta, model: &Transformer<B>, optim_record, step: usize| -> Result<(), String> {
+        meta.steps = step;
+        meta.version = format!("s{step}-{:08x}", digest as u32);
+        save_checkpoint(out, model, &vocab, meta)?;
+        Recorder::new()
+            .record(optim_record, out.join("optimizer.mpk"))
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        Ok(())
+    };
+    for step in meta.steps..config.steps {
+        let t0 = Instant::now();
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rows = rand::seq::index::sample(&mut rng, packed.len(), rows_per_batch).into_vec();
+        let b = batch::<B>(&packed, &rows, device);
+        let n = b.n_scored.max(1.0);
+        let lp = model.logprobs_of(b.inputs, b.targets);
+        let loss = (lp * b.weight).sum().neg().div_scalar(n);
+        let loss_value: f32 = loss.clone().into_scalar().elem();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = config.lr_at(step);
+        model = optim.step(lr, model, grads);
+        let tokens = (rows_per_batch * config.seq_len) as f64;
+        meta.tokens_seen += tokens as u64;
+        let tokens_per_s = tokens / t0.elapsed().as_secs_f64();
+        on_event(&TrainEvent::Step { step: step + 1, loss: f64::from(loss_value), lr, tokens_per_s });
+        let done = step + 1;
+        let mut heldout = String::new();
+        if !held.is_empty() && (done % config.eval_every.max(1) == 0 || done == config.steps) {
+            let nll = heldout_nll(&model.valid(), &held, device);
+            meta.heldout_nll = Some(nll);
+            heldout = format!("{nll}");
+            on_event(&TrainEvent::Eval { step: done, heldout_nll: nll });
+        }
+        writeln!(csv, "{done},{loss_value},{heldout},{lr},{tokens_per_s:.1},{:.3}", started.elapsed().as_secs_f64())
+            .map_err(|e| e.to_string())?;
+        if done % config.checkpoint_every.max(1) == 0 || done == config.steps {
+            checkpoint(&mut meta, &model, optim.to_record(), done)?;
+            on_event(&TrainEvent::Checkpoint { step: done });
+        }
+    }
+    if meta.version.is_empty() {
+        let steps = meta.steps;
+        checkpoint(&mut meta, &model, optim.to_record(), steps)?;
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{Cpu, CpuTrain};
+    use crate::policy::learned::{build_corpus, walks::KgGraph, LearnedPolicy};
+
+    /// A tiny KG: 12 countries with a capital, a continent, a currency and borders.
+    pub(crate) fn tiny_graph() -> KgGraph {
+        let s = |x: String| x;
+        let mut triples = Vec::new();
+        let mut aliases = Vec::new();
+        let names = [
+            "Aland", "Borvia", "Cestria", "Dunmark", "Elbonia", "Fridonia", "Galvia", "Hestia", "Ilvania", "Jarrow",
+            "Kestria", "Lumeria",
+        ];
+        let capitals = [
+            "Amar", "Bolt", "Cresk", "Dunhold", "Elmont", "Frisk", "Gorra", "Halvik", "Ilmora", "Jessen", "Korvu",
+            "Lomb",
+        ];
+        for (i, (n, c)) in names.iter().zip(capitals).enumerate() {
+            let country = format!("C{i}");
+            let city = format!("T{i}");
+            aliases.push((country.clone(), n.to_string()));
+            aliases.push((city.clone(), c.to_string()));
+            triples.push((country.clone(), s("P36".into()), city.clone()));
+            triples.push((city.clone(), s("P17".into()), country.clone()));
+            triples.push((country.clone(), s("P30".into()), format!("K{}", i % 3)));
+            triples.push((country.clone(), s("P38".into()), format!("M{}", i % 4)));
+            triples.push((country.clone(), s("P47".into()), format!("C{}", (i + 1) % 12)));
+        }
+        for (k, n) in ["Northland", "Southland", "Westland"].iter().enumerate() {
+            aliases.push((format!("K{k}"), n.to_string()));
+        }
+        for (k, n) in ["gold mark", "silver crown", "sea shell", "iron penny"].iter().enumerate() {
+            aliases.push((format!("M{k}"), n.to_string()));
+        }
+        let rel =
+            [("P36", "capital"), ("P17", "country"), ("P30", "continent"), ("P38", "currency"), ("P47", "borders")];
+        let rel: Vec<(String, String)> = rel.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        KgGraph::new(&triples, &aliases, &rel)
+    }
+
+    pub(crate) fn tiny_config(steps: usize) -> TrainConfig {
+        TrainConfig {
+            vocab_size: 400,
+            d_model: 48,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            d_ff: 128,
+            context: 128,
+            steps,
+            batch_rows: 8,
+            seq_len: 128,
+            lr: 5e-3,
+            warmup: 5,
+            eval_every: 1000,
+            checkpoint_every: 1000,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn packing_scores_only_the_chain_of_thought_and_eos() {
+        let g = tiny_graph();
+        let explore = ExploreConfig { walks: 50, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &[], &explore, 0.0);
+        let vocab = Vocab::train(rows.iter().map(|r| r.cot.as_str()), 300).unwrap();
+        let refs: Vec<&CorpusRow> = rows.iter().collect();
+        let p = pack(&refs, &vocab, 64);
+        assert!(!p.is_empty());
+        for r in 0..p.len() {
+            assert_eq!(p.tokens[r].len(), 65);
+            for (j, (&m, &w)) in p.mask[r].iter().zip(&p.weight[r]).enumerate() {
+                let target = p.tokens[r][j + 1];
+                if target == vocab.pad || target == vocab.bos {
+                    assert_eq!(m, 0.0, "pad/bos targets are not scored");
+                }
+                if target == vocab.eos {
+                    assert_eq!(m, 1.0, "eos is scored");
+                }
+                assert!(w <= m && w >= 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn training_lowers_heldout_loss_and_checkpoints_round_trip() {
+        let g = tiny_graph();
+        let explore = ExploreConfig { walks: 800, max_hops: 2, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.15);
+        assert!(rows.iter().any(|r| r.heldout) && rows.iter().any(|r| !r.heldout));
+        let dir = std::env::temp_dir().join(format!("ocean-train-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let device = Default::default();
+        let mut evals = Vec::new();
+        let config = TrainConfig { eval_every: 1, ..tiny_config(40) };
+        let meta = train::<CpuTrain>(&rows, (&explore, 0.15), &config, &dir, false, "test", &device, &mut |e| {
+            if let TrainEvent::Eval { heldout_nll, .. } = e {
+                evals.push(*heldout_nll);
+            }
+        })
+        .unwrap();
+        assert_eq!(meta.steps, 40);
+        let (first, last) = (evals[0], *evals.last().unwrap());
+        assert!(last < first - 0.5, "held-out NLL should fall: {evals:?}");
+        assert!(dir.join("loss.csv").is_file() && dir.join("optimizer.mpk").is_file());
+
+        // save → load: the loaded policy scores exactly as the model that was saved.
+        let loaded = LearnedPolicy::<Cpu>::load(&dir, &device).unwrap();
+        let (meta2, vocab) = read_meta(&dir).unwrap();
+        assert_eq!(meta2, meta);
+        let items = [(rows[0].question.as_str(), rows[0].cot.as_str()), ("What?", "Amar is the capital of Aland.")];
+        let again = LearnedPolicy::<Cpu>::load(&dir, &device).unwrap();
+        assert_eq!(loaded.framed_logprobs(&items), again.framed_logprobs(&items));
+        assert_eq!(vocab.size(), meta.model.vocab_size);
+
+        // Resuming continues from the checkpoint's step.
+        let more = TrainConfig { steps: 45, ..config };
+        let resumed =
+            train::<CpuTrain>(&rows, (&explore, 0.15), &more, &dir, true, "test", &device, &mut |_| {}).unwrap();
+        assert_eq!(resumed.steps, 45);
+        assert_eq!(resumed.tokens_seen, meta.tokens_seen + 5 * 8 * 128);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

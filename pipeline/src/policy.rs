@@ -1,0 +1,415 @@
+//! The learned KG policy's jobs: the corpus of verbalized walks, training, evaluation, and the
+//! choice of the policy a run uses.
+//!
+//! The corpus is drawn from a KG folder; the on-policy walks start at the entities that the
+//! linker finds in the questions of the given logs. Evaluation re-draws the corpus a checkpoint
+//! was trained on (its `policy.json` keeps the exploration settings), so its held-out walks are
+//! exactly the ones training never saw.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use ocean_operators::grounding::ground;
+use ocean_operators::ips::{score_cot, ScoreConfig};
+use ocean_operators::kg::{KgIndex, KgUpdate};
+use ocean_operators::linking::link_generation;
+use ocean_operators::model::{Cpu, CpuTrain};
+use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
+use ocean_operators::policy::learned::{
+    build_corpus, corrupt, verbalize, walks::KgGraph, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
+};
+use ocean_operators::policy::MixturePolicy;
+use ocean_operators::text::{fnv1a, words};
+use ocean_operators::{AdjacencyPolicy, AdjacencyPolicyConfig, KgPolicy, Part};
+use ocean_schemas::{Generation, Token, F64};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::SourceConfig;
+use crate::error::{Error, Result};
+use crate::kg_files::{read_kg, KgData};
+use crate::plot::{line_chart, Series};
+use crate::sources::read_logs;
+
+/// Weight of μ_φ in a run's mixture with the adjacency baseline, by default.
+pub const DEFAULT_MIX: f64 = 0.5;
+
+/// The checkpoint of the embedded default (trained on `data/kg`; see data/README.md).
+pub const DEFAULT_CHECKPOINT: &str = "data/policy";
+
+/// A corpus with the KG it was drawn from.
+pub struct Corpus {
+    /// The KG as read.
+    pub kg: KgData,
+    /// The KG as walks see it.
+    pub graph: KgGraph,
+    /// The walks, in the order of `rows`.
+    pub walks: Vec<Walk>,
+    /// The verbalized walks.
+    pub rows: Vec<CorpusRow>,
+}
+
+/// The entities the linker finds in the questions of `logs`, with repeats (so frequent
+/// question entities start more walks).
+pub fn question_entities(kg: &KgData, logs: &[PathBuf]) -> Result<Vec<String>> {
+    if logs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut index = KgIndex::new(8);
+    for (e, a) in &kg.aliases {
+        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
+    }
+    let source = SourceConfig { logs: logs.to_vec(), ..SourceConfig::default() };
+    let logs = read_logs(&source)?;
+    let mut out = Vec::new();
+    let mut links = Vec::new();
+    for g in &logs.generations {
+        links.clear();
+        index.link(Part::Question, &words(g.question.as_deref().unwrap_or("")), &mut links);
+        out.extend(links.iter().map(|(l, _)| l.entity.clone()));
+    }
+    Ok(out)
+}
+
+/// Draws and verbalizes the corpus of the KG folder `kg_dir`.
+pub fn corpus(kg_dir: &Path, logs: &[PathBuf], explore: &ExploreConfig, heldout_fraction: f64) -> Result<Corpus> {
+    let kg = read_kg(kg_dir)?;
+    let on_policy = question_entities(&kg, logs)?;
+    let graph = KgGraph::new(&kg.triples, &kg.aliases, &kg.relation_aliases);
+    let (walks, rows) = build_corpus(&graph, &on_policy, explore, heldout_fraction);
+    if rows.is_empty() {
+        return Err(Error::Config(format!("no walk could be drawn from the KG in {}", kg_dir.display())));
+    }
+    Ok(Corpus { kg, graph, walks, rows })
+}
+
+/// Writes corpus rows as one Parquet file.
+pub fn write_corpus(rows: &[CorpusRow], path: &Path) -> Result<()> {
+    let s = |f: fn(&CorpusRow) -> &str| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let batch = RecordBatch::try_from_iter(vec![
+        ("walk_id", Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.walk_id))) as ArrayRef),
+        ("start_entity", s(|r| &r.start_entity)),
+        ("answer_entity", s(|r| &r.answer_entity)),
+        ("path", s(|r| &r.path)),
+        ("hops", Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.hops))) as ArrayRef),
+        ("reward", Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.reward))) as ArrayRef),
+        ("on_policy", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.on_policy)))) as ArrayRef),
+        ("question", s(|r| &r.question)),
+        ("cot", s(|r| &r.cot)),
+        ("heldout", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.heldout)))) as ArrayRef),
+    ])?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(())
+}
+
+/// Trains μ_φ on `corpus` into the checkpoint folder `out` on the CPU backend (see
+/// [`ocean_operators::policy::learned::train`]), then draws `out/loss.png` from `out/loss.csv`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_policy(
+    corpus: &Corpus,
+    explore: &ExploreConfig,
+    heldout_fraction: f64,
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    command: &str,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<PolicyMeta> {
+    let device = Default::default();
+    let meta =
+        train::<CpuTrain>(&corpus.rows, (explore, heldout_fraction), config, out, resume, command, &device, on_event)
+            .map_err(Error::Config)?;
+    plot_loss(&out.join("loss.csv"), &out.join("loss.png"))?;
+    Ok(meta)
+}
+
+/// Draws a loss curve (`step,loss,heldout_nll,…` CSV) as PNG: training loss in blue (a moving
+/// average over 20 steps), held-out NLL in red.
+pub fn plot_loss(csv: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let mut train = Vec::new();
+    let mut held = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (Some(step), Some(loss)) =
+            (f.first().and_then(|x| x.parse::<f64>().ok()), f.get(1).and_then(|x| x.parse::<f64>().ok()))
+        else {
+            continue;
+        };
+        train.push((step, loss));
+        if let Some(h) = f.get(2).and_then(|x| x.parse::<f64>().ok()) {
+            held.push((step, h));
+        }
+    }
+    let smooth: Vec<(f64, f64)> = (0..train.len())
+        .map(|i| {
+            let lo = i.saturating_sub(19);
+            let w = &train[lo..=i];
+            (train[i].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64)
+        })
+        .collect();
+    let bytes = line_chart(
+        &[Series { points: &smooth, colour: [40, 90, 200] }, Series { points: &held, colour: [210, 40, 40] }],
+        640,
+        360,
+    );
+    std::fs::write(png, bytes).map_err(|e| Error::io(png, e))
+}
+
+/// What `ocean policy eval` measures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The checkpoint (`name@version`).
+    pub policy: String,
+    /// Held-out walks.
+    pub heldout_walks: usize,
+    /// Mean negative log-likelihood per chain-of-thought token of the held-out walks.
+    pub heldout_nll: f64,
+    /// exp(heldout_nll).
+    pub heldout_perplexity: f64,
+    /// Pairs (true walk, corrupted walk) compared.
+    pub walk_pairs: usize,
+    /// Share of pairs where μ_φ gives the true walk's chain of thought the higher likelihood
+    /// (ties count half): the AUC of the paired comparison.
+    pub walk_auc: f64,
+    /// The same, over pairs with an entity swapped.
+    pub walk_auc_entity: f64,
+    /// The same, over pairs with a relation swapped.
+    pub walk_auc_relation: f64,
+    /// Pairs of chains of thought (true answer, another entity of the answer's type) compared.
+    pub answer_pairs: usize,
+    /// Paired AUC of the per-CoT KG-IPS value with the learned policy.
+    pub answer_auc_learned: f64,
+    /// Paired AUC of the per-CoT KG-IPS value with the adjacency baseline.
+    pub answer_auc_adjacency: f64,
+    /// Paired AUC of the per-CoT KG-IPS value with the run's default mixture (β = 0.5).
+    pub answer_auc_mixture: f64,
+}
+
+fn paired_auc(pairs: &[(f64, f64)]) -> f64 {
+    if pairs.is_empty() {
+        return f64::NAN;
+    }
+    let wins: f64 = pairs
+        .iter()
+        .map(|(t, c)| {
+            if t > c {
+                1.0
+            } else if t == c {
+                0.5
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    wins / pairs.len() as f64
+}
+
+/// log μ_φ(y | q) of each `(q, y)`: the sum over the tokens of y.
+fn cot_loglik(policy: &LearnedPolicy<Cpu>, items: &[(&str, &str)]) -> Vec<f64> {
+    policy
+        .framed_logprobs(items)
+        .into_iter()
+        .map(|(spans, start, lp)| spans.iter().zip(&lp).filter(|((s, _), _)| *s >= start).map(|(_, l)| l).sum())
+        .collect()
+}
+
+/// A generation of `question` and `cot` whose tokens (words with their leading space, and
+/// punctuation) all have behaviour log-prob −0.5: two such generations differ only in text.
+fn flat_generation(id: &str, question: &str, cot: &str) -> Generation {
+    let mut tokens = Vec::new();
+    let mut cur = String::new();
+    for c in cot.chars() {
+        let boundary = c.is_whitespace() && !cur.trim().is_empty() || (c.is_ascii_punctuation() && c != '\'');
+        if boundary && !cur.is_empty() {
+            tokens.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+        if c.is_ascii_punctuation() && c != '\'' {
+            tokens.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        tokens.push(cur);
+    }
+    Generation {
+        cot_id: id.to_owned(),
+        question: Some(question.to_owned()),
+        content: cot.to_owned(),
+        tokens: tokens
+            .into_iter()
+            .map(|t| Token { byte_len: t.len() as u32, text: t, logprob: F64(-0.5), target_logprob: None })
+            .collect(),
+        ..Generation::default()
+    }
+}
+
+/// Evaluates a checkpoint on its held-out walks (see [`EvalReport`]); `max_pairs` bounds the
+/// number of held-out walks used for the ranking metrics.
+pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: usize) -> Result<EvalReport> {
+    let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?;
+    let meta = policy.meta().clone();
+    let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
+    let held: Vec<usize> = (0..corpus.rows.len()).filter(|&i| corpus.rows[i].heldout).collect();
+    if held.is_empty() {
+        return Err(Error::Config("the checkpoint's corpus has no held-out walks".into()));
+    }
+
+    // Held-out likelihood.
+    let items: Vec<(&str, &str)> =
+        held.iter().map(|&i| (corpus.rows[i].question.as_str(), corpus.rows[i].cot.as_str())).collect();
+    let scored = policy.framed_logprobs(&items);
+    let (mut nll, mut n) = (0.0, 0usize);
+    for (spans, start, lp) in &scored {
+        for ((s, _), l) in spans.iter().zip(lp) {
+            if *s >= *start {
+                nll -= l;
+                n += 1;
+            }
+        }
+    }
+    let heldout_nll = nll / n.max(1) as f64;
+
+    // True vs corrupted walks: the corrupted chain of thought is verbalized with the same
+    // random choices and read after the true question.
+    let n_relations = corpus
+        .kg
+        .relation_aliases
+        .iter()
+        .map(|(r, _)| r)
+        .chain(corpus.kg.triples.iter().map(|(_, r, _)| r))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xA11C);
+    let mut sample = held.clone();
+    sample.shuffle(&mut rng);
+    sample.truncate(max_pairs);
+    let mut pairs_text: Vec<(usize, String, bool)> = Vec::new();
+    for &i in &sample {
+        let w = &corpus.walks[i];
+        let before: Vec<_> = w.hops.iter().map(|h| h.relation).collect();
+        let Some(c) = corrupt(&corpus.graph, w, n_relations, &mut rng) else { continue };
+        let entity_swap = c.hops.iter().map(|h| h.relation).collect::<Vec<_>>() == before;
+        let path = w.path_string(&corpus.graph);
+        let mut vrng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ fnv1a(&[path.as_bytes()]));
+        let ex = verbalize(&corpus.graph, &c, &mut vrng);
+        pairs_text.push((i, ex.cot, entity_swap));
+    }
+    let true_items: Vec<(&str, &str)> =
+        pairs_text.iter().map(|(i, _, _)| (corpus.rows[*i].question.as_str(), corpus.rows[*i].cot.as_str())).collect();
+    let bad_items: Vec<(&str, &str)> =
+        pairs_text.iter().map(|(i, cot, _)| (corpus.rows[*i].question.as_str(), cot.as_str())).collect();
+    let t = cot_loglik(&policy, &true_items);
+    let c = cot_loglik(&policy, &bad_items);
+    let pairs: Vec<(f64, f64, bool)> = t.iter().zip(&c).zip(&pairs_text).map(|((a, b), p)| (*a, *b, p.2)).collect();
+    let all: Vec<(f64, f64)> = pairs.iter().map(|p| (p.0, p.1)).collect();
+    let ent: Vec<(f64, f64)> = pairs.iter().filter(|p| p.2).map(|p| (p.0, p.1)).collect();
+    let rel: Vec<(f64, f64)> = pairs.iter().filter(|p| !p.2).map(|p| (p.0, p.1)).collect();
+
+    // True vs corrupted answers, through linking, grounding and KG-IPS.
+    let answer = answer_pairs(&corpus, &sample, &mut rng);
+    let adjacency = AdjacencyPolicy::new(AdjacencyPolicyConfig {
+        entities: crate::run::kg_entity_count(&corpus.kg),
+        ..AdjacencyPolicyConfig::default()
+    });
+    let learned_auc = answer_auc(&corpus.kg, &answer, &policy);
+    let adjacency_auc = answer_auc(&corpus.kg, &answer, &adjacency);
+    let policy = Arc::new(policy);
+    let mixture = MixturePolicy::new(Arc::clone(&policy) as Arc<dyn KgPolicy>, adjacency.clone(), DEFAULT_MIX);
+    let mixture_auc = answer_auc(&corpus.kg, &answer, &mixture);
+    Ok(EvalReport {
+        policy: policy.name(),
+        heldout_walks: held.len(),
+        heldout_nll,
+        heldout_perplexity: heldout_nll.exp(),
+        walk_pairs: all.len(),
+        walk_auc: paired_auc(&all),
+        walk_auc_entity: paired_auc(&ent),
+        walk_auc_relation: paired_auc(&rel),
+        answer_pairs: answer.len(),
+        answer_auc_learned: learned_auc,
+        answer_auc_adjacency: adjacency_auc,
+        answer_auc_mixture: mixture_auc,
+    })
+}
+
+/// For held-out walks: (question, chain of thought with the true answer, the same with the
+/// answer's alias replaced by an alias of another entity of its type).
+fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> Vec<(String, String, String)> {
+    let g = &corpus.graph;
+    let mut out = Vec::new();
+    for &i in sample {
+        let row = &corpus.rows[i];
+        let end = corpus.walks[i].end();
+        let Some(alias) = g.aliases(end).iter().filter(|a| row.cot.contains(a.as_str())).max_by_key(|a| a.len()) else {
+            continue;
+        };
+        let others = g.same_type(end);
+        let Some(&other) = others.choose(rng) else { continue };
+        let Some(other_alias) = g.aliases(other).choose(rng) else { continue };
+        if row.cot.contains(other_alias.as_str()) {
+            continue;
+        }
+        out.push((row.question.clone(), row.cot.clone(), row.cot.replace(alias.as_str(), other_alias)));
+    }
+    out
+}
+
+fn answer_auc(kg: &KgData, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> f64 {
+    let mut index = KgIndex::new(8);
+    for (e, a) in &kg.aliases {
+        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
+    }
+    for (h, r, t) in &kg.triples {
+        index.apply(&KgUpdate::Triple(h.clone(), r.clone(), t.clone()), 1);
+    }
+    let value = |g: &Generation| {
+        let links = link_generation(&index, g);
+        score_cot(g, &ground(&index, &links), policy, &ScoreConfig::default()).score.value.0
+    };
+    let scored: Vec<(f64, f64)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(k, (q, good, bad))| {
+            (value(&flat_generation(&format!("t{k}"), q, good)), value(&flat_generation(&format!("c{k}"), q, bad)))
+        })
+        .collect();
+    paired_auc(&scored)
+}
+
+/// The KG policy of a run: `adjacency`, a checkpoint folder, or `auto` (the embedded checkpoint
+/// when the run reads the embedded KG and the checkpoint is there, else the adjacency baseline).
+/// A learned policy is mixed with the baseline with weight `mix` on μ_φ ([`MixturePolicy`];
+/// 1 = μ_φ alone).
+pub fn resolve(spec: &str, kg_dir: &Path, adjacency: &AdjacencyPolicyConfig, mix: f64) -> Result<Arc<dyn KgPolicy>> {
+    let learned = |dir: &Path| -> Result<Arc<dyn KgPolicy>> {
+        let p = LearnedPolicy::<Cpu>::load(dir, &Default::default()).map_err(Error::Config)?;
+        tracing::info!(policy = %p.name(), mix, "loaded the learned KG policy");
+        if mix >= 1.0 {
+            return Ok(Arc::new(p));
+        }
+        Ok(Arc::new(MixturePolicy::new(Arc::new(p), AdjacencyPolicy::new(adjacency.clone()), mix)))
+    };
+    match spec {
+        "adjacency" => Ok(Arc::new(AdjacencyPolicy::new(adjacency.clone()))),
+        "auto" => {
+            let default = Path::new(DEFAULT_CHECKPOINT);
+            let embedded_kg = kg_dir.canonicalize().ok() == Path::new("data/kg").canonicalize().ok();
+            if embedded_kg && default.join("policy.json").is_file() {
+                learned(default)
+            } else {
+                Ok(Arc::new(AdjacencyPolicy::new(adjacency.clone())))
+            }
+        }
+        path => learned(Path::new(path)),
+    }
+}
