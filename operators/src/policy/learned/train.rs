@@ -524,8 +524,12 @@ pub(crate) mod tests {
         let (meta2, vocab) = read_meta(&dir).unwrap();
         assert_eq!(meta2, meta);
         let items = [(rows[0].question.as_str(), rows[0].cot.as_str()), ("What?", "Amar is the capital of Aland.")];
-        let again = LearnedPolicy::<Cpu>::load(&dir, &device).unwrap();
-        assert_eq!(loaded.framed_logprobs(&items), again.framed_logprobs(&items));
+        let copy = dir.join("copy");
+        save_checkpoint(&copy, loaded.model(), loaded.vocab(), loaded.meta()).unwrap();
+        let again = LearnedPolicy::<Cpu>::load(&copy, &device).unwrap();
+        let (before, after) = (loaded.framed_logprobs(&items), again.framed_logprobs(&items));
+        assert_eq!(before, after);
+        assert!(before[1].2.iter().all(|x| x.is_finite() && *x <= 0.0));
         assert_eq!(vocab.size(), meta.model.vocab_size);
 
         // Resuming continues from the checkpoint's step.
