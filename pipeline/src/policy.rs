@@ -14,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 use ocean_operators::grounding::ground;
 use ocean_operators::ips::{score_cot, ScoreConfig};
 use ocean_operators::kg::{KgIndex, KgUpdate};
-use ocean_operators::linking::link_generation;
+use ocean_operators::linking::{link_generation, LinkerConfig};
 use ocean_operators::model::{Cpu, CpuTrain};
 use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
@@ -58,10 +58,7 @@ pub fn question_entities(kg: &KgData, logs: &[PathBuf]) -> Result<Vec<String>> {
     if logs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut index = KgIndex::new(8);
-    for (e, a) in &kg.aliases {
-        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
-    }
+    let index = kg_index(kg, false);
     let source = SourceConfig { logs: logs.to_vec(), ..SourceConfig::default() };
     let logs = read_logs(&source)?;
     let mut out = Vec::new();
@@ -72,6 +69,21 @@ pub fn question_entities(kg: &KgData, logs: &[PathBuf]) -> Result<Vec<String>> {
         out.extend(links.iter().map(|(l, _)| l.entity.clone()));
     }
     Ok(out)
+}
+
+/// A KG index (as the dataflow's workers keep one) of `kg`'s aliases, and of its triples when
+/// `triples`.
+fn kg_index(kg: &KgData, triples: bool) -> KgIndex {
+    let mut index = KgIndex::new(LinkerConfig::default().max_alias_words);
+    for (e, a) in &kg.aliases {
+        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
+    }
+    if triples {
+        for (h, r, t) in &kg.triples {
+            index.apply(&KgUpdate::Triple(h.clone(), r.clone(), t.clone()), 1);
+        }
+    }
+    index
 }
 
 /// Draws and verbalizes the corpus of the KG folder `kg_dir`.
@@ -281,14 +293,7 @@ pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: u
 
     // True vs corrupted walks: the corrupted chain of thought is verbalized with the same
     // random choices and read after the true question.
-    let n_relations = corpus
-        .kg
-        .relation_aliases
-        .iter()
-        .map(|(r, _)| r)
-        .chain(corpus.kg.triples.iter().map(|(_, r, _)| r))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+    let n_relations = corpus.graph.n_relations();
     let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xA11C);
     let mut sample = held.clone();
     sample.shuffle(&mut rng);
@@ -321,11 +326,12 @@ pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: u
         entities: crate::run::kg_entity_count(&corpus.kg),
         ..AdjacencyPolicyConfig::default()
     });
-    let learned_auc = answer_auc(&corpus.kg, &answer, &policy);
-    let adjacency_auc = answer_auc(&corpus.kg, &answer, &adjacency);
+    let index = kg_index(&corpus.kg, true);
+    let learned_auc = answer_auc(&index, &answer, &policy);
+    let adjacency_auc = answer_auc(&index, &answer, &adjacency);
     let policy = Arc::new(policy);
     let mixture = MixturePolicy::new(Arc::clone(&policy) as Arc<dyn KgPolicy>, adjacency.clone(), DEFAULT_MIX);
-    let mixture_auc = answer_auc(&corpus.kg, &answer, &mixture);
+    let mixture_auc = answer_auc(&index, &answer, &mixture);
     Ok(EvalReport {
         policy: policy.name(),
         heldout_walks: held.len(),
@@ -364,17 +370,10 @@ fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> 
     out
 }
 
-fn answer_auc(kg: &KgData, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> f64 {
-    let mut index = KgIndex::new(8);
-    for (e, a) in &kg.aliases {
-        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
-    }
-    for (h, r, t) in &kg.triples {
-        index.apply(&KgUpdate::Triple(h.clone(), r.clone(), t.clone()), 1);
-    }
+fn answer_auc(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> f64 {
     let value = |g: &Generation| {
-        let links = link_generation(&index, g);
-        score_cot(g, &ground(&index, &links), policy, &ScoreConfig::default()).score.value.0
+        let links = link_generation(index, g);
+        score_cot(g, &ground(index, &links), policy, &ScoreConfig::default()).score.value.0
     };
     let scored: Vec<(f64, f64)> = pairs
         .iter()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
-use crate::policy::{GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
+use crate::policy::{covering, GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
 
@@ -125,7 +125,7 @@ fn finish(
     let mut entity: Vec<Option<String>> = vec![None; n];
     let mut rows = Vec::new();
     for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
-        let covering: Vec<usize> = (0..n).filter(|&t| spans[t].0 < m.end && spans[t].1 > m.start).collect();
+        let covering: Vec<usize> = covering(&spans, m).collect();
         for &t in &covering {
             entity[t].get_or_insert_with(|| m.entity.clone());
         }

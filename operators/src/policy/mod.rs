@@ -57,6 +57,12 @@ pub struct GroundedMention {
     pub supported: bool,
 }
 
+/// The tokens (char `spans`, in order) that cover mention `m`: those overlapping its char span.
+pub fn covering<'a>(spans: &'a [(u32, u32)], m: &GroundedMention) -> impl Iterator<Item = usize> + 'a {
+    let (start, end) = (m.start, m.end);
+    spans.iter().enumerate().filter(move |(_, s)| s.0 < end && s.1 > start).map(|(t, _)| t)
+}
+
 /// One chain of thought as a KG policy scores it.
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyInput<'a> {
@@ -69,10 +75,9 @@ pub struct PolicyInput<'a> {
 }
 
 impl PolicyInput<'_> {
-    /// The logged tokens that cover mention `m` (overlap its char span).
+    /// The logged tokens that cover mention `m` (see [`covering`]).
     pub fn covering(&self, m: &GroundedMention) -> impl Iterator<Item = usize> + '_ {
-        let (start, end) = (m.start, m.end);
-        self.spans.iter().enumerate().filter(move |(_, s)| s.0 < end && s.1 > start).map(|(t, _)| t)
+        covering(self.spans, m)
     }
 
     /// Whether logged token `t` is an entity token (covers a mention).

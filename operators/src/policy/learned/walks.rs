@@ -96,6 +96,11 @@ impl KgGraph {
         r
     }
 
+    /// Number of relations (of the triples and of the relation alias rows).
+    pub fn n_relations(&self) -> usize {
+        self.relations.len()
+    }
+
     /// Number of entities.
     pub fn n_entities(&self) -> usize {
         self.entities.len()
