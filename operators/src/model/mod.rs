@@ -1,5 +1,6 @@
 //! Models in burn: the shared transformer and the backends Ocean runs it on.
 
+pub mod gguf;
 pub mod transformer;
 
 pub use transformer::{Transformer, TransformerConfig};
