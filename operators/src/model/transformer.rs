@@ -6,7 +6,7 @@
 //! Linear weights are in burn's row layout `[d_in, d_out]` (`y = x · W`); a loader of
 //! PyTorch/GGUF weights (`[d_out, d_in]`) transposes them.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::backend::Backend;
@@ -148,12 +148,18 @@ pub struct Block<B: Backend> {
     n_kv_heads: usize,
 }
 
-/// Rotary tables for positions `0..t`: `(cos, sin)`, each `[1, 1, t, head_dim/2, 1]`.
-fn rope_tables<B: Backend>(t: usize, head_dim: usize, theta: f64, device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
+/// Rotary tables for positions `start..start + t`: `(cos, sin)`, each `[1, 1, t, head_dim/2, 1]`.
+fn rope_tables<B: Backend>(
+    start: usize,
+    t: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &B::Device,
+) -> (Tensor<B, 5>, Tensor<B, 5>) {
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(t * half);
     let mut sin = Vec::with_capacity(t * half);
-    for pos in 0..t {
+    for pos in start..start + t {
         for i in 0..half {
             let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
             let angle = pos as f64 * freq;
@@ -176,8 +182,59 @@ fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 5>, sin: &Tensor<B, 5>) -
     Tensor::cat(vec![r0, r1], 4).reshape([b, h, t, hd])
 }
 
+/// The weights of one decoder layer, in burn's layout (linear weights `[d_in, d_out]`).
+#[derive(Debug)]
+pub struct BlockWeights<B: Backend> {
+    /// RMSNorm gain before attention `[d]`.
+    pub attn_norm: Tensor<B, 1>,
+    /// Query projection `[d, d]`.
+    pub wq: Tensor<B, 2>,
+    /// Key projection `[d, kv]`.
+    pub wk: Tensor<B, 2>,
+    /// Value projection `[d, kv]`.
+    pub wv: Tensor<B, 2>,
+    /// Output projection `[d, d]`.
+    pub wo: Tensor<B, 2>,
+    /// RMSNorm gain before the feed-forward `[d]`.
+    pub ffn_norm: Tensor<B, 1>,
+    /// SwiGLU gate `[d, ff]`.
+    pub w_gate: Tensor<B, 2>,
+    /// SwiGLU up `[d, ff]`.
+    pub w_up: Tensor<B, 2>,
+    /// SwiGLU down `[ff, d]`.
+    pub w_down: Tensor<B, 2>,
+}
+
+/// Keys and values of the positions seen so far, per layer, for incremental decoding.
+#[derive(Debug)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl<B: Backend> Block<B> {
-    fn forward(&self, x: Tensor<B, 3>, cos: &Tensor<B, 5>, sin: &Tensor<B, 5>) -> Tensor<B, 3> {
+    /// One layer over `x` (`[b, t, d]`), whose positions start at `cos`/`sin`'s first row. With
+    /// a cache, the keys and values of earlier positions are read from it and the new ones
+    /// appended (causal attention aligns the queries with the last `t` keys).
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 5>,
+        sin: &Tensor<B, 5>,
+        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_heads;
         let h = self.attn_norm.forward(x.clone());
@@ -185,10 +242,18 @@ impl<B: Backend> Block<B> {
         let q = rotate(heads(self.wq.forward(h.clone()), self.n_heads), cos, sin);
         let mut k = rotate(heads(self.wk.forward(h.clone()), self.n_kv_heads), cos, sin);
         let mut v = heads(self.wv.forward(h), self.n_kv_heads);
+        if let Some(slot) = cache {
+            if let Some((k0, v0)) = slot.take() {
+                k = Tensor::cat(vec![k0, k], 2);
+                v = Tensor::cat(vec![v0, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let tk = k.dims()[2];
         let group = self.n_heads / self.n_kv_heads;
         if group > 1 {
             let expand =
-                |y: Tensor<B, 4>| y.unsqueeze_dim::<5>(2).repeat_dim(2, group).reshape([b, self.n_heads, t, hd]);
+                |y: Tensor<B, 4>| y.unsqueeze_dim::<5>(2).repeat_dim(2, group).reshape([b, self.n_heads, tk, hd]);
             k = expand(k);
             v = expand(v);
         }
@@ -215,22 +280,128 @@ pub struct Transformer<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
+    /// A model with the given weights (a loader of external weights builds it this way).
+    pub fn from_weights(
+        config: &TransformerConfig,
+        embed: Tensor<B, 2>,
+        blocks: Vec<BlockWeights<B>>,
+        norm: Tensor<B, 1>,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let kv = config.n_kv_heads * config.head_dim();
+        let (d, ff) = (config.d_model, config.d_ff);
+        let check = |what: &str, got: &[usize], want: &[usize]| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{what} has shape {got:?}, the config says {want:?}"))
+            }
+        };
+        check("the embedding", &embed.dims(), &[config.vocab_size, d])?;
+        check("the final norm", &norm.dims(), &[d])?;
+        if blocks.len() != config.n_layers {
+            return Err(format!("{} layers given, the config says {}", blocks.len(), config.n_layers));
+        }
+        let linear = |w: Tensor<B, 2>| Linear { weight: Param::from_tensor(w), bias: None };
+        let rms = |g: Tensor<B, 1>| RmsNorm { gamma: Param::from_tensor(g), epsilon: config.norm_eps };
+        let mut layers = Vec::with_capacity(blocks.len());
+        for (i, w) in blocks.into_iter().enumerate() {
+            let name = |p: &str| format!("layer {i} {p}");
+            check(&name("attn_norm"), &w.attn_norm.dims(), &[d])?;
+            check(&name("ffn_norm"), &w.ffn_norm.dims(), &[d])?;
+            check(&name("wq"), &w.wq.dims(), &[d, d])?;
+            check(&name("wk"), &w.wk.dims(), &[d, kv])?;
+            check(&name("wv"), &w.wv.dims(), &[d, kv])?;
+            check(&name("wo"), &w.wo.dims(), &[d, d])?;
+            check(&name("w_gate"), &w.w_gate.dims(), &[d, ff])?;
+            check(&name("w_up"), &w.w_up.dims(), &[d, ff])?;
+            check(&name("w_down"), &w.w_down.dims(), &[ff, d])?;
+            layers.push(Block {
+                attn_norm: rms(w.attn_norm),
+                wq: linear(w.wq),
+                wk: linear(w.wk),
+                wv: linear(w.wv),
+                wo: linear(w.wo),
+                ffn_norm: rms(w.ffn_norm),
+                w_gate: linear(w.w_gate),
+                w_up: linear(w.w_up),
+                w_down: linear(w.w_down),
+                n_heads: config.n_heads,
+                n_kv_heads: config.n_kv_heads,
+            });
+        }
+        Ok(Transformer {
+            embed: Embedding { weight: Param::from_tensor(embed) },
+            layers,
+            norm: rms(norm),
+            rope_theta: config.rope_theta,
+            max_seq_len: config.max_seq_len,
+        })
+    }
+
     /// Logits `[b, t, vocab]` of the next token at every position of `tokens` (`[b, t]`). Rows
     /// may be right-padded: attention is causal, so padding never changes earlier positions.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
-        assert!(t <= self.max_seq_len, "sequence of {t} tokens is longer than the model's {}", self.max_seq_len);
+        let x = self.hidden(tokens).reshape([b * t, self.d_model()]);
+        let logits = self.head(x);
+        let vocab = logits.dims()[1];
+        logits.reshape([b, t, vocab])
+    }
+
+    /// The final hidden states `[b, t, d]` (after the last norm) of `tokens` (`[b, t]`); the
+    /// logits are [`Transformer::head`] of them. Lets a caller apply the head to the positions
+    /// it needs only.
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.run(tokens, None)
+    }
+
+    /// Logits `[n, vocab]` of hidden states `[n, d]` (the head tied to the embedding).
+    pub fn head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        hidden.matmul(self.embed.weight.val().transpose())
+    }
+
+    /// An empty cache for [`Transformer::forward_cached`].
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache { layers: (0..self.layers.len()).map(|_| None).collect(), len: 0 }
+    }
+
+    /// Logits `[b, t, vocab]` of `tokens` (`[b, t]`) that continue the positions in `cache`,
+    /// whose keys and values are appended to it: incremental decoding (the same values as
+    /// [`Transformer::forward`] over the whole sequence).
+    pub fn forward_cached(&self, tokens: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        let x = self.run(tokens, Some(cache)).reshape([b * t, self.d_model()]);
+        let logits = self.head(x);
+        let vocab = logits.dims()[1];
+        logits.reshape([b, t, vocab])
+    }
+
+    fn d_model(&self) -> usize {
+        self.embed.weight.dims()[1]
+    }
+
+    fn run(&self, tokens: Tensor<B, 2, Int>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let t = tokens.dims()[1];
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        assert!(
+            start + t <= self.max_seq_len,
+            "sequence of {} tokens is longer than the model's {}",
+            start + t,
+            self.max_seq_len
+        );
         let mut x = self.embed.forward(tokens);
         let d = x.dims()[2];
         let hd = d / self.layers.first().map_or(1, |l| l.n_heads);
-        let (cos, sin) = rope_tables::<B>(t, hd, self.rope_theta, &x.device());
-        for layer in &self.layers {
-            x = layer.forward(x, &cos, &sin);
+        let (cos, sin) = rope_tables::<B>(start, t, hd, self.rope_theta, &x.device());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, &cos, &sin, slot);
         }
-        let x = self.norm.forward(x).reshape([b * t, d]);
-        let head = self.embed.weight.val().transpose();
-        let vocab = head.dims()[1];
-        x.matmul(head).reshape([b, t, vocab])
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.norm.forward(x)
     }
 
     /// `log p(targets[i, j] | inputs[i, ..=j])`, `[b, t]`: teacher forcing, where `targets` is
@@ -303,11 +474,58 @@ mod tests {
     }
 
     #[test]
+    fn cached_decoding_equals_the_full_forward() {
+        let device = Default::default();
+        let m = tiny(3, 1).init::<Cpu>(&device);
+        let seq = [3, 17, 4, 29, 8, 11, 2];
+        let ints = |v: &[i32]| Tensor::<Cpu, 1, Int>::from_ints(v, &device).reshape([1, v.len()]);
+        let full: Vec<f32> = m.forward(ints(&seq)).into_data().into_vec().unwrap();
+        // A prompt of 4 at once, then one token at a time, then two at once.
+        let mut cache = m.new_cache();
+        let mut stepped: Vec<f32> = Vec::new();
+        for part in [&seq[..4], &seq[4..5], &seq[5..]] {
+            stepped.extend(m.forward_cached(ints(part), &mut cache).into_data().into_vec::<f32>().unwrap());
+        }
+        assert_eq!(cache.len(), seq.len());
+        assert_eq!(full.len(), stepped.len());
+        let worst = full.iter().zip(&stepped).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "cached decoding differs by {worst}");
+    }
+
+    #[test]
+    fn a_model_rebuilt_from_its_weights_is_the_same_model() {
+        let device = Default::default();
+        let config = tiny(3, 1);
+        let m = config.init::<Cpu>(&device);
+        let blocks = m
+            .layers
+            .iter()
+            .map(|l| BlockWeights {
+                attn_norm: l.attn_norm.gamma.val(),
+                wq: l.wq.weight.val(),
+                wk: l.wk.weight.val(),
+                wv: l.wv.weight.val(),
+                wo: l.wo.weight.val(),
+                ffn_norm: l.ffn_norm.gamma.val(),
+                w_gate: l.w_gate.weight.val(),
+                w_up: l.w_up.weight.val(),
+                w_down: l.w_down.weight.val(),
+            })
+            .collect::<Vec<_>>();
+        let rebuilt = Transformer::from_weights(&config, m.embed.weight.val(), blocks, m.norm.gamma.val()).unwrap();
+        let rows = vec![vec![1, 5, 9, 13, 2, 7]];
+        assert_eq!(logprobs(&m, &rows), logprobs(&rebuilt, &rows));
+        // A wrong shape is an error that says which weight.
+        let bad = Transformer::<Cpu>::from_weights(&config, m.embed.weight.val(), Vec::new(), m.norm.gamma.val());
+        assert!(bad.unwrap_err().contains("0 layers given"));
+    }
+
+    #[test]
     fn rotation_is_relative() {
         // RoPE: attention scores depend on relative positions only, so a rotated pair keeps its
         // dot product when both positions shift.
         let device = Default::default();
-        let (cos, sin) = rope_tables::<Cpu>(8, 4, 10_000.0, &device);
+        let (cos, sin) = rope_tables::<Cpu>(0, 8, 4, 10_000.0, &device);
         let q = Tensor::<Cpu, 1>::from_floats([0.3, -1.2, 0.7, 0.5], &device);
         let k = Tensor::<Cpu, 1>::from_floats([1.1, 0.4, -0.2, 0.9], &device);
         let at = |v: &Tensor<Cpu, 1>, pos: usize| {
