@@ -45,6 +45,29 @@ enum Command {
     /// The learned KG policy μ_φ: its corpus of verbalized KG walks, training and evaluation.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
+    #[command(subcommand)]
+    Target(TargetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TargetCommand {
+    /// Teacher-force a model on the logs it wrote and compare its log-probs with the logged
+    /// ones: mean, median, p95 and max |Δ log-prob| and argmax agreement (JSON with --json).
+    Parity {
+        /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
+        /// OpenAI-format JSONL logs (files or folders).
+        #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
+        logs: Vec<PathBuf>,
+        /// Compare the records whose model name starts with this.
+        #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+        records_of: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -415,6 +438,64 @@ fn main() -> Result<()> {
         Command::Synth(SynthCommand::Scale(args)) => scale(args),
         Command::Bench(bench) => run_bench(bench),
         Command::Policy(cmd) => policy(cmd),
+        Command::Target(cmd) => target(cmd),
+    }
+}
+
+fn progress_bar(len: usize, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{wide_bar}}] {{pos}}/{{len}} {unit}"))
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn target(cmd: TargetCommand) -> Result<()> {
+    match cmd {
+        TargetCommand::Parity { model, logs, records_of, json } => {
+            let model = model.unwrap_or_else(ocean_pipeline::target::default_model);
+            let started = std::time::Instant::now();
+            let llm = ocean_pipeline::target::load(&model)?;
+            eprintln!(
+                "loaded {} ({} parameters) in {:.1}s",
+                llm.name,
+                llm.config.n_params(),
+                started.elapsed().as_secs_f64()
+            );
+            let bar = progress_bar(0, "records");
+            let report = ocean_pipeline::target::parity(&llm, &model, &logs, &records_of, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("model            {}", report.model);
+                println!("records          {} of {records_of}, {} scored", report.records, report.scored);
+                for u in &report.unscorable {
+                    println!("  not scored     {u}");
+                }
+                println!("tokens compared  {}", report.tokens);
+                println!(
+                    "|Δ log-prob|     mean {:.4}  median {:.4}  p95 {:.4}  max {:.4} nats",
+                    report.mean_abs_diff, report.median_abs_diff, report.p95_abs_diff, report.max_abs_diff
+                );
+                println!("argmax agrees    {:.2} % with the logged top_logprobs[0]", 100.0 * report.argmax_agreement);
+                println!(
+                    "re-tokenized     {} of {} completions give the logged tokens",
+                    report.retokenized_same, report.scored
+                );
+                println!(
+                    "forward          {:.1}s ({:.0} completion tokens/s)",
+                    report.forward_seconds,
+                    report.tokens as f64 / report.forward_seconds
+                );
+            }
+            Ok(())
+        }
     }
 }
 

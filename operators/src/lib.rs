@@ -12,6 +12,7 @@ pub mod policy;
 pub mod scoring;
 pub mod segment;
 pub mod store;
+pub mod target;
 pub mod text;
 
 /// burn, as Ocean builds it (backends and features), for the crates above.

@@ -14,6 +14,7 @@ pub mod sources;
 pub mod sql;
 pub mod store;
 pub mod synth;
+pub mod target;
 pub mod udaf;
 
 pub use config::{RunConfig, RuntimeConfig, StoreKind};

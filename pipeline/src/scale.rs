@@ -253,6 +253,7 @@ fn chain(config: &ScaleConfig, i: u64, names: &[(String, String)], adj: &[Vec<u3
         content: tokens.iter().map(|t| t.text.as_str()).collect(),
         tokens,
         metadata: Some(format!(r#"{{"model_version":"{version}"}}"#)),
+        messages: None,
     }
 }
 

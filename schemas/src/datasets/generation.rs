@@ -44,6 +44,9 @@ pub struct Generation {
     pub tokens: Vec<Token>,
     /// `request.metadata` as JSON text, when present.
     pub metadata: Option<String>,
+    /// The request's messages as JSON text (`[{"role", "content"}, …]`), when the logs carry the
+    /// request: the exact prompt, so that a candidate model can be teacher-forced on it.
+    pub messages: Option<String>,
 }
 
 impl Generation {
@@ -98,6 +101,7 @@ impl Dataset for Generation {
             field("content", DataType::Utf8, false, "generated chain of thought"),
             field("tokens", tokens, false, "tokens: text, byte_len, logprob (ln pi_0), target_logprob (ln pi_theta)"),
             field("metadata", DataType::Utf8, true, "request.metadata as JSON"),
+            field("messages", DataType::Utf8, true, "request.messages as JSON: the prompt"),
         ]
     }
 }

@@ -129,6 +129,7 @@ mod tests {
                 Token { text: " é".into(), byte_len: 3, logprob: F64(-1.5), target_logprob: Some(F64(-2.0)) },
             ],
             metadata: Some("{\"k\":1}".into()),
+            messages: i.is_multiple_of(3).then(|| r#"[{"role":"user","content":"Capital?"}]"#.into()),
         }
     }
 

@@ -116,6 +116,7 @@ pub(crate) struct Draft {
     pub content: Option<String>,
     pub tokens: Option<Vec<DraftToken>>,
     pub metadata: Option<String>,
+    pub messages: Option<String>,
     /// A per-choice failure found while reading (reported at `finish`).
     pub fail: Option<Fail>,
 }
@@ -158,6 +159,7 @@ impl Draft {
             content,
             tokens,
             metadata: self.metadata,
+            messages: self.messages,
         };
         validate(&generation)?;
         Ok(generation)

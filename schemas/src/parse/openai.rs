@@ -22,6 +22,7 @@ pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail
     let created_us = response.get("created").and_then(seconds_to_us);
     let question = last_user_message(request);
     let metadata = metadata.map(Value::to_string);
+    let messages = request.get("messages").filter(|m| m.is_array()).map(Value::to_string);
     Ok(choices
         .iter()
         .enumerate()
@@ -34,6 +35,7 @@ pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail
                 created_us,
                 question: question.clone(),
                 metadata: metadata.clone(),
+                messages: messages.clone(),
                 ..Draft::default()
             };
             draft.content =

