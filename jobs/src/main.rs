@@ -398,6 +398,11 @@ struct RunArgs {
     /// [0, 1] (default 0.5; 1 = the learned μ_φ alone).
     #[arg(long, value_name = "BETA")]
     policy_mix: Option<f64>,
+    /// A candidate model π_θ (GGUF file, e.g. .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf from
+    /// scripts/fetch-models.sh) teacher-forced on every logged chain of thought: its log-probs
+    /// become `target_logprob`, so V̂ evaluates that model on these logs.
+    #[arg(long, value_name = "FILE")]
+    target_model: Option<PathBuf>,
     /// Smoothing α of the KG-adjacency policy μ, in (0, 1] (default 0.1).
     #[arg(long)]
     smoothing: Option<f64>,
@@ -782,6 +787,9 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(b) = args.policy_mix {
         config.kg_policy_mix = b;
     }
+    if let Some(m) = args.target_model {
+        config.target_model = Some(m);
+    }
     if let Some(s) = args.smoothing {
         config.policy.smoothing = s;
     }
@@ -828,6 +836,9 @@ fn print_summary(s: &RunSummary) {
     println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
     println!("workers         {}", s.workers);
     println!("KG policy       {}", s.kg_policy);
+    if let Some(t) = &s.target_model {
+        println!("target π_θ      {t} (teacher-forced)");
+    }
     println!();
     let estimator = s.models.first().map_or("kg-ips", |m| m.estimator.as_str());
     println!("estimator {estimator}; interval: normal, or UNRELIABLE when the weights are too heavy-tailed");

@@ -19,6 +19,7 @@ use crate::linking::LinkerConfig;
 use crate::policy::KgPolicy;
 use crate::scoring::{DecodeLogs, LogInput, ScoreLogs, Scored, ScorerConfig};
 use crate::store::StoreFactory;
+use crate::target::TargetPolicy;
 use crate::{Coll, Diff, EntityId, Time};
 
 /// Settings of the scoring dataflow.
@@ -107,6 +108,7 @@ pub fn build_scoring<'scope>(
     scope: Scope<'scope, Time>,
     config: &ScoringConfig,
     policy: Arc<dyn KgPolicy>,
+    target: Option<Arc<dyn TargetPolicy>>,
     store: StoreFactory,
 ) -> (ScoringInputs, ScoringOutputs<'scope>) {
     let (logs, log_stream) = scope.new_input::<LogInput>();
@@ -116,6 +118,7 @@ pub fn build_scoring<'scope>(
 
     let scorer = ScorerConfig {
         policy,
+        target,
         score: config.score(),
         window_us: config.aggregate().window_us,
         max_alias_words: config.linker.max_alias_words,
@@ -352,7 +355,7 @@ mod tests {
             let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config()));
             let (sink, agg_sink) = (Arc::clone(&sink), Arc::clone(&agg_sink));
             let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-                let (inputs, outputs) = build_scoring(scope, &dataflow_config, policy, MemoryStore::factory());
+                let (inputs, outputs) = build_scoring(scope, &dataflow_config, policy, None, MemoryStore::factory());
                 outputs
                     .rows
                     .inspect_core(move |event| {

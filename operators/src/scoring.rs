@@ -43,6 +43,7 @@ use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_generation;
 use crate::policy::{GroundedMention, KgPolicy};
 use crate::store::{CotStore, StoreFactory};
+use crate::target::TargetPolicy;
 use crate::text::{fnv1a, words};
 use crate::{Diff, Time};
 
@@ -199,6 +200,7 @@ struct Live {
 struct Scorer {
     index: KgIndex,
     policy: Arc<dyn KgPolicy>,
+    target: Option<Arc<dyn TargetPolicy>>,
     config: ScoreConfig,
     window_us: i64,
     store: Box<dyn CotStore>,
@@ -432,6 +434,10 @@ impl Scorer {
             }
         }
         if !accepted.is_empty() {
+            // π_θ's log-probs, once per chain: the store keeps them for any re-scoring.
+            if let Some(target) = &self.target {
+                target.fill(&mut accepted);
+            }
             let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
             for (g, (result, entities)) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
@@ -471,6 +477,9 @@ const SLICE: usize = 1024;
 pub struct ScorerConfig {
     /// The KG policy μ.
     pub policy: Arc<dyn KgPolicy>,
+    /// The target policy π_θ, when a candidate model computes `target_logprob` (else the logs'
+    /// own `target_logprob`, or π_θ = π₀).
+    pub target: Option<Arc<dyn TargetPolicy>>,
     /// The estimator variant and segment key.
     pub score: ScoreConfig,
     /// Aggregation windows, µs.
@@ -510,6 +519,7 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
             let mut scorer = Scorer {
                 index: KgIndex::new(config.max_alias_words),
                 policy: config.policy,
+                target: config.target,
                 config: config.score,
                 window_us: config.window_us,
                 store: (config.store)(worker),

@@ -94,7 +94,12 @@ pub struct LlmTarget<B: Backend = crate::model::Cpu> {
     label: String,
     /// Tokens (prompt + completion, padded) per forward batch.
     pub batch_tokens: usize,
+    progress: Option<Progress>,
+    done: std::sync::Mutex<(usize, usize)>,
 }
+
+/// Called after every forward batch with the chains of thought and tokens scored so far.
+pub type Progress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 impl<B: Backend> std::fmt::Debug for LlmTarget<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +110,13 @@ impl<B: Backend> std::fmt::Debug for LlmTarget<B> {
 impl<B: Backend> LlmTarget<B> {
     /// Wraps a loaded model; `label` names it in summaries.
     pub fn new(llm: Llm<B>, label: String) -> Self {
-        LlmTarget { llm, label, batch_tokens: 4096 }
+        LlmTarget { llm, label, batch_tokens: 4096, progress: None, done: Default::default() }
+    }
+
+    /// Reports progress to `f` (chains of thought and tokens scored so far, over all workers).
+    pub fn with_progress(mut self, f: Progress) -> Self {
+        self.progress = Some(f);
+        self
     }
 
     /// The model.
@@ -161,6 +172,16 @@ impl<B: Backend> LlmTarget<B> {
                 };
             }
             at += n;
+            if let Some(report) = &self.progress {
+                let tokens: usize = items.iter().map(|(p, c)| p.len() + c.len()).sum();
+                let (cots, toks) = {
+                    let mut done = self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    done.0 += n;
+                    done.1 += tokens;
+                    *done
+                };
+                report(cots, toks);
+            }
         }
         out
     }

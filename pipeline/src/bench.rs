@@ -475,7 +475,8 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
         let counter = Arc::clone(&rescored);
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy, MemoryStore::factory());
+            let (inputs, outputs) =
+                build_scoring(scope, &ScoringConfig::default(), policy, None, MemoryStore::factory());
             outputs.aggregates.probe_with(&probe);
             outputs
                 .rows

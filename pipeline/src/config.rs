@@ -148,6 +148,9 @@ pub struct RunConfig {
     pub kg_policy_mix: f64,
     /// Settings of the adjacency baseline μ.
     pub policy: AdjacencyPolicyConfig,
+    /// A candidate model π_θ (GGUF file) teacher-forced on every logged chain of thought; its
+    /// log-probs replace the logs' `target_logprob`. None: the logs' own, else π_θ = π₀.
+    pub target_model: Option<PathBuf>,
     /// The KG-IPS variant.
     pub estimator: EstimatorConfig,
     /// Aggregation.
@@ -169,6 +172,7 @@ impl Default for RunConfig {
             kg_policy: "auto".to_owned(),
             kg_policy_mix: crate::policy::DEFAULT_MIX,
             policy: AdjacencyPolicyConfig::default(),
+            target_model: None,
             estimator: EstimatorConfig::default(),
             aggregates: AggregatesConfig::default(),
             sink: SinkConfig::default(),
@@ -221,6 +225,12 @@ impl RunConfig {
             problems.push(format!(
                 "kg_policy must be auto, adjacency or a checkpoint folder with policy.json, got {:?}",
                 self.kg_policy
+            ));
+        }
+        if let Some(m) = self.target_model.as_ref().filter(|m| !m.is_file()) {
+            problems.push(format!(
+                "target_model {} is not a file (SmolLM2-135M-Instruct: scripts/fetch-models.sh)",
+                m.display()
             ));
         }
         if !(0.0..=1.0).contains(&self.kg_policy_mix) {

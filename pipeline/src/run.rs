@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
 use ocean_operators::ips::{Extremes, StatSums};
+use ocean_operators::target::TargetPolicy;
 use ocean_operators::{build_scoring, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time};
 use ocean_schemas::parse::Parsed;
 use ocean_schemas::{CotScore, Dataset, Generation, Mention, Reject, TokenScore, Tombstone};
@@ -93,6 +94,8 @@ pub struct RunSummary {
     pub workers: usize,
     /// The KG policy μ (`cot_scores.kg_policy`).
     pub kg_policy: String,
+    /// The candidate model π_θ that computed `target_logprob`, if any.
+    pub target_model: Option<String>,
     /// KG triples loaded.
     pub kg_triples: usize,
     /// KG aliases loaded.
@@ -114,6 +117,7 @@ type Totals = Vec<((ModelKey, StatSums), Time, isize)>;
 struct Shared {
     config: RunConfig,
     policy: Arc<dyn KgPolicy>,
+    target: Option<Arc<dyn TargetPolicy>>,
     store: StoreFactory,
     files: Vec<PathBuf>,
     requests: Option<HashMap<String, Value>>,
@@ -153,12 +157,14 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     };
     let policy: Arc<dyn KgPolicy> =
         crate::policy::resolve(&config.kg_policy, &config.kg.dir, &config.policy, config.kg_policy_mix)?;
+    let target = config.target_model.as_deref().map(crate::target::target_policy).transpose()?;
     let timely_config = config.timely()?;
     let workers = config.worker_threads() * config.runtime.processes;
     tracing::info!(files = files.len(), workers, "starting the dataflow");
     let shared = Arc::new(Shared {
         config,
         policy,
+        target,
         store,
         files,
         requests,
@@ -207,6 +213,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         parquet_bytes: stats.bytes,
         workers,
         kg_policy: shared.policy.name(),
+        target_model: shared.target.as_ref().map(|t| t.describe()),
         kg_triples,
         kg_aliases,
         models,
@@ -242,8 +249,13 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let totals = Arc::clone(&shared.totals);
     let out = config.sink.out.clone();
     let inputs = worker.dataflow::<Time, _, _>(|scope| {
-        let (inputs, outputs) =
-            build_scoring(scope, &config.scoring(), Arc::clone(&shared.policy), Arc::clone(&shared.store));
+        let (inputs, outputs) = build_scoring(
+            scope,
+            &config.scoring(),
+            Arc::clone(&shared.policy),
+            shared.target.clone(),
+            Arc::clone(&shared.store),
+        );
         let writer = |w| PartWriter::new(&out, w);
         outputs.rows.probe_with(&probe).write_rows(writer(index), Arc::clone(&stats));
         outputs.aggregates.consolidate().inner.probe_with(&probe).write_aggregates(writer(index), stats);

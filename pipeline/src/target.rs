@@ -40,11 +40,30 @@ pub fn load(path: &Path) -> Result<Llm<Cpu>> {
     Llm::from_gguf(path, &Default::default()).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// The target policy of a model file (`ocean run --target-model PATH`).
+/// The target policy of a model file (`ocean run --target-model PATH`). Progress goes to
+/// standard error: a line rewritten every 2 s on a terminal, else a line every 30 s.
 pub fn target_policy(path: &Path) -> Result<Arc<dyn TargetPolicy>> {
+    use std::io::IsTerminal as _;
     let llm = load(path)?;
-    let label = format!("{} ({})", llm.name, path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    Ok(Arc::new(LlmTarget::new(llm, label)))
+    let label = path.file_name().map_or_else(|| llm.name.clone(), |n| n.to_string_lossy().into_owned());
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal { 2.0 } else { 30.0 };
+    let last = std::sync::Mutex::new(0.0f64);
+    let progress = move |cots: usize, tokens: usize| {
+        let now = started.elapsed().as_secs_f64();
+        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now - *last >= every {
+            *last = now;
+            let line = format!("π_θ scored {cots} CoTs ({tokens} tokens, {:.0} tokens/s)", tokens as f64 / now);
+            if terminal {
+                eprint!("\r{line}   ");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    };
+    Ok(Arc::new(LlmTarget::new(llm, label).with_progress(Box::new(progress))))
 }
 
 /// One logged record as the parity check reads it (OpenAI `{request, response}` JSONL).
