@@ -48,6 +48,52 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Answer questions with a model (KV-cached decoding, greedy or sampled) and write OpenAI
+    /// chat-completions JSONL with per-token log-probs, which `ocean run` reads.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Questions, one JSON object per line with `question` (and `qid`), as data/gold/questions.jsonl.
+    #[arg(long, value_name = "FILE", default_value = "data/gold/questions.jsonl")]
+    questions: PathBuf,
+    /// Output JSONL file (`-`: standard output).
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    out: PathBuf,
+    /// First question (0-based).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
+    /// Questions to answer.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Longest answer in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus (top-p) of sampling.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Seed of the first question's sampler (question i: seed + i).
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
+    /// Alternatives logged per token.
+    #[arg(long, default_value_t = 3)]
+    top_logprobs: usize,
+    /// A system prompt (default: the chat template's own).
+    #[arg(long)]
+    system: Option<String>,
+    /// Model name written in the records (default: the file's name without extension and quantization).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// `metadata.model_version` of the records.
+    #[arg(long, default_value = "generated")]
+    version: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -444,7 +490,61 @@ fn main() -> Result<()> {
         Command::Bench(bench) => run_bench(bench),
         Command::Policy(cmd) => policy(cmd),
         Command::Target(cmd) => target(cmd),
+        Command::Generate(args) => generate(args),
     }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    use ocean_operators::model::llm::Sampling;
+    let model = args.model.unwrap_or_else(ocean_pipeline::target::default_model);
+    anyhow::ensure!(args.max_tokens > 0, "--max-tokens must be positive");
+    anyhow::ensure!(args.temperature >= 0.0, "--temperature must be ≥ 0");
+    anyhow::ensure!(args.top_p > 0.0 && args.top_p <= 1.0, "--top-p must be in (0, 1]");
+    let llm = ocean_pipeline::target::load(&model)?;
+    let model_name = args.model_name.unwrap_or_else(|| {
+        // SmolLM2-135M-Instruct.Q4_1.gguf → SmolLM2-135M-Instruct, as in the embedded logs.
+        let stem = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        stem.split('.').next().unwrap_or_default().to_owned()
+    });
+    let config = ocean_pipeline::target::GenerateConfig {
+        questions: args.questions,
+        first: args.first,
+        count: args.count,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+            max_tokens: args.max_tokens,
+            top_logprobs: args.top_logprobs,
+        },
+        system: args.system,
+        model_name,
+        version: args.version,
+    };
+    let bar = progress_bar(args.count, "answers");
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let summary = if args.out.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        ocean_pipeline::target::generate(&llm, &config, &mut lock, &mut progress)?
+    } else {
+        let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        ocean_pipeline::target::generate(&llm, &config, &mut w, &mut progress)?
+    };
+    bar.finish_and_clear();
+    eprintln!(
+        "generated {} answers, {} tokens in {:.1}s ({:.1} tokens/s){}",
+        summary.questions,
+        summary.tokens,
+        summary.seconds,
+        summary.tokens_per_s,
+        if args.out.as_os_str() == "-" { String::new() } else { format!(" to {}", args.out.display()) }
+    );
+    Ok(())
 }
 
 fn progress_bar(len: usize, unit: &str) -> indicatif::ProgressBar {

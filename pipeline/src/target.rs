@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ocean_operators::model::llm::{Llm, Message};
+use ocean_operators::model::llm::{Llm, Message, Sampling};
 use ocean_operators::model::Cpu;
 use ocean_operators::target::{LlmTarget, TargetPolicy};
 use serde::Serialize;
@@ -229,4 +229,132 @@ pub fn parity(
         retokenized_same,
         forward_seconds,
     })
+}
+
+/// Settings of `ocean generate`.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    /// Questions (`data/gold/questions.jsonl` format: `qid`, `question`).
+    pub questions: PathBuf,
+    /// First question (0-based) and how many.
+    pub first: usize,
+    /// How many questions (from `first`).
+    pub count: usize,
+    /// Sampling settings (seed: of the first question; question i gets seed + first + i).
+    pub sampling: Sampling,
+    /// A system prompt (none: the template's default).
+    pub system: Option<String>,
+    /// `request.model` and `response.model` of the written records.
+    pub model_name: String,
+    /// `request.metadata.model_version`.
+    pub version: String,
+}
+
+/// What `ocean generate` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateSummary {
+    /// Questions answered.
+    pub questions: usize,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Seconds spent generating.
+    pub seconds: f64,
+    /// Generated tokens per second.
+    pub tokens_per_s: f64,
+}
+
+/// Answers questions with `llm` and writes one OpenAI `{request, response}` line per answer,
+/// with per-token log-probs (raw logits, before temperature and top-p) and the top
+/// alternatives, as the logging server did; `ocean run` reads the file. `progress(done, total)`
+/// after each answer.
+pub fn generate(
+    llm: &Llm<Cpu>,
+    config: &GenerateConfig,
+    out: &mut dyn std::io::Write,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GenerateSummary> {
+    let text = std::fs::read_to_string(&config.questions).map_err(|e| Error::io(&config.questions, e))?;
+    let mut questions = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| Error::Config(format!("{} line {}: {e}", config.questions.display(), i + 1)))?;
+        let question = v.get("question").and_then(Value::as_str).ok_or_else(|| {
+            Error::Config(format!("{} line {}: no `question` string", config.questions.display(), i + 1))
+        })?;
+        let qid = v.get("qid").and_then(Value::as_str).map_or_else(|| format!("line{}", i + 1), str::to_owned);
+        questions.push((qid, question.to_owned()));
+    }
+    let chosen: Vec<(String, String)> = questions.into_iter().skip(config.first).take(config.count).collect();
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let tok = &llm.tokenizer;
+    let (mut tokens, mut seconds) = (0usize, 0.0f64);
+    for (i, (qid, question)) in chosen.iter().enumerate() {
+        let mut messages: Vec<Message> =
+            config.system.iter().map(|s| Message { role: "system".into(), content: s.clone() }).collect();
+        messages.push(Message { role: "user".into(), content: question.clone() });
+        let seed = config.sampling.seed + (config.first + i) as u64;
+        let sampling = Sampling { seed, ..config.sampling.clone() };
+        let prompt = tok.encode_prompt(&messages);
+        let started = Instant::now();
+        let generated = llm.generate(&prompt, &sampling);
+        seconds += started.elapsed().as_secs_f64();
+        tokens += generated.len();
+        let entry = |id: u32, logprob: f32| {
+            let bytes = tok.token_bytes(id);
+            serde_json::json!({
+                "token": String::from_utf8_lossy(bytes),
+                "bytes": bytes,
+                "logprob": logprob,
+            })
+        };
+        let content_bytes: Vec<u8> = generated.iter().flat_map(|t| tok.token_bytes(t.id).to_vec()).collect();
+        let logprobs: Vec<Value> = generated
+            .iter()
+            .map(|t| {
+                let mut e = entry(t.id, t.logprob);
+                e["top_logprobs"] = Value::Array(t.top.iter().map(|&(id, lp)| entry(id, lp)).collect());
+                e
+            })
+            .collect();
+        let finish = if generated.len() < sampling.max_tokens { "stop" } else { "length" };
+        let record = serde_json::json!({
+            "request": {
+                "model": config.model_name,
+                "messages": messages,
+                "max_tokens": sampling.max_tokens,
+                "temperature": round6(sampling.temperature),
+                "top_p": round6(sampling.top_p),
+                "seed": seed,
+                "logprobs": true,
+                "top_logprobs": sampling.top_logprobs,
+                "metadata": {"model_version": config.version, "qid": qid},
+            },
+            "response": {
+                "id": format!("ocean-{}-{}-{qid}-{seed}", config.model_name, config.version),
+                "object": "chat.completion",
+                "created": created,
+                "model": config.model_name,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": String::from_utf8_lossy(&content_bytes)},
+                    "logprobs": {"content": logprobs},
+                    "finish_reason": finish,
+                }],
+                "usage": {
+                    "prompt_tokens": prompt.len(),
+                    "completion_tokens": generated.len(),
+                    "total_tokens": prompt.len() + generated.len(),
+                },
+            },
+        });
+        writeln!(out, "{record}").map_err(|e| Error::Config(format!("cannot write the output: {e}")))?;
+        progress(i + 1, chosen.len());
+    }
+    out.flush().map_err(|e| Error::Config(format!("cannot write the output: {e}")))?;
+    Ok(GenerateSummary { questions: chosen.len(), tokens, seconds, tokens_per_s: tokens as f64 / seconds.max(1e-9) })
+}
+
+/// An f32 setting as the decimal the user typed (0.95, not 0.949999988).
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
 }
