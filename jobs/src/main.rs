@@ -211,6 +211,26 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// A candidate model (GGUF): batched teacher-forced scoring tokens/s at each --batch-tokens
+    /// and greedy generation tokens/s, each beside the FLOP limit of the backend's matmul rate
+    /// measured in the same run (one JSON line per measurement).
+    Target {
+        /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
+        /// Logs whose records are scored (prompt and logged completion).
+        #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs/smollm2-prompt-v1.jsonl", "data/logs/smollm2-prompt-v2.jsonl"])]
+        logs: Vec<PathBuf>,
+        /// Padded tokens per forward batch (several: one measurement each).
+        #[arg(long, num_args = 1.., default_values_t = [256, 1024, 8192])]
+        batch_tokens: Vec<usize>,
+        /// Tokens to generate (0: no generation measurement).
+        #[arg(long, default_value_t = 256)]
+        gen_tokens: usize,
+        /// Backend: cpu, or cuda (a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+    },
     /// KG-IPS per-CoT values over columnar tokens on one core: tokens/s and CoTs/s.
     ///
     /// With --write-data DIR it also writes the tokens and the per-CoT values as Parquet, for
@@ -737,6 +757,34 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
                 ),
             };
             println!("{}", serde_json::to_string(&result)?);
+        }
+        BenchCommand::Target { model, logs, batch_tokens, gen_tokens, backend } => {
+            let model = model.unwrap_or_else(ocean_pipeline::target::default_model);
+            anyhow::ensure!(batch_tokens.iter().all(|&b| b > 0), "--batch-tokens must be positive");
+            let mut emit = |l: &bench::TargetBenchLine| {
+                println!("{}", serde_json::to_string(l).expect("a bench line serializes"));
+            };
+            match backend.as_str() {
+                "cpu" => bench::bench_target::<ocean_operators::model::Cpu>(
+                    &model,
+                    &logs,
+                    &batch_tokens,
+                    gen_tokens,
+                    &mut emit,
+                )?,
+                #[cfg(feature = "cuda")]
+                "cuda" => bench::bench_target::<ocean_operators::model::Gpu>(
+                    &model,
+                    &logs,
+                    &batch_tokens,
+                    gen_tokens,
+                    &mut emit,
+                )?,
+                other => anyhow::bail!(
+                    "unknown --backend {other} (cpu{})",
+                    if cfg!(feature = "cuda") { ", cuda" } else { "; build with --features cuda for cuda" }
+                ),
+            }
         }
         BenchCommand::JsonParse { logs, threads } => {
             println!("{}", serde_json::to_string(&bench::bench_json_parse(&logs, threads)?)?);

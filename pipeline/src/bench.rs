@@ -604,6 +604,21 @@ pub struct PolicyBenchResult {
     pub peak_rss_mb: f64,
 }
 
+/// The f32 matrix product rate of backend `B` (1024³, after a warm-up), GFLOP/s.
+pub fn matmul_gflops<B: ocean_operators::burn::tensor::backend::Backend>(device: &B::Device) -> f64 {
+    use ocean_operators::burn::tensor::Tensor;
+    let n = 1024;
+    let a = Tensor::<B, 2>::ones([n, n], device);
+    let b = Tensor::<B, 2>::ones([n, n], device).div_scalar(n as f32);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let t = Instant::now();
+    let reps = 8;
+    for _ in 0..reps {
+        let _ = a.clone().matmul(b.clone()).into_data();
+    }
+    2.0 * (n as f64).powi(3) * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
 /// Times μ_φ of `checkpoint` on backend `B` (training on its autodiff `A`): the matmul rate of
 /// the backend, scoring of the questions and chains of thought of `logs` (`repeats` times), and
 /// a few training steps.
@@ -621,16 +636,7 @@ where
     use ocean_operators::burn::tensor::Tensor;
     use ocean_operators::policy::learned::LearnedPolicy;
     let device = B::Device::default();
-    let n = 1024;
-    let a = Tensor::<B, 2>::ones([n, n], &device);
-    let b = Tensor::<B, 2>::ones([n, n], &device).div_scalar(n as f32);
-    let _ = a.clone().matmul(b.clone()).into_data();
-    let t = Instant::now();
-    let reps = 8;
-    for _ in 0..reps {
-        let _ = a.clone().matmul(b.clone()).into_data();
-    }
-    let matmul_gflops = 2.0 * (n as f64).powi(3) * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let matmul_gflops = matmul_gflops::<B>(&device);
 
     let policy = LearnedPolicy::<B>::load(checkpoint, &device).map_err(Error::Config)?;
     let params = policy.meta().model.n_params();
@@ -684,4 +690,118 @@ where
         train_tokens_per_s,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// One line of `ocean bench target`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetBenchLine {
+    /// `target`.
+    pub bench: &'static str,
+    /// `score` (teacher forcing, batched) or `generate` (KV-cached greedy decoding, one sequence).
+    pub kind: &'static str,
+    /// The burn backend.
+    pub backend: String,
+    /// Model parameters (tied head counted once).
+    pub params: usize,
+    /// f32 matrix product rate of the backend (1024³), GFLOP/s, measured in this run.
+    pub matmul_gflops: f64,
+    /// What the matmul rate allows: GFLOP/s / (2 × parameters), tokens/s.
+    pub flop_limit_tokens_per_s: f64,
+    /// Padded tokens per forward batch (`score`), or 1 (`generate`).
+    pub batch_tokens: usize,
+    /// Sequences.
+    pub sequences: usize,
+    /// Tokens the model read (`score`: prompt and completion positions) or generated.
+    pub tokens: usize,
+    /// Seconds.
+    pub seconds: f64,
+    /// tokens / seconds.
+    pub tokens_per_s: f64,
+    /// tokens_per_s / flop_limit_tokens_per_s.
+    pub fraction_of_limit: f64,
+    /// Peak resident memory so far, MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Times a candidate model on backend `B`: teacher-forced scoring of the records of `logs`
+/// (their prompts through the chat template and their logged completions) at each batch size,
+/// then greedy generation of `gen_tokens` tokens. Prints one JSON line per measurement to `emit`.
+pub fn bench_target<B: ocean_operators::burn::tensor::backend::Backend>(
+    model: &Path,
+    logs: &[PathBuf],
+    batch_tokens: &[usize],
+    gen_tokens: usize,
+    emit: &mut dyn FnMut(&TargetBenchLine),
+) -> Result<()> {
+    use ocean_operators::model::llm::{Llm, Sampling};
+    use ocean_operators::target::messages_of;
+    let device = B::Device::default();
+    let matmul_gflops = matmul_gflops::<B>(&device);
+    if !model.is_file() {
+        return Err(Error::Config(format!("model file {} does not exist (scripts/fetch-models.sh)", model.display())));
+    }
+    let llm = Llm::<B>::from_gguf(model, &device).map_err(|e| Error::Config(e.to_string()))?;
+    let params = llm.config.n_params();
+    let limit = matmul_gflops * 1e9 / (2.0 * params as f64);
+    let source = crate::config::SourceConfig { logs: logs.to_vec(), ..Default::default() };
+    let gens = crate::sources::read_logs(&source)?.generations;
+    let tok = &llm.tokenizer;
+    let items: Vec<(Vec<u32>, Vec<u32>)> = gens
+        .iter()
+        .filter_map(|g| {
+            let ids: Option<Vec<u32>> = g.tokens.iter().map(|t| tok.token_id(t.text.as_bytes())).collect();
+            Some((tok.encode_prompt(&messages_of(g)), ids.filter(|i| !i.is_empty())?))
+        })
+        .collect();
+    if items.is_empty() {
+        return Err(Error::Config("no logged record is in the model's vocabulary".into()));
+    }
+    let line = |kind, batch_tokens, sequences, tokens: usize, seconds: f64| TargetBenchLine {
+        bench: "target",
+        kind,
+        backend: B::name(&device),
+        params,
+        matmul_gflops,
+        flop_limit_tokens_per_s: limit,
+        batch_tokens,
+        sequences,
+        tokens,
+        seconds,
+        tokens_per_s: tokens as f64 / seconds,
+        fraction_of_limit: tokens as f64 / seconds / limit,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    let mut sorted = items.clone();
+    sorted.sort_by_key(|(p, c)| std::cmp::Reverse(p.len() + c.len()));
+    for &budget in batch_tokens {
+        // Warm-up on one batch, then the whole set.
+        let warm: Vec<(&[u32], &[u32])> = sorted.iter().take(2).map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+        let _ = llm.teacher_force(&warm);
+        let started = Instant::now();
+        let (mut at, mut tokens) = (0, 0);
+        while at < sorted.len() {
+            let longest = sorted[at].0.len() + sorted[at].1.len();
+            let n = (budget / longest.max(1)).max(1).min(sorted.len() - at);
+            let batch: Vec<(&[u32], &[u32])> =
+                sorted[at..at + n].iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+            let _ = llm.teacher_force(&batch);
+            tokens += batch.iter().map(|(p, c)| p.len() + c.len() - 1).sum::<usize>();
+            at += n;
+        }
+        emit(&line("score", budget, sorted.len(), tokens, started.elapsed().as_secs_f64()));
+    }
+    if gen_tokens > 0 {
+        let sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0, max_tokens: gen_tokens, top_logprobs: 3 };
+        let started = Instant::now();
+        let mut produced = 0;
+        // Answers end at a stop token; decode more prompts until gen_tokens are produced.
+        for (p, _) in items.iter().cycle().take(items.len().max(1) * 4) {
+            produced += llm.generate(p, &Sampling { max_tokens: gen_tokens - produced, ..sampling.clone() }).len();
+            if produced >= gen_tokens {
+                break;
+            }
+        }
+        emit(&line("generate", 1, 1, produced, started.elapsed().as_secs_f64()));
+    }
+    Ok(())
 }

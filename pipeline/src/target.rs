@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ocean_operators::model::llm::{Llm, Message, Sampling};
 use ocean_operators::model::Cpu;
-use ocean_operators::target::{LlmTarget, TargetPolicy};
+use ocean_operators::target::{LlmTarget, TargetPolicy, DEFAULT_BATCH_TOKENS};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -196,7 +196,7 @@ pub fn parity(
     let mut at = 0;
     while at < items.len() {
         let longest = items[at].0.len() + items[at].1.len();
-        let n = (4096 / longest.max(1)).max(1).min(items.len() - at);
+        let n = (DEFAULT_BATCH_TOKENS / longest.max(1)).max(1).min(items.len() - at);
         let batch: Vec<(&[u32], &[u32])> =
             items[at..at + n].iter().map(|(p, c, _)| (p.as_slice(), c.as_slice())).collect();
         let forced = llm.teacher_force(&batch);
