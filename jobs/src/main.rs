@@ -55,7 +55,7 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct GenerateArgs {
-    /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+    /// GGUF model file or checkpoint folder (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// Questions, one JSON object per line with `question` (and `qid`), as data/gold/questions.jsonl.
@@ -98,10 +98,21 @@ struct GenerateArgs {
 
 #[derive(Debug, Subcommand)]
 enum TargetCommand {
+    /// Write a model (GGUF file or checkpoint) as a checkpoint folder of ours: llm.json,
+    /// tokenizer.json, model.mpk (burn, f32) — what --target-model and --model accept, and what
+    /// training starts from.
+    Convert {
+        /// GGUF model file or checkpoint folder (default: SmolLM2-135M-Instruct in .cache/models).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+        /// The checkpoint folder to write.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Teacher-force a model on the logs it wrote and compare its log-probs with the logged
     /// ones: mean, median, p95 and max |Δ log-prob| and argmax agreement (JSON with --json).
     Parity {
-        /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+        /// GGUF model file or checkpoint folder (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
         #[arg(long, value_name = "FILE")]
         model: Option<PathBuf>,
         /// OpenAI-format JSONL logs (files or folders).
@@ -215,7 +226,7 @@ enum BenchCommand {
     /// and greedy generation tokens/s, each beside the FLOP limit of the backend's matmul rate
     /// measured in the same run (one JSON line per measurement).
     Target {
-        /// GGUF model file (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
+        /// GGUF model file or checkpoint folder (default: SmolLM2-135M-Instruct in .cache/models or $OCEAN_MODELS).
         #[arg(long, value_name = "FILE")]
         model: Option<PathBuf>,
         /// Logs whose records are scored (prompt and logged completion).
@@ -579,6 +590,12 @@ fn progress_bar(len: usize, unit: &str) -> indicatif::ProgressBar {
 
 fn target(cmd: TargetCommand) -> Result<()> {
     match cmd {
+        TargetCommand::Convert { model, out } => {
+            let model = model.unwrap_or_else(ocean_pipeline::target::default_model);
+            let llm = ocean_pipeline::target::convert(&model, &out)?;
+            println!("wrote {} ({} parameters) to {}", llm.name, llm.config.n_params(), out.display());
+            Ok(())
+        }
         TargetCommand::Parity { model, logs, records_of, json } => {
             let model = model.unwrap_or_else(ocean_pipeline::target::default_model);
             let started = std::time::Instant::now();

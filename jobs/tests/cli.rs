@@ -361,4 +361,13 @@ fn generate_then_evaluate_with_the_target_model() {
                  join generations g on t.cot_id = g.cot_id where g.model_version = 'generated'");
     let d: f64 = own.lines().nth(3).and_then(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok()).expect(&own);
     assert!(d < 2e-3, "generation and teacher forcing disagree by {d}: {own}");
+
+    // The same model as a checkpoint of ours scores the same.
+    let ckpt = dir.path().join("ckpt");
+    stdout(ocean().args(["target", "convert", "--model", model, "--out"]).arg(&ckpt));
+    let out2 = dir.path().join("out2");
+    stdout(ocean().args(["run", "--target-model"]).arg(&ckpt).arg("--logs").arg(&logs).arg("--out").arg(&out2));
+    let total = "select sum(target_logprob) from token_scores";
+    let q2 = |query: &str| stdout(ocean().args(["sql", query, "--out"]).arg(&out2));
+    assert_eq!(q(total), q2(total));
 }

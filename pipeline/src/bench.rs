@@ -737,10 +737,10 @@ pub fn bench_target<B: ocean_operators::burn::tensor::backend::Backend>(
     use ocean_operators::target::messages_of;
     let device = B::Device::default();
     let matmul_gflops = matmul_gflops::<B>(&device);
-    if !model.is_file() {
+    if !model.exists() {
         return Err(Error::Config(format!("model file {} does not exist (scripts/fetch-models.sh)", model.display())));
     }
-    let llm = Llm::<B>::from_gguf(model, &device).map_err(|e| Error::Config(e.to_string()))?;
+    let llm = Llm::<B>::open(model, &device).map_err(Error::Config)?;
     let params = llm.config.n_params();
     let limit = matmul_gflops * 1e9 / (2.0 * params as f64);
     let source = crate::config::SourceConfig { logs: logs.to_vec(), ..Default::default() };

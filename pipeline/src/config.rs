@@ -227,9 +227,9 @@ impl RunConfig {
                 self.kg_policy
             ));
         }
-        if let Some(m) = self.target_model.as_ref().filter(|m| !m.is_file()) {
+        if let Some(m) = self.target_model.as_ref().filter(|m| !m.exists()) {
             problems.push(format!(
-                "target_model {} is not a file (SmolLM2-135M-Instruct: scripts/fetch-models.sh)",
+                "target_model {} does not exist (SmolLM2-135M-Instruct: scripts/fetch-models.sh)",
                 m.display()
             ));
         }

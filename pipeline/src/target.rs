@@ -26,7 +26,7 @@ pub fn default_model() -> PathBuf {
     models_dir().join(SMOLLM2_FILE)
 }
 
-/// Loads a GGUF model on the CPU.
+/// Loads a model on the CPU: a GGUF file or a checkpoint folder of ours (`ocean target convert`).
 pub fn load(path: &Path) -> Result<Llm<Cpu>> {
     if !path.exists() {
         let hint = if path.file_name().is_some_and(|n| n == SMOLLM2_FILE) {
@@ -37,7 +37,14 @@ pub fn load(path: &Path) -> Result<Llm<Cpu>> {
         };
         return Err(Error::Config(format!("model file {} does not exist{hint}", path.display())));
     }
-    Llm::from_gguf(path, &Default::default()).map_err(|e| Error::Config(e.to_string()))
+    Llm::open(path, &Default::default()).map_err(Error::Config)
+}
+
+/// Writes a model (GGUF file or checkpoint) as a checkpoint folder of ours.
+pub fn convert(model: &Path, out: &Path) -> Result<Llm<Cpu>> {
+    let llm = load(model)?;
+    llm.save(out, &format!("converted from {}", model.display())).map_err(Error::Config)?;
+    Ok(llm)
 }
 
 /// The target policy of a model file (`ocean run --target-model PATH`). Progress goes to

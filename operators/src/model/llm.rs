@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use burn::module::Module as _;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -61,7 +62,7 @@ pub struct Message {
 }
 
 /// A ChatML chat template, read from `tokenizer.chat_template`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatTemplate {
     /// The system prompt the template inserts when the first message is not a system message.
     pub default_system: Option<String>,
@@ -147,12 +148,10 @@ impl ChatTokenizer {
                     .ok_or_else(|| GgufError(format!("merge {m:?} is not `a b`")))
             })
             .collect::<Result<_, _>>()?;
-        let ids: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), i as u32)).collect();
         let bpe = BPE::builder()
-            .vocab_and_merges(
-                ids.iter().map(|(t, &i)| (t.clone(), i)).collect::<tokenizers::models::bpe::Vocab>(),
-                merges,
-            )
+            .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| GgufError(format!("cannot build the BPE model: {e}")))?;
         let mut tokenizer: Tokenizer = TokenizerBuilder::new()
@@ -172,26 +171,40 @@ impl ChatTokenizer {
             .map(|(t, _)| AddedToken::from((*t).to_owned(), true))
             .collect();
         tokenizer.add_special_tokens(&control);
+        let template = ChatTemplate::parse(g.str("tokenizer.chat_template")?)?;
+        Self::from_parts(tokenizer, template)
+    }
 
+    /// A tokenizer (`tokenizer.json` of a checkpoint) with its chat template. Special added
+    /// tokens stand for their own text; every other token is in the byte-level alphabet.
+    pub fn from_parts(tokenizer: Tokenizer, template: ChatTemplate) -> Result<Self, GgufError> {
         let byte_chars = byte_chars();
         let mut char_byte: HashMap<char, u8> = HashMap::new();
         for (b, &c) in byte_chars.iter().enumerate() {
             char_byte.insert(c, b as u8);
         }
-        let bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| {
-                if ty == 3 {
-                    t.as_bytes().to_vec()
-                } else {
-                    t.chars().map(|c| char_byte.get(&c).copied().unwrap_or(b'?')).collect()
-                }
-            })
-            .collect();
-        let template = ChatTemplate::parse(g.str("tokenizer.chat_template")?)?;
+        let ids: HashMap<String, u32> = tokenizer.get_vocab(true).into_iter().collect();
+        let size = ids.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+        if size != ids.len() {
+            return fail(format!("the vocabulary's ids are not dense: {} tokens, largest id {}", ids.len(), size - 1));
+        }
+        let special: std::collections::HashSet<u32> =
+            tokenizer.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(&i, _)| i).collect();
+        let mut bytes = vec![Vec::new(); size];
+        for (t, &i) in &ids {
+            bytes[i as usize] = if special.contains(&i) {
+                t.as_bytes().to_vec()
+            } else {
+                t.chars().map(|c| char_byte.get(&c).copied().unwrap_or(b'?')).collect()
+            };
+        }
         let stop = ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| ids.get(*t).copied()).collect();
         Ok(ChatTokenizer { tokenizer, template, ids, bytes, byte_chars, stop })
+    }
+
+    /// The `tokenizer.json` text.
+    pub fn to_json(&self) -> String {
+        self.tokenizer.to_string(false).expect("a tokenizer serializes")
     }
 
     /// The chat template.
@@ -325,6 +338,27 @@ impl<B: Backend> std::fmt::Debug for Llm<B> {
     }
 }
 
+/// The format tag of `llm.json`.
+pub const LLM_FORMAT: &str = "ocean-llm/1";
+
+/// The recorder of a checkpoint's `model.mpk` (full precision: the weights as loaded or trained).
+pub type LlmRecorder = burn::record::NamedMpkFileRecorder<burn::record::FullPrecisionSettings>;
+
+/// `llm.json` of a checkpoint folder.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LlmMeta {
+    /// [`LLM_FORMAT`].
+    pub format: String,
+    /// The model's name.
+    pub name: String,
+    /// Its shape.
+    pub config: TransformerConfig,
+    /// Its chat template.
+    pub template: ChatTemplate,
+    /// Where the weights came from (a GGUF file, a parent checkpoint and a training run, …).
+    pub source: String,
+}
+
 /// Rows of `[d_out][d_in]` (GGUF/PyTorch) transposed to `[d_in][d_out]` (burn).
 fn transpose(w: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
     let mut t = vec![0.0; w.len()];
@@ -394,6 +428,60 @@ impl<B: Backend> Llm<B> {
             .map(str::to_owned)
             .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         Ok(Llm { model, config, tokenizer, name, device: device.clone() })
+    }
+
+    /// Opens a model file: a GGUF file, or the folder of a checkpoint of ours ([`Llm::save`]).
+    pub fn open(path: &Path, device: &B::Device) -> Result<Self, String> {
+        if path.is_dir() {
+            Self::load(path, device)
+        } else {
+            Self::from_gguf(path, device).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Writes the model as a checkpoint folder: `llm.json` (name, shape, chat template, where it
+    /// came from), `tokenizer.json` and `model.mpk` (burn, f32). `source` says where it came from.
+    pub fn save(&self, dir: &Path, source: &str) -> Result<(), String> {
+        let err = |what: &str, e: &dyn std::fmt::Display| format!("model checkpoint {}: {what}: {e}", dir.display());
+        std::fs::create_dir_all(dir).map_err(|e| err("create", &e))?;
+        let meta = LlmMeta {
+            format: LLM_FORMAT.to_owned(),
+            name: self.name.clone(),
+            config: self.config.clone(),
+            template: self.tokenizer.template.clone(),
+            source: source.to_owned(),
+        };
+        let json = serde_json::to_string_pretty(&meta).expect("meta serializes");
+        std::fs::write(dir.join("llm.json"), json).map_err(|e| err("llm.json", &e))?;
+        std::fs::write(dir.join("tokenizer.json"), self.tokenizer.to_json()).map_err(|e| err("tokenizer.json", &e))?;
+        let _ = std::fs::remove_file(dir.join("model.mpk"));
+        self.model.clone().save_file(dir.join("model.mpk"), &LlmRecorder::new()).map_err(|e| err("model.mpk", &e))
+    }
+
+    /// Loads a checkpoint folder written by [`Llm::save`].
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, String> {
+        let err = |what: &str, e: &dyn std::fmt::Display| format!("model checkpoint {}: {what}: {e}", dir.display());
+        let meta = std::fs::read_to_string(dir.join("llm.json")).map_err(|e| err("llm.json", &e))?;
+        let meta: LlmMeta = serde_json::from_str(&meta).map_err(|e| err("llm.json", &e))?;
+        if meta.format != LLM_FORMAT {
+            return Err(err("llm.json", &format!("format {:?}, this Ocean reads {LLM_FORMAT:?}", meta.format)));
+        }
+        meta.config.validate().map_err(|e| err("shape", &e))?;
+        let json = std::fs::read_to_string(dir.join("tokenizer.json")).map_err(|e| err("tokenizer.json", &e))?;
+        let tokenizer: Tokenizer = json.parse().map_err(|e: tokenizers::Error| err("tokenizer.json", &e))?;
+        let tokenizer = ChatTokenizer::from_parts(tokenizer, meta.template).map_err(|e| err("tokenizer.json", &e))?;
+        if tokenizer.size() != meta.config.vocab_size {
+            return Err(err(
+                "tokenizer.json",
+                &format!("{} tokens, the model has {}", tokenizer.size(), meta.config.vocab_size),
+            ));
+        }
+        let model = meta
+            .config
+            .init::<B>(device)
+            .load_file(dir.join("model.mpk"), &LlmRecorder::new(), device)
+            .map_err(|e| err("model.mpk", &e))?;
+        Ok(Llm { model, config: meta.config, tokenizer, name: meta.name, device: device.clone() })
     }
 
     /// Teacher-forced log-probs of each `(prompt, completion)` pair of token ids, in one batch
