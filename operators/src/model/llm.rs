@@ -430,6 +430,12 @@ impl<B: Backend> Llm<B> {
         Ok(Llm { model, config, tokenizer, name, device: device.clone() })
     }
 
+    /// A model from its parts.
+    pub fn new(model: Transformer<B>, config: TransformerConfig, tokenizer: ChatTokenizer, name: String) -> Self {
+        let device = model.embed.weight.device();
+        Llm { model, config, tokenizer, name, device }
+    }
+
     /// Opens a model file: a GGUF file, or the folder of a checkpoint of ours ([`Llm::save`]).
     pub fn open(path: &Path, device: &B::Device) -> Result<Self, String> {
         if path.is_dir() {

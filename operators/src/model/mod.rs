@@ -1,5 +1,6 @@
 //! Models in burn: the shared transformer and the backends Ocean runs it on.
 
+pub mod finetune;
 pub mod gguf;
 pub mod llm;
 pub mod transformer;

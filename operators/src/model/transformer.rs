@@ -149,7 +149,7 @@ pub struct Block<B: Backend> {
 }
 
 /// Rotary tables for positions `start..start + t`: `(cos, sin)`, each `[1, 1, t, head_dim/2, 1]`.
-fn rope_tables<B: Backend>(
+pub(crate) fn rope_tables<B: Backend>(
     start: usize,
     t: usize,
     head_dim: usize,
@@ -225,10 +225,49 @@ impl<B: Backend> KvCache<B> {
 }
 
 impl<B: Backend> Block<B> {
+    /// A layer with the given weights (shapes as [`BlockWeights`] documents; not checked here).
+    pub(crate) fn from_weights(w: BlockWeights<B>, n_heads: usize, n_kv_heads: usize, norm_eps: f64) -> Self {
+        let linear = |w: Tensor<B, 2>| Linear { weight: Param::from_tensor(w), bias: None };
+        let rms = |g: Tensor<B, 1>| RmsNorm { gamma: Param::from_tensor(g), epsilon: norm_eps };
+        Block {
+            attn_norm: rms(w.attn_norm),
+            wq: linear(w.wq),
+            wk: linear(w.wk),
+            wv: linear(w.wv),
+            wo: linear(w.wo),
+            ffn_norm: rms(w.ffn_norm),
+            w_gate: linear(w.w_gate),
+            w_up: linear(w.w_up),
+            w_down: linear(w.w_down),
+            n_heads,
+            n_kv_heads,
+        }
+    }
+
+    /// The layer's weights.
+    pub(crate) fn weights(&self) -> BlockWeights<B> {
+        BlockWeights {
+            attn_norm: self.attn_norm.gamma.val(),
+            wq: self.wq.weight.val(),
+            wk: self.wk.weight.val(),
+            wv: self.wv.weight.val(),
+            wo: self.wo.weight.val(),
+            ffn_norm: self.ffn_norm.gamma.val(),
+            w_gate: self.w_gate.weight.val(),
+            w_up: self.w_up.weight.val(),
+            w_down: self.w_down.weight.val(),
+        }
+    }
+
+    /// Query and key/value heads.
+    pub(crate) fn heads(&self) -> (usize, usize) {
+        (self.n_heads, self.n_kv_heads)
+    }
+
     /// One layer over `x` (`[b, t, d]`), whose positions start at `cos`/`sin`'s first row. With
     /// a cache, the keys and values of earlier positions are read from it and the new ones
     /// appended (causal attention aligns the queries with the last `t` keys).
-    fn forward(
+    pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
         cos: &Tensor<B, 5>,
@@ -302,7 +341,6 @@ impl<B: Backend> Transformer<B> {
         if blocks.len() != config.n_layers {
             return Err(format!("{} layers given, the config says {}", blocks.len(), config.n_layers));
         }
-        let linear = |w: Tensor<B, 2>| Linear { weight: Param::from_tensor(w), bias: None };
         let rms = |g: Tensor<B, 1>| RmsNorm { gamma: Param::from_tensor(g), epsilon: config.norm_eps };
         let mut layers = Vec::with_capacity(blocks.len());
         for (i, w) in blocks.into_iter().enumerate() {
@@ -316,19 +354,7 @@ impl<B: Backend> Transformer<B> {
             check(&name("w_gate"), &w.w_gate.dims(), &[d, ff])?;
             check(&name("w_up"), &w.w_up.dims(), &[d, ff])?;
             check(&name("w_down"), &w.w_down.dims(), &[ff, d])?;
-            layers.push(Block {
-                attn_norm: rms(w.attn_norm),
-                wq: linear(w.wq),
-                wk: linear(w.wk),
-                wv: linear(w.wv),
-                wo: linear(w.wo),
-                ffn_norm: rms(w.ffn_norm),
-                w_gate: linear(w.w_gate),
-                w_up: linear(w.w_up),
-                w_down: linear(w.w_down),
-                n_heads: config.n_heads,
-                n_kv_heads: config.n_kv_heads,
-            });
+            layers.push(Block::from_weights(w, config.n_heads, config.n_kv_heads, config.norm_eps));
         }
         Ok(Transformer {
             embed: Embedding { weight: Param::from_tensor(embed) },
