@@ -48,9 +48,61 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// The nightly off-policy optimization: train π_θ's top layers by gradient ascent on KG-IPS
+    /// (Eq. 4) over the partitions of an `ocean run` output that are new since the last run, and
+    /// write a policy version (policies/vNNNN: trained layers, metrics.json, curves, report.md).
+    Optimize(OptimizeArgs),
     /// Answer questions with a model (KV-cached decoding, greedy or sampled) and write OpenAI
     /// chat-completions JSONL with per-token log-probs, which `ocean run` reads.
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct OptimizeArgs {
+    /// The datasets folder `ocean run` wrote.
+    #[arg(long, value_name = "DIR", default_value = "ocean-out")]
+    datasets: PathBuf,
+    /// The policies folder: versions, registry.jsonl, state.json.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: PathBuf,
+    /// The model the first version starts from (default: SmolLM2-135M-Instruct in .cache/models).
+    #[arg(long, value_name = "PATH")]
+    base: Option<PathBuf>,
+    /// Learn from the chains of thought of models whose name starts with this.
+    #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+    records_of: String,
+    /// Top layers trained (with the final norm).
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Most passes over the training chains.
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Padded tokens per minibatch.
+    #[arg(long, default_value_t = 2048)]
+    batch_tokens: usize,
+    /// Clip importance weights at C (ours; labelled in policy.json).
+    #[arg(long, value_name = "C")]
+    clip: Option<f64>,
+    /// Trust-region penalty β/2·(log π_θ − log π_start)² on the logged tokens (ours; labelled).
+    #[arg(long, value_name = "BETA")]
+    trust_region: Option<f64>,
+    /// Stop after this many epochs without a better held-out V̂.
+    #[arg(long, default_value_t = 2)]
+    patience: usize,
+    /// Share of chains of thought held out (by a hash of the id).
+    #[arg(long, default_value_t = 0.2)]
+    heldout: f64,
+    /// Tolerance on the held-out non-entity perplexity (fraction of its starting value): an
+    /// epoch beyond it ends training and is not kept.
+    #[arg(long, default_value_t = 0.05)]
+    max_perplexity_increase: f64,
+    /// Instead of training: write exports for fine-tuning elsewhere into DIR
+    /// (token_weights.parquet with weights and advantages, preference_pairs.jsonl for DPO).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -522,7 +574,83 @@ fn main() -> Result<()> {
         Command::Policy(cmd) => policy(cmd),
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
+        Command::Optimize(args) => optimize(args),
     }
+}
+
+fn optimize(args: OptimizeArgs) -> Result<()> {
+    use ocean_operators::model::finetune::FinetuneConfig;
+    use ocean_pipeline::optimize::{OptimizeConfig, Outcome};
+    if let Some(out) = &args.export {
+        let s = ocean_pipeline::optimize::export(&args.datasets, out)?;
+        println!(
+            "wrote {} token rows to {}/token_weights.parquet and {} preference pairs to {}/preference_pairs.jsonl",
+            s.token_rows,
+            out.display(),
+            s.pairs,
+            out.display()
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(args.heldout > 0.0 && args.heldout < 1.0, "--heldout must be in (0, 1)");
+    anyhow::ensure!(
+        args.epochs > 0 && args.batch_tokens > 0 && args.lr > 0.0,
+        "--epochs, --batch-tokens, --lr must be positive"
+    );
+    let config = OptimizeConfig {
+        datasets: args.datasets,
+        policies: args.policies,
+        base: args.base.unwrap_or_else(ocean_pipeline::target::default_model),
+        records_of: args.records_of,
+        heldout: args.heldout,
+        train: FinetuneConfig {
+            layers: args.layers,
+            epochs: args.epochs,
+            lr: args.lr,
+            batch_tokens: args.batch_tokens,
+            clip: args.clip,
+            kl: args.trust_region,
+            patience: args.patience,
+            max_perplexity_increase: args.max_perplexity_increase,
+        },
+    };
+    let bar = progress_bar(args.epochs, "epochs");
+    let outcome =
+        ocean_pipeline::optimize::optimize(
+            &config,
+            &mut |r| {
+                bar.set_position(r.epoch as u64);
+                say(
+                    &bar,
+                    &format!(
+                "epoch {}: loss {:.5}  train V̂ {:.4}  held-out V̂ {:.4} ± {:.4}  perplexity {:.3}  {:.0} tokens/s",
+                r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity, r.tokens_per_s
+            ),
+                );
+            },
+            &mut |line| say(&bar, line),
+        )?;
+    bar.finish_and_clear();
+    match outcome {
+        Outcome::NothingNew { partitions } => {
+            println!("no new partitions in {} ({partitions} already used): nothing to do", config.datasets.display())
+        }
+        Outcome::Version { dir, metrics: m } => {
+            println!("wrote {dir}");
+            println!(
+                "held-out V̂ {:.4} ± {:.4} → {:.4} ± {:.4}; non-entity perplexity {:.3} → {:.3}; {} epochs, {:.0} s",
+                m.heldout_vhat_before,
+                m.heldout_vhat_std_error_before,
+                m.heldout_vhat_after,
+                m.heldout_vhat_std_error,
+                m.non_entity_perplexity_before,
+                m.non_entity_perplexity_after,
+                m.epochs,
+                m.seconds
+            );
+        }
+    }
+    Ok(())
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
@@ -576,6 +704,15 @@ fn generate(args: GenerateArgs) -> Result<()> {
         if args.out.as_os_str() == "-" { String::new() } else { format!(" to {}", args.out.display()) }
     );
     Ok(())
+}
+
+/// A line above the progress bar, or on stderr when there is no terminal (the bar is hidden).
+fn say(bar: &indicatif::ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn progress_bar(len: usize, unit: &str) -> indicatif::ProgressBar {

@@ -371,3 +371,97 @@ fn generate_then_evaluate_with_the_target_model() {
     let q2 = |query: &str| stdout(ocean().args(["sql", query, "--out"]).arg(&out2));
     assert_eq!(q(total), q2(total));
 }
+
+#[test]
+fn optimize_is_incremental_idempotent_and_versioned() {
+    use ocean_operators::model::llm::Llm;
+    use ocean_operators::model::{Cpu, TransformerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    // A tiny π_θ with SmolLM2's tokenizer, so that a debug build trains it in seconds.
+    let smol = Llm::<Cpu>::from_gguf(smollm2(), &Default::default()).unwrap();
+    let config = TransformerConfig {
+        vocab_size: smol.config.vocab_size,
+        d_model: 32,
+        n_layers: 3,
+        n_heads: 4,
+        n_kv_heads: 2,
+        d_ff: 64,
+        max_seq_len: 1024,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+    };
+    let tiny = Llm::new(config.init::<Cpu>(&Default::default()), config, smol.tokenizer.clone(), "tiny".into());
+    tiny.save(&p("tiny"), "a test").unwrap();
+    let run = |logs: &str| {
+        stdout(ocean().args(["run", "--policy", "adjacency", "--logs", logs, "--out"]).arg(p("datasets")));
+    };
+    let optimize = || {
+        stdout(
+            ocean()
+                .args(["optimize", "--epochs", "2", "--lr", "1e-3", "--max-perplexity-increase", "10", "--datasets"])
+                .arg(p("datasets"))
+                .arg("--policies")
+                .arg(p("policies"))
+                .arg("--base")
+                .arg(p("tiny")),
+        )
+    };
+    run("data/logs/smollm2-prompt-v1.jsonl");
+    let first = optimize();
+    assert!(first.contains("wrote") && first.contains("v0001"), "{first}");
+    let v1 = p("policies/v0001");
+    for f in ["policy.json", "metrics.json", "top.mpk", "curves.csv", "curves.png", "report.md"] {
+        assert!(v1.join(f).is_file(), "v0001 lacks {f}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(v1.join("metrics.json")).unwrap()).unwrap();
+    let m = |k: &str| metrics[k].as_f64().unwrap_or_else(|| panic!("{k}: {metrics}"));
+    // Early stopping keeps the best held-out V̂ (the start when no epoch beats it).
+    assert!(m("heldout_vhat_after") >= m("heldout_vhat_before"), "{metrics}");
+    assert!(m("train_cots") + m("heldout_cots") >= 90.0, "{metrics}");
+
+    // Exports, read back by pyarrow (what teams that fine-tune elsewhere use).
+    let export = stdout(ocean().args(["optimize", "--datasets"]).arg(p("datasets")).arg("--export").arg(p("export")));
+    assert!(export.contains("token rows"), "{export}");
+    let check = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import json, sys, pyarrow.parquet as pq\n\
+             t = pq.read_table(sys.argv[1] + '/token_weights.parquet')\n\
+             assert t.num_rows > 5000 and {'weight', 'advantage', 'cot_value', 'is_entity'} <= set(t.schema.names)\n\
+             pairs = [json.loads(l) for l in open(sys.argv[1] + '/preference_pairs.jsonl')]\n\
+             assert all(p['chosen_value'] > p['rejected_value'] and p['prompt'] for p in pairs)\n\
+             print(t.num_rows, len(pairs))",
+        )
+        .arg(p("export"))
+        .output()
+        .expect("python3 should start");
+    assert!(check.status.success(), "pyarrow check failed: {}", String::from_utf8_lossy(&check.stderr));
+
+    // The same partitions again: nothing to do, nothing written.
+    let state = std::fs::read_to_string(p("policies/state.json")).unwrap();
+    assert!(optimize().contains("nothing to do"));
+    assert_eq!(state, std::fs::read_to_string(p("policies/state.json")).unwrap());
+
+    // A crashed attempt left a partial v0002; new data arrives; the next run writes v0002 whole.
+    std::fs::create_dir_all(p("policies/v0002")).unwrap();
+    std::fs::write(p("policies/v0002/top.mpk"), b"partial").unwrap();
+    run("data/logs/smollm2-prompt-v2.jsonl");
+    assert!(optimize().contains("v0002"));
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/policy.json")).unwrap()).unwrap();
+    assert_eq!(policy["layers"], serde_json::json!([1, 2]));
+    assert_eq!(std::fs::read_to_string(p("policies/registry.jsonl")).unwrap().lines().count(), 2);
+
+    // A version is a target model: `ocean run --target-model policies/v0002`.
+    let summary = stdout(
+        ocean()
+            .args(["run", "--json", "--policy", "adjacency", "--logs", "data/logs/smollm2-prompt-v2.jsonl"])
+            .arg("--target-model")
+            .arg(p("policies/v0002"))
+            .arg("--out")
+            .arg(p("eval")),
+    );
+    assert!(summary.contains("\"target_model\": \"v0002\""), "{summary}");
+}

