@@ -99,6 +99,19 @@ struct OptimizeArgs {
     /// epoch beyond it ends training and is not kept.
     #[arg(long, default_value_t = 0.05)]
     max_perplexity_increase: f64,
+    /// Held-out gold questions the policy answers greedily before and after training, scored by
+    /// `ocean run` for the report (0: none).
+    #[arg(long, default_value_t = 20)]
+    answers: usize,
+    /// Longest of those answers, in tokens.
+    #[arg(long, default_value_t = 128)]
+    answer_tokens: usize,
+    /// Gold questions (qid, question, answers).
+    #[arg(long, value_name = "FILE", default_value = "data/gold/questions.jsonl")]
+    questions: PathBuf,
+    /// The KG the answers are scored against.
+    #[arg(long, value_name = "DIR", default_value = "data/kg")]
+    kg: PathBuf,
     /// Instead of training: write exports for fine-tuning elsewhere into DIR
     /// (token_weights.parquet with weights and advantages, preference_pairs.jsonl for DPO).
     #[arg(long, value_name = "DIR")]
@@ -613,6 +626,10 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
             patience: args.patience,
             max_perplexity_increase: args.max_perplexity_increase,
         },
+        answers: args.answers,
+        answer_tokens: args.answer_tokens,
+        questions: args.questions,
+        kg: args.kg,
     };
     let bar = progress_bar(args.epochs, "epochs");
     let outcome =
@@ -637,6 +654,16 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
         }
         Outcome::Version { dir, metrics: m } => {
             println!("wrote {dir}");
+            if let (Some(b), Some(a)) = (&m.answers_before, &m.answers_after) {
+                println!(
+                    "own answers to {} held-out questions: V̂ {:.4} → {:.4}, names a gold answer {:.1} % → {:.1} %",
+                    b.questions,
+                    b.vhat,
+                    a.vhat,
+                    100.0 * b.accuracy,
+                    100.0 * a.accuracy
+                );
+            }
             println!(
                 "held-out V̂ {:.4} ± {:.4} → {:.4} ± {:.4}; non-entity perplexity {:.3} → {:.3}; {} epochs, {:.0} s",
                 m.heldout_vhat_before,

@@ -399,7 +399,8 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     let optimize = || {
         stdout(
             ocean()
-                .args(["optimize", "--epochs", "2", "--lr", "1e-3", "--max-perplexity-increase", "10", "--datasets"])
+                .args(["optimize", "--epochs", "2", "--lr", "1e-3", "--max-perplexity-increase", "10"])
+                .args(["--answers", "2", "--answer-tokens", "8", "--datasets"])
                 .arg(p("datasets"))
                 .arg("--policies")
                 .arg(p("policies"))
@@ -420,6 +421,9 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     // Early stopping keeps the best held-out V̂ (the start when no epoch beats it).
     assert!(m("heldout_vhat_after") >= m("heldout_vhat_before"), "{metrics}");
     assert!(m("train_cots") + m("heldout_cots") >= 90.0, "{metrics}");
+    // Its own answers to two held-out gold questions, before and after, scored by ocean run.
+    assert_eq!(metrics["answers_after"]["questions"], 2, "{metrics}");
+    assert!(v1.join("answers-after/cot_scores").is_dir() && v1.join("answers-before.jsonl").is_file());
 
     // Exports, read back by pyarrow (what teams that fine-tune elsewhere use).
     let export = stdout(ocean().args(["optimize", "--datasets"]).arg(p("datasets")).arg("--export").arg(p("export")));

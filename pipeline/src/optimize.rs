@@ -52,6 +52,30 @@ pub struct OptimizeConfig {
     pub heldout: f64,
     /// Training settings.
     pub train: FinetuneConfig,
+    /// Held-out questions answered greedily before and after (0: none): gold questions that no
+    /// chain of thought in the new partitions answers, in file order.
+    pub answers: usize,
+    /// Longest answer, in tokens.
+    pub answer_tokens: usize,
+    /// The gold questions (`data/gold/questions.jsonl` format: `qid`, `question`, `answers`).
+    pub questions: PathBuf,
+    /// The KG the answers are scored against (as `ocean run --kg`).
+    pub kg: PathBuf,
+}
+
+/// The policy's own answers to held-out questions, scored by `ocean run`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnswerMetrics {
+    /// Questions answered.
+    pub questions: usize,
+    /// KG-IPS value of the answers (π_θ = the answering policy).
+    pub vhat: f64,
+    /// Its standard error.
+    pub vhat_std_error: f64,
+    /// Share of entity mentions in the answers that the KG supports.
+    pub grounded_fraction: Option<f64>,
+    /// Share of answers that name a gold answer (its label, case-insensitive).
+    pub accuracy: f64,
 }
 
 /// `policy.json` of a version.
@@ -105,6 +129,10 @@ pub struct Metrics {
     pub train_tokens_per_s: f64,
     /// Wall-clock seconds of the whole job.
     pub seconds: f64,
+    /// The starting policy's answers to held-out gold questions.
+    pub answers_before: Option<AnswerMetrics>,
+    /// The trained policy's answers to the same questions.
+    pub answers_after: Option<AnswerMetrics>,
 }
 
 /// What `ocean optimize` did.
@@ -120,7 +148,7 @@ pub enum Outcome {
         /// Its folder.
         dir: String,
         /// Its metrics.
-        metrics: Metrics,
+        metrics: Box<Metrics>,
     },
 }
 
@@ -263,6 +291,104 @@ fn example(chain: &Chain, llm: &Llm<Cpu>) -> Option<Example> {
         log_lambda: chain.tokens.iter().map(|t| t.3 as f32).collect(),
         scale: chain.tokens.iter().map(|t| 1.0 / (n_steps * per_step[&t.0] as f32)).collect(),
         entity: chain.tokens.iter().map(|t| t.4).collect(),
+    })
+}
+
+/// The `qid`s of the questions the chains of thought of `epochs` answer (`request.metadata.qid`).
+fn answered_qids(config: &OptimizeConfig, epochs: &[u64]) -> Result<std::collections::HashSet<String>> {
+    let list = epochs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let rows = crate::sql::query_blocking(
+        &config.datasets,
+        &format!("select metadata from generations where epoch in ({list}) and metadata is not null"),
+    )?;
+    let mut out = std::collections::HashSet::new();
+    for b in &rows {
+        for m in strings(b.column(0)).into_iter().flatten() {
+            let v: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
+            if let Some(q) = v.get("qid").and_then(serde_json::Value::as_str) {
+                out.insert(q.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Greedy answers of `llm` to the first `config.answers` gold questions not in `answered`,
+/// written to `dir/answers-{label}.jsonl` and scored by `ocean run` into `dir/answers-{label}/`.
+fn answer_eval(
+    llm: &Llm<Cpu>,
+    label: &str,
+    answered: &std::collections::HashSet<String>,
+    config: &OptimizeConfig,
+    dir: &Path,
+) -> Result<AnswerMetrics> {
+    let text = std::fs::read_to_string(&config.questions).map_err(|e| Error::io(&config.questions, e))?;
+    let mut picked = String::new();
+    let mut gold: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| Error::Config(format!("{}: {e}", config.questions.display())))?;
+        let qid = v.get("qid").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        if answered.contains(&qid) || gold.len() >= config.answers {
+            continue;
+        }
+        let labels = v
+            .get("answers")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.get("label")?.as_str().map(str::to_lowercase)).collect())
+            .unwrap_or_default();
+        gold.insert(qid, labels);
+        picked.push_str(line);
+        picked.push('\n');
+    }
+    if gold.is_empty() {
+        return Err(Error::Config(format!("no gold question of {} is held out", config.questions.display())));
+    }
+    let questions = dir.join(format!("questions-{label}.jsonl"));
+    std::fs::write(&questions, picked).map_err(|e| Error::io(&questions, e))?;
+    let answers = dir.join(format!("answers-{label}.jsonl"));
+    let generate = crate::target::GenerateConfig {
+        questions: questions.clone(),
+        first: 0,
+        count: gold.len(),
+        sampling: ocean_operators::model::llm::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            max_tokens: config.answer_tokens,
+            top_logprobs: 3,
+        },
+        system: None,
+        model_name: "policy".into(),
+        version: label.into(),
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&answers).map_err(|e| Error::io(&answers, e))?);
+    crate::target::generate(llm, &generate, &mut file, &mut |_, _| {})?;
+    drop(file);
+    let _ = std::fs::remove_file(&questions);
+    let mut run = crate::RunConfig::default();
+    run.source.logs = vec![answers.clone()];
+    run.kg.dir = config.kg.clone();
+    run.sink.out = dir.join(format!("answers-{label}"));
+    let summary = crate::run(&run)?;
+    let m = summary.models.first().cloned();
+    // Accuracy: the answer names a gold answer.
+    let text = std::fs::read_to_string(&answers).map_err(|e| Error::io(&answers, e))?;
+    let mut right = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let qid = v["request"]["metadata"]["qid"].as_str().unwrap_or_default();
+        let content = v["response"]["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_lowercase();
+        if gold.get(qid).is_some_and(|labels| labels.iter().any(|l| content.contains(l.as_str()))) {
+            right += 1;
+        }
+    }
+    Ok(AnswerMetrics {
+        questions: gold.len(),
+        vhat: m.as_ref().map_or(f64::NAN, |m| m.estimate),
+        vhat_std_error: m.as_ref().map_or(f64::NAN, |m| m.std_error),
+        grounded_fraction: m.and_then(|m| m.grounded_fraction),
+        accuracy: f64::from(right) / gold.len() as f64,
     })
 }
 
@@ -409,7 +535,34 @@ pub fn optimize(
         inputs: new.iter().map(|e| format!("epoch={e}")).collect(),
         datasets: config.datasets.display().to_string(),
     };
+    // The policy's own answers to held-out questions, before and after.
+    let (answers_before, answers_after) = if config.answers > 0 {
+        let qids: std::collections::HashSet<String> = answered_qids(config, &new)?;
+        let start = match &state.latest {
+            Some(v) => load_version(&config.policies.join(v))?,
+            None => crate::target::load(&config.base)?,
+        };
+        log(&format!("answering {} held-out questions before and after", config.answers));
+        let before = answer_eval(&start, "before", &qids, config, &dir)?;
+        drop(start);
+        let trained = ft.top();
+        let mut after_llm = match &state.latest {
+            Some(v) => load_version(&config.policies.join(v))?,
+            None => crate::target::load(&config.base)?,
+        };
+        let n = after_llm.model.layers.len();
+        for (slot, block) in after_llm.model.layers[n - k..].iter_mut().zip(trained.blocks) {
+            *slot = block;
+        }
+        after_llm.model.norm = trained.norm;
+        let after = answer_eval(&after_llm, "after", &qids, config, &dir)?;
+        (Some(before), Some(after))
+    } else {
+        (None, None)
+    };
     let metrics = Metrics {
+        answers_before,
+        answers_after,
         heldout_vhat_before: v0,
         heldout_vhat_after: v1,
         heldout_vhat_std_error: se1,
@@ -470,7 +623,7 @@ pub fn optimize(
         &config.policies.join("state.json"),
         &serde_json::to_string_pretty(&state).expect("state serializes"),
     )?;
-    Ok(Outcome::Version { dir: dir.display().to_string(), metrics })
+    Ok(Outcome::Version { dir: dir.display().to_string(), metrics: Box::new(metrics) })
 }
 
 fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String {
@@ -485,7 +638,7 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
          | held-out V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n| training V̂ | {:.4} | {:.4} |\n\
          | non-entity perplexity (held out) | {:.3} | {:.3} |\n\nHeld-out V̂ {verdict} ({rise:+.4}). \
          {} chains trained on, {} held out, {} skipped; {} epochs, {:.0} training tokens/s, {:.0} s in all.\n\n\
-         ![V̂ per epoch (blue: training, red: held out)](curves.png)\n\n| epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n",
+         ![V̂ per epoch (blue: training, red: held out)](curves.png)\n",
         meta.version,
         meta.base,
         meta.layers,
@@ -505,6 +658,27 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
         m.train_tokens_per_s,
         m.seconds,
     );
+    if let (Some(b), Some(a)) = (&m.answers_before, &m.answers_after) {
+        let g = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
+        s = format!(
+            "{s}\n## Its own answers to {} held-out gold questions (greedy, scored by `ocean run`)\n\n\
+             | | before | after |\n|---|---|---|\n| KG-IPS value V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n\
+             | grounded fraction | {} | {} |\n| names a gold answer | {:.1} % | {:.1} % |\n\n\
+             Answers: `answers-before.jsonl`, `answers-after.jsonl`; their datasets: `answers-before/`, `answers-after/`.\n\n\
+             | epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n",
+            b.questions,
+            b.vhat,
+            b.vhat_std_error,
+            a.vhat,
+            a.vhat_std_error,
+            g(b.grounded_fraction),
+            g(a.grounded_fraction),
+            100.0 * b.accuracy,
+            100.0 * a.accuracy
+        );
+    } else {
+        s.push_str("| epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n");
+    }
     for r in reports {
         s.push_str(&format!(
             "| {} | {:.5} | {:.4} | {:.4} ± {:.4} | {:.3} |\n",
@@ -567,16 +741,17 @@ pub fn export(datasets: &Path, out: &Path) -> Result<ExportSummary> {
     for b in &chains {
         let cols: Vec<Vec<Option<String>>> = [0, 1, 2, 4, 5, 6].iter().map(|&i| strings(b.column(i))).collect();
         let values = b.column(3).as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            let q = cols[0][i].clone().unwrap_or_default();
+        let text = |c: usize, i: usize| cols[c][i].clone().unwrap_or_default();
+        for (i, value) in values.iter().enumerate() {
+            let q = text(0, i);
             let row = (
                 q.clone(),
                 cols[1][i].clone(),
-                cols[2][i].clone().unwrap_or_default(),
-                values.value(i),
-                cols[3][i].clone().unwrap_or_default(),
-                cols[4][i].clone().unwrap_or_default(),
-                cols[5][i].clone().unwrap_or_default(),
+                text(2, i),
+                value.unwrap_or(f64::NAN),
+                text(3, i),
+                text(4, i),
+                text(5, i),
             );
             by_question.entry(q).or_default().push(row);
         }

@@ -262,8 +262,9 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
         out.into_iter().map(|h| h.expect("every example is in a batch")).collect()
     }
 
-    /// `log π_θ` of the completion tokens of `idx` under the current top, with autodiff.
-    fn forward(&self, examples: &[Example], idx: &[usize]) -> (Tensor<A, 1>, Vec<usize>) {
+    /// The cached hidden states of `idx` as one right-padded batch `[b, t, d]`, with the flat
+    /// positions of their completion tokens, the tokens, and each row's completion length.
+    fn batch(&self, examples: &[Example], idx: &[usize]) -> (Tensor<B, 3>, Vec<i32>, Vec<i32>, Vec<usize>) {
         let d = self.llm.config.d_model;
         let t = idx.iter().map(|&i| input_len(&examples[i])).max().unwrap_or(1);
         let rows: Vec<Tensor<B, 2>> = idx
@@ -278,7 +279,6 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
                 }
             })
             .collect();
-        let hidden = Tensor::<A, 3>::from_inner(Tensor::stack(rows, 0));
         let (mut picks, mut targets, mut lens) = (Vec::new(), Vec::new(), Vec::new());
         for (r, &i) in idx.iter().enumerate() {
             let e = &examples[i];
@@ -288,16 +288,26 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
             }
             lens.push(e.completion.len());
         }
-        (self.top.logprobs(hidden, &self.head, &picks, &targets, self.theta), lens)
+        (Tensor::stack(rows, 0), picks, targets, lens)
     }
 
-    /// `log π_θ` of every completion token of `idx` (no gradient).
+    /// `log π_θ` of the completion tokens of `idx` under the current top, with autodiff.
+    fn forward(&self, examples: &[Example], idx: &[usize]) -> Tensor<A, 1> {
+        let (hidden, picks, targets, _) = self.batch(examples, idx);
+        self.top.logprobs(Tensor::<A, 3>::from_inner(hidden), &self.head, &picks, &targets, self.theta)
+    }
+
+    /// `log π_θ` of every completion token of `idx` (no gradient: on the inner backend, so
+    /// that no autodiff graph is built and kept).
     pub fn logprobs(&self, examples: &[Example], idx: &[usize], batch_tokens: usize) -> Vec<Vec<f32>> {
+        let top = self.top.valid();
+        let head = self.head.clone().inner();
         let sub: Vec<Example> = idx.iter().map(|&i| examples[i].clone()).collect();
         let mut out = vec![Vec::new(); idx.len()];
         for batch in batches(&sub, batch_tokens) {
             let global: Vec<usize> = batch.iter().map(|&j| idx[j]).collect();
-            let (lp, lens) = self.forward(examples, &global);
+            let (hidden, picks, targets, lens) = self.batch(examples, &global);
+            let lp = top.logprobs(hidden, &head, &picks, &targets, self.theta);
             let lp: Vec<f32> = lp.into_data().convert::<f32>().into_vec().expect("f32 log-probs");
             let mut at = 0;
             for (&j, len) in batch.iter().zip(lens) {
@@ -337,22 +347,23 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
             let (mut loss_sum, mut n_batches, mut tokens) = (0.0, 0usize, 0usize);
             for batch in batches(&train_examples, config.batch_tokens) {
                 let idx: Vec<usize> = batch.iter().map(|&j| train[j]).collect();
-                let (logp, _) = self.forward(examples, &idx);
+                let logp = self.forward(examples, &idx);
                 let values: Vec<f32> = logp.clone().into_data().convert::<f32>().into_vec().expect("f32");
                 // ∂V̂/∂log π_θ(v) = scale·w·log π₀ / N (0 where the weight is clipped).
                 let (mut coef, mut anchor) = (Vec::with_capacity(values.len()), Vec::new());
                 let mut at = 0;
                 for &i in &idx {
                     let e = &examples[i];
-                    for k in 0..e.completion.len() {
-                        let w = (f64::from(values[at]) - f64::from(e.log_lambda[k])).exp();
+                    let terms = e.log_lambda.iter().zip(&e.scale).zip(&e.behavior).zip(&start[&i]);
+                    for (((&log_lambda, &scale), &behavior), &start_logp) in terms {
+                        let w = (f64::from(values[at]) - f64::from(log_lambda)).exp();
                         let g = if config.clip.is_some_and(|c| w > c) {
                             0.0
                         } else {
-                            f64::from(e.scale[k]) * w * f64::from(e.behavior[k])
+                            f64::from(scale) * w * f64::from(behavior)
                         };
                         coef.push((g / f64::from(n_train)) as f32);
-                        anchor.push(start[&i][k]);
+                        anchor.push(start_logp);
                         at += 1;
                     }
                 }
