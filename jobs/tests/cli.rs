@@ -409,6 +409,22 @@ fn optimize_is_incremental_idempotent_and_versioned() {
         )
     };
     run("data/logs/smollm2-prompt-v1.jsonl");
+    // Killed (SIGKILL) mid-run: no state is written, and the next run starts over cleanly.
+    let mut child = ocean()
+        .args(["optimize", "--epochs", "2", "--answers", "0", "--datasets"])
+        .arg(p("datasets"))
+        .arg("--policies")
+        .arg(p("policies"))
+        .arg("--base")
+        .arg(p("tiny"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!p("policies/state.json").exists(), "a killed run must not move the state");
     let first = optimize();
     assert!(first.contains("wrote") && first.contains("v0001"), "{first}");
     let v1 = p("policies/v0001");
