@@ -1170,18 +1170,21 @@ fn print_summary(s: &RunSummary) {
     }
     println!();
     let estimator = s.models.first().map_or("kg-ips", |m| m.estimator.as_str());
-    println!("estimator {estimator}; interval: normal, or UNRELIABLE when the weights are too heavy-tailed");
     println!(
-        "{:<28} {:<12} {:>5} {:>10} {:>9} {:>22} {:>12} {:>9}",
-        "model", "version", "n", "V̂", "std.err", "interval", "entity ESS", "grounded"
+        "estimator {estimator}; interval at the run's level (--confidence, 95 %): normal when reliable, else a conservative one"
+    );
+    println!(
+        "{:<24} {:<10} {:>4} {:>9} {:>8} {:>10} {:>30} {:>10} {:>8}",
+        "model", "version", "n", "V̂", "std.err", "reliable", "interval", "ent. ESS", "grounded"
     );
     for m in &s.models {
         let grounded = m.grounded_fraction.map_or("-".to_owned(), |g| format!("{g:.3}"));
-        let interval = m.ci.map_or("UNRELIABLE".to_owned(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"));
+        let interval = m.ci.map_or("-".to_owned(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}] {}", m.ci_method));
+        let reliable = if m.reliable { "yes" } else { "UNRELIABLE" };
         let ess = format!("{:.0}/{}", m.entity_ess, m.n_entity_tokens);
         println!(
-            "{:<28} {:<12} {:>5} {:>10.4} {:>9.4} {:>22} {:>12} {:>9}",
-            m.model, m.model_version, m.n, m.estimate, m.std_error, interval, ess, grounded
+            "{:<24} {:<10} {:>4} {:>9.3} {:>8.3} {:>10} {:>30} {:>10} {:>8}",
+            m.model, m.model_version, m.n, m.estimate, m.std_error, reliable, interval, ess, grounded
         );
     }
     println!();

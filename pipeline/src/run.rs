@@ -48,8 +48,10 @@ pub struct ModelSummary {
     pub estimate: f64,
     /// Its standard error.
     pub std_error: f64,
-    /// The default (normal) interval; none when the estimate is unreliable.
+    /// The interval (normal when reliable, else a conservative fallback), when finite.
     pub ci: Option<(f64, f64)>,
+    /// How `ci` was computed: `normal`, `empirical-bernstein` or `hoeffding`.
+    pub ci_method: String,
     /// Effective sample size of the entity-token weights.
     pub entity_ess: f64,
     /// Entity tokens.
@@ -443,7 +445,8 @@ fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
                 n: stats.n.round() as u64,
                 estimate: summary.estimate,
                 std_error: summary.std_error,
-                ci: summary.reliable.then_some(summary.normal),
+                ci: Some(summary.interval().0).filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+                ci_method: summary.interval().1.to_owned(),
                 entity_ess: summary.entity_ess,
                 n_entity_tokens: stats.weights.n_entity_tokens.round() as u64,
                 reliable: summary.reliable,

@@ -263,8 +263,9 @@ pub struct AggregateConfig {
 
 /// An `aggregates` row (time and diff 0) from a group's key and statistics.
 pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateConfig) -> Aggregate {
-    let Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, ess, entity_ess, reliable } =
-        stats.summarize(config.self_normalized, &config.intervals);
+    let summary = stats.summarize(config.self_normalized, &config.intervals);
+    let (interval, ci_method) = summary.interval();
+    let Summary { estimate, variance, std_error, bernstein, sub_gaussian, ess, entity_ess, reliable, .. } = summary;
     let finite = |x: f64| x.is_finite().then_some(F64(x));
     let w = &stats.weights;
     Aggregate {
@@ -277,8 +278,9 @@ pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateCon
         estimate: F64(estimate),
         variance: F64(variance),
         std_error: F64(std_error),
-        ci_low: if reliable { finite(normal.0) } else { None },
-        ci_high: if reliable { finite(normal.1) } else { None },
+        ci_low: finite(interval.0),
+        ci_high: finite(interval.1),
+        ci_method: ci_method.to_owned(),
         bernstein_low: finite(bernstein.0),
         bernstein_high: finite(bernstein.1),
         subgaussian_low: finite(sub_gaussian.0),

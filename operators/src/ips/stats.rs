@@ -177,6 +177,24 @@ pub struct Summary {
     pub reliable: bool,
 }
 
+impl Summary {
+    /// The interval every aggregate row carries, with its method: the normal interval when the
+    /// estimate is reliable; otherwise a conservative one — empirical Bernstein with the observed
+    /// range (N ≥ 2), else the sub-Gaussian (Hoeffding) interval with the observed bound (N = 1)
+    /// — with its upper end capped at 0, since every KG-IPS term is ≤ 0. The fallbacks are valid
+    /// at the stated level when the terms lie within the observed range (bound); a heavier tail
+    /// than the sample shows breaks that assumption, and nothing here can detect it.
+    pub fn interval(&self) -> ((f64, f64), &'static str) {
+        if self.reliable {
+            (self.normal, "normal")
+        } else if self.bernstein.0.is_finite() {
+            ((self.bernstein.0, self.bernstein.1.min(0.0)), "empirical-bernstein")
+        } else {
+            ((self.sub_gaussian.0, self.sub_gaussian.1.min(0.0)), "hoeffding")
+        }
+    }
+}
+
 fn ess(sum: f64, sq_sum: f64) -> f64 {
     if sq_sum > 0.0 {
         sum * sum / sq_sum
@@ -435,6 +453,21 @@ mod tests {
         let mut few = KgIpsStats::default();
         few.add(&cot(-1.0, &[1.0], &[true]), 1.0);
         assert!(!few.summarize(false, &config).reliable);
+
+        // Every row still has an interval, with its method.
+        let ((lo, hi), method) = even.summarize(false, &config).interval();
+        assert_eq!(method, "normal");
+        assert_eq!((lo, hi), even.summarize(false, &config).normal);
+        let h = heavy.summarize(false, &config);
+        let ((lo, hi), method) = h.interval();
+        assert_eq!(method, "empirical-bernstein");
+        assert_eq!(lo, h.bernstein.0);
+        assert_eq!(hi, h.bernstein.1.min(0.0));
+        assert!(hi <= 0.0 && lo < h.estimate);
+        // N = 1: Hoeffding with M = |V_1| = 1: −1 ± √(ln 40 / 2), the upper end capped at 0.
+        let ((lo, hi), method) = few.summarize(false, &config).interval();
+        assert_eq!(method, "hoeffding");
+        assert!((lo - (-1.0 - (40f64.ln() / 2.0).sqrt())).abs() < 1e-12 && hi == 0.0, "{lo} {hi}");
     }
 
     #[test]

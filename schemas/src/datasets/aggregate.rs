@@ -32,11 +32,13 @@ pub struct Aggregate {
     pub variance: F64,
     /// √(variance / N).
     pub std_error: F64,
-    /// The default interval: normal, at the configured level (95 %); null when `reliable` is
-    /// false, because the weights are too heavy-tailed for it to be trusted.
+    /// The row's interval at the configured level (95 %): normal when `reliable`, else the
+    /// conservative fallback that `ci_method` names (null only when no interval is finite).
     pub ci_low: Option<F64>,
     /// Its upper end.
     pub ci_high: Option<F64>,
+    /// How `ci_low`/`ci_high` were computed: `normal`, `empirical-bernstein` or `hoeffding`.
+    pub ci_method: String,
     /// Empirical-Bernstein interval, low (observed range as the bound); null for N ≤ 1.
     pub bernstein_low: Option<F64>,
     /// Its upper end.
@@ -82,8 +84,9 @@ impl Dataset for Aggregate {
             field("estimate", DataType::Float64, false, "KG-IPS estimate V-hat"),
             field("variance", DataType::Float64, false, "sample variance of the per-CoT terms"),
             field("std_error", DataType::Float64, false, "standard error of the estimate"),
-            field("ci_low", DataType::Float64, true, "normal interval, low; null when unreliable"),
-            field("ci_high", DataType::Float64, true, "normal interval, high; null when unreliable"),
+            field("ci_low", DataType::Float64, true, "the row's interval, low: normal when reliable, else ci_method's"),
+            field("ci_high", DataType::Float64, true, "the row's interval, high"),
+            field("ci_method", DataType::Utf8, false, "normal, empirical-bernstein or hoeffding"),
             field("bernstein_low", DataType::Float64, true, "empirical-Bernstein interval, low"),
             field("bernstein_high", DataType::Float64, true, "empirical-Bernstein interval, high"),
             field("subgaussian_low", DataType::Float64, true, "sub-Gaussian interval, low"),

@@ -222,6 +222,7 @@ mod tests {
             std_error: F64(0.1),
             ci_low: Some(F64(-1.196)),
             ci_high: None,
+            ci_method: "normal".into(),
             bernstein_low: Some(F64(-2.0)),
             bernstein_high: Some(F64(0.0)),
             subgaussian_low: None,
