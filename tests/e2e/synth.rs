@@ -25,12 +25,14 @@ struct Coverage {
     row_covered: usize,
     bernstein_covered: usize,
     subgaussian_covered: usize,
+    anytime_covered: usize,
 }
 
 fn coverage(out: &std::path::Path, model: &str, v: f64) -> Coverage {
     let query = format!(
         "select estimate, std_error, ci_low, ci_high, reliable, bernstein_low, bernstein_high, \
-         subgaussian_low, subgaussian_high from aggregates where model = '{model}' and diff = 1"
+         subgaussian_low, subgaussian_high, anytime_low, anytime_high from aggregates \
+         where model = '{model}' and diff = 1"
     );
     let rows = numeric_rows(out, &query).unwrap();
     let reps = rows.len();
@@ -49,6 +51,7 @@ fn coverage(out: &std::path::Path, model: &str, v: f64) -> Coverage {
         row_covered: 0,
         bernstein_covered: 0,
         subgaussian_covered: 0,
+        anytime_covered: 0,
     };
     for r in &rows {
         let (est, se) = (r[0].unwrap(), r[1].unwrap());
@@ -68,6 +71,7 @@ fn coverage(out: &std::path::Path, model: &str, v: f64) -> Coverage {
         c.row_covered += usize::from(covers(r[2], r[3]));
         c.bernstein_covered += usize::from(covers(r[5], r[6]));
         c.subgaussian_covered += usize::from(covers(r[7], r[8]));
+        c.anytime_covered += usize::from(covers(r[9], r[10]));
     }
     c
 }
@@ -100,6 +104,7 @@ fn estimates_and_intervals_against_the_exact_value() {
         assert!(c.reliable_missed as f64 <= 0.06 * reps, "{name}: {c:?}");
         assert!(c.bernstein_covered as f64 >= 0.94 * reps, "{name}: {c:?}");
         assert!(c.subgaussian_covered as f64 >= 0.94 * reps, "{name}: {c:?}");
+        assert!(c.anytime_covered as f64 >= 0.95 * reps, "{name}: {c:?}");
         if name == "heavy" {
             // σ = 2: the plain normal interval under-covers, and the output says so.
             assert!(t.log_ratio_sd > 1.8, "{name}: the weights should spread with sd ≈ 2");

@@ -265,7 +265,8 @@ pub struct AggregateConfig {
 pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateConfig) -> Aggregate {
     let summary = stats.summarize(config.self_normalized, &config.intervals);
     let (interval, ci_method) = summary.interval();
-    let Summary { estimate, variance, std_error, bernstein, sub_gaussian, ess, entity_ess, reliable, .. } = summary;
+    let Summary { estimate, variance, std_error, bernstein, sub_gaussian, anytime, ess, entity_ess, reliable, .. } =
+        summary;
     let finite = |x: f64| x.is_finite().then_some(F64(x));
     let w = &stats.weights;
     Aggregate {
@@ -285,6 +286,8 @@ pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateCon
         bernstein_high: finite(bernstein.1),
         subgaussian_low: finite(sub_gaussian.0),
         subgaussian_high: finite(sub_gaussian.1),
+        anytime_low: finite(anytime.0),
+        anytime_high: finite(anytime.1),
         ess: F64(ess),
         entity_ess: F64(entity_ess),
         min_weight: F64(if w.min_weight.is_finite() { w.min_weight } else { 1.0 }),

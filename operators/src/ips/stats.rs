@@ -169,12 +169,29 @@ pub struct Summary {
     pub bernstein: (f64, f64),
     /// The paper's sub-Gaussian (Hoeffding) interval with M = the largest observed |V_i|.
     pub sub_gaussian: (f64, f64),
+    /// Anytime-valid confidence sequence: see [`anytime_half_width`].
+    pub anytime: (f64, f64),
     /// (Σw)²/Σw² over all tokens.
     pub ess: f64,
     /// (Σw)²/Σw² over entity tokens.
     pub entity_ess: f64,
     /// Whether the normal interval can be trusted; see [`KgIpsStats::summarize`].
     pub reliable: bool,
+}
+
+/// Half-width of the two-sided anytime-valid confidence sequence for the mean of N
+/// σ-sub-Gaussian terms at level 1 − δ: the stitched boundary of Howard, Ramdas, McAuliffe &
+/// Sekhon (2021, eq. 1.2), `1.7 σ √((ln ln(2N) + 0.72 ln(10.4/δ)) / N)` (δ/2 per side). Terms in
+/// [−M, 0] are (M/2)-sub-Gaussian. Valid simultaneously for every N — the aggregate may be
+/// looked at after every epoch and the interval still misses with probability ≤ δ — provided
+/// the terms really lie in [−M, 0]; Ocean plugs in the largest |V_i| observed so far, so a tail
+/// heavier than the sample shows breaks the guarantee (use `--clip` for a hard bound).
+pub fn anytime_half_width(sigma: f64, n: f64, delta: f64) -> f64 {
+    if n <= 0.0 {
+        return f64::INFINITY;
+    }
+    let lnln = (2.0 * n).ln().ln().max(0.0);
+    1.7 * sigma * ((lnln + 0.72 * (10.4 / delta).ln()) / n).sqrt()
 }
 
 impl Summary {
@@ -302,11 +319,18 @@ impl KgIpsStats {
         } else {
             (f64::NEG_INFINITY, f64::INFINITY)
         };
+        let anytime = if n > 0.0 {
+            let m = self.min_value.abs().max(self.max_value.abs());
+            let half = anytime_half_width(m / 2.0, n, delta);
+            (estimate - half, (estimate + half).min(0.0))
+        } else {
+            (f64::NEG_INFINITY, f64::INFINITY)
+        };
         let (w, config_n) = (&self.weights, config.min_n.max(2) as f64);
         let (ess, entity_ess) = (w.ess(), w.entity_ess());
         let enough = |e: f64, tokens: f64| tokens <= 0.0 || e >= config.min_ess_fraction * tokens;
         let reliable = n >= config_n && enough(ess, w.n_tokens) && enough(entity_ess, w.n_entity_tokens);
-        Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, ess, entity_ess, reliable }
+        Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, anytime, ess, entity_ess, reliable }
     }
 }
 
@@ -468,6 +492,44 @@ mod tests {
         let ((lo, hi), method) = few.summarize(false, &config).interval();
         assert_eq!(method, "hoeffding");
         assert!((lo - (-1.0 - (40f64.ln() / 2.0).sqrt())).abs() < 1e-12 && hi == 0.0, "{lo} {hi}");
+    }
+
+    #[test]
+    fn anytime_sequence_holds_under_continuous_monitoring() {
+        // 200 replications watched after every epoch of 200 chains, up to 50 epochs; the terms
+        // are skewed like KG-IPS terms (V = −4·U⁴: mostly near 0, now and then near −4; mean
+        // −0.8). Count replications in which the interval misses the mean at ANY look.
+        let config = IntervalConfig::default();
+        let (reps, epochs, per_epoch, mean) = (200, 50, 200, -0.8);
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut uniform = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut anytime_missed, mut normal_missed) = (0, 0);
+        for _ in 0..reps {
+            let mut s = KgIpsStats::default();
+            let (mut a_miss, mut n_miss) = (false, false);
+            for _ in 0..epochs {
+                for _ in 0..per_epoch {
+                    s.add(&cot(-4.0 * uniform().powi(4), &[1.0], &[false]), 1.0);
+                }
+                let sum = s.summarize(false, &config);
+                a_miss |= !(sum.anytime.0 <= mean && mean <= sum.anytime.1);
+                n_miss |= !(sum.normal.0 <= mean && mean <= sum.normal.1);
+            }
+            anytime_missed += usize::from(a_miss);
+            normal_missed += usize::from(n_miss);
+        }
+        eprintln!("missed at some look: anytime {anytime_missed} of {reps}, fixed-N normal {normal_missed} of {reps}");
+        // The fixed-N normal interval, looked at 50 times, misses far more often than 5 %.
+        assert!(anytime_missed * 20 <= reps, "anytime missed in {anytime_missed} of {reps}");
+        assert!(normal_missed > 2 * anytime_missed && normal_missed * 20 > reps, "normal {normal_missed}");
+        // The boundary by hand: σ = 1, N = 100, δ = 0.05.
+        let by_hand = 1.7 * ((200f64.ln().ln() + 0.72 * 208f64.ln()) / 100.0).sqrt();
+        assert!((anytime_half_width(1.0, 100.0, 0.05) - by_hand).abs() < 1e-12);
     }
 
     #[test]

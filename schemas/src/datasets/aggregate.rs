@@ -47,6 +47,11 @@ pub struct Aggregate {
     pub subgaussian_low: Option<F64>,
     /// Its upper end.
     pub subgaussian_high: Option<F64>,
+    /// Anytime-valid confidence sequence, low: valid at every look of a continuously monitored
+    /// aggregate (stitched sub-Gaussian boundary; M = largest observed |value|).
+    pub anytime_low: Option<F64>,
+    /// Its upper end (capped at 0).
+    pub anytime_high: Option<F64>,
     /// Effective sample size (Σ w)² / Σ w² of the token weights.
     pub ess: F64,
     /// The same over entity tokens.
@@ -91,6 +96,8 @@ impl Dataset for Aggregate {
             field("bernstein_high", DataType::Float64, true, "empirical-Bernstein interval, high"),
             field("subgaussian_low", DataType::Float64, true, "sub-Gaussian interval, low"),
             field("subgaussian_high", DataType::Float64, true, "sub-Gaussian interval, high"),
+            field("anytime_low", DataType::Float64, true, "anytime-valid confidence sequence, low"),
+            field("anytime_high", DataType::Float64, true, "anytime-valid confidence sequence, high"),
             field("ess", DataType::Float64, false, "effective sample size of token weights"),
             field("entity_ess", DataType::Float64, false, "effective sample size of entity-token weights"),
             field("min_weight", DataType::Float64, false, "smallest token weight"),

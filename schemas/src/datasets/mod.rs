@@ -227,6 +227,8 @@ mod tests {
             bernstein_high: Some(F64(0.0)),
             subgaussian_low: None,
             subgaussian_high: None,
+            anytime_low: Some(F64(-3.0)),
+            anytime_high: Some(F64(0.0)),
             ess: F64(2.0),
             entity_ess: F64(1.0),
             min_weight: F64(0.5),
