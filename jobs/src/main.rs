@@ -48,6 +48,24 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Compare two models or versions on KG-IPS: the difference of V̂ with its interval (paired
+    /// on common questions when there are enough) and a decision that respects reliability.
+    /// Arms are MODEL or MODEL/VERSION, e.g. SmolLM2-135M-Instruct/prompt-v1 gemma-3-270m.
+    Compare {
+        /// Arm A.
+        a: String,
+        /// Arm B.
+        b: String,
+        /// The output folder of `ocean run`.
+        #[arg(long, value_name = "DIR", default_value = "ocean-out")]
+        out: PathBuf,
+        /// Confidence level.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The nightly off-policy optimization: train π_θ's top layers by gradient ascent on KG-IPS
     /// (Eq. 4) over the partitions of an `ocean run` output that are new since the last run, and
     /// write a policy version (policies/vNNNN: trained layers, metrics.json, curves, report.md).
@@ -588,6 +606,34 @@ fn main() -> Result<()> {
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
+        Command::Compare { a, b, out, confidence, json } => {
+            let r = ocean_pipeline::compare::compare(&out, &a, &b, confidence)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for arm in [&r.a, &r.b] {
+                    println!(
+                        "{:<40} n {:>5}  V̂ {:>9.4} ± {:.4}  {}",
+                        arm.arm,
+                        arm.n,
+                        arm.estimate,
+                        arm.std_error,
+                        if arm.reliable { "reliable" } else { "UNRELIABLE" }
+                    );
+                }
+                let kind = if r.paired { format!("paired on {} common questions", r.pairs) } else { "unpaired".into() };
+                println!(
+                    "difference A − B {:.4}, {:.0} % interval [{:.4}, {:.4}] ({}, {kind})",
+                    r.difference,
+                    100.0 * r.confidence,
+                    r.interval.0,
+                    r.interval.1,
+                    r.method
+                );
+                println!("{}", r.decision);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -153,6 +153,27 @@ fn policy_corpus_train_resume_and_eval() {
 }
 
 #[test]
+fn compare_two_models_on_the_embedded_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    stdout(ocean().args(["run", "--policy", "adjacency", "--out"]).arg(&out));
+    let json = stdout(
+        ocean().args(["compare", "--json", "SmolLM2-135M-Instruct/prompt-v1", "gemma-3-270m", "--out"]).arg(&out),
+    );
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // Both answered q0000–q0039: paired on 40 questions; both arms are unreliable, so the
+    // interval is the conservative one and the decision says so.
+    assert_eq!((r["paired"].as_bool(), r["pairs"].as_u64()), (Some(true), Some(40)), "{json}");
+    assert_eq!(r["method"], "empirical-bernstein", "{json}");
+    let (lo, hi) = (r["interval"][0].as_f64().unwrap(), r["interval"][1].as_f64().unwrap());
+    let d = r["difference"].as_f64().unwrap();
+    assert!(lo < d && d < hi, "{json}");
+    assert!(r["decision"].as_str().unwrap().contains("UNRELIABLE"), "{json}");
+    let bad = ocean().args(["compare", "nope", "gemma-3-270m", "--out"]).arg(&out).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no scored chain"));
+}
+
+#[test]
 fn clear_errors() {
     let out = ocean().args(["sql", "select 1", "--out", "/nonexistent/ocean-out"]).output().unwrap();
     assert!(!out.status.success());
