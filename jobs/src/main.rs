@@ -48,9 +48,11 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
-    /// Compare two models or versions on KG-IPS: the difference of V̂ with its interval (paired
-    /// on common questions when there are enough) and a decision that respects reliability.
-    /// Arms are MODEL or MODEL/VERSION, e.g. SmolLM2-135M-Instruct/prompt-v1 gemma-3-270m.
+    /// Compare two models or versions on KG-IPS: the difference of V̂ and a decision.
+    ///
+    /// The interval is paired on common questions when there are enough, and conservative when
+    /// an arm is unreliable; the decision line says which. Arms are MODEL or MODEL/VERSION, e.g.
+    /// `ocean compare SmolLM2-135M-Instruct/prompt-v1 gemma-3-270m`.
     Compare {
         /// Arm A.
         a: String,
@@ -66,12 +68,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The nightly off-policy optimization: train π_θ's top layers by gradient ascent on KG-IPS
-    /// (Eq. 4) over the partitions of an `ocean run` output that are new since the last run, and
-    /// write a policy version (policies/vNNNN: trained layers, metrics.json, curves, report.md).
+    /// The nightly off-policy optimization of π_θ on KG-IPS (Eq. 4), versioned.
+    ///
+    /// Trains π_θ's top layers by gradient ascent on V̂ over the partitions of an `ocean run`
+    /// output that are new since the last run, and writes a policy version (policies/vNNNN:
+    /// trained layers, metrics.json, curves, report.md). With --export, writes training exports.
     Optimize(OptimizeArgs),
-    /// Answer questions with a model (KV-cached decoding, greedy or sampled) and write OpenAI
-    /// chat-completions JSONL with per-token log-probs, which `ocean run` reads.
+    /// Answer questions with a model and write OpenAI JSONL with per-token log-probs.
+    ///
+    /// KV-cached decoding, greedy or sampled; `ocean run` reads the output.
     Generate(GenerateArgs),
 }
 
