@@ -555,6 +555,11 @@ struct RunArgs {
     /// Confidence level of the intervals (default 0.95).
     #[arg(long, value_name = "LEVEL")]
     confidence: Option<f64>,
+    /// Every row's interval: `normal` (default: normal when reliable, else a conservative
+    /// fallback) or `anytime` (the anytime-valid confidence sequence, for aggregates watched
+    /// epoch by epoch).
+    #[arg(long, value_name = "normal|anytime")]
+    interval: Option<String>,
     /// The KG policy μ: `adjacency` (the baseline), a checkpoint folder of `ocean policy train`,
     /// or `auto` (default: the embedded checkpoint data/policy on the embedded KG, else adjacency).
     #[arg(long, value_name = "PATH|adjacency|auto")]
@@ -1160,6 +1165,12 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(c) = args.confidence {
         config.aggregates.intervals.confidence = c;
+    }
+    match args.interval.as_deref() {
+        None => {}
+        Some("normal") => config.aggregates.intervals.anytime = false,
+        Some("anytime") => config.aggregates.intervals.anytime = true,
+        Some(other) => anyhow::bail!("--interval must be normal or anytime, got {other:?}"),
     }
     if let Some(p) = args.policy {
         config.kg_policy = p;

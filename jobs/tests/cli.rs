@@ -156,7 +156,25 @@ fn policy_corpus_train_resume_and_eval() {
 fn compare_two_models_on_the_embedded_data() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    stdout(ocean().args(["run", "--policy", "adjacency", "--out"]).arg(&out));
+    let summary = stdout(ocean().args(["run", "--json", "--policy", "adjacency", "--out"]).arg(&out));
+    // Every row has an interval and its method, and the run's summary prints the rows' own
+    // (one window per model here).
+    let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let rows = stdout(
+        ocean()
+            .args([
+                "sql",
+                "select model_version, ci_low, ci_method from aggregates_current where model = 'gemma-3-270m'",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
+    let gemma = s["models"].as_array().unwrap().iter().find(|m| m["model"] == "gemma-3-270m").unwrap();
+    let low = gemma["ci"][0].as_f64().expect("an interval for every model");
+    assert!(
+        rows.contains(&format!("{low}")) && rows.contains(gemma["ci_method"].as_str().unwrap()),
+        "{rows} vs {gemma}"
+    );
     let json = stdout(
         ocean().args(["compare", "--json", "SmolLM2-135M-Instruct/prompt-v1", "gemma-3-270m", "--out"]).arg(&out),
     );

@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::{Broadcast as _, Input as _, Map as _, Par
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::ips::{
-    model_totals, AggregateConfig, AggregateScores, EstimatorConfig, IntervalConfig, ScoreConfig, StatSums,
+    model_totals, AggregateConfig, AggregateScores, EstimatorConfig, Extremes, IntervalConfig, ScoreConfig, StatSums,
 };
 use crate::kg::Kg;
 use crate::linking::LinkerConfig;
@@ -99,7 +99,7 @@ pub struct ScoringOutputs<'scope> {
     /// One row per non-empty (model, version, segment, window), as a collection.
     pub aggregates: Coll<'scope, Aggregate>,
     /// The sums per (model, version) over all windows, for a run's summary.
-    pub totals: Coll<'scope, ((String, String), StatSums)>,
+    pub totals: Coll<'scope, ((String, String), (StatSums, Extremes))>,
 }
 
 /// Builds the scoring dataflow in `scope`: decode → score against the KG index → aggregate.

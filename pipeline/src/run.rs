@@ -113,7 +113,7 @@ pub struct RunSummary {
 /// A model and its version.
 type ModelKey = (String, String);
 /// Per-model sums at the end of a run, as `((model, version), sums, time, diff)` updates.
-type Totals = Vec<((ModelKey, StatSums), Time, isize)>;
+type Totals = Vec<((ModelKey, (StatSums, Extremes)), Time, isize)>;
 
 /// What the workers of a process share.
 struct Shared {
@@ -431,13 +431,12 @@ impl RecordSink for Feeder<'_> {
 
 /// V̂ per (model, version) from the final per-model sums.
 fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
-    let mut net: Vec<((ModelKey, StatSums), isize)> = totals.into_iter().map(|(x, _, d)| (x, d)).collect();
+    let mut net: Vec<((ModelKey, (StatSums, Extremes)), isize)> = totals.into_iter().map(|(x, _, d)| (x, d)).collect();
     consolidate(&mut net);
-    let no_extremes = Extremes([f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY].map(Into::into));
     net.into_iter()
         .filter(|(_, d)| *d > 0)
-        .map(|(((model, model_version), sums), _)| {
-            let stats = sums.stats(&no_extremes);
+        .map(|(((model, model_version), (sums, extremes)), _)| {
+            let stats = sums.stats(&extremes);
             let summary = stats.summarize(config.estimator.self_normalized, &config.aggregates.intervals);
             ModelSummary {
                 model,

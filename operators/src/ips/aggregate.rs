@@ -301,12 +301,22 @@ pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateCon
     }
 }
 
-/// The sums per (model, version) over all windows and segments, for a run's summary.
-pub fn model_totals<'scope>(summaries: Coll<'scope, CotSummary>) -> Coll<'scope, ((String, String), StatSums)> {
-    summaries
-        .explode(|s| Some(((s.group.model, s.group.model_version), s.sums)))
+/// The sums and extremes per (model, version) over all windows and segments, for a run's
+/// summary (the extremes bound the conservative intervals).
+pub fn model_totals<'scope>(
+    summaries: Coll<'scope, CotSummary>,
+) -> Coll<'scope, ((String, String), (StatSums, Extremes))> {
+    let sums = summaries
+        .clone()
+        .explode(|s| Some(((s.group.model.clone(), s.group.model_version.clone()), s.sums)))
         .count_total()
-        .filter(|(_, sums)| sums.n() > 0.5)
+        .filter(|(_, sums)| sums.n() > 0.5);
+    let extremes = summaries
+        .map(|s| (((s.group.model, s.group.model_version), s.bucket), s.extremes))
+        .reduce_named("ModelExtremesPerBucket", merge_extremes)
+        .map(|((model, _), e)| (model, e))
+        .reduce_named("ModelExtremes", merge_extremes);
+    sums.join_map(extremes, |model, sums, extremes| (model.clone(), (*sums, *extremes)))
 }
 
 /// The extremes of a reduce group's inputs (either level of the min/max reduce).

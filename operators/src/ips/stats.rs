@@ -145,11 +145,14 @@ pub struct IntervalConfig {
     /// Smallest effective-sample-size fraction (ESS / tokens, over all tokens and over entity
     /// tokens alone) for a reliable estimate.
     pub min_ess_fraction: f64,
+    /// Make the anytime-valid confidence sequence every row's interval (`ci_method` `anytime`),
+    /// for aggregates that are watched epoch by epoch (`ocean run --interval anytime`).
+    pub anytime: bool,
 }
 
 impl Default for IntervalConfig {
     fn default() -> Self {
-        IntervalConfig { confidence: 0.95, min_n: 10, min_ess_fraction: 0.2 }
+        IntervalConfig { confidence: 0.95, min_n: 10, min_ess_fraction: 0.2, anytime: false }
     }
 }
 
@@ -177,6 +180,8 @@ pub struct Summary {
     pub entity_ess: f64,
     /// Whether the normal interval can be trusted; see [`KgIpsStats::summarize`].
     pub reliable: bool,
+    /// Whether the run asked for the anytime-valid sequence as every row's interval.
+    pub anytime_chosen: bool,
 }
 
 /// Half-width of the two-sided anytime-valid confidence sequence for the mean of N
@@ -195,14 +200,17 @@ pub fn anytime_half_width(sigma: f64, n: f64, delta: f64) -> f64 {
 }
 
 impl Summary {
-    /// The interval every aggregate row carries, with its method: the normal interval when the
+    /// The interval every aggregate row carries, with its method: with
+    /// [`IntervalConfig::anytime`], the anytime-valid sequence; else the normal interval when the
     /// estimate is reliable; otherwise a conservative one — empirical Bernstein with the observed
     /// range (N ≥ 2), else the sub-Gaussian (Hoeffding) interval with the observed bound (N = 1)
     /// — with its upper end capped at 0, since every KG-IPS term is ≤ 0. The fallbacks are valid
     /// at the stated level when the terms lie within the observed range (bound); a heavier tail
     /// than the sample shows breaks that assumption, and nothing here can detect it.
     pub fn interval(&self) -> ((f64, f64), &'static str) {
-        if self.reliable {
+        if self.anytime_chosen {
+            (self.anytime, "anytime")
+        } else if self.reliable {
             (self.normal, "normal")
         } else if self.bernstein.0.is_finite() {
             ((self.bernstein.0, self.bernstein.1.min(0.0)), "empirical-bernstein")
@@ -330,7 +338,19 @@ impl KgIpsStats {
         let (ess, entity_ess) = (w.ess(), w.entity_ess());
         let enough = |e: f64, tokens: f64| tokens <= 0.0 || e >= config.min_ess_fraction * tokens;
         let reliable = n >= config_n && enough(ess, w.n_tokens) && enough(entity_ess, w.n_entity_tokens);
-        Summary { estimate, variance, std_error, normal, bernstein, sub_gaussian, anytime, ess, entity_ess, reliable }
+        Summary {
+            estimate,
+            variance,
+            std_error,
+            normal,
+            bernstein,
+            sub_gaussian,
+            anytime,
+            ess,
+            entity_ess,
+            reliable,
+            anytime_chosen: config.anytime,
+        }
     }
 }
 
@@ -491,6 +511,12 @@ mod tests {
         // N = 1: Hoeffding with M = |V_1| = 1: −1 ± √(ln 40 / 2), the upper end capped at 0.
         let ((lo, hi), method) = few.summarize(false, &config).interval();
         assert_eq!(method, "hoeffding");
+        // Asked for, the anytime sequence is every row's interval, reliable or not.
+        let anytime = IntervalConfig { anytime: true, ..config };
+        for s in [&even, &heavy] {
+            let sum = s.summarize(false, &anytime);
+            assert_eq!(sum.interval(), (sum.anytime, "anytime"));
+        }
         assert!((lo - (-1.0 - (40f64.ln() / 2.0).sqrt())).abs() < 1e-12 && hi == 0.0, "{lo} {hi}");
     }
 
