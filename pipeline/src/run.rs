@@ -112,8 +112,10 @@ pub struct RunSummary {
 
 /// A model and its version.
 type ModelKey = (String, String);
-/// Per-model sums at the end of a run, as `((model, version), sums, time, diff)` updates.
-type Totals = Vec<((ModelKey, (StatSums, Extremes)), Time, isize)>;
+/// Per-model sums and extremes at the end of a run, as `(total, time, diff)` updates.
+type Totals = Vec<(ModelTotal, Time, isize)>;
+/// A model's sums and extremes.
+type ModelTotal = (ModelKey, (StatSums, Extremes));
 
 /// What the workers of a process share.
 struct Shared {
@@ -431,7 +433,7 @@ impl RecordSink for Feeder<'_> {
 
 /// V̂ per (model, version) from the final per-model sums.
 fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
-    let mut net: Vec<((ModelKey, (StatSums, Extremes)), isize)> = totals.into_iter().map(|(x, _, d)| (x, d)).collect();
+    let mut net: Vec<(ModelTotal, isize)> = totals.into_iter().map(|(x, _, d)| (x, d)).collect();
     consolidate(&mut net);
     net.into_iter()
         .filter(|(_, d)| *d > 0)
