@@ -153,15 +153,10 @@ impl<B: Backend> LlmTarget<B> {
         let completion = |r: &Reading| match r {
             Reading::Logged(ids) | Reading::Retokenized { ids, .. } => ids.len(),
         };
-        // Longest first, in batches of about `batch_tokens` padded tokens.
-        let mut order: Vec<usize> = (0..gs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len() + completion(&readings[i])));
+        let lens: Vec<usize> = (0..gs.len()).map(|i| prompts[i].len() + completion(&readings[i])).collect();
         let mut out = vec![Vec::new(); gs.len()];
-        let mut at = 0;
-        while at < order.len() {
-            let longest = prompts[order[at]].len() + completion(&readings[order[at]]);
-            let n = (self.batch_tokens / longest.max(1)).max(1).min(order.len() - at);
-            let batch = &order[at..at + n];
+        for batch in crate::model::length_batches(&lens, self.batch_tokens) {
+            let n = batch.len();
             let items: Vec<(&[u32], &[u32])> = batch
                 .iter()
                 .map(|&i| match &readings[i] {
@@ -176,7 +171,6 @@ impl<B: Backend> LlmTarget<B> {
                     Reading::Retokenized { spans, logged, .. } => align(spans, &lp, logged),
                 };
             }
-            at += n;
             if let Some(report) = &self.progress {
                 let tokens: usize = items.iter().map(|(p, c)| p.len() + c.len()).sum();
                 let (cots, toks) = {

@@ -771,24 +771,21 @@ pub fn bench_target<B: ocean_operators::burn::tensor::backend::Backend>(
         fraction_of_limit: tokens as f64 / seconds / limit,
         peak_rss_mb: peak_rss_mb(),
     };
-    let mut sorted = items.clone();
-    sorted.sort_by_key(|(p, c)| std::cmp::Reverse(p.len() + c.len()));
+    let lens: Vec<usize> = items.iter().map(|(p, c)| p.len() + c.len()).collect();
+    let pairs =
+        |batch: &[usize]| batch.iter().map(|&k| (items[k].0.as_slice(), items[k].1.as_slice())).collect::<Vec<_>>();
     for &budget in batch_tokens {
-        // Warm-up on one batch, then the whole set.
-        let warm: Vec<(&[u32], &[u32])> = sorted.iter().take(2).map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-        let _ = llm.teacher_force(&warm);
+        let batches = ocean_operators::model::length_batches(&lens, budget);
+        // Warm-up on the two longest, then the whole set.
+        let warm: Vec<usize> = batches.iter().flatten().take(2).copied().collect();
+        let _ = llm.teacher_force(&pairs(&warm));
         let started = Instant::now();
-        let (mut at, mut tokens) = (0, 0);
-        while at < sorted.len() {
-            let longest = sorted[at].0.len() + sorted[at].1.len();
-            let n = (budget / longest.max(1)).max(1).min(sorted.len() - at);
-            let batch: Vec<(&[u32], &[u32])> =
-                sorted[at..at + n].iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            let _ = llm.teacher_force(&batch);
-            tokens += batch.iter().map(|(p, c)| p.len() + c.len() - 1).sum::<usize>();
-            at += n;
+        let mut tokens = 0;
+        for batch in &batches {
+            let _ = llm.teacher_force(&pairs(batch));
+            tokens += batch.iter().map(|&k| lens[k] - 1).sum::<usize>();
         }
-        emit(&line("score", budget, sorted.len(), tokens, started.elapsed().as_secs_f64()));
+        emit(&line("score", budget, items.len(), tokens, started.elapsed().as_secs_f64()));
     }
     if gen_tokens > 0 {
         let sampling = Sampling { temperature: 0.0, top_p: 1.0, seed: 0, max_tokens: gen_tokens, top_logprobs: 3 };

@@ -14,6 +14,7 @@ use std::path::Path;
 use arrow::array::AsArray;
 use arrow::datatypes::Float64Type;
 use ocean_operators::ips::stats::normal_quantile;
+use ocean_operators::ips::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -59,24 +60,26 @@ pub struct CompareReport {
     pub decision: String,
 }
 
-fn bernstein_half(values: &[f64], delta: f64) -> f64 {
-    let n = values.len() as f64;
-    if n < 2.0 {
-        return f64::INFINITY;
+/// The estimator's own summary of plain values (each a chain's value, unit weight mass) at
+/// level 1 − δ: mean, standard error and the empirical-Bernstein interval.
+fn summary(values: &[f64], delta: f64) -> Summary {
+    let mut stats = KgIpsStats::default();
+    for &value in values {
+        stats.add(&CotStats { value, weight_mass: 1.0, weights: WeightStats::default() }, 1.0);
     }
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let range =
-        values.iter().copied().fold(f64::NEG_INFINITY, f64::max) - values.iter().copied().fold(f64::INFINITY, f64::min);
-    let l = (4.0 / delta).ln();
-    (2.0 * var * l / n).sqrt() + 7.0 * range * l / (3.0 * (n - 1.0))
+    stats.summarize(false, &IntervalConfig { confidence: 1.0 - delta, ..IntervalConfig::default() })
 }
 
+/// The empirical-Bernstein half-width of the mean of `values` at level 1 − δ (∞ for N < 2).
+fn bernstein_half(values: &[f64], delta: f64) -> f64 {
+    let s = summary(values, delta);
+    s.estimate - s.bernstein.0
+}
+
+/// The mean of `values` and its standard error.
 fn mean_se(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n.max(1.0);
-    let var = if n > 1.0 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, (var / n.max(1.0)).sqrt())
+    let s = summary(values, 0.05);
+    (s.estimate, s.std_error)
 }
 
 fn matches(arm: &str, model: &str, version: &str) -> bool {

@@ -160,13 +160,9 @@ struct State {
     latest: Option<String>,
 }
 
+/// A stable hex digest of `text` (FNV-1a).
 fn fnv(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", ocean_operators::text::fnv1a(&[text.as_bytes()]))
 }
 
 /// The partitions of a datasets folder: epoch → fingerprint of its manifest lines.
@@ -204,13 +200,6 @@ fn read_state(policies: &Path) -> Result<State> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(Error::io(&path, e)),
     }
-}
-
-/// Writes `text` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn strings(col: &dyn Array) -> Vec<Option<String>> {
@@ -401,15 +390,11 @@ pub fn load_version(dir: &Path) -> Result<Llm<Cpu>> {
     if k == 0 || k > n || meta.layers.iter().enumerate().any(|(i, &l)| l != n - k + i) {
         return Err(Error::Config(format!("{}: layers {:?} are not the top of {n}", dir.display(), meta.layers)));
     }
-    let top = Top { blocks: llm.model.layers[n - k..].to_vec(), norm: llm.model.norm.clone() };
     use ocean_operators::burn::module::Module as _;
-    let top = top
+    Top::of(&llm, k)
         .load_file(dir.join("top.mpk"), &ocean_operators::model::llm::LlmRecorder::new(), &Default::default())
-        .map_err(|e| Error::Config(format!("{}: top.mpk: {e}", dir.display())))?;
-    for (slot, block) in llm.model.layers[n - k..].iter_mut().zip(top.blocks) {
-        *slot = block;
-    }
-    llm.model.norm = top.norm;
+        .map_err(|e| Error::Config(format!("{}: top.mpk: {e}", dir.display())))?
+        .install(&mut llm);
     llm.name = format!("{}+{}", llm.name, meta.version);
     Ok(llm)
 }
@@ -447,12 +432,14 @@ pub fn optimize(
         return Ok(Outcome::NothingNew { partitions: parts.len() });
     }
     // Start from the latest version, else the base model.
-    let (llm, base) = match &state.latest {
-        Some(v) => {
-            let dir = config.policies.join(v);
-            (load_version(&dir)?, read_version(&dir)?.base)
-        }
-        None => (crate::target::load(&config.base)?, config.base.display().to_string()),
+    let load_start = || match &state.latest {
+        Some(v) => load_version(&config.policies.join(v)),
+        None => crate::target::load(&config.base),
+    };
+    let llm = load_start()?;
+    let base = match &state.latest {
+        Some(v) => read_version(&config.policies.join(v))?.base,
+        None => config.base.display().to_string(),
     };
     log(&format!("starting from {} ({} new partitions)", llm.name, new.len()));
     let chains = read_chains(config, &llm, &new)?;
@@ -538,24 +525,11 @@ pub fn optimize(
     // The policy's own answers to held-out questions, before and after.
     let (answers_before, answers_after) = if config.answers > 0 {
         let qids: std::collections::HashSet<String> = answered_qids(config, &new)?;
-        let start = match &state.latest {
-            Some(v) => load_version(&config.policies.join(v))?,
-            None => crate::target::load(&config.base)?,
-        };
         log(&format!("answering {} held-out questions before and after", config.answers));
-        let before = answer_eval(&start, "before", &qids, config, &dir)?;
-        drop(start);
-        let trained = ft.top();
-        let mut after_llm = match &state.latest {
-            Some(v) => load_version(&config.policies.join(v))?,
-            None => crate::target::load(&config.base)?,
-        };
-        let n = after_llm.model.layers.len();
-        for (slot, block) in after_llm.model.layers[n - k..].iter_mut().zip(trained.blocks) {
-            *slot = block;
-        }
-        after_llm.model.norm = trained.norm;
-        let after = answer_eval(&after_llm, "after", &qids, config, &dir)?;
+        // The trained model is the fine-tuned one; the starting one is loaded again (the
+        // fine-tuning took it over).
+        let after = answer_eval(&ft.into_llm(), "after", &qids, config, &dir)?;
+        let before = answer_eval(&load_start()?, "before", &qids, config, &dir)?;
         (Some(before), Some(after))
     } else {
         (None, None)
@@ -609,19 +583,21 @@ pub fn optimize(
     std::fs::write(dir.join("report.md"), report(&meta, &metrics, &reports)).map_err(|e| Error::io(&dir, e))?;
 
     // Registry, then state: the version is complete.
+    use crate::sink::write_file;
     let registry = config.policies.join("registry.jsonl");
     let line = serde_json::json!({"version": version, "dir": dir.display().to_string(), "inputs": meta.inputs,
         "heldout_vhat_before": v0, "heldout_vhat_after": v1, "heldout_vhat_std_error": se1});
     let mut text = std::fs::read_to_string(&registry).unwrap_or_default();
     text.push_str(&format!("{line}\n"));
-    write_atomic(&registry, &text)?;
+    write_file(&config.policies, "registry.jsonl", text.as_bytes())?;
     for e in &new {
         state.done.insert(format!("epoch={e}"), parts[e].clone());
     }
     state.latest = Some(version);
-    write_atomic(
-        &config.policies.join("state.json"),
-        &serde_json::to_string_pretty(&state).expect("state serializes"),
+    write_file(
+        &config.policies,
+        "state.json",
+        serde_json::to_string_pretty(&state).expect("state serializes").as_bytes(),
     )?;
     Ok(Outcome::Version { dir: dir.display().to_string(), metrics: Box::new(metrics) })
 }
@@ -780,6 +756,6 @@ pub fn export(datasets: &Path, out: &Path) -> Result<ExportSummary> {
         lines.push_str(&format!("{line}\n"));
         pairs += 1;
     }
-    write_atomic(&out.join("preference_pairs.jsonl"), &lines)?;
+    crate::sink::write_file(out, "preference_pairs.jsonl", lines.as_bytes())?;
     Ok(ExportSummary { token_rows, pairs })
 }

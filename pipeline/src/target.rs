@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ocean_operators::model::llm::{Llm, Message, Sampling};
-use ocean_operators::model::Cpu;
+use ocean_operators::model::{length_batches, Cpu};
 use ocean_operators::target::{LlmTarget, TargetPolicy, DEFAULT_BATCH_TOKENS};
 use serde::Serialize;
 use serde_json::Value;
@@ -201,26 +201,24 @@ pub fn parity(
             _ => unscorable.push(format!("record {i}: a logged token is not a vocabulary token (lossy bytes)")),
         }
     }
-    items.sort_by_key(|(p, c, _)| std::cmp::Reverse(p.len() + c.len()));
     let (mut diffs, mut agree) = (Vec::new(), 0usize);
     let start = Instant::now();
-    let mut at = 0;
-    while at < items.len() {
-        let longest = items[at].0.len() + items[at].1.len();
-        let n = (DEFAULT_BATCH_TOKENS / longest.max(1)).max(1).min(items.len() - at);
-        let batch: Vec<(&[u32], &[u32])> =
-            items[at..at + n].iter().map(|(p, c, _)| (p.as_slice(), c.as_slice())).collect();
-        let forced = llm.teacher_force(&batch);
-        for ((_, _, i), f) in items[at..at + n].iter().zip(forced) {
-            for ((lp, am), (_, logged, top)) in f.logprobs.iter().zip(&f.argmax).zip(&logged[*i].tokens) {
+    let lens: Vec<usize> = items.iter().map(|(p, c, _)| p.len() + c.len()).collect();
+    let mut done = 0;
+    for batch in length_batches(&lens, DEFAULT_BATCH_TOKENS) {
+        let forced = llm
+            .teacher_force(&batch.iter().map(|&k| (items[k].0.as_slice(), items[k].1.as_slice())).collect::<Vec<_>>());
+        for (&k, f) in batch.iter().zip(forced) {
+            let i = items[k].2;
+            for ((lp, am), (_, logged, top)) in f.logprobs.iter().zip(&f.argmax).zip(&logged[i].tokens) {
                 diffs.push((f64::from(*lp) - logged).abs());
                 if top.as_deref().and_then(|t| tok.token_id(t)) == Some(*am) {
                     agree += 1;
                 }
             }
         }
-        at += n;
-        progress(at, items.len());
+        done += batch.len();
+        progress(done, items.len());
     }
     let forward_seconds = start.elapsed().as_secs_f64();
     let n = diffs.len();

@@ -86,6 +86,22 @@ pub struct Top<B: Backend> {
 }
 
 impl<B: Backend> Top<B> {
+    /// The top `k` layers and the final norm of `llm`, as they are.
+    pub fn of(llm: &Llm<B>, k: usize) -> Self {
+        let n = llm.model.layers.len();
+        Top { blocks: llm.model.layers[n - k..].to_vec(), norm: llm.model.norm.clone() }
+    }
+
+    /// Puts these layers and norm in place of `llm`'s top ones.
+    pub fn install(self, llm: &mut Llm<B>) {
+        let n = llm.model.layers.len();
+        let k = self.blocks.len();
+        for (slot, block) in llm.model.layers[n - k..].iter_mut().zip(self.blocks) {
+            *slot = block;
+        }
+        llm.model.norm = self.norm;
+    }
+
     /// `log π_θ` of the completion tokens of rows whose hidden states entering the top layers
     /// are `hidden` (`[b, t, d]`, right-padded), at flat positions `picks` (`row·t + pos`)
     /// predicting `targets`; `head` is the embedding `[vocab, d]`.
@@ -419,12 +435,7 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
     /// The model with the trained top layers (the best on held-out V̂).
     pub fn into_llm(self) -> Llm<B> {
         let mut llm = self.llm;
-        let n_layers = llm.model.layers.len();
-        let top = self.top.valid();
-        for (slot, block) in llm.model.layers[n_layers - self.k..].iter_mut().zip(top.blocks) {
-            *slot = block;
-        }
-        llm.model.norm = top.norm;
+        self.top.valid().install(&mut llm);
         llm
     }
 
@@ -440,17 +451,7 @@ fn input_len(e: &Example) -> usize {
 
 /// Indices of `examples` in batches of about `budget` padded tokens, longest first.
 fn batches(examples: &[Example], budget: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(input_len(&examples[i])));
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < order.len() {
-        let longest = input_len(&examples[order[at]]).max(1);
-        let n = (budget / longest).max(1).min(order.len() - at);
-        out.push(order[at..at + n].to_vec());
-        at += n;
-    }
-    out
+    super::length_batches(&examples.iter().map(input_len).collect::<Vec<_>>(), budget)
 }
 
 #[cfg(test)]

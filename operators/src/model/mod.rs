@@ -7,6 +7,23 @@ pub mod transformer;
 
 pub use transformer::{Transformer, TransformerConfig};
 
+/// Indices of items of lengths `lens` in batches of about `budget` padded tokens, longest first:
+/// a batch pads its rows to its first (longest) item, so it holds `budget / longest` items (at
+/// least one). Every batched forward pass of a model (μ_φ's windows, π_θ's teacher forcing and
+/// fine-tuning) batches this way.
+pub fn length_batches(lens: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < order.len() {
+        let n = (budget / lens[order[at]].max(1)).max(1).min(order.len() - at);
+        out.push(order[at..at + n].to_vec());
+        at += n;
+    }
+    out
+}
+
 /// The CPU backend (see README "Models": Flex and NdArray were measured; Flex was faster).
 pub type Cpu = burn::backend::Flex;
 /// The CPU backend with automatic differentiation, for training.

@@ -239,15 +239,13 @@ impl<B: Backend> LearnedPolicy<B> {
                 start += half;
             }
         }
-        windows.sort_by_key(|w| std::cmp::Reverse(w.3));
         let mut out: Vec<Vec<f32>> = seqs.iter().map(|s| vec![0.0; s.len().saturating_sub(1)]).collect();
-        let mut k = 0;
-        while k < windows.len() {
-            let len = windows[k].3;
-            let rows = (self.batch_tokens / len).max(1).min(windows.len() - k);
-            let batch = &windows[k..k + rows];
+        let lens: Vec<usize> = windows.iter().map(|w| w.3).collect();
+        for batch in crate::model::length_batches(&lens, self.batch_tokens) {
+            let batch: Vec<(usize, usize, usize, usize)> = batch.iter().map(|&k| windows[k]).collect();
+            let (rows, len) = (batch.len(), batch[0].3);
             let mut ids = Vec::with_capacity(rows * len);
-            for &(i, start, _, wl) in batch {
+            for &(i, start, _, wl) in &batch {
                 ids.extend(seqs[i][start..start + wl].iter().map(|&x| x as i32));
                 ids.extend(std::iter::repeat_n(self.vocab.pad as i32, len - wl));
             }
@@ -258,7 +256,6 @@ impl<B: Backend> LearnedPolicy<B> {
                     out[i][pos - 1] = lp[r * (len - 1) + (pos - start - 1)];
                 }
             }
-            k += rows;
         }
         out
     }
