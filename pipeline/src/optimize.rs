@@ -493,9 +493,8 @@ pub fn optimize(
     let _ = std::fs::remove_dir_all(&dir); // a crashed attempt's leftovers
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     use ocean_operators::burn::module::Module as _;
-    ft.top()
-        .save_file(dir.join("top.mpk"), &ocean_operators::model::llm::LlmRecorder::new())
-        .map_err(|e| Error::Config(format!("{}: top.mpk: {e}", dir.display())))?;
+    ocean_operators::model::save_record::<Cpu, _>(ft.top().into_record(), &dir.join("top.mpk"))
+        .map_err(Error::Config)?;
     let t = &config.train;
     let settings: BTreeMap<String, String> = [
         ("layers", t.layers.to_string()),

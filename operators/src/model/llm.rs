@@ -460,8 +460,8 @@ impl<B: Backend> Llm<B> {
         let json = serde_json::to_string_pretty(&meta).expect("meta serializes");
         std::fs::write(dir.join("llm.json"), json).map_err(|e| err("llm.json", &e))?;
         std::fs::write(dir.join("tokenizer.json"), self.tokenizer.to_json()).map_err(|e| err("tokenizer.json", &e))?;
-        let _ = std::fs::remove_file(dir.join("model.mpk"));
-        self.model.clone().save_file(dir.join("model.mpk"), &LlmRecorder::new()).map_err(|e| err("model.mpk", &e))
+        super::save_record::<B, _>(self.model.clone().into_record(), &dir.join("model.mpk"))
+            .map_err(|e| format!("model checkpoint: {e}"))
     }
 
     /// Loads a checkpoint folder written by [`Llm::save`].

@@ -24,6 +24,26 @@ pub fn length_batches(lens: &[usize], budget: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// Writes a burn record (a module's or an optimizer's) as named MessagePack at `path`, the format
+/// burn's `NamedMpkFileRecorder` reads: encoded in memory, written under a temporary name and
+/// renamed, so a reader never sees a partial file and a full disk reports the system's own error
+/// (burn's file recorder only says "error while writing multi-byte MessagePack value").
+pub fn save_record<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(
+    record: R,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    use burn::record::Recorder as _;
+    let bytes = burn::record::NamedMpkBytesRecorder::<burn::record::FullPrecisionSettings>::new()
+        .record(record, ())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let tmp = path.with_extension("mpk.partial");
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: writing {} MB: {e}", path.display(), bytes.len() >> 20)
+    })
+}
+
 /// The CPU backend (see README "Models": Flex and NdArray were measured; Flex was faster).
 pub type Cpu = burn::backend::Flex;
 /// The CPU backend with automatic differentiation, for training.

@@ -102,8 +102,8 @@ pub fn save_checkpoint<B: Backend>(
     let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| ckpt_err(dir, name, e));
     write("policy.json", serde_json::to_string_pretty(meta).expect("meta serializes"))?;
     write("tokenizer.json", vocab.to_json())?;
-    let _ = std::fs::remove_file(dir.join("model.mpk")); // (burn warns when it replaces a file)
-    model.clone().save_file(dir.join("model.mpk"), &Recorder::new()).map_err(|e| ckpt_err(dir, "model.mpk", e))
+    crate::model::save_record::<B, _>(model.clone().into_record(), &dir.join("model.mpk"))
+        .map_err(|e| format!("policy checkpoint: {e}"))
 }
 
 /// One row of the training corpus (`ocean policy corpus` writes these as Parquet).

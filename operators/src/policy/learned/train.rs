@@ -367,9 +367,7 @@ pub fn train<B: AutodiffBackend>(
         meta.steps = step;
         meta.version = format!("s{step}-{:08x}", digest as u32);
         save_checkpoint(out, model, &vocab, meta)?;
-        Recorder::new()
-            .record(optim_record, out.join("optimizer.mpk"))
-            .map_err(|e| format!("{}: {e}", out.display()))?;
+        crate::model::save_record::<B, _>(optim_record, &out.join("optimizer.mpk"))?;
         Ok(())
     };
     for step in meta.steps..config.steps {
