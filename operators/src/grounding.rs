@@ -5,7 +5,7 @@
 //! one KG edge (either direction, any relation) away. A mention is *supported* when its entity
 //! is in N(C). Grounding reads the KG index as of the chain's time; it keeps nothing.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 use crate::kg::{EntityKey, KgIndex};
 use crate::linking::Link;
@@ -14,8 +14,8 @@ use crate::policy::{GroundedMention, Part};
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
 /// each in text order) against `index`.
 pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)]) -> Vec<GroundedMention> {
-    let mut context: HashSet<EntityKey> = HashSet::with_capacity(links.len());
-    let mut reach: HashSet<EntityKey> = HashSet::with_capacity(16 * links.len());
+    let mut context: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
+    let mut reach: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(16 * links.len(), Default::default());
     let mut out = Vec::with_capacity(links.len());
     for (l, e) in links {
         let cot = l.part == Part::Cot;

@@ -26,7 +26,9 @@
 //! chain. Rows leave on the output stream at the time they were computed; nothing per chain of
 //! thought is arranged here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use ocean_schemas::{Dataset, Generation, Reject, RejectReason, Tombstone};
@@ -40,11 +42,11 @@ use crate::decode::GenerationBatch;
 use crate::grounding::ground;
 use crate::ips::{score_batch, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
-use crate::linking::link_generation;
+use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
 use crate::store::{CotStore, StoreFactory};
 use crate::target::TargetPolicy;
-use crate::text::{fnv1a, words};
+use crate::text::{fnv1a, words, Word};
 use crate::{Diff, Time};
 
 /// A retraction of one chain of thought by id.
@@ -175,12 +177,11 @@ impl WordFilter {
         Self::probes(h).iter().all(|p| self.0[p / 64] & (1 << (p % 64)) != 0)
     }
 
-    fn of(g: &Generation) -> Self {
+    /// The filter of a chain's words (its question's and its own).
+    fn of(words: &[&[Word]]) -> Self {
         let mut f = WordFilter::default();
-        for text in [g.question.as_deref().unwrap_or(""), g.content.as_str()] {
-            for w in words(text) {
-                f.insert(word_hash(&w.norm));
-            }
+        for w in words.iter().flat_map(|ws| ws.iter()) {
+            f.insert(word_hash(&w.norm));
         }
         f
     }
@@ -193,6 +194,14 @@ impl WordFilter {
 struct Live {
     store_key: u64,
     entities: Box<[EntityKey]>,
+    filter: WordFilter,
+}
+
+/// A chain of thought scored under the index as it is now.
+struct Fresh {
+    result: CotResult,
+    /// Its linked entities, sorted and distinct (its entries in the dependency index).
+    entities: Vec<EntityKey>,
     filter: WordFilter,
 }
 
@@ -212,24 +221,32 @@ struct Scorer {
 
 impl Scorer {
     /// Links, grounds and scores generations against the index as of now (one policy batch).
-    fn score_many(&self, gs: &[&Generation]) -> Vec<(CotResult, Vec<EntityKey>)> {
-        let mut entities = Vec::with_capacity(gs.len());
+    /// Each chain's result, its linked entities (sorted, distinct) and its word filter (one pass
+    /// over its words serves linking and the filter).
+    fn score_many(&self, gs: &[&Generation]) -> Vec<Fresh> {
+        let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         for g in gs {
-            let links = link_generation(&self.index, g);
+            let question = words(g.question.as_deref().unwrap_or(""));
+            let content = words(&g.content);
+            let links = link_words(&self.index, &question, &content);
             let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
             es.sort_unstable();
             es.dedup();
-            entities.push(es);
+            deps.push((es, WordFilter::of(&[&question, &content])));
             grounded.push(ground(&self.index, &links));
         }
         let chains: Vec<(&Generation, &[GroundedMention])> =
             gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
-        score_batch(&chains, self.policy.as_ref(), &self.config).into_iter().zip(entities).collect()
+        score_batch(&chains, self.policy.as_ref(), &self.config)
+            .into_iter()
+            .zip(deps)
+            .map(|(result, (entities, filter))| Fresh { result, entities, filter })
+            .collect()
     }
 
     /// Links, grounds and scores one generation against the index as of now.
-    fn score(&self, g: &Generation) -> (CotResult, Vec<EntityKey>) {
+    fn score(&self, g: &Generation) -> Fresh {
         self.score_many(&[g]).pop().expect("one result per chain")
     }
 
@@ -240,8 +257,7 @@ impl Scorer {
     /// What a live chain adds to the aggregates under the index as it is now.
     fn current_summary(&mut self, store_key: u64) -> CotSummary {
         let g = self.store.get(store_key);
-        let (result, _) = self.score(&g);
-        self.summary(&result)
+        self.summary(&self.score(&g).result)
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -367,8 +383,8 @@ impl Scorer {
                     })
                     .collect();
                 let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
-                for (&slot, (result, _)) in chunk.iter().zip(scored) {
-                    rescore.push_back((slot, self.summary(&result)));
+                for (&slot, fresh) in chunk.iter().zip(scored) {
+                    rescore.push_back((slot, self.summary(&fresh.result)));
                 }
             }
         }
@@ -397,7 +413,7 @@ impl Scorer {
                 })
                 .collect();
             let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
-            for (((slot, old), g), (result, entities)) in items.into_iter().zip(gs).zip(scored) {
+            for (((slot, old), g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
                 let old_entities = self.slots[slot as usize].as_ref().expect("touched slots are live").entities.clone();
                 self.unlink_deps(slot, &old_entities);
@@ -439,10 +455,9 @@ impl Scorer {
                 target.fill(&mut accepted);
             }
             let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
-            for (g, (result, entities)) in accepted.into_iter().zip(scored) {
+            for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
                 let store_key = self.store.put(&g);
-                let filter = WordFilter::of(&g);
                 let live = Live { store_key, entities: entities.into(), filter };
                 self.insert(g.cot_id.clone(), live);
                 emit(Scored::Summary(summary, t, 1));
@@ -525,8 +540,8 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 store: (config.store)(worker),
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_id: HashMap::new(),
-                deps: HashMap::new(),
+                by_id: HashMap::default(),
+                deps: HashMap::default(),
             };
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();

@@ -57,13 +57,18 @@ pub struct Word {
 
 /// The words of `text`, in order.
 pub fn words(text: &str) -> Vec<Word> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.len() / 5);
     let mut current: Option<Word> = None;
     for (i, ch) in text.chars().enumerate() {
         let i = i as u32;
-        if ch.is_alphanumeric() {
-            let w = current.get_or_insert_with(|| Word { start: i, end: i, norm: String::new() });
-            w.norm.extend(ch.to_lowercase());
+        let word_char = if ch.is_ascii() { ch.is_ascii_alphanumeric() } else { ch.is_alphanumeric() };
+        if word_char {
+            let w = current.get_or_insert_with(|| Word { start: i, end: i, norm: String::with_capacity(12) });
+            if ch.is_ascii() {
+                w.norm.push(ch.to_ascii_lowercase());
+            } else {
+                w.norm.extend(ch.to_lowercase());
+            }
             w.end = i + 1;
         } else if let Some(w) = current.take() {
             out.push(w);

@@ -8,7 +8,7 @@
 //! zero stays allocated (it matches nothing and is reused when its alias comes back), so the
 //! index never shrinks below the largest KG it held.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,10 +75,10 @@ impl KgIndex {
     pub fn new(max_words: usize) -> Self {
         KgIndex {
             max_words: max_words.max(1),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             names: Vec::new(),
-            vocabulary: HashMap::new(),
-            trie: HashMap::new(),
+            vocabulary: HashMap::default(),
+            trie: HashMap::default(),
             node_entities: vec![Vec::new()],
             node_alias: vec![String::new()],
             adjacency: Vec::new(),
@@ -238,7 +238,11 @@ impl KgIndex {
 
     /// Adds the closed neighbourhood of `e` (itself, if it exists, and every entity one triple
     /// away in either direction) to `reach`.
-    pub fn extend_closed_neighbourhood(&self, e: EntityKey, reach: &mut std::collections::HashSet<EntityKey>) {
+    pub fn extend_closed_neighbourhood<S: std::hash::BuildHasher>(
+        &self,
+        e: EntityKey,
+        reach: &mut std::collections::HashSet<EntityKey, S>,
+    ) {
         if self.refs.get(e as usize).is_some_and(|r| *r > 0) {
             reach.insert(e);
         }

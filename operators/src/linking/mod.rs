@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kg::{EntityKey, KgIndex};
 use crate::policy::Part;
-use crate::text::words;
+use crate::text::{words, Word};
 use crate::{CotId, EntityId};
 
 /// Settings of the linker.
@@ -90,9 +90,14 @@ pub fn resolve(mut matches: Vec<Link>) -> Vec<Link> {
 /// The resolved mentions of a generation's question, then of its chain of thought, each in text
 /// order, with their interned entities, against the KG index as of now.
 pub fn link_generation(index: &KgIndex, g: &Generation) -> Vec<(Link, EntityKey)> {
+    link_words(index, &words(g.question.as_deref().unwrap_or("")), &words(&g.content))
+}
+
+/// [`link_generation`] of a question's and a chain of thought's words.
+pub fn link_words(index: &KgIndex, question: &[Word], content: &[Word]) -> Vec<(Link, EntityKey)> {
     let mut out = Vec::new();
-    index.link(Part::Question, &words(g.question.as_deref().unwrap_or("")), &mut out);
-    index.link(Part::Cot, &words(&g.content), &mut out);
+    index.link(Part::Question, question, &mut out);
+    index.link(Part::Cot, content, &mut out);
     out
 }
 

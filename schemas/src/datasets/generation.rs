@@ -1,10 +1,17 @@
 //! `generations`: one row per logged chain of thought, as parsed from the logs.
 
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, ListArray, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray, UInt32Array,
+    UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use serde::{Deserialize, Serialize};
 
 use super::{field, timestamp, Dataset};
-use crate::F64;
+use crate::{Result, F64};
 
 /// One logged token of the behaviour policy π₀.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,12 +90,15 @@ fn token_fields() -> Fields {
     ])
 }
 
+fn token_element() -> arrow::datatypes::FieldRef {
+    Arc::new(Field::new("element", DataType::Struct(token_fields()), false))
+}
+
 impl Dataset for Generation {
     const NAME: &'static str = "generations";
 
     fn fields() -> Vec<arrow::datatypes::FieldRef> {
-        let tokens =
-            DataType::List(std::sync::Arc::new(Field::new("element", DataType::Struct(token_fields()), false)));
+        let tokens = DataType::List(token_element());
         vec![
             field("cot_id", DataType::Utf8, false, "unique id of the chain of thought"),
             field("source", DataType::Utf8, false, "file the record came from; '-' is stdin"),
@@ -103,5 +113,38 @@ impl Dataset for Generation {
             field("metadata", DataType::Utf8, true, "request.metadata as JSON"),
             field("messages", DataType::Utf8, true, "request.messages as JSON: the prompt"),
         ]
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
+        let strings =
+            |f: fn(&Self) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+        let opt_strings =
+            |f: fn(&Self) -> Option<&str>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
+        let all = || rows.iter().flat_map(|r| r.tokens.iter());
+        let token_columns: Vec<ArrayRef> = vec![
+            Arc::new(all().map(|t| Some(t.text.as_str())).collect::<StringArray>()),
+            Arc::new(UInt32Array::from_iter_values(all().map(|t| t.byte_len))),
+            Arc::new(Float64Array::from_iter_values(all().map(|t| t.logprob.0))),
+            Arc::new(all().map(|t| t.target_logprob.map(|x| x.0)).collect::<Float64Array>()),
+        ];
+        let tokens = StructArray::try_new(token_fields(), token_columns, None)?;
+        let offsets = OffsetBuffer::from_lengths(rows.iter().map(|r| r.tokens.len()));
+        let columns = vec![
+            strings(|r| &r.cot_id),
+            strings(|r| &r.source),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.line))),
+            strings(|r| &r.format),
+            strings(|r| &r.model),
+            strings(|r| &r.model_version),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.event_time)).with_timezone("UTC"),
+            ),
+            opt_strings(|r| r.question.as_deref()),
+            strings(|r| &r.content),
+            Arc::new(ListArray::try_new(token_element(), offsets, Arc::new(tokens), None)?),
+            opt_strings(|r| r.metadata.as_deref()),
+            opt_strings(|r| r.messages.as_deref()),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
 }

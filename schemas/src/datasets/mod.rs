@@ -57,21 +57,28 @@ pub trait Dataset: Serialize + DeserializeOwned + Sized {
         Arc::new(Schema::new(Self::fields()))
     }
 
-    /// Rows → one record batch (an empty batch for no rows).
+    /// Rows → one record batch (an empty batch for no rows). By default through serde
+    /// ([`serde_batch`]); the datasets of one row per token or per chain build their columns
+    /// directly (the same batch, several times faster: a run writes ~100 token rows per chain).
     fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
-        if rows.is_empty() {
-            return Ok(RecordBatch::new_empty(Self::schema()));
-        }
-        let batch = serde_arrow::to_record_batch(&Self::fields(), &rows)
-            .map_err(|source| Error::Rows { dataset: Self::NAME, source })?;
-        // serde_arrow drops field metadata; put the documented schema back.
-        Ok(batch.with_schema(Self::schema())?)
+        serde_batch(rows)
     }
 
     /// One record batch → rows.
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         serde_arrow::from_record_batch(batch).map_err(|source| Error::Rows { dataset: Self::NAME, source })
     }
+}
+
+/// Rows → one record batch through serde_arrow, with the documented schema.
+pub fn serde_batch<D: Dataset>(rows: &[D]) -> Result<RecordBatch> {
+    if rows.is_empty() {
+        return Ok(RecordBatch::new_empty(D::schema()));
+    }
+    let batch =
+        serde_arrow::to_record_batch(&D::fields(), &rows).map_err(|source| Error::Rows { dataset: D::NAME, source })?;
+    // serde_arrow drops field metadata; put the documented schema back.
+    Ok(batch.with_schema(D::schema())?)
 }
 
 /// A documented Arrow field.
@@ -107,6 +114,37 @@ mod tests {
             back.extend(D::from_batch(&batch.unwrap()).unwrap());
         }
         assert_eq!(back, rows, "{}", D::NAME);
+    }
+
+    /// The columnar `to_batch` of a dataset builds the batch serde would.
+    fn same_as_serde<D: Dataset>(rows: &[D]) {
+        assert_eq!(D::to_batch(rows).unwrap(), serde_batch(rows).unwrap(), "{}", D::NAME);
+        assert_eq!(D::to_batch(&rows[..0]).unwrap(), serde_batch(&rows[..0]).unwrap(), "{}", D::NAME);
+    }
+
+    #[test]
+    fn columnar_batches_equal_serde_batches() {
+        same_as_serde(&(0..7).map(generation).collect::<Vec<_>>());
+        let tokens: Vec<TokenScore> = (0..9u32)
+            .map(|i| TokenScore {
+                cot_id: format!("c{}", i / 4),
+                step: i / 3,
+                token_index: i,
+                token: if i % 2 == 0 { " é".into() } else { "Lima".into() },
+                char_start: i,
+                char_end: i + 1,
+                behavior_logprob: F64(-0.5 * f64::from(i)),
+                kg_logprob: (i % 3 == 0).then_some(F64(-2.0)),
+                target_logprob: (i % 2 == 1).then_some(F64(-1.0)),
+                is_entity: i % 3 == 0,
+                entity_id: (i % 3 == 0).then(|| format!("Q{i}")),
+                log_lambda: F64(-0.1),
+                log_weight: F64(0.2),
+                weight: F64(1.2),
+                contribution: F64(-0.6),
+            })
+            .collect();
+        same_as_serde(&tokens);
     }
 
     fn bytes_of(buf: Vec<u8>) -> bytes::Bytes {

@@ -1,10 +1,13 @@
 //! `token_scores`: every logged token with each part of its KG-IPS term.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
 use super::{field, Dataset};
-use crate::F64;
+use crate::{Result, F64};
 
 /// One token's KG-IPS computation: `contribution = weight · behavior_logprob`,
 /// `weight = min(exp(log_weight), clip)`, `log_weight = log π_θ − log λ`, λ = μ on entity tokens and π₀ elsewhere (natural logs).
@@ -63,5 +66,34 @@ impl Dataset for TokenScore {
             field("weight", DataType::Float64, false, "weight used: exp(log_weight), clipped if the estimator clips"),
             field("contribution", DataType::Float64, false, "weight * ln pi_0, <= 0"),
         ]
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
+        let strings =
+            |f: fn(&Self) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
+        let u32s = |f: fn(&Self) -> u32| -> ArrayRef { Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))) };
+        let f64s =
+            |f: fn(&Self) -> F64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| f(r).0))) };
+        let opt_f64s = |f: fn(&Self) -> Option<F64>| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| f(r).map(|x| x.0)).collect::<Float64Array>())
+        };
+        let columns = vec![
+            strings(|r| &r.cot_id),
+            u32s(|r| r.step),
+            u32s(|r| r.token_index),
+            strings(|r| &r.token),
+            u32s(|r| r.char_start),
+            u32s(|r| r.char_end),
+            f64s(|r| r.behavior_logprob),
+            opt_f64s(|r| r.kg_logprob),
+            opt_f64s(|r| r.target_logprob),
+            Arc::new(BooleanArray::from(rows.iter().map(|r| r.is_entity).collect::<Vec<_>>())),
+            Arc::new(rows.iter().map(|r| r.entity_id.as_deref()).collect::<StringArray>()),
+            f64s(|r| r.log_lambda),
+            f64s(|r| r.log_weight),
+            f64s(|r| r.weight),
+            f64s(|r| r.contribution),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
 }
