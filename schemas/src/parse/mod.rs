@@ -41,6 +41,11 @@ pub type Parsed = Vec<Result<Generation, Reject>>;
 
 /// Parses one JSONL line in any supported format (detected per line).
 pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
+    parse(raw, ctx, true)
+}
+
+/// [`parse_line`]; `fast` tries the typed reader of the usual chat-completions shapes first.
+fn parse(raw: &[u8], ctx: &LineContext<'_>, fast: bool) -> Parsed {
     let reject = |format: &str, reason: RejectReason, detail: String| {
         vec![Err(Reject::new(ctx.source, Some(ctx.line), format, reason, detail, raw))]
     };
@@ -52,28 +57,12 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
         Ok(text) => text,
         Err(e) => return reject("jsonl", RejectReason::InvalidUtf8, e.to_string()),
     };
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return reject("jsonl", RejectReason::InvalidJson, e.to_string()),
-    };
-    let Some(obj) = value.as_object() else {
-        return reject("jsonl", RejectReason::UnknownFormat, "a line must be a JSON object".into());
-    };
-    let (format, drafts) = if obj.contains_key("custom_id") {
-        ("openai-batch", openai::batch_line(&value, ctx))
-    } else if obj.contains_key("request") && obj.contains_key("response") {
-        ("openai", openai::pair(&value["request"], &value["response"]))
-    } else if obj.contains_key("outputs") {
-        ("vllm", vllm::request_output(&value, ctx))
-    } else if let Some(first) = obj.get("choices").and_then(|c| c.get(0)) {
-        if first.get("message").is_some() {
-            ("openai", openai::pair(&Value::Null, &value))
-        } else {
-            ("vllm", vllm::completion(&value))
-        }
-    } else {
-        let detail = "no `choices`, `outputs`, `request`/`response` or `custom_id`: not a known log format";
-        return reject("jsonl", RejectReason::UnknownFormat, detail.into());
+    let (format, drafts) = match fast.then(|| openai::fast(text)).flatten() {
+        Some(drafts) => ("openai", Ok(drafts)),
+        None => match detect(text, ctx) {
+            Ok(found) => found,
+            Err(fail) => return reject("jsonl", fail.0, fail.1),
+        },
     };
     let drafts = match drafts {
         Ok(d) => d,
@@ -88,6 +77,37 @@ pub fn parse_line(raw: &[u8], ctx: &LineContext<'_>) -> Parsed {
         })
         .collect()
 }
+
+/// The line's format and its drafts (or why they could not be read); `Err` when the line is not
+/// a JSON object of a known format.
+fn detect(text: &str, ctx: &LineContext<'_>) -> Result<Detected, Fail> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err((RejectReason::InvalidJson, e.to_string())),
+    };
+    let Some(obj) = value.as_object() else {
+        return Err((RejectReason::UnknownFormat, "a line must be a JSON object".into()));
+    };
+    Ok(if obj.contains_key("custom_id") {
+        ("openai-batch", openai::batch_line(&value, ctx))
+    } else if obj.contains_key("request") && obj.contains_key("response") {
+        ("openai", openai::pair(&value["request"], &value["response"]))
+    } else if obj.contains_key("outputs") {
+        ("vllm", vllm::request_output(&value, ctx))
+    } else if let Some(first) = obj.get("choices").and_then(|c| c.get(0)) {
+        if first.get("message").is_some() {
+            ("openai", openai::pair(&Value::Null, &value))
+        } else {
+            ("vllm", vllm::completion(&value))
+        }
+    } else {
+        let detail = "no `choices`, `outputs`, `request`/`response` or `custom_id`: not a known log format";
+        return Err((RejectReason::UnknownFormat, detail.into()));
+    })
+}
+
+/// A line's format and its drafts, or why they could not be read.
+type Detected = (&'static str, Result<Vec<Draft>, Fail>);
 
 /// A rejection reason and its detail.
 pub(crate) type Fail = (RejectReason, String);
@@ -167,8 +187,7 @@ impl Draft {
 }
 
 /// Seconds (integer or fractional) → microseconds.
-pub(crate) fn seconds_to_us(v: &Value) -> Option<i64> {
-    let s = v.as_f64()?;
+pub(crate) fn seconds_to_us(s: f64) -> Option<i64> {
     let us = s * 1e6;
     (us.is_finite() && us.abs() < 9.0e18).then_some(us.round() as i64)
 }
@@ -367,7 +386,108 @@ mod tests {
         assert_eq!(code(one(&bad, None)), "bad_logprob");
     }
 
+    /// Parses `line` with and without the typed reader; they must agree. True when the typed
+    /// reader took the line.
+    fn both_ways(line: &str) -> bool {
+        let c = ctx(None);
+        assert_eq!(parse(line.as_bytes(), &c, true), parse(line.as_bytes(), &c, false), "{line}");
+        openai::fast(line).is_some()
+    }
+
+    #[test]
+    fn typed_reader_agrees_on_the_embedded_logs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/logs");
+        let (mut lines, mut fast) = (0, 0);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            for line in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+                lines += 1;
+                fast += usize::from(both_ways(line));
+            }
+        }
+        assert_eq!((lines, fast), (200, 200));
+    }
+
+    /// The paths of a `{request, response}` record that an alteration may replace or remove.
+    const PATHS: &[&[&str]] = &[
+        &["request"],
+        &["response"],
+        &["request", "model"],
+        &["request", "metadata"],
+        &["request", "metadata", "model_version"],
+        &["request", "messages"],
+        &["response", "id"],
+        &["response", "model"],
+        &["response", "system_fingerprint"],
+        &["response", "created"],
+        &["response", "choices"],
+        &["response", "choices", "0"],
+        &["response", "choices", "0", "index"],
+        &["response", "choices", "0", "message"],
+        &["response", "choices", "0", "message", "content"],
+        &["response", "choices", "0", "logprobs"],
+        &["response", "choices", "0", "logprobs", "content"],
+        &["response", "choices", "0", "logprobs", "content", "1"],
+        &["response", "choices", "0", "logprobs", "content", "1", "token"],
+        &["response", "choices", "0", "logprobs", "content", "1", "bytes"],
+        &["response", "choices", "0", "logprobs", "content", "1", "logprob"],
+        &["response", "choices", "0", "logprobs", "content", "1", "target_logprob"],
+        &["custom_id"],
+        &["outputs"],
+    ];
+
+    fn alter(v: &mut Value, path: &[&str], with: Option<Value>) {
+        let (last, parents) = path.split_last().unwrap();
+        let mut at = v;
+        for key in parents {
+            let next = match at {
+                Value::Object(m) => m.get_mut(*key),
+                Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            };
+            let Some(next) = next else { return };
+            at = next;
+        }
+        match (at, with) {
+            (Value::Object(m), Some(x)) => drop(m.insert((*last).to_owned(), x)),
+            (Value::Object(m), None) => drop(m.remove(*last)),
+            (Value::Array(a), Some(x)) => {
+                if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    *slot = x;
+                }
+            }
+            _ => {}
+        }
+    }
+
     proptest! {
+        #[test]
+        fn typed_reader_agrees_on_altered_records(
+            changes in proptest::collection::vec((0..PATHS.len(), 0usize..8), 0..4),
+            bare in any::<bool>(),
+            two_choices in any::<bool>(),
+        ) {
+            let mut response = chat_response("The capital is Lima.", &[("The", -0.1), (" capital", -0.2), (" is", -0.3), (" Lima", -0.4), (".", -0.5)]);
+            response["system_fingerprint"] = json!("fp-1");
+            if two_choices {
+                let second = response["choices"][0].clone();
+                response["choices"].as_array_mut().unwrap().push(second);
+            }
+            let request = json!({"model": "req-model", "metadata": {"model_version": "v2", "tenant": "a"},
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of Peru?"}]});
+            let mut record = json!({"request": request, "response": response});
+            for (path, with) in changes {
+                let with = [None, Some(Value::Null), Some(json!(3)), Some(json!(-1.5)), Some(json!("s\"é")),
+                    Some(json!([])), Some(json!({})), Some(json!([300, 1]))][with].clone();
+                alter(&mut record, PATHS[path], with);
+            }
+            if bare {
+                if let Some(Value::Object(response)) = record.get("response").cloned() {
+                    record = Value::Object(response);
+                }
+            }
+            both_ways(&record.to_string());
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
             for item in parse_line(&raw, &ctx(None)) {

@@ -1,9 +1,79 @@
 //! OpenAI chat-completions logs: bare responses, `{request, response}` pairs, Batch API output.
 
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::{missing, seconds_to_us, Draft, DraftToken, Fail, LineContext};
 use crate::datasets::RejectReason;
+
+/// What a chat-completions record says once, for all of its choices.
+struct Head {
+    id: String,
+    model: Option<String>,
+    version: Option<String>,
+    created_us: Option<i64>,
+    question: Option<String>,
+    metadata: Option<String>,
+    messages: Option<String>,
+}
+
+impl Head {
+    /// `model`: the response's `model` field when present (`Some(None)` when it is null or not a
+    /// string), `fingerprint` likewise for `system_fingerprint`.
+    fn new(
+        id: &str,
+        request: &Value,
+        model: Option<Option<&str>>,
+        fingerprint: Option<Option<&str>>,
+        created_us: Option<i64>,
+    ) -> Self {
+        let metadata = request.get("metadata").filter(|m| m.is_object());
+        let version = match metadata.and_then(|m| m.get("model_version")) {
+            Some(v) => v.as_str(),
+            None => fingerprint.flatten(),
+        };
+        Head {
+            id: id.to_owned(),
+            model: model.unwrap_or_else(|| request.get("model").and_then(Value::as_str)).map(str::to_owned),
+            version: version.map(str::to_owned),
+            created_us,
+            question: last_user_message(request),
+            metadata: metadata.map(Value::to_string),
+            messages: request.get("messages").filter(|m| m.is_array()).map(Value::to_string),
+        }
+    }
+
+    /// The draft of choice `i`: its `index`, content and tokens (`None`: the choice has none).
+    fn draft(
+        &self,
+        i: usize,
+        index: Option<u64>,
+        content: Option<String>,
+        tokens: Option<Result<Vec<DraftToken>, Fail>>,
+    ) -> Draft {
+        let mut draft = Draft {
+            id: self.id.clone(),
+            choice: index.unwrap_or(i as u64),
+            model: self.model.clone(),
+            version: self.version.clone(),
+            created_us: self.created_us,
+            question: self.question.clone(),
+            metadata: self.metadata.clone(),
+            messages: self.messages.clone(),
+            content,
+            ..Draft::default()
+        };
+        match tokens {
+            None => {}
+            Some(Ok(tokens)) => draft.tokens = Some(tokens),
+            Some(Err(fail)) => draft.fail = Some(fail),
+        }
+        draft
+    }
+}
 
 /// A chat-completions response, with its request when known (`Value::Null` otherwise).
 pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail> {
@@ -12,45 +82,166 @@ pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail
     if choices.is_empty() {
         return Err((RejectReason::MissingContent, "`choices` is empty".into()));
     }
-    let model = response.get("model").or_else(|| request.get("model")).and_then(Value::as_str).map(str::to_owned);
-    let metadata = request.get("metadata").filter(|m| m.is_object());
-    let version = metadata
-        .and_then(|m| m.get("model_version"))
-        .or_else(|| response.get("system_fingerprint"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let created_us = response.get("created").and_then(seconds_to_us);
-    let question = last_user_message(request);
-    let metadata = metadata.map(Value::to_string);
-    let messages = request.get("messages").filter(|m| m.is_array()).map(Value::to_string);
+    let model = response.get("model").map(Value::as_str);
+    let fingerprint = response.get("system_fingerprint").map(Value::as_str);
+    let created_us = response.get("created").and_then(Value::as_f64).and_then(seconds_to_us);
+    let head = Head::new(id, request, model, fingerprint, created_us);
     Ok(choices
         .iter()
         .enumerate()
         .map(|(i, choice)| {
-            let mut draft = Draft {
-                id: id.to_owned(),
-                choice: choice.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
-                model: model.clone(),
-                version: version.clone(),
-                created_us,
-                question: question.clone(),
-                metadata: metadata.clone(),
-                messages: messages.clone(),
-                ..Draft::default()
-            };
-            draft.content =
+            let content =
                 choice.get("message").and_then(|m| m.get("content")).and_then(Value::as_str).map(str::to_owned);
-            match choice.get("logprobs").and_then(|l| l.get("content")) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(entries)) => match entries.iter().map(token).collect() {
-                    Ok(tokens) => draft.tokens = Some(tokens),
-                    Err(fail) => draft.fail = Some(fail),
-                },
-                Some(_) => draft.fail = Some(missing("logprobs.content")),
-            }
-            draft
+            let tokens = match choice.get("logprobs").and_then(|l| l.get("content")) {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(entries)) => Some(entries.iter().map(token).collect()),
+                Some(_) => Some(Err(missing("logprobs.content"))),
+            };
+            head.draft(i, choice.get("index").and_then(Value::as_u64), content, tokens)
         })
         .collect())
+}
+
+/// The usual shapes of a chat-completions line — a `{request, response}` pair or a bare
+/// response — read straight into typed fields, without a `serde_json::Value` of the whole line
+/// (its per-token `top_logprobs` are skipped unread). `None` when the line is anything else or
+/// anything in it is unusual (a field of another type, a null where presence matters, a
+/// duplicate key, an empty `choices`): the caller then reads it through [`pair`] and the other
+/// parsers, which give the same drafts for every line this accepts (tested line by line) and
+/// say why a line is bad.
+pub(super) fn fast(text: &str) -> Option<Vec<Draft>> {
+    let line: FastLine<'_> = serde_json::from_str(text).ok()?;
+    if line.custom_id.is_some() || line.outputs.is_some() {
+        return None;
+    }
+    let (request, response) = match (line.request, line.response) {
+        (Some(request), Some(response)) => (request, response),
+        (None, None) => {
+            let bare = FastResponse {
+                id: line.id,
+                choices: line.choices,
+                model: line.model,
+                system_fingerprint: line.system_fingerprint,
+                created: line.created,
+            };
+            (Value::Null, bare)
+        }
+        _ => return None,
+    };
+    let id = response.id?;
+    let choices = response.choices?;
+    if choices.is_empty() || (matches!(request, Value::Null) && choices[0].message.is_none()) {
+        return None;
+    }
+    let created_us = response.created.and_then(seconds_to_us);
+    let model = response.model.as_ref().map(|m| m.as_deref());
+    let fingerprint = response.system_fingerprint.as_ref().map(|f| f.as_deref());
+    let head = Head::new(&id, &request, model, fingerprint, created_us);
+    let drafts = choices
+        .into_iter()
+        .enumerate()
+        .map(|(i, choice)| {
+            let content = choice.message.and_then(|m| m.content).map(Cow::into_owned);
+            let tokens = choice.logprobs.and_then(|l| l.content).map(|entries| {
+                Ok(entries
+                    .into_iter()
+                    .map(|e| DraftToken {
+                        bytes: e.bytes.unwrap_or_else(|| e.token.as_bytes().to_vec()),
+                        logprob: e.logprob,
+                        target_logprob: e.target_logprob,
+                    })
+                    .collect())
+            });
+            head.draft(i, choice.index, content, tokens)
+        })
+        .collect();
+    Some(drafts)
+}
+
+/// `Some(value)` for a field that is present, even when it is null (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `Some` for a field that is present, whatever it holds.
+fn seen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<()>, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| Some(()))
+}
+
+/// `Some(value)` for a field that is present, `Value::Null` included.
+fn value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct FastLine<'a> {
+    #[serde(default, deserialize_with = "value")]
+    request: Option<Value>,
+    #[serde(default, borrow)]
+    response: Option<FastResponse<'a>>,
+    #[serde(default, deserialize_with = "seen")]
+    custom_id: Option<()>,
+    #[serde(default, deserialize_with = "seen")]
+    outputs: Option<()>,
+    // A bare response's own fields (as in `FastResponse`; serde's `flatten` would buffer them).
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<FastChoice<'a>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    model: Option<Option<Cow<'a, str>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    system_fingerprint: Option<Option<Cow<'a, str>>>,
+    #[serde(default)]
+    created: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct FastResponse<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<FastChoice<'a>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    model: Option<Option<Cow<'a, str>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    system_fingerprint: Option<Option<Cow<'a, str>>>,
+    #[serde(default)]
+    created: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct FastChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    message: Option<FastMessage<'a>>,
+    #[serde(default, borrow)]
+    logprobs: Option<FastLogprobs<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct FastLogprobs<'a> {
+    #[serde(default, borrow)]
+    content: Option<Vec<FastEntry<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct FastEntry<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    #[serde(default)]
+    bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    logprob: Option<f64>,
+    #[serde(default)]
+    target_logprob: Option<f64>,
 }
 
 /// One entry of `logprobs.content`: `token`, `logprob`, optional `bytes`, and our optional

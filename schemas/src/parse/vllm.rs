@@ -15,8 +15,11 @@ pub(super) fn request_output(v: &Value, _ctx: &LineContext<'_>) -> Result<Vec<Dr
     if outputs.is_empty() {
         return Err((RejectReason::MissingContent, "`outputs` is empty".into()));
     }
-    let created_us =
-        v.get("created").or_else(|| v.get("metrics").and_then(|m| m.get("arrival_time"))).and_then(seconds_to_us);
+    let created_us = v
+        .get("created")
+        .or_else(|| v.get("metrics").and_then(|m| m.get("arrival_time")))
+        .and_then(Value::as_f64)
+        .and_then(seconds_to_us);
     Ok(outputs
         .iter()
         .enumerate()
@@ -89,7 +92,7 @@ pub(super) fn completion(v: &Value) -> Result<Vec<Draft>, Fail> {
                 choice: c.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
                 model: v.get("model").and_then(Value::as_str).map(str::to_owned),
                 version: v.get("system_fingerprint").and_then(Value::as_str).map(str::to_owned),
-                created_us: v.get("created").and_then(seconds_to_us),
+                created_us: v.get("created").and_then(Value::as_f64).and_then(seconds_to_us),
                 question: v.get("prompt").and_then(Value::as_str).map(str::to_owned),
                 content: c.get("text").and_then(Value::as_str).map(str::to_owned),
                 ..Draft::default()
