@@ -395,6 +395,23 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_is_not_an_object_is_a_reject() {
+        let response = chat_response("Lima", &[("Lima", -0.1)]);
+        for request in [json!("What is the capital of Peru?"), json!([1]), json!(3)] {
+            let line = json!({"request": request, "response": response.clone()}).to_string();
+            let parsed = parse_line(line.as_bytes(), &ctx(None));
+            assert_eq!(parsed.len(), 1);
+            let reject = parsed[0].as_ref().unwrap_err();
+            assert_eq!(
+                (reject.reason_code.as_str(), reject.reason.as_str()),
+                ("missing_field", "`request` is not a JSON object")
+            );
+        }
+        let null = json!({"request": null, "response": response}).to_string();
+        assert!(parse_line(null.as_bytes(), &ctx(None))[0].is_ok(), "a null request is no request");
+    }
+
+    #[test]
     fn typed_reader_agrees_on_the_embedded_logs() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/logs");
         let (mut lines, mut fast) = (0, 0);

@@ -75,8 +75,13 @@ impl Head {
     }
 }
 
-/// A chat-completions response, with its request when known (`Value::Null` otherwise).
+/// A chat-completions response, with its request when known (`Value::Null` otherwise). A request
+/// that is neither an object nor null is a reject: the record would be scored without its
+/// question.
 pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail> {
+    if !(request.is_object() || request.is_null()) {
+        return Err((RejectReason::MissingField, "`request` is not a JSON object".into()));
+    }
     let id = response.get("id").and_then(Value::as_str).ok_or_else(|| missing("id"))?;
     let choices = response.get("choices").and_then(Value::as_array).ok_or_else(|| missing("choices"))?;
     if choices.is_empty() {
@@ -128,6 +133,9 @@ pub(super) fn fast(text: &str) -> Option<Vec<Draft>> {
         }
         _ => return None,
     };
+    if !(request.is_object() || request.is_null()) {
+        return None;
+    }
     let id = response.id?;
     let choices = response.choices?;
     if choices.is_empty() || (matches!(request, Value::Null) && choices[0].message.is_none()) {
