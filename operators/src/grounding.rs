@@ -14,8 +14,13 @@ use crate::policy::{GroundedMention, Part};
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
 /// each in text order) against `index`.
 pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)]) -> Vec<GroundedMention> {
+    ground_with(index, links, &mut Reach::default())
+}
+
+/// [`ground`] with a [`Reach`] kept from chain to chain (a scorer grounds millions of chains).
+pub fn ground_with(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -> Vec<GroundedMention> {
+    reach.clear(index.key_bound());
     let mut context: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
-    let mut reach: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(16 * links.len(), Default::default());
     let mut out = Vec::with_capacity(links.len());
     for (l, e) in links {
         let cot = l.part == Part::Cot;
@@ -26,12 +31,71 @@ pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)]) -> Vec<GroundedMenti
             entity: l.entity.clone(),
             alias: l.alias.clone(),
             n_context: if cot { context.len() as u32 } else { 0 },
-            context_size: if cot { reach.len() as u32 } else { 0 },
-            supported: cot && reach.contains(e),
+            context_size: if cot { reach.len } else { 0 },
+            supported: cot && reach.contains(*e),
         });
         if context.insert(*e) {
-            index.extend_closed_neighbourhood(*e, &mut reach);
+            for n in index.closed_neighbourhood(*e) {
+                reach.insert(n);
+            }
         }
     }
     out
+}
+
+/// The set N(C) of a chain's context as it grows: a stamp per entity key, so that inserting a
+/// hub's tens of thousands of neighbours costs a store each rather than a hash-set insert, and
+/// emptying it for the next chain costs nothing (a new stamp). 4 bytes per entity of the KG.
+#[derive(Debug, Default)]
+pub struct Reach {
+    stamp: Vec<u32>,
+    current: u32,
+    len: u32,
+}
+
+impl Reach {
+    /// Empties the set, for entity keys below `bound`.
+    fn clear(&mut self, bound: usize) {
+        self.current = self.current.wrapping_add(1);
+        if self.current == 0 {
+            self.stamp.fill(0);
+            self.current = 1;
+        }
+        if self.stamp.len() < bound {
+            self.stamp.resize(bound, 0);
+        }
+        self.len = 0;
+    }
+
+    fn insert(&mut self, e: EntityKey) {
+        let stamp = &mut self.stamp[e as usize];
+        if *stamp != self.current {
+            *stamp = self.current;
+            self.len += 1;
+        }
+    }
+
+    fn contains(&self, e: EntityKey) -> bool {
+        self.stamp.get(e as usize) == Some(&self.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reach_empties_with_a_new_stamp_and_survives_wrap_around() {
+        let mut reach = Reach::default();
+        reach.clear(4);
+        reach.insert(1);
+        reach.insert(1);
+        reach.insert(3);
+        assert_eq!((reach.len, reach.contains(1), reach.contains(2), reach.contains(3)), (2, true, false, true));
+        reach.current = u32::MAX;
+        reach.clear(6);
+        assert_eq!((reach.len, reach.contains(1), reach.contains(3), reach.contains(5)), (0, false, false, false));
+        reach.insert(5);
+        assert!(reach.contains(5) && !reach.contains(7));
+    }
 }

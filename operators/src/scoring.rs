@@ -39,8 +39,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
-use crate::grounding::ground;
-use crate::ips::{score_batch, CotResult, CotSummary, ScoreConfig};
+use crate::grounding::{ground_with, Reach};
+use crate::ips::{score_batch_with, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
@@ -217,13 +217,16 @@ struct Scorer {
     free: Vec<u32>,
     by_id: HashMap<String, u32>,
     deps: HashMap<EntityKey, HashSet<u32>>,
+    /// Grounding's scratch set, kept from chain to chain.
+    reach: std::cell::RefCell<Reach>,
 }
 
 impl Scorer {
     /// Links, grounds and scores generations against the index as of now (one policy batch).
     /// Each chain's result, its linked entities (sorted, distinct) and its word filter (one pass
     /// over its words serves linking and the filter).
-    fn score_many(&self, gs: &[&Generation]) -> Vec<Fresh> {
+    /// Without `rows`, the results carry their `cot_scores` row only (see [`score_batch_with`]).
+    fn score_many(&self, gs: &[&Generation], rows: bool) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         for g in gs {
@@ -234,20 +237,20 @@ impl Scorer {
             es.sort_unstable();
             es.dedup();
             deps.push((es, WordFilter::of(&[&question, &content])));
-            grounded.push(ground(&self.index, &links));
+            grounded.push(ground_with(&self.index, &links, &mut self.reach.borrow_mut()));
         }
         let chains: Vec<(&Generation, &[GroundedMention])> =
             gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
-        score_batch(&chains, self.policy.as_ref(), &self.config)
+        score_batch_with(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
             .map(|(result, (entities, filter))| Fresh { result, entities, filter })
             .collect()
     }
 
-    /// Links, grounds and scores one generation against the index as of now.
-    fn score(&self, g: &Generation) -> Fresh {
-        self.score_many(&[g]).pop().expect("one result per chain")
+    /// What one generation adds to the aggregates under the index as of now (no rows).
+    fn score_summary_only(&self, g: &Generation) -> Fresh {
+        self.score_many(&[g], false).pop().expect("one result per chain")
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -257,7 +260,7 @@ impl Scorer {
     /// What a live chain adds to the aggregates under the index as it is now.
     fn current_summary(&mut self, store_key: u64) -> CotSummary {
         let g = self.store.get(store_key);
-        self.summary(&self.score(&g).result)
+        self.summary(&self.score_summary_only(&g).result)
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -382,7 +385,7 @@ impl Scorer {
                         self.store.get(self.slots[slot as usize].as_ref().expect("touched slots are live").store_key)
                     })
                     .collect();
-                let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
+                let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), false);
                 for (&slot, fresh) in chunk.iter().zip(scored) {
                     rescore.push_back((slot, self.summary(&fresh.result)));
                 }
@@ -412,7 +415,7 @@ impl Scorer {
                     self.store.get(self.slots[*slot as usize].as_ref().expect("touched slots are live").store_key)
                 })
                 .collect();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), true);
             for (((slot, old), g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
                 let old_entities = self.slots[slot as usize].as_ref().expect("touched slots are live").entities.clone();
@@ -454,7 +457,7 @@ impl Scorer {
             if let Some(target) = &self.target {
                 target.fill(&mut accepted);
             }
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
+            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), true);
             for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
                 let store_key = self.store.put(&g);
@@ -542,6 +545,7 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 free: Vec::new(),
                 by_id: HashMap::default(),
                 deps: HashMap::default(),
+                reach: Default::default(),
             };
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();

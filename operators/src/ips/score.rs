@@ -1,5 +1,7 @@
 //! Scoring one grounded chain of thought: tokens, steps, mentions and its KG-IPS term.
 
+use std::sync::Arc;
+
 use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +97,18 @@ pub fn score_batch(
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
 ) -> Vec<CotResult> {
+    score_batch_with(chains, policy, config, true)
+}
+
+/// [`score_batch`]; without `rows`, each result has its `cot_scores` row only (its steps, tokens
+/// and mentions are left empty): what a chain adds to the aggregates, without building the ~100
+/// rows per chain that would be thrown away (a re-scoring's "before").
+pub fn score_batch_with(
+    chains: &[(&Generation, &[GroundedMention])],
+    policy: &dyn KgPolicy,
+    config: &ScoreConfig,
+    rows: bool,
+) -> Vec<CotResult> {
     let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, m)).collect();
     let inputs: Vec<PolicyInput<'_>> = chains
         .iter()
@@ -104,7 +118,7 @@ pub fn score_batch(
     let scores = policy.score(&inputs);
     assert_eq!(scores.len(), chains.len(), "a KG policy should score every chain");
     let name = policy.name();
-    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config)).collect()
+    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config, rows)).collect()
 }
 
 fn finish(
@@ -113,6 +127,7 @@ fn finish(
     scores: PolicyScores,
     policy_name: &str,
     config: &ScoreConfig,
+    rows: bool,
 ) -> CotResult {
     let Prepared { spans, steps, question, cot } = prepared;
     let chars: Vec<char> = g.content.chars().collect();
@@ -122,14 +137,14 @@ fn finish(
         "a KG policy should score every mention and every token"
     );
     let kg = scores.tokens;
-    let mut entity: Vec<Option<String>> = vec![None; n];
-    let mut rows = Vec::new();
-    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
+    let mut entity: Vec<Option<String>> = if rows { vec![None; n] } else { Vec::new() };
+    let mut cot_rows = Vec::new();
+    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate().filter(|_| rows) {
         let covering: Vec<usize> = covering(&spans, m).collect();
         for &t in &covering {
             entity[t].get_or_insert_with(|| m.entity.clone());
         }
-        rows.push(Mention {
+        cot_rows.push(Mention {
             token_start: covering.first().map(|&t| t as u32),
             token_end: covering.last().map(|&t| t as u32 + 1),
             step: covering.first().map(|&t| steps[t]),
@@ -137,13 +152,16 @@ fn finish(
             ..mention_row(&g.cot_id, i, m, &chars)
         });
     }
-    let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
-    let mut mention_rows: Vec<Mention> =
-        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
-    mention_rows.extend(rows);
+    let mut mention_rows: Vec<Mention> = Vec::new();
+    if rows {
+        let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
+        mention_rows.extend(question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)));
+        mention_rows.extend(cot_rows);
+    }
 
     let estimator = &config.estimator;
-    let mut tokens = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(if rows { n } else { 0 });
+    let cot_id: Arc<str> = g.cot_id.as_str().into();
     let mut acc = CotAccumulator::default();
     let mut stats = WeightStats::default();
     for (i, tok) in g.tokens.iter().enumerate() {
@@ -152,8 +170,11 @@ fn finish(
         let w = term.weight;
         stats.push(w, kg[i].is_some());
         acc.push(steps[i], term.contribution, w);
+        if !rows {
+            continue;
+        }
         tokens.push(TokenScore {
-            cot_id: g.cot_id.clone(),
+            cot_id: Arc::clone(&cot_id),
             step: steps[i],
             token_index: i as u32,
             token: tok.text.clone(),
@@ -175,9 +196,11 @@ fn finish(
     // A chain without tokens (never valid input) gets min/max weights 1 rather than ±∞.
     let finite_or_one = |x: f64| F64(if n == 0 { 1.0 } else { x });
 
+    let n_steps = per_step.len() as u32;
     let step_rows: Vec<Step> = per_step
         .iter()
         .enumerate()
+        .filter(|_| rows)
         .map(|(s, v)| {
             let s = s as u32;
             let first = steps.partition_point(|&x| x < s);
@@ -207,7 +230,7 @@ fn finish(
         model_version: g.model_version.clone(),
         segment: config.segment_by.as_deref().and_then(|key| g.metadata_value(key)),
         event_time: g.event_time,
-        n_steps: step_rows.len() as u32,
+        n_steps,
         n_tokens: n as u32,
         n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
         n_mentions: cot.len() as u32,
@@ -316,6 +339,17 @@ mod tests {
         let clipped = score(&generation(), &config);
         assert_eq!(clipped.score.max_weight.0, 2.0);
         assert!(clipped.score.value.0 > plain.score.value.0);
+    }
+
+    #[test]
+    fn a_summary_only_score_has_the_same_cot_row_and_no_other_rows() {
+        let policy = AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 50, ..Default::default() });
+        let (g, m) = (generation(), mentions());
+        let full = score_batch_with(&[(&g, &m)], &policy, &ScoreConfig::default(), true).pop().unwrap();
+        let only = score_batch_with(&[(&g, &m)], &policy, &ScoreConfig::default(), false).pop().unwrap();
+        assert!(!full.tokens.is_empty() && !full.steps.is_empty() && !full.mentions.is_empty());
+        assert_eq!(only.score, full.score);
+        assert!(only.tokens.is_empty() && only.steps.is_empty() && only.mentions.is_empty());
     }
 
     #[test]

@@ -236,19 +236,26 @@ impl KgIndex {
         }
     }
 
-    /// Adds the closed neighbourhood of `e` (itself, if it exists, and every entity one triple
-    /// away in either direction) to `reach`.
+    /// The closed neighbourhood of `e`: itself, if it exists, and every entity one triple away
+    /// in either direction.
+    pub fn closed_neighbourhood(&self, e: EntityKey) -> impl Iterator<Item = EntityKey> + '_ {
+        let own = self.refs.get(e as usize).is_some_and(|r| *r > 0).then_some(e);
+        let adjacent = self.adjacency.get(e as usize).into_iter().flatten().map(|(n, _)| *n);
+        own.into_iter().chain(adjacent)
+    }
+
+    /// Adds the closed neighbourhood of `e` to `reach`.
     pub fn extend_closed_neighbourhood<S: std::hash::BuildHasher>(
         &self,
         e: EntityKey,
         reach: &mut std::collections::HashSet<EntityKey, S>,
     ) {
-        if self.refs.get(e as usize).is_some_and(|r| *r > 0) {
-            reach.insert(e);
-        }
-        if let Some(adj) = self.adjacency.get(e as usize) {
-            reach.extend(adj.iter().map(|(n, _)| *n));
-        }
+        reach.extend(self.closed_neighbourhood(e));
+    }
+
+    /// One more than the largest entity key handed out (keys are dense from 0).
+    pub fn key_bound(&self) -> usize {
+        self.names.len()
     }
 }
 

@@ -10,6 +10,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 use serde::{Deserialize, Serialize};
 
+use super::columns::{opt_strings, strings};
 use super::{field, timestamp, Dataset};
 use crate::{Result, F64};
 
@@ -116,10 +117,6 @@ impl Dataset for Generation {
     }
 
     fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
-        let strings =
-            |f: fn(&Self) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
-        let opt_strings =
-            |f: fn(&Self) -> Option<&str>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
         let all = || rows.iter().flat_map(|r| r.tokens.iter());
         let token_columns: Vec<ArrayRef> = vec![
             Arc::new(all().map(|t| Some(t.text.as_str())).collect::<StringArray>()),
@@ -130,20 +127,20 @@ impl Dataset for Generation {
         let tokens = StructArray::try_new(token_fields(), token_columns, None)?;
         let offsets = OffsetBuffer::from_lengths(rows.iter().map(|r| r.tokens.len()));
         let columns = vec![
-            strings(|r| &r.cot_id),
-            strings(|r| &r.source),
+            strings(rows, |r| &r.cot_id),
+            strings(rows, |r| &r.source),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.line))),
-            strings(|r| &r.format),
-            strings(|r| &r.model),
-            strings(|r| &r.model_version),
+            strings(rows, |r| &r.format),
+            strings(rows, |r| &r.model),
+            strings(rows, |r| &r.model_version),
             Arc::new(
                 TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.event_time)).with_timezone("UTC"),
             ),
-            opt_strings(|r| r.question.as_deref()),
-            strings(|r| &r.content),
+            opt_strings(rows, |r| r.question.as_deref()),
+            strings(rows, |r| &r.content),
             Arc::new(ListArray::try_new(token_element(), offsets, Arc::new(tokens), None)?),
-            opt_strings(|r| r.metadata.as_deref()),
-            opt_strings(|r| r.messages.as_deref()),
+            opt_strings(rows, |r| r.metadata.as_deref()),
+            opt_strings(rows, |r| r.messages.as_deref()),
         ];
         Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }

@@ -1,10 +1,12 @@
 //! `mentions`: entity links found in questions and chains of thought.
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
+use super::columns::{bools, opt_f64s, opt_u32s, strings, u32s};
 use super::{field, Dataset};
-use crate::F64;
+use crate::{Result, F64};
 
 /// One linked mention of a KG entity.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,5 +64,26 @@ impl Dataset for Mention {
             field("supported", DataType::Boolean, false, "entity within one KG edge of the context"),
             field("kg_logprob", DataType::Float64, true, "ln mu(entity | context) (cot only)"),
         ]
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
+        let columns = vec![
+            strings(rows, |r| &r.cot_id),
+            strings(rows, |r| &r.part),
+            u32s(rows, |r| r.mention_index),
+            strings(rows, |r| &r.entity_id),
+            strings(rows, |r| &r.alias),
+            strings(rows, |r| &r.surface),
+            u32s(rows, |r| r.char_start),
+            u32s(rows, |r| r.char_end),
+            opt_u32s(rows, |r| r.token_start),
+            opt_u32s(rows, |r| r.token_end),
+            opt_u32s(rows, |r| r.step),
+            u32s(rows, |r| r.n_context),
+            u32s(rows, |r| r.context_size),
+            bools(rows, |r| r.supported),
+            opt_f64s(rows, |r| r.kg_logprob),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
 }

@@ -81,6 +81,44 @@ pub fn serde_batch<D: Dataset>(rows: &[D]) -> Result<RecordBatch> {
     Ok(batch.with_schema(D::schema())?)
 }
 
+/// Arrow columns from rows, one field at a time, for the datasets that build their batches
+/// directly (see [`Dataset::to_batch`]).
+pub(crate) mod columns {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array};
+
+    use crate::F64;
+
+    pub fn strings<R>(rows: &[R], f: impl Fn(&R) -> &str) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    }
+
+    pub fn opt_strings<R>(rows: &[R], f: impl Fn(&R) -> Option<&str>) -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    }
+
+    pub fn u32s<R>(rows: &[R], f: impl Fn(&R) -> u32) -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(f)))
+    }
+
+    pub fn opt_u32s<R>(rows: &[R], f: impl Fn(&R) -> Option<u32>) -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<UInt32Array>())
+    }
+
+    pub fn f64s<R>(rows: &[R], f: impl Fn(&R) -> F64) -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| f(r).0)))
+    }
+
+    pub fn opt_f64s<R>(rows: &[R], f: impl Fn(&R) -> Option<F64>) -> ArrayRef {
+        Arc::new(rows.iter().map(|r| f(r).map(|x| x.0)).collect::<Float64Array>())
+    }
+
+    pub fn bools<R>(rows: &[R], f: impl Fn(&R) -> bool) -> ArrayRef {
+        Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    }
+}
+
 /// A documented Arrow field.
 pub(crate) fn field(name: &str, data_type: DataType, nullable: bool, doc: &str) -> FieldRef {
     let meta = HashMap::from([("doc".to_owned(), doc.to_owned())]);
@@ -127,7 +165,7 @@ mod tests {
         same_as_serde(&(0..7).map(generation).collect::<Vec<_>>());
         let tokens: Vec<TokenScore> = (0..9u32)
             .map(|i| TokenScore {
-                cot_id: format!("c{}", i / 4),
+                cot_id: format!("c{}", i / 4).into(),
                 step: i / 3,
                 token_index: i,
                 token: if i % 2 == 0 { " é".into() } else { "Lima".into() },
@@ -145,6 +183,42 @@ mod tests {
             })
             .collect();
         same_as_serde(&tokens);
+        let mentions: Vec<Mention> = (0..5u32)
+            .map(|i| Mention {
+                cot_id: format!("c{}", i / 2),
+                part: if i == 0 { "question".into() } else { "cot".into() },
+                mention_index: i,
+                entity_id: format!("Q{i}"),
+                alias: "são paulo".into(),
+                surface: "São Paulo".into(),
+                char_start: i,
+                char_end: i + 9,
+                token_start: (i > 0).then_some(i),
+                token_end: (i > 0).then_some(i + 2),
+                step: (i > 0).then_some(i / 2),
+                n_context: i,
+                context_size: 3 * i,
+                supported: i % 2 == 0,
+                kg_logprob: (i > 0).then_some(F64(-1.5)),
+            })
+            .collect();
+        same_as_serde(&mentions);
+        let steps: Vec<Step> = (0..4u32)
+            .map(|i| Step {
+                cot_id: format!("c{}", i / 2),
+                step: i,
+                char_start: 4 * i,
+                char_end: 4 * i + 4,
+                token_start: i,
+                token_end: i + 1,
+                n_entity_tokens: i % 2,
+                n_mentions: i,
+                n_supported: i / 2,
+                value: F64(-0.25 * f64::from(i)),
+                text: "Lima é".into(),
+            })
+            .collect();
+        same_as_serde(&steps);
     }
 
     fn bytes_of(buf: Vec<u8>) -> bytes::Bytes {

@@ -1,10 +1,12 @@
 //! `steps`: the segmentation of each chain of thought into reasoning steps, with grounding.
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
+use super::columns::{f64s, strings, u32s};
 use super::{field, Dataset};
-use crate::F64;
+use crate::{Result, F64};
 
 /// One reasoning step c_t of a chain of thought.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,5 +52,22 @@ impl Dataset for Step {
             field("value", DataType::Float64, false, "step term of KG-IPS, <= 0"),
             field("text", DataType::Utf8, false, "the step's text"),
         ]
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
+        let columns = vec![
+            strings(rows, |r| &r.cot_id),
+            u32s(rows, |r| r.step),
+            u32s(rows, |r| r.char_start),
+            u32s(rows, |r| r.char_end),
+            u32s(rows, |r| r.token_start),
+            u32s(rows, |r| r.token_end),
+            u32s(rows, |r| r.n_entity_tokens),
+            u32s(rows, |r| r.n_mentions),
+            u32s(rows, |r| r.n_supported),
+            f64s(rows, |r| r.value),
+            strings(rows, |r| &r.text),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
 }

@@ -1,11 +1,10 @@
 //! `token_scores`: every logged token with each part of its KG-IPS term.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
+use super::columns::{bools, f64s, opt_f64s, opt_strings, strings, u32s};
 use super::{field, Dataset};
 use crate::{Result, F64};
 
@@ -14,7 +13,7 @@ use crate::{Result, F64};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TokenScore {
     /// The chain of thought.
-    pub cot_id: String,
+    pub cot_id: std::sync::Arc<str>,
     /// 0-based step index.
     pub step: u32,
     /// 0-based token index in the chain of thought.
@@ -69,30 +68,22 @@ impl Dataset for TokenScore {
     }
 
     fn to_batch(rows: &[Self]) -> Result<RecordBatch> {
-        let strings =
-            |f: fn(&Self) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rows.iter().map(f))) };
-        let u32s = |f: fn(&Self) -> u32| -> ArrayRef { Arc::new(UInt32Array::from_iter_values(rows.iter().map(f))) };
-        let f64s =
-            |f: fn(&Self) -> F64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| f(r).0))) };
-        let opt_f64s = |f: fn(&Self) -> Option<F64>| -> ArrayRef {
-            Arc::new(rows.iter().map(|r| f(r).map(|x| x.0)).collect::<Float64Array>())
-        };
         let columns = vec![
-            strings(|r| &r.cot_id),
-            u32s(|r| r.step),
-            u32s(|r| r.token_index),
-            strings(|r| &r.token),
-            u32s(|r| r.char_start),
-            u32s(|r| r.char_end),
-            f64s(|r| r.behavior_logprob),
-            opt_f64s(|r| r.kg_logprob),
-            opt_f64s(|r| r.target_logprob),
-            Arc::new(BooleanArray::from(rows.iter().map(|r| r.is_entity).collect::<Vec<_>>())),
-            Arc::new(rows.iter().map(|r| r.entity_id.as_deref()).collect::<StringArray>()),
-            f64s(|r| r.log_lambda),
-            f64s(|r| r.log_weight),
-            f64s(|r| r.weight),
-            f64s(|r| r.contribution),
+            strings(rows, |r| &*r.cot_id),
+            u32s(rows, |r| r.step),
+            u32s(rows, |r| r.token_index),
+            strings(rows, |r| &r.token),
+            u32s(rows, |r| r.char_start),
+            u32s(rows, |r| r.char_end),
+            f64s(rows, |r| r.behavior_logprob),
+            opt_f64s(rows, |r| r.kg_logprob),
+            opt_f64s(rows, |r| r.target_logprob),
+            bools(rows, |r| r.is_entity),
+            opt_strings(rows, |r| r.entity_id.as_deref()),
+            f64s(rows, |r| r.log_lambda),
+            f64s(rows, |r| r.log_weight),
+            f64s(rows, |r| r.weight),
+            f64s(rows, |r| r.contribution),
         ];
         Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
