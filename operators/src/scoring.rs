@@ -27,11 +27,10 @@
 //! thought is arranged here.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use ocean_schemas::{Dataset, Generation, Reject, RejectReason, Tombstone};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -222,10 +221,10 @@ struct Scorer {
 }
 
 impl Scorer {
-    /// Links, grounds and scores generations against the index as of now (one policy batch).
-    /// Each chain's result, its linked entities (sorted, distinct) and its word filter (one pass
-    /// over its words serves linking and the filter).
-    /// Without `rows`, the results carry their `cot_scores` row only (see [`score_batch_with`]).
+    /// Links, grounds and scores generations against the index as of now (one policy batch):
+    /// each chain's result, its linked entities and its word filter (one pass over its words
+    /// serves linking and the filter). Without `rows`, a result carries its `cot_scores` row only
+    /// (see [`score_batch_with`]).
     fn score_many(&self, gs: &[&Generation], rows: bool) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());

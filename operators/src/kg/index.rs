@@ -244,15 +244,6 @@ impl KgIndex {
         own.into_iter().chain(adjacent)
     }
 
-    /// Adds the closed neighbourhood of `e` to `reach`.
-    pub fn extend_closed_neighbourhood<S: std::hash::BuildHasher>(
-        &self,
-        e: EntityKey,
-        reach: &mut std::collections::HashSet<EntityKey, S>,
-    ) {
-        reach.extend(self.closed_neighbourhood(e));
-    }
-
     /// One more than the largest entity key handed out (keys are dense from 0).
     pub fn key_bound(&self) -> usize {
         self.names.len()
@@ -305,9 +296,7 @@ mod tests {
         idx.apply(&triple, -1);
         assert_eq!(linked(&idx, "Lima, Peru"), vec![("Q2".into(), 6, 10)]);
         assert_eq!(idx.entity_count(), 1);
-        let mut reach = std::collections::HashSet::new();
-        idx.extend_closed_neighbourhood(idx.key("Q2").unwrap(), &mut reach);
-        assert_eq!(reach.len(), 1);
+        assert_eq!(idx.closed_neighbourhood(idx.key("Q2").unwrap()).count(), 1);
         assert_eq!(change.entities.len(), 2);
         assert_eq!(change.aliases, vec![vec![word_hash("lima")]]);
     }
