@@ -199,6 +199,21 @@ fn clear_errors() {
     let out = ocean().args(["run", "--kg", "/nonexistent/kg", "--out", "/tmp/unused"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    // A file that cannot be read is one reject naming it, whatever the number of workers, and
+    // the run goes on with the other files.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("broken.parquet"), b"PAR1 not really parquet PAR1").unwrap();
+    std::fs::copy("../data/logs/gemma3-prompt-v1.jsonl", logs.join("gemma.jsonl")).unwrap();
+    let out = dir.path().join("out");
+    let summary = stdout(ocean().args(["run", "--workers", "2", "--logs"]).arg(&logs).arg("--out").arg(&out));
+    assert!(summary.contains("CoTs scored     40"), "{summary}");
+    let rejects =
+        stdout(ocean().args(["sql", "select source, reason from rejects where format = 'file'", "--out"]).arg(&out));
+    assert_eq!(rejects.matches("broken.parquet").count(), 1, "{rejects}");
+    assert!(rejects.contains("reading the file failed: parquet"), "{rejects}");
 }
 
 #[test]

@@ -306,15 +306,20 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         }
     }
     for path in &shared.files {
-        if let Err(e) = read_file(path, &config.source, shared.requests.as_ref(), &mut feeder) {
-            feeder.rejects.push(Reject::new(
-                &path.display().to_string(),
-                None,
-                "file",
-                ocean_schemas::RejectReason::BadRecord,
-                format!("reading the file failed: {e}"),
-                &[],
-            ));
+        // Every worker reads every file, so a file that cannot be read fails on each of them at
+        // the same record: the owner of the next claim reports it, once.
+        let read = read_file(path, &config.source, shared.requests.as_ref(), &mut feeder);
+        if let Err(e) = read {
+            if feeder.will_own(0) {
+                feeder.rejects.push(Reject::new(
+                    &path.display().to_string(),
+                    None,
+                    "file",
+                    ocean_schemas::RejectReason::BadRecord,
+                    format!("reading the file failed: {e}"),
+                    &[],
+                ));
+            }
         }
         if index == 0 {
             tracing::info!(file = %path.display(), epoch = feeder.epoch, "read");

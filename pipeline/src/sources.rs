@@ -166,7 +166,9 @@ const PARQUET_CHUNK: usize = 8192;
 
 /// Reads a Parquet file in chunks of 8,192 rows of each row group: every reader learns the
 /// groups' sizes from the footer, and decodes only the chunks it will claim (a row selection), so
-/// a large row group is split between workers and epochs.
+/// a large row group is split between workers and epochs. A chunk that cannot be read (a corrupt
+/// page) is one reject naming its rows, from the reader that claimed it; the rest of the file is
+/// still read. An unreadable footer fails the whole file (every reader alike).
 fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<()> {
     use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
     let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
@@ -194,11 +196,20 @@ fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<
         };
         for &len in &chunks {
             if sink.claim(len as u64) {
-                let batch =
-                    reader.as_mut().and_then(Iterator::next).transpose()?.ok_or_else(|| {
-                        Error::Config(format!("{}: row group {i} ended before its rows", path.display()))
-                    })?;
-                decode_batches(std::iter::once(Ok(batch)), source, "parquet", first_row, sink)?;
+                let problem = match reader.as_mut().and_then(Iterator::next) {
+                    Some(Ok(batch)) => {
+                        decode_batches(std::iter::once(Ok(batch)), source, "parquet", first_row, sink)?;
+                        None
+                    }
+                    Some(Err(e)) => Some(e.to_string()),
+                    None => Some("the row group ended before them".to_owned()),
+                };
+                if let Some(problem) = problem {
+                    let (from, to) = (first_row + 1, first_row + len as u64);
+                    let detail = format!("rows {from}–{to} (row group {i}) could not be read: {problem}");
+                    let reject = Reject::new(source, Some(from), "parquet", RejectReason::BadRecord, detail, &[]);
+                    sink.emit(vec![Err(reject)]);
+                }
             }
             first_row += len as u64;
         }
