@@ -12,13 +12,9 @@ use crate::linking::Link;
 use crate::policy::{GroundedMention, Part};
 
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
-/// each in text order) against `index`.
-pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)]) -> Vec<GroundedMention> {
-    ground_with(index, links, &mut Reach::default())
-}
-
-/// [`ground`] with a [`Reach`] kept from chain to chain (a scorer grounds millions of chains).
-pub fn ground_with(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -> Vec<GroundedMention> {
+/// each in text order) against `index`. `reach` is scratch space, kept from chain to chain by
+/// the caller (it is as large as the KG's entity keys).
+pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -> Vec<GroundedMention> {
     reach.clear(index.key_bound());
     let mut context: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
     let mut out = Vec::with_capacity(links.len());

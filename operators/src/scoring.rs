@@ -38,7 +38,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
-use crate::grounding::{ground_with, Reach};
+use crate::grounding::{ground, Reach};
 use crate::ips::{score_batch_with, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
@@ -236,7 +236,7 @@ impl Scorer {
             es.sort_unstable();
             es.dedup();
             deps.push((es, WordFilter::of(&[&question, &content])));
-            grounded.push(ground_with(&self.index, &links, &mut self.reach.borrow_mut()));
+            grounded.push(ground(&self.index, &links, &mut self.reach.borrow_mut()));
         }
         let chains: Vec<(&Generation, &[GroundedMention])> =
             gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();

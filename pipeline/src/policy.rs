@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use ocean_operators::grounding::ground;
+use ocean_operators::grounding::{ground, Reach};
 use ocean_operators::ips::{score_cot, ScoreConfig};
 use ocean_operators::kg::{KgIndex, KgUpdate};
 use ocean_operators::linking::{link_generation, LinkerConfig};
@@ -371,15 +371,17 @@ fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> 
 }
 
 fn answer_auc(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> f64 {
-    let value = |g: &Generation| {
+    let mut reach = Reach::default();
+    let mut value = |g: &Generation| {
         let links = link_generation(index, g);
-        score_cot(g, &ground(index, &links), policy, &ScoreConfig::default()).score.value.0
+        score_cot(g, &ground(index, &links, &mut reach), policy, &ScoreConfig::default()).score.value.0
     };
     let scored: Vec<(f64, f64)> = pairs
         .iter()
         .enumerate()
         .map(|(k, (q, good, bad))| {
-            (value(&flat_generation(&format!("t{k}"), q, good)), value(&flat_generation(&format!("c{k}"), q, bad)))
+            let good = value(&flat_generation(&format!("t{k}"), q, good));
+            (good, value(&flat_generation(&format!("c{k}"), q, bad)))
         })
         .collect();
     paired_auc(&scored)

@@ -445,14 +445,15 @@ fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
         .map(|(((model, model_version), (sums, extremes)), _)| {
             let stats = sums.stats(&extremes);
             let summary = stats.summarize(config.estimator.self_normalized, &config.aggregates.intervals);
+            let (ci, ci_method) = summary.interval();
             ModelSummary {
                 model,
                 model_version,
                 n: stats.n.round() as u64,
                 estimate: summary.estimate,
                 std_error: summary.std_error,
-                ci: Some(summary.interval().0).filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
-                ci_method: summary.interval().1.to_owned(),
+                ci: Some(ci).filter(|(lo, hi)| lo.is_finite() && hi.is_finite()),
+                ci_method: ci_method.to_owned(),
                 entity_ess: summary.entity_ess,
                 n_entity_tokens: stats.weights.n_entity_tokens.round() as u64,
                 reliable: summary.reliable,

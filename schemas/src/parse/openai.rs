@@ -115,22 +115,13 @@ pub(super) fn pair(request: &Value, response: &Value) -> Result<Vec<Draft>, Fail
 /// parsers, which give the same drafts for every line this accepts (tested line by line) and
 /// say why a line is bad.
 pub(super) fn fast(text: &str) -> Option<Vec<Draft>> {
-    let line: FastLine<'_> = serde_json::from_str(text).ok()?;
+    let mut line: FastRecord<'_> = serde_json::from_str(text).ok()?;
     if line.custom_id.is_some() || line.outputs.is_some() {
         return None;
     }
-    let (request, response) = match (line.request, line.response) {
-        (Some(request), Some(response)) => (request, response),
-        (None, None) => {
-            let bare = FastResponse {
-                id: line.id,
-                choices: line.choices,
-                model: line.model,
-                system_fingerprint: line.system_fingerprint,
-                created: line.created,
-            };
-            (Value::Null, bare)
-        }
+    let (request, response) = match (line.request.take(), line.response.take()) {
+        (Some(request), Some(response)) => (request, *response),
+        (None, None) => (Value::Null, line),
         _ => return None,
     };
     if !(request.is_object() || request.is_null()) {
@@ -181,31 +172,19 @@ fn value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
+/// A line as the typed reader sees it, and a response under its `response` (the same fields:
+/// a bare response is a line that has them itself; inside a response the line's own fields are
+/// read but not used, as the general reader ignores them there).
 #[derive(Deserialize)]
-struct FastLine<'a> {
+struct FastRecord<'a> {
     #[serde(default, deserialize_with = "value")]
     request: Option<Value>,
     #[serde(default, borrow)]
-    response: Option<FastResponse<'a>>,
+    response: Option<Box<FastRecord<'a>>>,
     #[serde(default, deserialize_with = "seen")]
     custom_id: Option<()>,
     #[serde(default, deserialize_with = "seen")]
     outputs: Option<()>,
-    // A bare response's own fields (as in `FastResponse`; serde's `flatten` would buffer them).
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    choices: Option<Vec<FastChoice<'a>>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    model: Option<Option<Cow<'a, str>>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    system_fingerprint: Option<Option<Cow<'a, str>>>,
-    #[serde(default)]
-    created: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct FastResponse<'a> {
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
