@@ -383,8 +383,8 @@ enum BenchCommand {
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        /// Records per epoch.
-        #[arg(long, default_value_t = 50_000)]
+        /// Records per epoch (the default of `ocean run`).
+        #[arg(long, default_value_t = ocean_pipeline::config::SourceConfig::default().epoch_records)]
         epoch_records: u64,
         /// Keep live generations in memory instead of on disk.
         #[arg(long)]

@@ -1,11 +1,15 @@
 //! Stateless per-CoT scoring: link → segment → ground → μ → token terms → CoT term in one
 //! operator, over the log updates of a time, against the worker's KG index as of that time.
 //!
-//! What a worker keeps per live chain of thought is compact: its linked entities (the dependency
-//! index: entity → chains), a 512-bit filter of its words (which alias changes may touch it) and
-//! the key of its text in a [`CotStore`]. Not its summary: every KG change that can move a chain
-//! re-scores it, so scoring its text again under the index as it is gives back exactly what it
-//! added to the aggregates. At each time the operator
+//! What a worker keeps in memory per live chain of thought is compact: a 64-bit hash of its id
+//! (ids are compared against the stored text on a hash hit, so a collision costs a lookup, not a
+//! wrong answer), the key of its text in a [`CotStore`] and its entries in the dependency index
+//! (entity → chains) — about 60 bytes for a chain with six entities. The store (on disk in a
+//! run) holds its text and a 512-bit filter of its words, which an alias change scans to find
+//! the chains it may touch. Not its summary, nor its linked entities: every KG change that can
+//! move a chain re-scores it, so scoring its text again under the index as it is gives back
+//! exactly what it added to the aggregates and the entities it is listed under. At each time
+//! the operator
 //!
 //! 1. retracts, under the index as it was: a live chain leaves (−its summary, a `retracted`
 //!    tombstone); a retraction of a chain added at the same time cancels that addition; any other
@@ -43,7 +47,7 @@ use crate::ips::{score_batch_with, CotResult, CotSummary, ScoreConfig};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
-use crate::store::{CotStore, StoreFactory};
+use crate::store::{CotStore, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
 use crate::text::{fnv1a, words, Word};
 use crate::{Diff, Time};
@@ -93,7 +97,7 @@ impl LogUpdate {
     }
 }
 
-/// The hash that routes a chain of thought to its worker and its min/max bucket.
+/// The hash that routes a chain of thought to its worker.
 pub fn cot_hash(cot_id: &str) -> u64 {
     // FNV-1a, then a final mix so that low bits (worker, bucket) are well spread.
     let h = fnv1a(&[cot_id.as_bytes()]);
@@ -159,7 +163,7 @@ impl<'scope> DecodeLogs<'scope> for StreamVec<'scope, Time, LogInput> {
 
 /// A 512-bit filter of a chain's normalized words (two probes per word).
 #[derive(Debug, Clone, Default)]
-struct WordFilter([u64; 8]);
+struct WordFilter(WordFilterBits);
 
 impl WordFilter {
     fn probes(h: u64) -> [usize; 2] {
@@ -172,8 +176,8 @@ impl WordFilter {
         }
     }
 
-    fn may_contain(&self, h: u64) -> bool {
-        Self::probes(h).iter().all(|p| self.0[p / 64] & (1 << (p % 64)) != 0)
+    fn may_contain(bits: &WordFilterBits, h: u64) -> bool {
+        Self::probes(h).iter().all(|p| bits[p / 64] & (1 << (p % 64)) != 0)
     }
 
     /// The filter of a chain's words (its question's and its own).
@@ -184,16 +188,6 @@ impl WordFilter {
         }
         f
     }
-}
-
-/// What a worker keeps of a live chain of thought (its id is the key of `Scorer::by_id`). Its
-/// summary is not kept: every KG change that can move it re-scores it, so scoring its text again
-/// under the index as it is gives back exactly what it last added to the aggregates.
-#[derive(Debug)]
-struct Live {
-    store_key: u64,
-    entities: Box<[EntityKey]>,
-    filter: WordFilter,
 }
 
 /// A chain of thought scored under the index as it is now.
@@ -212,9 +206,15 @@ struct Scorer {
     config: ScoreConfig,
     window_us: i64,
     store: Box<dyn CotStore>,
-    slots: Vec<Option<Live>>,
+    /// The store key of each slot's chain ([`FREE`] for a free slot).
+    slots: Vec<u64>,
     free: Vec<u32>,
-    by_id: HashMap<String, u32>,
+    /// Live chains by the hash of their id.
+    by_hash: HashMap<u64, u32>,
+    /// The hash of ids in `by_hash` ([`cot_hash`]; tests make it collide).
+    id_hash: fn(&str) -> u64,
+    /// Live chains whose id hash was taken by another live chain when they came.
+    collided: HashMap<String, u32>,
     deps: HashMap<EntityKey, HashSet<u32>>,
     /// Grounding's scratch set, kept from chain to chain.
     reach: std::cell::RefCell<Reach>,
@@ -253,13 +253,7 @@ impl Scorer {
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
-        CotSummary::of(&result.score, cot_hash(&result.score.cot_id), self.window_us)
-    }
-
-    /// What a live chain adds to the aggregates under the index as it is now.
-    fn current_summary(&mut self, store_key: u64) -> CotSummary {
-        let g = self.store.get(store_key);
-        self.summary(&self.score_summary_only(&g).result)
+        CotSummary::of(&result.score, self.window_us)
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -279,41 +273,81 @@ impl Scorer {
         }
     }
 
-    fn remove(&mut self, cot_id: &str) -> Option<Live> {
-        let slot = self.by_id.remove(cot_id)?;
-        let live = self.slots[slot as usize].take().expect("a slot in by_id should be live");
-        self.unlink_deps(slot, &live.entities);
-        self.store.remove(live.store_key);
-        self.free.push(slot);
-        Some(live)
+    /// The stored generation of a live slot.
+    fn stored(&mut self, slot: u32) -> Generation {
+        let key = self.slots[slot as usize];
+        debug_assert_ne!(key, FREE, "slot {slot} should be live");
+        self.store.get(key)
     }
 
-    fn insert(&mut self, cot_id: String, live: Live) {
+    /// The slot of a live chain, with its stored generation.
+    fn live(&mut self, cot_id: &str) -> Option<(u32, Generation)> {
+        if let Some(&slot) = self.by_hash.get(&(self.id_hash)(cot_id)) {
+            let g = self.stored(slot);
+            if g.cot_id == cot_id {
+                return Some((slot, g));
+            }
+        }
+        let slot = *self.collided.get(cot_id)?;
+        Some((slot, self.stored(slot)))
+    }
+
+    /// Whether a chain is live (reads the store only when its id hash is taken).
+    fn is_live(&mut self, cot_id: &str) -> bool {
+        self.collided.contains_key(cot_id)
+            || (self.by_hash.contains_key(&(self.id_hash)(cot_id)) && self.live(cot_id).is_some())
+    }
+
+    /// Forgets a live chain listed under `entities`.
+    fn remove(&mut self, slot: u32, cot_id: &str, entities: &[EntityKey]) {
+        let h = (self.id_hash)(cot_id);
+        if self.by_hash.get(&h) == Some(&slot) {
+            self.by_hash.remove(&h);
+        } else {
+            self.collided.remove(cot_id);
+        }
+        self.unlink_deps(slot, entities);
+        self.store.remove(self.slots[slot as usize]);
+        self.slots[slot as usize] = FREE;
+        self.free.push(slot);
+    }
+
+    fn insert(&mut self, g: &Generation, entities: &[EntityKey], filter: &WordFilter) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
-                self.slots.push(None);
+                self.slots.push(FREE);
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 live chains per worker")
             }
         };
-        self.by_id.insert(cot_id, slot);
-        self.link_deps(slot, &live.entities);
-        self.slots[slot as usize] = Some(live);
+        let h = (self.id_hash)(&g.cot_id);
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(g.cot_id.clone(), slot);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+        }
+        self.slots[slot as usize] = self.store.put(g);
+        self.store.put_filter(slot, &filter.0);
+        self.link_deps(slot, entities);
     }
 
     /// The live chains a KG change may touch, in slot order.
-    fn touched(&self, change: &KgChange) -> BTreeSet<u32> {
+    fn touched(&mut self, change: &KgChange) -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
         for e in &change.entities {
             out.extend(self.deps.get(e).into_iter().flatten().copied());
         }
         if !change.aliases.is_empty() {
-            for (slot, live) in self.slots.iter().enumerate() {
-                let Some(live) = live else { continue };
-                if change.aliases.iter().any(|words| words.iter().all(|h| live.filter.may_contain(*h))) {
-                    out.insert(slot as u32);
+            let slots = &self.slots;
+            self.store.for_each_filter(slots.len() as u32, &mut |slot, bits| {
+                let live = slots[slot as usize] != FREE;
+                if live && change.aliases.iter().any(|words| words.iter().all(|h| WordFilter::may_contain(bits, *h))) {
+                    out.insert(slot);
                 }
-            }
+            });
         }
         out
     }
@@ -345,11 +379,10 @@ impl Scorer {
         }
         retracts.sort();
         for r in retracts {
-            if let Some(&slot) = self.by_id.get(&r.cot_id) {
-                let store_key = self.slots[slot as usize].as_ref().expect("a slot in by_id should be live").store_key;
-                let old = self.current_summary(store_key);
-                self.remove(&r.cot_id);
-                emit(Scored::Summary(old, t, -1));
+            if let Some((slot, g)) = self.live(&r.cot_id) {
+                let old = self.score_summary_only(&g);
+                self.remove(slot, &r.cot_id, &old.entities);
+                emit(Scored::Summary(self.summary(&old.result), t, -1));
                 emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true }));
             } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
                 same_time.remove(0);
@@ -378,15 +411,10 @@ impl Scorer {
         if !change.is_empty() {
             let slots: Vec<u32> = self.touched(&change).into_iter().collect();
             for chunk in slots.chunks(SLICE) {
-                let gs: Vec<Generation> = chunk
-                    .iter()
-                    .map(|&slot| {
-                        self.store.get(self.slots[slot as usize].as_ref().expect("touched slots are live").store_key)
-                    })
-                    .collect();
+                let gs: Vec<Generation> = chunk.iter().map(|&slot| self.stored(slot)).collect();
                 let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), false);
-                for (&slot, fresh) in chunk.iter().zip(scored) {
-                    rescore.push_back((slot, self.summary(&fresh.result)));
+                for (&slot, old) in chunk.iter().zip(scored) {
+                    rescore.push_back(Rescore { slot, summary: self.summary(&old.result), entities: old.entities });
                 }
             }
         }
@@ -407,22 +435,17 @@ impl Scorer {
         let n = budget.min(job.rescore.len());
         if n > 0 {
             budget -= n;
-            let items: Vec<(u32, CotSummary)> = job.rescore.drain(..n).collect();
-            let gs: Vec<Generation> = items
-                .iter()
-                .map(|(slot, _)| {
-                    self.store.get(self.slots[*slot as usize].as_ref().expect("touched slots are live").store_key)
-                })
-                .collect();
+            let items: Vec<Rescore> = job.rescore.drain(..n).collect();
+            let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
             let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), true);
-            for (((slot, old), g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
+            for ((old, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
-                let old_entities = self.slots[slot as usize].as_ref().expect("touched slots are live").entities.clone();
-                self.unlink_deps(slot, &old_entities);
-                self.link_deps(slot, &entities);
-                let live = self.slots[slot as usize].as_mut().expect("touched slots are live");
-                live.entities = entities.into();
-                emit(Scored::Summary(old, t, -1));
+                // A triple change moves groundings, rarely links: relist only what changed.
+                if entities != old.entities {
+                    self.unlink_deps(old.slot, &old.entities);
+                    self.link_deps(old.slot, &entities);
+                }
+                emit(Scored::Summary(old.summary, t, -1));
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
                 emit(Scored::Result(Box::new(result)));
@@ -436,7 +459,7 @@ impl Scorer {
             gs.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
             for (i, g) in gs.into_iter().enumerate() {
                 budget = budget.saturating_sub(1);
-                if i == 0 && !self.by_id.contains_key(&cot_id) {
+                if i == 0 && !self.is_live(&cot_id) {
                     accepted.push(g);
                     continue;
                 }
@@ -459,9 +482,7 @@ impl Scorer {
             let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), true);
             for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
-                let store_key = self.store.put(&g);
-                let live = Live { store_key, entities: entities.into(), filter };
-                self.insert(g.cot_id.clone(), live);
+                self.insert(&g, &entities, &filter);
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
                 emit(Scored::Generation(Box::new(g)));
@@ -471,11 +492,18 @@ impl Scorer {
     }
 }
 
+/// A chain to re-score, with what it added and the entities it was listed under before the
+/// change.
+struct Rescore {
+    slot: u32,
+    summary: CotSummary,
+    entities: Vec<EntityKey>,
+}
+
 /// The work of one time that is left: chains to re-score and additions.
 struct Job {
     time: Time,
-    /// Chains to re-score, with what they added before the change.
-    rescore: VecDeque<(u32, CotSummary)>,
+    rescore: VecDeque<Rescore>,
     adds: VecDeque<(String, Vec<Generation>)>,
 }
 
@@ -484,6 +512,9 @@ impl Job {
         self.rescore.is_empty() && self.adds.is_empty()
     }
 }
+
+/// The store key of a free slot.
+const FREE: u64 = u64::MAX;
 
 /// Chains scored per operator invocation before it yields, so that the sinks downstream write
 /// (and free) their rows while a large epoch is being scored.
@@ -542,7 +573,9 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 store: (config.store)(worker),
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_id: HashMap::default(),
+                by_hash: HashMap::default(),
+                id_hash: cot_hash,
+                collided: HashMap::default(),
                 deps: HashMap::default(),
                 reach: Default::default(),
             };
@@ -597,5 +630,119 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig};
+    use crate::store::MemoryStore;
+    use ocean_schemas::{Token, F64};
+
+    fn generation(id: &str, text: &str) -> Generation {
+        let tokens: Vec<Token> = text
+            .split_inclusive(' ')
+            .map(|t| Token { text: t.into(), byte_len: t.len() as u32, logprob: F64(-0.5), target_logprob: None })
+            .collect();
+        Generation { cot_id: id.into(), content: text.into(), tokens, ..Default::default() }
+    }
+
+    fn retraction(id: &str) -> LogUpdate {
+        LogUpdate::Retract(Retraction { cot_id: id.into(), source: "r".into(), line: 1 })
+    }
+
+    /// Runs time `t` to the end; returns what it emitted.
+    fn run(scorer: &mut Scorer, t: Time, kg: Vec<(KgUpdate, Diff)>, logs: Vec<LogUpdate>) -> Vec<Scored> {
+        let mut out = Vec::new();
+        let mut job = scorer.begin(t, kg, logs, &mut |s| out.push(s));
+        while !job.is_done() {
+            scorer.step(&mut job, 2, &mut |s| out.push(s));
+        }
+        out
+    }
+
+    /// (summaries added − removed, retracted tombstones, re-scored tombstones, reject codes).
+    fn tally(out: &[Scored]) -> (isize, usize, usize, Vec<String>) {
+        let mut t = (0, 0, 0, Vec::new());
+        for s in out {
+            match s {
+                Scored::Summary(_, _, d) => t.0 += d,
+                Scored::Tombstone(x) if x.retracted => t.1 += 1,
+                Scored::Tombstone(_) => t.2 += 1,
+                Scored::Reject(r) => t.3.push(r.reason_code.clone()),
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// With every id hashing alike, ids are still told apart: by the stored text on a hash hit,
+    /// and through the collided map.
+    #[test]
+    fn colliding_id_hashes_keep_chains_apart() {
+        let mut scorer = Scorer {
+            index: KgIndex::new(4),
+            policy: Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 4, ..Default::default() })),
+            target: None,
+            config: ScoreConfig::default(),
+            window_us: 86_400_000_000,
+            store: Box::new(MemoryStore::default()),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_hash: HashMap::default(),
+            id_hash: |_| 7,
+            collided: HashMap::default(),
+            deps: HashMap::default(),
+            reach: Default::default(),
+        };
+        let add = |id: &str| LogUpdate::Add(generation(id, "We went to Lima and then Peru ."));
+        let out = run(&mut scorer, 0, vec![], vec![add("a"), add("b"), add("c")]);
+        assert_eq!(tally(&out), (3, 0, 0, Vec::<String>::new()));
+        assert_eq!((scorer.by_hash.len(), scorer.collided.len()), (1, 2));
+
+        // A second "a" is a duplicate; "b" (in the collided map) leaves; "z" was never there.
+        let out = run(&mut scorer, 1, vec![], vec![add("a"), retraction("b"), retraction("z")]);
+        assert_eq!(tally(&out), (-1, 1, 0, vec!["unknown_retraction".to_owned(), "duplicate_id".into()]));
+        // The primary holder leaves: the collided ones are still found, and a newcomer takes
+        // the free hash.
+        let out = run(&mut scorer, 2, vec![], vec![retraction("a"), add("d")]);
+        assert_eq!(tally(&out), (0, 1, 0, Vec::<String>::new()));
+        let out = run(&mut scorer, 3, vec![], vec![retraction("c"), retraction("d"), retraction("b")]);
+        assert_eq!(tally(&out), (-2, 2, 0, vec!["unknown_retraction".to_owned()]));
+        assert!(scorer.by_hash.is_empty() && scorer.collided.is_empty() && scorer.deps.is_empty());
+    }
+
+    /// An alias change finds the chains that contain its words through the stored filters, and
+    /// a triple change finds them through the dependency index.
+    #[test]
+    fn kg_changes_find_the_chains_they_touch() {
+        let mut scorer = Scorer {
+            index: KgIndex::new(4),
+            policy: Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 4, ..Default::default() })),
+            target: None,
+            config: ScoreConfig::default(),
+            window_us: 86_400_000_000,
+            store: Box::new(MemoryStore::default()),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_hash: HashMap::default(),
+            id_hash: cot_hash,
+            collided: HashMap::default(),
+            deps: HashMap::default(),
+            reach: Default::default(),
+        };
+        let logs = vec![
+            LogUpdate::Add(generation("lima", "Lima is in Peru .")),
+            LogUpdate::Add(generation("quito", "Quito is in Ecuador .")),
+        ];
+        assert_eq!(tally(&run(&mut scorer, 0, vec![], logs)), (2, 0, 0, Vec::<String>::new()));
+        let alias = |e: &str, a: &str| (KgUpdate::Alias(e.into(), a.into()), 1);
+        let out = run(&mut scorer, 1, vec![alias("Q1", "Lima"), alias("Q2", "Peru")], vec![]);
+        assert_eq!(tally(&out), (0, 0, 1, Vec::<String>::new()));
+        let triple = (KgUpdate::Triple("Q1".into(), "P17".into(), "Q2".into()), 1);
+        let out = run(&mut scorer, 2, vec![triple], vec![]);
+        assert_eq!(tally(&out), (0, 0, 1, Vec::<String>::new()));
+        assert_eq!(scorer.deps.len(), 2);
     }
 }

@@ -1,7 +1,8 @@
 //! Where a worker keeps the text of its live chains of thought, for re-scoring them when a KG
-//! change touches them. Scoring keeps only a compact summary in memory; the generation itself
-//! goes to a [`CotStore`]. [`MemoryStore`] keeps it in memory (tests, small runs); the pipeline
-//! provides a store on disk.
+//! change touches them, and their word filters, for finding the chains an alias change may
+//! touch. Scoring keeps only the chains' ids and dependency index in memory; the generation and
+//! its filter go to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
+//! the pipeline provides a store on disk.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,15 @@ pub trait CotStore {
     fn get(&mut self, key: u64) -> Generation;
     /// Forgets `key` (a retraction).
     fn remove(&mut self, key: u64);
+    /// Keeps a chain's word filter under `slot`, replacing what the slot held.
+    fn put_filter(&mut self, slot: u32, filter: &WordFilterBits);
+    /// Calls `f` with each slot's filter in slot order, up to `slots` slots (a slot never written
+    /// reads as empty).
+    fn for_each_filter(&mut self, slots: u32, f: &mut dyn FnMut(u32, &WordFilterBits));
 }
+
+/// The bits of a chain's word filter (512).
+pub type WordFilterBits = [u64; 8];
 
 /// Makes each worker's store, given the worker's index.
 pub type StoreFactory = Arc<dyn Fn(usize) -> Box<dyn CotStore> + Send + Sync>;
@@ -27,6 +36,7 @@ pub type StoreFactory = Arc<dyn Fn(usize) -> Box<dyn CotStore> + Send + Sync>;
 pub struct MemoryStore {
     next: u64,
     rows: HashMap<u64, Generation>,
+    filters: Vec<WordFilterBits>,
 }
 
 impl MemoryStore {
@@ -49,5 +59,19 @@ impl CotStore for MemoryStore {
 
     fn remove(&mut self, key: u64) {
         self.rows.remove(&key);
+    }
+
+    fn put_filter(&mut self, slot: u32, filter: &WordFilterBits) {
+        let slot = slot as usize;
+        if self.filters.len() <= slot {
+            self.filters.resize(slot + 1, [0; 8]);
+        }
+        self.filters[slot] = *filter;
+    }
+
+    fn for_each_filter(&mut self, slots: u32, f: &mut dyn FnMut(u32, &WordFilterBits)) {
+        for (slot, filter) in self.filters.iter().enumerate().take(slots as usize) {
+            f(slot as u32, filter);
+        }
     }
 }

@@ -3,12 +3,18 @@
 //! Sums go through the difference type: every chain of thought contributes its [`StatSums`]
 //! as the *diff* of its group's record, so differential adds (and, on retraction, subtracts)
 //! them in O(1) per update and `count_total` reports each group's running sum. Minima and
-//! maxima cannot be subtracted: they come from a two-level reduce over the chains' extremes,
-//! keyed by a 64-bit hash of the group (not its strings), first per (group, bucket of 64), then
-//! per group, so a change re-reads one bucket and 64 bucket results instead of the whole group.
+//! maxima cannot be subtracted, and an exact minimum under retractions needs every value: a
+//! reduce over the chains' exact extremes keeps one arranged record per chain, the one part of
+//! the aggregates whose memory grew with the input. So the extremes are rounded *outward* to a
+//! grid of 2⁶ steps per binade (down for minima, up for maxima: at most 1.6 % wider, see
+//! [`Extremes::rounded`]) before they are arranged: equal levels consolidate, a group keeps at
+//! most one record per level it has seen (a few hundred), and a reduce per (group, extreme)
+//! reads that many. The intervals that use the range (empirical Bernstein, sub-Gaussian,
+//! anytime) stay valid with a wider range; `min_weight`/`max_weight` are reported on that grid.
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
+use differential_dataflow::ExchangeData;
 use ocean_schemas::{Aggregate, CotScore, F64};
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +22,26 @@ use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 use crate::text::fnv1a;
 use crate::Coll;
 
-/// Buckets of the first level of the min/max reduce.
-const BUCKETS: u32 = 64;
+/// Mantissa bits the rounding of extremes keeps: 2⁶ steps per binade, a relative step of
+/// 2⁻⁶ ≈ 1.6 %.
+const EXTREME_BITS: u32 = 6;
+
+/// `x` on the grid of [`EXTREME_BITS`] mantissa bits, rounded up (toward +∞) or down; zero,
+/// infinities and NaN unchanged.
+fn round_outward(x: f64, up: bool) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let mask: u64 = (1 << (52 - EXTREME_BITS)) - 1;
+    let bits = x.to_bits();
+    if bits & mask == 0 {
+        return x;
+    }
+    let toward_zero = bits & !mask;
+    // A carry out of the mantissa moves to the next binade, which is the next grid point.
+    let away_from_zero = toward_zero + mask + 1;
+    f64::from_bits(if (x > 0.0) == up { away_from_zero } else { toward_zero })
+}
 
 impl From<&CotScore> for CotStats {
     fn from(s: &CotScore) -> Self {
@@ -58,8 +82,8 @@ pub struct GroupKey {
 
 impl GroupKey {
     /// A stable 64-bit hash of the group (FNV-1a over its fields): the key of the arranged
-    /// min/max summaries, so that they do not hold the group's strings once per chain. Two
-    /// groups colliding would share extremes; at 64 bits that is not expected to happen.
+    /// extremes, so that they do not hold the group's strings. Two groups colliding would share
+    /// extremes; at 64 bits that is not expected to happen.
     pub fn hash64(&self) -> u64 {
         let segment = self.segment.as_deref().map_or(&[0xff_u8][..], str::as_bytes);
         let window = self.window_start.to_le_bytes();
@@ -219,16 +243,51 @@ impl Extremes {
         let (a, b) = (&self.0, &o.0);
         Extremes([a[0].min(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].max(b[3])])
     }
+
+    /// The extremes rounded outward on the grid (see the module docs): minima down, maxima up,
+    /// so the result bounds the exact extremes and is at most 2⁻⁶ relatively wider.
+    pub fn rounded(&self) -> Extremes {
+        let [min_v, max_v, min_w, max_w] = self.0.map(|x| x.0);
+        Extremes([
+            F64(round_outward(min_v, false)),
+            F64(round_outward(max_v, true)),
+            F64(round_outward(min_w, false)),
+            F64(round_outward(max_w, true)),
+        ])
+    }
 }
 
-/// What stays arranged of a scored chain of thought: its group, a bucket for the min/max
-/// reduce, its sums and its extremes.
+/// The extremes per key of chains' (rounded) extremes: one reduce per (key, extreme) over the
+/// levels present, then the four gathered per key.
+fn extremes_by<'scope, K>(chains: Coll<'scope, (K, Extremes)>) -> Coll<'scope, (K, Extremes)>
+where
+    K: ExchangeData + std::hash::Hash,
+{
+    chains
+        .flat_map(|(key, e)| {
+            let r = e.rounded();
+            (0..4u8).map(move |i| ((key.clone(), i), r.0[usize::from(i)]))
+        })
+        .reduce_named("ExtremeLevels", |(_, i), levels: &[(&F64, isize)], out| {
+            // Levels come sorted: even extremes are minima, odd ones maxima.
+            let level = if i % 2 == 0 { levels.first() } else { levels.last() };
+            out.extend(level.map(|(v, _)| ((*i, **v), 1)));
+        })
+        .map(|((key, _), level)| (key, level))
+        .reduce_named("Extremes", |_, levels: &[(&(u8, F64), isize)], out| {
+            let mut e = Extremes([F64(f64::NAN); 4]);
+            for ((i, v), _) in levels {
+                e.0[usize::from(*i)] = *v;
+            }
+            out.push((e, 1));
+        })
+}
+
+/// What a scored chain of thought adds to the aggregates: its group, its sums and its extremes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CotSummary {
     /// The aggregate group.
     pub group: GroupKey,
-    /// A bucket in `0..64` (from the chain's key), for the first level of the min/max reduce.
-    pub bucket: u32,
     /// The chain's sums.
     pub sums: StatSums,
     /// The chain's extremes.
@@ -236,12 +295,11 @@ pub struct CotSummary {
 }
 
 impl CotSummary {
-    /// The summary of a scored chain of thought whose key hashes to `key_hash`.
-    pub fn of(score: &CotScore, key_hash: u64, window_us: i64) -> Self {
+    /// The summary of a scored chain of thought.
+    pub fn of(score: &CotScore, window_us: i64) -> Self {
         let stats = CotStats::from(score);
         CotSummary {
             group: GroupKey::of(score, window_us),
-            bucket: (key_hash % u64::from(BUCKETS)) as u32,
             sums: StatSums::of(&stats, score.grounded_fraction.map(|g| g.0)),
             extremes: Extremes::of(&stats),
         }
@@ -311,17 +369,8 @@ pub fn model_totals<'scope>(
         .explode(|s| Some(((s.group.model.clone(), s.group.model_version.clone()), s.sums)))
         .count_total()
         .filter(|(_, sums)| sums.n() > 0.5);
-    let extremes = summaries
-        .map(|s| (((s.group.model, s.group.model_version), s.bucket), s.extremes))
-        .reduce_named("ModelExtremesPerBucket", merge_extremes)
-        .map(|((model, _), e)| (model, e))
-        .reduce_named("ModelExtremes", merge_extremes);
+    let extremes = extremes_by(summaries.map(|s| ((s.group.model, s.group.model_version), s.extremes)));
     sums.join_map(extremes, |model, sums, extremes| (model.clone(), (*sums, *extremes)))
-}
-
-/// The extremes of a reduce group's inputs (either level of the min/max reduce).
-fn merge_extremes<K>(_key: &K, input: &[(&Extremes, isize)], out: &mut Vec<(Extremes, isize)>) {
-    out.extend(input.iter().map(|(e, _)| **e).reduce(|a, b| a.merge(&b)).map(|e| (e, 1)));
 }
 
 /// Aggregates scored chains of thought.
@@ -334,11 +383,7 @@ pub trait AggregateScores<'scope> {
 impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
     fn aggregate_scores(self, config: AggregateConfig) -> Coll<'scope, Aggregate> {
         let sums = self.clone().explode(|s| Some((s.group, s.sums))).count_total().filter(|(_, sums)| sums.n() > 0.5);
-        let extremes = self
-            .map(|s| ((s.group.hash64(), s.bucket), s.extremes))
-            .reduce_named("ExtremesPerBucket", merge_extremes)
-            .map(|((group, _), e)| (group, e))
-            .reduce_named("ExtremesPerGroup", merge_extremes);
+        let extremes = extremes_by(self.map(|s| (s.group.hash64(), s.extremes)));
         sums.map(|(group, sums)| (group.hash64(), (group, sums)))
             .join_map(extremes, move |_, (group, sums), extremes| aggregate_row(group, &sums.stats(extremes), &config))
     }
@@ -352,6 +397,29 @@ mod tests {
     fn windows_align_to_epoch() {
         assert_eq!(window_start(125, 100), 100);
         assert_eq!(window_start(-1, 100), -100);
+    }
+
+    #[test]
+    fn extremes_round_outward_on_the_grid() {
+        let step = 1.0 / 64.0;
+        for x in [1.0, -1.0, 3.0, 0.75, -0.001, 1e-300, 7.5e12, -123.456] {
+            let (down, up) = (round_outward(x, false), round_outward(x, true));
+            assert!(down <= x && x <= up, "{x}: {down} {up}");
+            assert!((up - down).abs() <= step * x.abs(), "{x}: {down} {up}");
+            // Levels are fixed points, so a group keeps few distinct values.
+            assert_eq!(round_outward(down, false), down);
+            assert_eq!(round_outward(up, true), up);
+        }
+        // A binade's top rounds up to the next power of two; grid points stay put.
+        assert_eq!(round_outward(1.999, true), 2.0);
+        assert_eq!(round_outward(1.0 + step, false), 1.0 + step);
+        for x in [0.0, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(round_outward(x, true), x);
+        }
+        // Chains close together share levels.
+        let levels: std::collections::BTreeSet<u64> =
+            (0..10_000).map(|i| round_outward(1.0 + f64::from(i) * 1e-4, true).to_bits()).collect();
+        assert!(levels.len() <= 65, "{}", levels.len());
     }
 
     #[test]
