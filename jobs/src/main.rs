@@ -354,9 +354,10 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         write_data: Option<PathBuf>,
     },
-    /// The scoring dataflow on one worker (generations in memory): load throughput, the latency
-    /// from one new log record to its updated aggregate, and from one KG change of --kg-change
-    /// new triples to its updated aggregates (with the fraction of chains it re-scored).
+    /// The scoring dataflow (generations in memory, no sinks): load throughput, the latency from
+    /// one new log record to its updated aggregate, and from a KG change of --kg-change new
+    /// triples to its updated aggregates (the median of --kg-changes such changes, with the
+    /// fraction of chains each re-scored).
     Dataflow {
         /// Logs to load (e.g. from `ocean synth scale`).
         #[arg(long, num_args = 1.., value_name = "PATH", required = true)]
@@ -367,9 +368,15 @@ enum BenchCommand {
         /// Records held back from the load and sent one at a time, timed.
         #[arg(long, default_value_t = 200)]
         updates: usize,
-        /// Triples in the timed KG change.
+        /// Triples in each timed KG change.
         #[arg(long, default_value_t = 1000)]
         kg_change: usize,
+        /// Timed KG changes, one after the other (each adds different triples).
+        #[arg(long, default_value_t = 5)]
+        kg_changes: usize,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
     /// `ocean run` end to end on given logs: CoTs/s, tokens/s, peak memory, Parquet MB/s.
     /// One configuration per process, so the peak memory is that run's.
@@ -970,8 +977,8 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             }
             println!("{}", serde_json::to_string(&bench::bench_estimator(&settings))?);
         }
-        BenchCommand::Dataflow { logs, kg, updates, kg_change } => {
-            let settings = bench::DataflowBench { logs, kg, updates, kg_change };
+        BenchCommand::Dataflow { logs, kg, updates, kg_change, kg_changes, workers } => {
+            let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
         BenchCommand::E2e { logs, kg, workers, epoch_records, memory_store } => {

@@ -21,7 +21,7 @@ pub use dataflow::{build_scoring, ScoringConfig, ScoringInputs, ScoringOutputs};
 pub use ips::{CotResult, KgIpsStats};
 pub use policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, KgPolicy, Part};
 pub use scoring::{LogInput, Retraction, Scored};
-pub use store::{CotStore, MemoryStore, StoreFactory, WordFilterBits};
+pub use store::{CotStore, MemoryStore, SlotStats, StoreFactory, WordFilterBits};
 
 /// The dataflow's logical time: the input epoch (a load or a delta of logs or KG).
 pub type Time = u64;

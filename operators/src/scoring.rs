@@ -5,21 +5,21 @@
 //! (ids are compared against the stored text on a hash hit, so a collision costs a lookup, not a
 //! wrong answer), the key of its text in a [`CotStore`] and its entries in the dependency index
 //! (entity → chains) — about 60 bytes for a chain with six entities. The store (on disk in a
-//! run) holds its text and a 512-bit filter of its words, which an alias change scans to find
-//! the chains it may touch. Not its summary, nor its linked entities: every KG change that can
-//! move a chain re-scores it, so scoring its text again under the index as it is gives back
-//! exactly what it added to the aggregates and the entities it is listed under. At each time
-//! the operator
+//! run) holds, by slot, its text, a 512-bit filter of its words, which an alias change scans to
+//! find the chains it may touch, and the sums and extremes it last added to the aggregates
+//! (its group follows from its text). Its linked entities are not kept: linking reads only the
+//! aliases, so linking the text again gives them back, under the aliases as they were. At each
+//! time the operator
 //!
-//! 1. retracts, under the index as it was: a live chain leaves (−its summary, a `retracted`
-//!    tombstone); a retraction of a chain added at the same time cancels that addition; any other
-//!    is an `unknown_retraction`;
+//! 1. retracts: a live chain leaves (−its stored summary, a `retracted` tombstone); a
+//!    retraction of a chain added at the same time cancels that addition; any other is an
+//!    `unknown_retraction`;
 //! 2. lists the live chains the KG's net updates may touch — a triple whose end is one of their
-//!    entities, or an alias whose words all pass their word filter — with their summaries under
-//!    the index as it was;
+//!    entities, or an alias whose words all pass their word filter — and, when aliases change,
+//!    their linked entities under the aliases as they were;
 //! 3. applies the KG's net updates to its [`KgIndex`];
-//! 4. re-scores the listed chains from the store (−old summary, +new summary, a `rescored`
-//!    tombstone, new rows);
+//! 4. re-scores the listed chains from the store (−stored summary, +new summary, a `rescored`
+//!    tombstone, new rows), so a triple change scores each touched chain once;
 //! 5. scores the additions (a chain already live is a `duplicate_id`).
 //!
 //! Steps 4 and 5 run in slices of 1,024 chains per invocation (the operator re-activates
@@ -43,11 +43,11 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Reach};
-use crate::ips::{score_batch_with, CotResult, CotSummary, ScoreConfig};
+use crate::ips::{score_batch_with, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
-use crate::store::{CotStore, StoreFactory, WordFilterBits};
+use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
 use crate::text::{fnv1a, words, Word};
 use crate::{Diff, Time};
@@ -247,13 +247,37 @@ impl Scorer {
             .collect()
     }
 
-    /// What one generation adds to the aggregates under the index as of now (no rows).
-    fn score_summary_only(&self, g: &Generation) -> Fresh {
-        self.score_many(&[g], false).pop().expect("one result per chain")
+    /// A generation's linked entities under the aliases as of now, sorted and distinct.
+    fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
+        let question = words(g.question.as_deref().unwrap_or(""));
+        let content = words(&g.content);
+        let mut es: Vec<EntityKey> = link_words(&self.index, &question, &content).iter().map(|(_, e)| *e).collect();
+        es.sort_unstable();
+        es.dedup();
+        es
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
         CotSummary::of(&result.score, self.window_us)
+    }
+
+    /// What the chain in `slot` (whose generation is `g`) last added to the aggregates.
+    fn stored_summary(&mut self, slot: u32, g: &Generation) -> CotSummary {
+        let stats = self.store.get_stats(slot);
+        let mut sums = StatSums::default();
+        sums.0.copy_from_slice(&stats[..14]);
+        let extremes = Extremes(std::array::from_fn(|i| ocean_schemas::F64(stats[14 + i])));
+        let group = GroupKey::of_generation(g, self.config.segment_by.as_deref(), self.window_us);
+        CotSummary { group, sums, extremes }
+    }
+
+    fn put_summary(&mut self, slot: u32, summary: &CotSummary) {
+        let mut stats: SlotStats = [0.0; 18];
+        stats[..14].copy_from_slice(&summary.sums.0);
+        for (x, e) in stats[14..].iter_mut().zip(&summary.extremes.0) {
+            *x = e.0;
+        }
+        self.store.put_stats(slot, &stats);
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -312,7 +336,7 @@ impl Scorer {
         self.free.push(slot);
     }
 
-    fn insert(&mut self, g: &Generation, entities: &[EntityKey], filter: &WordFilter) {
+    fn insert(&mut self, g: &Generation, entities: &[EntityKey], filter: &WordFilter, summary: &CotSummary) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -331,6 +355,7 @@ impl Scorer {
         }
         self.slots[slot as usize] = self.store.put(g);
         self.store.put_filter(slot, &filter.0);
+        self.put_summary(slot, summary);
         self.link_deps(slot, entities);
     }
 
@@ -380,9 +405,10 @@ impl Scorer {
         retracts.sort();
         for r in retracts {
             if let Some((slot, g)) = self.live(&r.cot_id) {
-                let old = self.score_summary_only(&g);
-                self.remove(slot, &r.cot_id, &old.entities);
-                emit(Scored::Summary(self.summary(&old.result), t, -1));
+                let old = self.stored_summary(slot, &g);
+                let entities = self.entities_of(&g);
+                self.remove(slot, &r.cot_id, &entities);
+                emit(Scored::Summary(old, t, -1));
                 emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true }));
             } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
                 same_time.remove(0);
@@ -402,20 +428,21 @@ impl Scorer {
             }
         }
 
-        // 2. The chains the KG change may touch, with what they add under the index as it was.
+        // 2. The chains the KG change may touch.
         let mut change = KgChange::default();
         for u in net.keys() {
             self.index.describe(u, &mut change);
         }
         let mut rescore = VecDeque::new();
         if !change.is_empty() {
-            let slots: Vec<u32> = self.touched(&change).into_iter().collect();
-            for chunk in slots.chunks(SLICE) {
-                let gs: Vec<Generation> = chunk.iter().map(|&slot| self.stored(slot)).collect();
-                let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), false);
-                for (&slot, old) in chunk.iter().zip(scored) {
-                    rescore.push_back(Rescore { slot, summary: self.summary(&old.result), entities: old.entities });
-                }
+            for slot in self.touched(&change) {
+                // Links move only with aliases: then the entities a chain is listed under are
+                // found again under the aliases as they were.
+                let entities = (!change.aliases.is_empty()).then(|| {
+                    let g = self.stored(slot);
+                    self.entities_of(&g)
+                });
+                rescore.push_back(Rescore { slot, entities });
             }
         }
 
@@ -438,14 +465,16 @@ impl Scorer {
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
             let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), true);
-            for ((old, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
+            for ((item, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
-                // A triple change moves groundings, rarely links: relist only what changed.
-                if entities != old.entities {
-                    self.unlink_deps(old.slot, &old.entities);
-                    self.link_deps(old.slot, &entities);
+                let old = self.stored_summary(item.slot, &g);
+                debug_assert_eq!(old.group, summary.group, "a chain's group follows from its text");
+                if let Some(old_entities) = item.entities.filter(|es| *es != entities) {
+                    self.unlink_deps(item.slot, &old_entities);
+                    self.link_deps(item.slot, &entities);
                 }
-                emit(Scored::Summary(old.summary, t, -1));
+                self.put_summary(item.slot, &summary);
+                emit(Scored::Summary(old, t, -1));
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
                 emit(Scored::Result(Box::new(result)));
@@ -482,7 +511,7 @@ impl Scorer {
             let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), true);
             for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
-                self.insert(&g, &entities, &filter);
+                self.insert(&g, &entities, &filter, &summary);
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
                 emit(Scored::Generation(Box::new(g)));
@@ -492,12 +521,11 @@ impl Scorer {
     }
 }
 
-/// A chain to re-score, with what it added and the entities it was listed under before the
-/// change.
+/// A chain to re-score, with the entities it was listed under before the change when aliases
+/// changed (otherwise its links did not move).
 struct Rescore {
     slot: u32,
-    summary: CotSummary,
-    entities: Vec<EntityKey>,
+    entities: Option<Vec<EntityKey>>,
 }
 
 /// The work of one time that is left: chains to re-score and additions.

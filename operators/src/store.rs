@@ -1,7 +1,8 @@
 //! Where a worker keeps the text of its live chains of thought, for re-scoring them when a KG
-//! change touches them, and their word filters, for finding the chains an alias change may
-//! touch. Scoring keeps only the chains' ids and dependency index in memory; the generation and
-//! its filter go to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
+//! change touches them; their word filters, for finding the chains an alias change may touch;
+//! and what each last added to the aggregates, so that a change takes it back without scoring
+//! the chain twice. Scoring keeps only the chains' ids and dependency index in memory; the rest
+//! goes to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
 //! the pipeline provides a store on disk.
 
 use std::collections::HashMap;
@@ -23,10 +24,17 @@ pub trait CotStore {
     /// Calls `f` with each slot's filter in slot order, up to `slots` slots (a slot never written
     /// reads as empty).
     fn for_each_filter(&mut self, slots: u32, f: &mut dyn FnMut(u32, &WordFilterBits));
+    /// Keeps what the chain in `slot` adds to the aggregates, replacing what the slot held.
+    fn put_stats(&mut self, slot: u32, stats: &SlotStats);
+    /// What [`CotStore::put_stats`] last kept under `slot`. Panics when the store cannot be read.
+    fn get_stats(&mut self, slot: u32) -> SlotStats;
 }
 
 /// The bits of a chain's word filter (512).
 pub type WordFilterBits = [u64; 8];
+
+/// What a chain adds to the aggregates besides its group: its sums and extremes, as stored.
+pub type SlotStats = [f64; 18];
 
 /// Makes each worker's store, given the worker's index.
 pub type StoreFactory = Arc<dyn Fn(usize) -> Box<dyn CotStore> + Send + Sync>;
@@ -37,6 +45,7 @@ pub struct MemoryStore {
     next: u64,
     rows: HashMap<u64, Generation>,
     filters: Vec<WordFilterBits>,
+    stats: Vec<SlotStats>,
 }
 
 impl MemoryStore {
@@ -73,5 +82,17 @@ impl CotStore for MemoryStore {
         for (slot, filter) in self.filters.iter().enumerate().take(slots as usize) {
             f(slot as u32, filter);
         }
+    }
+
+    fn put_stats(&mut self, slot: u32, stats: &SlotStats) {
+        let slot = slot as usize;
+        if self.stats.len() <= slot {
+            self.stats.resize(slot + 1, [0.0; 18]);
+        }
+        self.stats[slot] = *stats;
+    }
+
+    fn get_stats(&mut self, slot: u32) -> SlotStats {
+        self.stats[slot as usize]
     }
 }

@@ -380,11 +380,15 @@ pub struct DataflowBench {
     pub kg: PathBuf,
     /// Chains of thought held back from the load and sent one at a time.
     pub updates: usize,
-    /// Triples added by the timed KG change.
+    /// Triples added by each timed KG change.
     pub kg_change: usize,
+    /// Timed KG changes, one after the other.
+    pub kg_changes: usize,
+    /// Worker threads.
+    pub workers: usize,
 }
 
-/// What the dataflow benchmark measured (one timely worker, generations kept in memory).
+/// What the dataflow benchmark measured (generations kept in memory, no sinks).
 #[derive(Debug, Clone, Serialize)]
 pub struct DataflowResult {
     /// `dataflow`.
@@ -405,13 +409,15 @@ pub struct DataflowResult {
     pub latency_ms_p99: f64,
     /// Largest.
     pub latency_ms_max: f64,
-    /// Milliseconds from sending the KG change to its aggregates being final.
+    /// Milliseconds from sending a KG change to its aggregates being final (the median).
     pub kg_change_ms: f64,
-    /// Chains of thought the KG change re-scored.
+    /// Each change's milliseconds, in order.
+    pub kg_change_ms_each: Vec<f64>,
+    /// Chains of thought a KG change re-scored (the median).
     pub kg_change_rescored: u64,
     /// Their fraction of the load.
     pub kg_change_fraction: f64,
-    /// load_seconds / KG change seconds: how much faster than scoring everything again.
+    /// load_seconds / KG change seconds (median): how much faster than scoring everything again.
     pub kg_change_speedup: f64,
 }
 
@@ -448,31 +454,36 @@ impl crate::sources::RecordSink for Loader<'_> {
     }
 }
 
-/// Loads the logs into the scoring dataflow on one worker, then times single-record updates
-/// and one KG change of `kg_change` new triples between entities that no chain mentions much.
+/// Loads the logs into the scoring dataflow, then times single-record updates and KG changes of
+/// `kg_change` new triples each between entities that no chain mentions much. Worker 0 reads
+/// and sends; every worker steps through the same times.
 pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
     let kg = crate::kg_files::read_kg(&b.kg)?;
     let files = crate::sources::list_files(&b.logs, &[])?;
     let policy_config = AdjacencyPolicyConfig { entities: crate::run::kg_entity_count(&kg), ..Default::default() };
-    // The change links entities from the end of the entity list to each other.
+    // The changes link entities from the end of the entity list to each other.
     let ids: Vec<String> = kg.aliases.iter().map(|(e, _)| e.clone()).collect();
-    let change: Vec<(String, String, String)> = (0..b.kg_change)
-        .map(|i| {
-            (
-                ids[ids.len() - 1 - (2 * i) % ids.len()].clone(),
-                "P999".to_owned(),
-                ids[ids.len() - 2 - (2 * i) % (ids.len() - 1)].clone(),
-            )
+    let changes: Vec<Vec<(String, String, String)>> = (0..b.kg_changes)
+        .map(|c| {
+            (c * b.kg_change..(c + 1) * b.kg_change)
+                .map(|i| {
+                    (
+                        ids[ids.len() - 1 - (2 * i) % ids.len()].clone(),
+                        "P999".to_owned(),
+                        ids[ids.len() - 2 - (2 * i) % (ids.len() - 1)].clone(),
+                    )
+                })
+                .collect()
         })
         .collect();
     let result: Arc<Mutex<Option<DataflowResult>>> = Arc::default();
     let sink = Arc::clone(&result);
     let settings = b.clone();
-    let feed = Arc::new(Mutex::new(Some(kg)));
-    timely::execute_directly(move |worker| {
+    let feed = Arc::new(Mutex::new(Some((kg, changes))));
+    let rescored: Arc<Mutex<u64>> = Arc::default();
+    let guards = timely::execute(timely::Config::process(b.workers.max(1)), move |worker| {
         let probe = ProbeHandle::new();
-        let rescored: Arc<Mutex<u64>> = Arc::default();
-        let counter = Arc::clone(&rescored);
+        let (counter, count) = (Arc::clone(&rescored), Arc::clone(&rescored));
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
             let (inputs, outputs) =
@@ -488,47 +499,70 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
                 .probe_with(&probe);
             inputs
         });
-        let Some(kg) = feed.lock().expect("feed lock").take() else { return };
+        let leader = worker.index() == 0;
+        let fed = if leader { feed.lock().expect("feed lock").take() } else { None };
         let start = Instant::now();
-        for a in kg.aliases {
-            inputs.aliases.insert(a);
+        let (mut held, mut changes, mut load_cots) = (Vec::new(), Vec::new(), 0);
+        if let Some((kg, kg_changes)) = fed {
+            changes = kg_changes;
+            for a in kg.aliases {
+                inputs.aliases.insert(a);
+            }
+            for t in kg.triples {
+                inputs.triples.insert(t);
+            }
+            let mut loader =
+                Loader { inputs: &mut inputs, rows: Vec::new(), held: Vec::new(), hold: settings.updates, count: 0 };
+            for path in &files {
+                crate::sources::read_file(path, &crate::config::SourceConfig::default(), None, &mut loader)
+                    .expect("the benchmark logs should be readable");
+            }
+            let rows = std::mem::take(&mut loader.rows);
+            (held, load_cots) = (std::mem::take(&mut loader.held), loader.count);
+            inputs.logs.send(LogInput::Rows(rows));
         }
-        for t in kg.triples {
-            inputs.triples.insert(t);
-        }
-        let mut loader =
-            Loader { inputs: &mut inputs, rows: Vec::new(), held: Vec::new(), hold: settings.updates, count: 0 };
-        for path in &files {
-            crate::sources::read_file(path, &crate::config::SourceConfig::default(), None, &mut loader)
-                .expect("the benchmark logs should be readable");
-        }
-        let (rows, held, load_cots) =
-            (std::mem::take(&mut loader.rows), std::mem::take(&mut loader.held), loader.count);
-        inputs.logs.send(LogInput::Rows(rows));
         inputs.advance_to(1);
         worker.step_while(|| probe.less_than(&1));
         let load_seconds = start.elapsed().as_secs_f64();
         let mut latencies = Vec::new();
         let mut time: Time = 1;
-        for g in held {
+        let mut held = held.into_iter();
+        for _ in 0..settings.updates {
             let start = Instant::now();
-            inputs.logs.send(LogInput::Rows(vec![g]));
+            if let Some(g) = held.next() {
+                inputs.logs.send(LogInput::Rows(vec![g]));
+            }
             time += 1;
             inputs.advance_to(time);
             worker.step_while(|| probe.less_than(&time));
             latencies.push(start.elapsed().as_secs_f64() * 1e3);
         }
-        let start = Instant::now();
-        for t in &change {
-            inputs.triples.insert(t.clone());
+        let mut changes = changes.into_iter();
+        let (mut change_ms, mut change_rescored) = (Vec::new(), Vec::new());
+        for _ in 0..settings.kg_changes {
+            let before = *count.lock().expect("counter lock");
+            let start = Instant::now();
+            for t in changes.next().into_iter().flatten() {
+                inputs.triples.insert(t);
+            }
+            time += 1;
+            inputs.advance_to(time);
+            worker.step_while(|| probe.less_than(&time));
+            change_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            change_rescored.push(*count.lock().expect("counter lock") - before);
         }
-        time += 1;
-        inputs.advance_to(time);
-        worker.step_while(|| probe.less_than(&time));
-        let kg_change_seconds = start.elapsed().as_secs_f64();
+        if !leader {
+            return;
+        }
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
-        let kg_change_rescored = *rescored.lock().expect("counter lock");
+        let median = |xs: &[f64]| {
+            let mut v = xs.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let kg_change_ms = median(&change_ms);
+        let kg_change_rescored = median(&change_rescored.iter().map(|&n| n as f64).collect::<Vec<_>>()) as u64;
         *sink.lock().expect("result lock") = Some(DataflowResult {
             bench: "dataflow",
             settings: settings.clone(),
@@ -539,12 +573,17 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
             latency_ms_p90: pct(0.9),
             latency_ms_p99: pct(0.99),
             latency_ms_max: latencies.last().copied().unwrap_or(0.0),
-            kg_change_ms: kg_change_seconds * 1e3,
+            kg_change_ms,
+            kg_change_ms_each: change_ms,
             kg_change_rescored,
             kg_change_fraction: kg_change_rescored as f64 / load_cots.max(1) as f64,
-            kg_change_speedup: load_seconds / kg_change_seconds,
+            kg_change_speedup: load_seconds * 1e3 / kg_change_ms.max(f64::MIN_POSITIVE),
         });
-    });
+    })
+    .map_err(|e| Error::Dataflow(e.to_string()))?;
+    for g in guards.join() {
+        g.map_err(|e| Error::Dataflow(format!("bench worker: {e}")))?;
+    }
     let result = result.lock().map_err(|_| Error::Dataflow("bench worker panicked".into()))?.take();
     result.ok_or_else(|| Error::Dataflow("the bench worker produced nothing".into()))
 }

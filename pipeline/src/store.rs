@@ -1,8 +1,10 @@
 //! A worker's store of live generations on disk: an append-only file of bincode records,
 //! addressed by offset, so that re-scoring after a KG change reads a chain's text back while
-//! memory holds only the chains' ids and dependency index; and beside it a file of the chains'
-//! 64-byte word filters at fixed offsets (slot × 64), which an alias change reads in one
-//! sequential pass (64 MB per million live chains, usually from the page cache).
+//! memory holds only the chains' ids and dependency index; and beside it two files of
+//! fixed-size records by slot: the chains' 64-byte word filters, which an alias change reads in
+//! one sequential pass (64 MB per million live chains, usually from the page cache), and the
+//! 144 bytes each chain last added to the aggregates, read back when a change re-scores or
+//! retracts it.
 //!
 //! Retracted records are not reclaimed: the file grows with every chain added during the run
 //! (about the size of the JSONL it came from); slots of retracted chains are reused by the
@@ -14,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ocean_operators::{CotStore, StoreFactory, WordFilterBits};
+use ocean_operators::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use ocean_schemas::Generation;
 
 /// Generations in an append-only file.
@@ -25,12 +27,81 @@ pub struct FileStore {
     reader: File,
     end: u64,
     dirty: bool,
-    filters_path: PathBuf,
-    filters: File,
+    filters: SlotFile,
+    stats: SlotFile,
 }
 
 /// Bytes of a filter record.
 const FILTER_BYTES: usize = 64;
+/// Bytes of a stats record.
+const STATS_BYTES: usize = 8 * 18;
+/// The largest record.
+const RECORD_MAX: usize = if STATS_BYTES > FILTER_BYTES { STATS_BYTES } else { FILTER_BYTES };
+
+/// A file of fixed-size records addressed by slot; a slot never written reads as zeros.
+#[derive(Debug)]
+struct SlotFile {
+    path: PathBuf,
+    file: File,
+    record: usize,
+}
+
+impl SlotFile {
+    fn create(path: PathBuf, record: usize) -> std::io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+        Ok(SlotFile { path, file, record })
+    }
+
+    fn offset(&self, slot: u32) -> u64 {
+        u64::from(slot) * self.record as u64
+    }
+
+    fn write(&self, slot: u32, words: &[u64]) {
+        let mut buf = [0u8; RECORD_MAX];
+        for (chunk, w) in buf.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        debug_assert_eq!(words.len() * 8, self.record);
+        self.file
+            .write_all_at(&buf[..self.record], self.offset(slot))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.path.display()));
+    }
+
+    /// The record of one slot.
+    fn read(&self, slot: u32, words: &mut [u64]) {
+        let mut buf = [0u8; RECORD_MAX];
+        let buf = &mut buf[..self.record];
+        let got = read_up_to(&self.file, buf, self.offset(slot))
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
+        buf[got..].fill(0);
+        for (word, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
+            *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        }
+    }
+
+    /// Calls `f` with the records of slots `from..to`, reading up to 1 MiB at a time.
+    fn scan(&self, from: u32, to: u32, f: &mut dyn FnMut(u32, &[u64])) {
+        let per_read = ((1 << 20) / self.record).max(1) as u32;
+        let mut buf = vec![0u8; per_read as usize * self.record];
+        let mut words = vec![0u64; self.record / 8];
+        let mut slot = from;
+        while slot < to {
+            let n = (to - slot).min(per_read);
+            let want = n as usize * self.record;
+            let got = read_up_to(&self.file, &mut buf[..want], self.offset(slot))
+                .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
+            // Past the end of the file (slots never written): zeros.
+            buf[got..want].fill(0);
+            for record in buf[..want].chunks_exact(self.record) {
+                for (word, chunk) in words.iter_mut().zip(record.chunks_exact(8)) {
+                    *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                }
+                f(slot, &words);
+                slot += 1;
+            }
+        }
+    }
+}
 
 impl FileStore {
     /// A new, empty store at `path` (created or truncated).
@@ -40,16 +111,14 @@ impl FileStore {
         }
         let file = File::create(path)?;
         let reader = File::open(path)?;
-        let filters_path = path.with_extension("filters");
-        let filters = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&filters_path)?;
         Ok(FileStore {
             path: path.to_owned(),
             writer: BufWriter::with_capacity(1 << 20, file),
             reader,
             end: 0,
             dirty: false,
-            filters_path,
-            filters,
+            filters: SlotFile::create(path.with_extension("filters"), FILTER_BYTES)?,
+            stats: SlotFile::create(path.with_extension("stats"), STATS_BYTES)?,
         })
     }
 
@@ -99,36 +168,21 @@ impl CotStore for FileStore {
     fn remove(&mut self, _key: u64) {}
 
     fn put_filter(&mut self, slot: u32, filter: &WordFilterBits) {
-        let mut bytes = [0u8; FILTER_BYTES];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(filter) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        self.filters
-            .write_all_at(&bytes, u64::from(slot) * FILTER_BYTES as u64)
-            .unwrap_or_else(|e| panic!("writing the word filters {}: {e}", self.filters_path.display()));
+        self.filters.write(slot, filter);
     }
 
     fn for_each_filter(&mut self, slots: u32, f: &mut dyn FnMut(u32, &WordFilterBits)) {
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut slot, mut at) = (0u32, 0u64);
-        while slot < slots {
-            let want = (((slots - slot) as usize) * FILTER_BYTES).min(buf.len());
-            let n = read_up_to(&self.filters, &mut buf[..want], at)
-                .unwrap_or_else(|e| panic!("reading the word filters {}: {e}", self.filters_path.display()));
-            // Past the end of the file (slots never written): empty filters.
-            if n < want {
-                buf[n..want].fill(0);
-            }
-            for record in buf[..want].chunks_exact(FILTER_BYTES) {
-                let mut filter = [0u64; 8];
-                for (word, chunk) in filter.iter_mut().zip(record.chunks_exact(8)) {
-                    *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                }
-                f(slot, &filter);
-                slot += 1;
-            }
-            at += want as u64;
-        }
+        self.filters.scan(0, slots, &mut |slot, words| f(slot, words.try_into().expect("a filter is 8 words")));
+    }
+
+    fn put_stats(&mut self, slot: u32, stats: &SlotStats) {
+        self.stats.write(slot, &stats.map(f64::to_bits));
+    }
+
+    fn get_stats(&mut self, slot: u32) -> SlotStats {
+        let mut words = [0u64; 18];
+        self.stats.read(slot, &mut words);
+        words.map(f64::from_bits)
     }
 }
 
@@ -147,7 +201,8 @@ fn read_up_to(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
 impl Drop for FileStore {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(&self.filters_path);
+        let _ = std::fs::remove_file(&self.filters.path);
+        let _ = std::fs::remove_file(&self.stats.path);
     }
 }
 
@@ -175,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn filters_come_back_by_slot() {
+    fn slot_records_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileStore::create(&dir.path().join("w.bin")).unwrap();
         let filter = |i: u64| [i, i << 1, 0, 3, u64::MAX, 5, 6, i ^ 0xabc];
@@ -196,9 +251,18 @@ mod tests {
             };
             assert_eq!(f, want, "slot {slot}");
         }
-        let path = dir.path().join("w.filters");
-        assert!(path.exists());
+        let stats = |i: u32| std::array::from_fn(|k| f64::from(i) * 0.1 - k as f64);
+        for slot in [3, 0, 70_000] {
+            store.put_stats(slot, &stats(slot));
+        }
+        store.put_stats(3, &stats(4));
+        assert_eq!(
+            (store.get_stats(0), store.get_stats(3), store.get_stats(70_000)),
+            (stats(0), stats(4), stats(70_000))
+        );
+        let paths = [dir.path().join("w.filters"), dir.path().join("w.stats")];
+        assert!(paths.iter().all(|p| p.exists()));
         drop(store);
-        assert!(!path.exists());
+        assert!(paths.iter().all(|p| !p.exists()));
     }
 }

@@ -15,7 +15,7 @@
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::ExchangeData;
-use ocean_schemas::{Aggregate, CotScore, F64};
+use ocean_schemas::{Aggregate, CotScore, Generation, F64};
 use serde::{Deserialize, Serialize};
 
 use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
@@ -88,6 +88,17 @@ impl GroupKey {
         let segment = self.segment.as_deref().map_or(&[0xff_u8][..], str::as_bytes);
         let window = self.window_start.to_le_bytes();
         fnv1a(&[self.model.as_bytes(), &[0], self.model_version.as_bytes(), &[0], segment, &[0], &window])
+    }
+
+    /// The group a generation's score will have (see [`GroupKey::of`]), with segments from the
+    /// `request.metadata` key `segment_by`.
+    pub fn of_generation(g: &Generation, segment_by: Option<&str>, window_us: i64) -> Self {
+        GroupKey {
+            model: g.model.clone(),
+            model_version: g.model_version.clone(),
+            segment: segment_by.and_then(|key| g.metadata_value(key)),
+            window_start: window_start(g.event_time, window_us),
+        }
     }
 
     /// The group of a scored chain of thought for windows of `window_us` µs.
