@@ -393,6 +393,9 @@ enum BenchCommand {
         /// Records per epoch (the default of `ocean run`).
         #[arg(long, default_value_t = ocean_pipeline::config::SourceConfig::default().epoch_records)]
         epoch_records: u64,
+        /// Input bytes per epoch (the default of `ocean run`).
+        #[arg(long, default_value_t = ocean_pipeline::config::SourceConfig::default().epoch_bytes)]
+        epoch_bytes: u64,
         /// Keep live generations in memory instead of on disk.
         #[arg(long)]
         memory_store: bool,
@@ -535,9 +538,13 @@ struct RunArgs {
     /// File with one host:port line per process (needed with --processes > 1).
     #[arg(long, short = 'H', value_name = "FILE")]
     hostfile: Option<PathBuf>,
-    /// Log records per input epoch (default 20000).
+    /// Log records per input epoch (default 50000).
     #[arg(long, value_name = "N")]
     epoch_records: Option<u64>,
+    /// Input bytes per input epoch, whichever of the two limits comes first (default 256 MiB;
+    /// memory holds about two epochs of rows).
+    #[arg(long, value_name = "BYTES")]
+    epoch_bytes: Option<u64>,
     /// Also end an input epoch at the end of every log file.
     #[arg(long)]
     epoch_per_file: bool,
@@ -981,9 +988,9 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
-        BenchCommand::E2e { logs, kg, workers, epoch_records, memory_store } => {
+        BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store } => {
             let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
-            let settings = bench::E2eBench { logs, kg, workers, epoch_records, store };
+            let settings = bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store };
             println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
         }
         BenchCommand::Policy { policy, logs, repeats, backend } => {
@@ -1148,6 +1155,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(n) = args.epoch_records {
         config.source.epoch_records = n;
+    }
+    if let Some(n) = args.epoch_bytes {
+        config.source.epoch_bytes = n;
     }
     if args.epoch_per_file {
         config.source.epoch_per_file = true;

@@ -39,6 +39,7 @@ fn help_documents_commands_and_flags() {
         "--process",
         "--hostfile",
         "--epoch-records",
+        "--epoch-bytes",
         "--policy",
         "--target-model",
     ] {
@@ -303,6 +304,13 @@ fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
     let one = dataset_digest(&run("one", "1"));
     let two = dataset_digest(&run("two", "2"));
     assert_eq!(one, two, "1 worker vs 2 workers");
+    // Epochs cut by input bytes instead of records: the same datasets, in more epochs.
+    let by_bytes = dir.path().join("bytes");
+    stdout(ocean().args(["run", "--epoch-bytes", "200000", "--workers", "2", "--out"]).arg(&by_bytes));
+    assert_eq!(one, dataset_digest(&by_bytes), "epochs by records vs by bytes");
+    let epochs = |out: &std::path::Path| std::fs::read_dir(out.join("cot_scores")).unwrap().count();
+    let log_bytes: u64 = std::fs::read_dir("data/logs").unwrap().map(|f| f.unwrap().metadata().unwrap().len()).sum();
+    assert!(epochs(&by_bytes) as u64 >= log_bytes / 200_000, "{} epochs for {log_bytes} bytes", epochs(&by_bytes));
 
     // Two processes of one worker each on loopback, writing into one folder.
     let hostfile = dir.path().join("hosts.txt");

@@ -229,6 +229,8 @@ pub struct E2eBench {
     pub workers: usize,
     /// Records per epoch.
     pub epoch_records: u64,
+    /// Input bytes per epoch.
+    pub epoch_bytes: u64,
     /// Where live generations are kept.
     pub store: StoreKind,
 }
@@ -270,6 +272,7 @@ pub fn bench_e2e(b: &E2eBench) -> Result<E2eResult> {
     let mut config = RunConfig::default();
     config.source.logs.clone_from(&b.logs);
     config.source.epoch_records = b.epoch_records;
+    config.source.epoch_bytes = b.epoch_bytes;
     config.kg.dir.clone_from(&b.kg);
     config.sink.out.clone_from(&out);
     config.runtime.workers = b.workers;
@@ -431,7 +434,7 @@ struct Loader<'a> {
 }
 
 impl crate::sources::RecordSink for Loader<'_> {
-    fn claim(&mut self, _n: u64) -> bool {
+    fn claim(&mut self, _n: u64, _bytes: u64) -> bool {
         true
     }
 

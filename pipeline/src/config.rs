@@ -27,8 +27,13 @@ pub struct SourceConfig {
     /// aggregate.
     pub retract: Vec<PathBuf>,
     /// Log records per input epoch: an epoch ends after this many records (lines of JSONL,
-    /// rows of Parquet/IPC; a Parquet row group is never split).
+    /// rows of Parquet/IPC; a claim of up to 8,192 Parquet rows is never split) or `epoch_bytes`
+    /// bytes, whichever comes first.
     pub epoch_records: u64,
+    /// Input bytes per epoch: JSONL line lengths, the uncompressed size of Parquet rows (from
+    /// the row groups' metadata), the in-memory size of Arrow batches. Memory holds about
+    /// `epochs_in_flight` epochs of rows, so this bounds it whatever the chains' length.
+    pub epoch_bytes: u64,
     /// Also end an epoch at the end of every log file.
     pub epoch_per_file: bool,
     /// Epochs fed ahead of the slowest: the source feeds epoch t + k only once every output of
@@ -44,7 +49,8 @@ impl Default for SourceConfig {
             max_line_bytes: ocean_schemas::parse::DEFAULT_MAX_LINE_BYTES,
             default_model: "unknown".to_owned(),
             retract: Vec::new(),
-            epoch_records: 20_000,
+            epoch_records: 50_000,
+            epoch_bytes: 256 << 20,
             epoch_per_file: false,
             epochs_in_flight: 2,
         }
@@ -212,6 +218,9 @@ impl RunConfig {
         }
         if self.source.epoch_records == 0 {
             problems.push("source.epoch_records must be at least 1".to_owned());
+        }
+        if self.source.epoch_bytes == 0 {
+            problems.push("source.epoch_bytes must be at least 1".to_owned());
         }
         if self.source.epochs_in_flight == 0 {
             problems.push("source.epochs_in_flight must be at least 1".to_owned());

@@ -3,7 +3,8 @@
 //!
 //! Every worker reads every log file and parses its share of the records (round robin by
 //! record; Parquet by row group); the scoring dataflow routes each chain of thought to the
-//! worker that owns it. Epochs are cut by size (`source.epoch_records`), optionally at file ends,
+//! worker that owns it. Epochs are cut by size (`source.epoch_records` records or
+//! `source.epoch_bytes` input bytes, whichever first), optionally at file ends,
 //! then one per retraction file; a worker feeds epoch t + k only once the outputs of epoch t are
 //! final (`source.epochs_in_flight`). Rows leave through each worker's Parquet sinks; only the
 //! per-model sums reach the driver, for the printed summary.
@@ -285,6 +286,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         epoch: 0,
         in_epoch: 0,
         limit: config.source.epoch_records,
+        byte_limit: config.source.epoch_bytes,
+        in_epoch_bytes: 0,
         in_flight: config.source.epochs_in_flight,
         share,
         peers,
@@ -348,6 +351,8 @@ struct Feeder<'w> {
     epoch: Time,
     in_epoch: u64,
     limit: u64,
+    in_epoch_bytes: u64,
+    byte_limit: u64,
     in_flight: u64,
     share: usize,
     peers: usize,
@@ -372,6 +377,7 @@ impl Feeder<'_> {
         self.flush();
         self.epoch += 1;
         self.in_epoch = 0;
+        self.in_epoch_bytes = 0;
         self.inputs.advance_to(self.epoch);
         let done_through = (self.epoch + 1).saturating_sub(self.in_flight);
         while self.probe.less_than(&done_through) {
@@ -406,13 +412,14 @@ impl Feeder<'_> {
 }
 
 impl RecordSink for Feeder<'_> {
-    fn claim(&mut self, n: u64) -> bool {
-        if self.in_epoch >= self.limit {
+    fn claim(&mut self, n: u64, bytes: u64) -> bool {
+        if self.in_epoch >= self.limit || self.in_epoch_bytes >= self.byte_limit {
             self.next_epoch();
         }
         let mine = self.claims % self.peers as u64 == self.share as u64;
         self.claims += 1;
         self.in_epoch += n;
+        self.in_epoch_bytes += bytes;
         if mine {
             self.records += n;
         }

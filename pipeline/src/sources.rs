@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 /// claimed records go to [`RecordSink::emit`]. Claims let several workers read the same files
 /// and split the parsing between them, while agreeing on every record's position.
 pub trait RecordSink {
-    /// Whether this reader parses the next `n` records.
-    fn claim(&mut self, n: u64) -> bool;
+    /// Whether this reader parses the next `n` records, which take about `bytes` bytes (a
+    /// JSONL line's length, the uncompressed size of Parquet or Arrow rows).
+    fn claim(&mut self, n: u64, bytes: u64) -> bool;
     /// Whether the claim `k` claims from now (0 = the next) will be this reader's, so that a
     /// reader can plan what to decode; claims stay the only thing that advances.
     fn will_own(&self, k: u64) -> bool;
@@ -42,7 +43,7 @@ pub struct Logs {
 }
 
 impl RecordSink for Logs {
-    fn claim(&mut self, n: u64) -> bool {
+    fn claim(&mut self, n: u64, _bytes: u64) -> bool {
         self.records += n;
         true
     }
@@ -173,10 +174,15 @@ fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<
     use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
     let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
     let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)?;
-    let groups: Vec<usize> = builder.metadata().row_groups().iter().map(|g| g.num_rows().max(0) as usize).collect();
+    let groups: Vec<(usize, u64)> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| (g.num_rows().max(0) as usize, g.total_byte_size().max(0) as u64))
+        .collect();
     drop(builder);
     let mut first_row = 0u64;
-    for (i, n) in groups.into_iter().enumerate() {
+    for (i, (n, group_bytes)) in groups.into_iter().enumerate() {
         let chunks: Vec<usize> = (0..n).step_by(PARQUET_CHUNK).map(|s| PARQUET_CHUNK.min(n - s)).collect();
         let mine: Vec<bool> = (0..chunks.len() as u64).map(|k| sink.will_own(k)).collect();
         let mut reader = if mine.iter().any(|m| *m) {
@@ -195,7 +201,8 @@ fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<
             None
         };
         for &len in &chunks {
-            if sink.claim(len as u64) {
+            let bytes = group_bytes * len as u64 / n.max(1) as u64;
+            if sink.claim(len as u64, bytes) {
                 let problem = match reader.as_mut().and_then(Iterator::next) {
                     Some(Ok(batch)) => {
                         decode_batches(std::iter::once(Ok(batch)), source, "parquet", first_row, sink)?;
@@ -252,7 +259,7 @@ fn read_jsonl(
         if raw.iter().all(u8::is_ascii_whitespace) && total == buf.len() {
             continue;
         }
-        if !sink.claim(1) {
+        if !sink.claim(1, total as u64) {
             continue;
         }
         if total > buf.len() {
@@ -286,7 +293,7 @@ fn read_batches(
     for batch in batches {
         let batch = batch?;
         let n = batch.num_rows() as u64;
-        if sink.claim(n) {
+        if sink.claim(n, batch.get_array_memory_size() as u64) {
             decode_batches(std::iter::once(Ok(batch)), source, format, row, sink)?;
         }
         row += n;
@@ -381,7 +388,7 @@ mod tests {
     }
 
     impl RecordSink for Share {
-        fn claim(&mut self, _n: u64) -> bool {
+        fn claim(&mut self, _n: u64, _bytes: u64) -> bool {
             let mine = self.claims % self.peers == self.share;
             self.claims += 1;
             mine
