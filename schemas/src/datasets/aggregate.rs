@@ -56,9 +56,10 @@ pub struct Aggregate {
     pub ess: F64,
     /// The same over entity tokens.
     pub entity_ess: F64,
-    /// The smallest token weight.
+    /// The smallest token weight, rounded down to a grid of 64 steps per binade (see the
+    /// aggregation in `ocean-operators`).
     pub min_weight: F64,
-    /// The largest token weight.
+    /// The largest token weight, rounded up to that grid.
     pub max_weight: F64,
     /// Tokens.
     pub n_tokens: u64,
@@ -100,8 +101,8 @@ impl Dataset for Aggregate {
             field("anytime_high", DataType::Float64, true, "anytime-valid confidence sequence, high"),
             field("ess", DataType::Float64, false, "effective sample size of token weights"),
             field("entity_ess", DataType::Float64, false, "effective sample size of entity-token weights"),
-            field("min_weight", DataType::Float64, false, "smallest token weight"),
-            field("max_weight", DataType::Float64, false, "largest token weight"),
+            field("min_weight", DataType::Float64, false, "smallest token weight, rounded down (64 steps per binade)"),
+            field("max_weight", DataType::Float64, false, "largest token weight, rounded up (64 steps per binade)"),
             field("n_tokens", DataType::UInt64, false, "tokens"),
             field("n_entity_tokens", DataType::UInt64, false, "entity tokens"),
             field("reliable", DataType::Boolean, false, "enough CoTs and effective sample size"),
