@@ -1,6 +1,8 @@
 //! `ocean`: the commands people run. Parses arguments and config, then calls `ocean-pipeline`.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -1215,7 +1217,15 @@ fn run(args: RunArgs) -> Result<()> {
         config.worker_threads(),
         config.runtime.processes
     );
-    let summary = ocean_pipeline::run(&config).context("ocean run failed")?;
+    // SIGINT/SIGTERM: stop reading, drain the epochs in flight, commit and print the summary
+    // (exit 0); a second signal exits at once (130), leaving only committed parts.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .context("installing the signal handlers")?;
+    }
+    let summary = ocean_pipeline::run_until(&config, stop).context("ocean run failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -1225,6 +1235,9 @@ fn run(args: RunArgs) -> Result<()> {
 }
 
 fn print_summary(s: &RunSummary) {
+    if s.stopped {
+        println!("stopped early   by a signal: every record read before it is in the datasets");
+    }
     println!("records in      {} ({} files)", s.records, s.files);
     println!("generations     {}", s.generations);
     if s.retracted > 0 {

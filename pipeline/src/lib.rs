@@ -21,4 +21,4 @@ pub mod udaf;
 
 pub use config::{RunConfig, RuntimeConfig, StoreKind};
 pub use error::{Error, Result};
-pub use run::{run, ModelSummary, RunSummary};
+pub use run::{run, run_until, ModelSummary, RunSummary};

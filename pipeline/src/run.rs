@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +70,9 @@ pub struct ModelSummary {
 /// process 0 only.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
+    /// Whether the run was stopped before the end of its input (a signal): the datasets hold
+    /// every record read up to then.
+    pub stopped: bool,
     /// Log files read.
     pub files: usize,
     /// Log records read (parsed by this process's workers).
@@ -132,10 +136,20 @@ struct Shared {
     totals: Arc<Mutex<Totals>>,
     /// (records parsed, epochs), summed over the process's workers.
     read: Mutex<(u64, u64)>,
+    /// Set to stop reading: the workers close the epoch they are in and drain.
+    stop: Arc<AtomicBool>,
 }
 
 /// Runs the whole job described by `config`.
 pub fn run(config: &RunConfig) -> Result<RunSummary> {
+    run_until(config, Arc::default())
+}
+
+/// Runs the whole job described by `config` until the input ends or `stop` is set (by a
+/// signal handler, say): then every worker stops reading at its next record, closes the epoch
+/// it is in (retraction files are not read), and the dataflow drains — every record read is in
+/// the datasets, committed as usual, and the summary says that the run stopped early.
+pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     config.validate()?;
     let started = Instant::now();
     let out = config.sink.out.clone();
@@ -177,6 +191,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
         stats: Arc::default(),
         totals: Arc::default(),
         read: Mutex::new((0, 0)),
+        stop,
     });
     let in_workers = Arc::clone(&shared);
     let guards =
@@ -200,6 +215,7 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
     let retracted = stats.retracted as usize;
     let rescored = rows(Tombstone::NAME) - retracted;
     let summary = RunSummary {
+        stopped: shared.stop.load(Ordering::Relaxed),
         files: shared.files.len(),
         records,
         generations: rows(Generation::NAME),
@@ -273,8 +289,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         inputs
     });
 
-    // Standard input is read by worker 0 alone; files by every worker, each parsing its share.
-    let stdin = shared.files.iter().any(|f| f.as_os_str() == "-");
+    // Streams (standard input, named pipes) can be read once: with one among the logs, worker 0
+    // reads everything; otherwise every worker reads every file and parses its share.
+    let stdin = shared.files.iter().any(|f| crate::sources::is_stream(f));
     let (share, peers) = if stdin { (0, 1) } else { (index, worker.peers()) };
     if stdin && index != 0 {
         return;
@@ -295,6 +312,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         records: 0,
         rows: Vec::new(),
         rejects: Vec::new(),
+        stop: Arc::clone(&shared.stop),
     };
     if index == 0 {
         if let Some((kg, driver_rejects)) = shared.feed.lock().expect("feed lock").take() {
@@ -309,6 +327,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         }
     }
     for path in &shared.files {
+        if feeder.stopped() {
+            break;
+        }
         // Every worker reads every file, so a file that cannot be read fails on each of them at
         // the same record: the owner of the next claim reports it, once.
         let read = read_file(path, &config.source, shared.requests.as_ref(), &mut feeder);
@@ -331,10 +352,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
             feeder.next_epoch();
         }
     }
+    if feeder.stopped() && index == 0 {
+        tracing::warn!(epoch = feeder.epoch, "stopping: draining the epochs in flight (a second signal exits at once)");
+    }
     if feeder.in_epoch > 0 || feeder.epoch == 0 {
         feeder.next_epoch();
     }
     for path in &config.source.retract {
+        if feeder.stopped() {
+            break;
+        }
         feeder.retract(path);
         feeder.next_epoch();
     }
@@ -360,6 +387,7 @@ struct Feeder<'w> {
     records: u64,
     rows: Vec<Generation>,
     rejects: Vec<Reject>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Feeder<'_> {
@@ -428,6 +456,10 @@ impl RecordSink for Feeder<'_> {
 
     fn will_own(&self, k: u64) -> bool {
         (self.claims + k) % self.peers as u64 == self.share as u64
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     fn emit(&mut self, parsed: Parsed) {

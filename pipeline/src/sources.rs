@@ -27,6 +27,10 @@ pub trait RecordSink {
     fn will_own(&self, k: u64) -> bool;
     /// The outcome of claimed records.
     fn emit(&mut self, parsed: Parsed);
+    /// Whether reading should stop here (a graceful stop): readers check it before each claim.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// What reading produced, collected (for small inputs and tests).
@@ -84,7 +88,7 @@ fn kind(path: &Path) -> Option<Kind> {
 pub fn list_files(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
-        if p.as_os_str() == "-" || p.is_file() {
+        if p.is_file() || is_stream(p) {
             out.push(p.clone());
         } else if p.is_dir() {
             let mut found = Vec::new();
@@ -97,6 +101,14 @@ pub fn list_files(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     out.retain(|p| !skip.contains(p));
     Ok(out)
+}
+
+/// Whether a log path is a stream that can be read only once — standard input (`-`), a named
+/// pipe, or a character device (as `<(zcat logs.gz)` gives) — so that one worker reads it.
+pub fn is_stream(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    path.as_os_str() == "-"
+        || std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_char_device())
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -135,11 +147,16 @@ pub fn read_file(
         let stdin = std::io::stdin();
         return read_jsonl(stdin.lock(), "-", now_us(), config, requests, sink).map_err(|e| Error::io("-", e));
     }
-    let mtime = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_micros() as i64);
+    // Records without a time get the file's modification time (a stream's: now).
+    let mtime = if is_stream(path) {
+        now_us()
+    } else {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64)
+    };
     match kind(path).unwrap_or(Kind::Jsonl) {
         Kind::Jsonl => {
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -201,6 +218,9 @@ fn read_parquet(path: &Path, source: &str, sink: &mut dyn RecordSink) -> Result<
             None
         };
         for &len in &chunks {
+            if sink.stopped() {
+                return Ok(());
+            }
             let bytes = group_bytes * len as u64 / n.max(1) as u64;
             if sink.claim(len as u64, bytes) {
                 let problem = match reader.as_mut().and_then(Iterator::next) {
@@ -259,6 +279,9 @@ fn read_jsonl(
         if raw.iter().all(u8::is_ascii_whitespace) && total == buf.len() {
             continue;
         }
+        if sink.stopped() {
+            break;
+        }
         if !sink.claim(1, total as u64) {
             continue;
         }
@@ -291,6 +314,9 @@ fn read_batches(
 ) -> Result<()> {
     let mut row = 0u64;
     for batch in batches {
+        if sink.stopped() {
+            break;
+        }
         let batch = batch?;
         let n = batch.num_rows() as u64;
         if sink.claim(n, batch.get_array_memory_size() as u64) {
