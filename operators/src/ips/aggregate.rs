@@ -1,8 +1,12 @@
 //! Live aggregation of per-CoT KG-IPS terms into V̂ per (model, version, segment, window).
 //!
-//! Sums go through the difference type: every chain of thought contributes its [`StatSums`]
-//! as the *diff* of its group's record, so differential adds (and, on retraction, subtracts)
-//! them in O(1) per update and `count_total` reports each group's running sum. Minima and
+//! Sums are kept per group by [`running_sums`], an operator that holds each group's running
+//! [`StatSums`] and, at each time, adds that time's chains (+sums) and retractions (−sums) in
+//! O(1) per update and emits −(the sums it last emitted), +(the new sums). Not `count_total`
+//! over sums as the difference type: that re-accumulates a group's old total from its trace, and
+//! float addition in another order (after the trace compacts) gave an old total one ulp off the
+//! one emitted before, so the retraction did not cancel it and a stale `aggregates` row stayed
+//! in the current state (seen as a flaky test). Minima and
 //! maxima cannot be subtracted, and an exact minimum under retractions needs every value: a
 //! reduce over the chains' exact extremes keeps one arranged record per chain, the one part of
 //! the aggregates whose memory grew with the input. So the extremes are rounded *outward* to a
@@ -12,15 +16,21 @@
 //! reads that many. The intervals that use the range (empirical Bernstein, sub-Gaussian,
 //! anytime) stay valid with a wider range; `min_weight`/`max_weight` are reported on that grid.
 
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
-use differential_dataflow::operators::CountTotal;
-use differential_dataflow::ExchangeData;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData};
 use ocean_schemas::{Aggregate, CotScore, Generation, F64};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 
 use super::stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 use crate::text::fnv1a;
-use crate::Coll;
+use crate::{Coll, Time};
 
 /// Mantissa bits the rounding of extremes keeps: 2⁶ steps per binade, a relative step of
 /// 2⁻⁶ ≈ 1.6 %.
@@ -197,7 +207,7 @@ impl Ord for StatSums {
             .unwrap_or(std::cmp::Ordering::Equal)
     }
 }
-impl std::hash::Hash for StatSums {
+impl Hash for StatSums {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         for x in &self.0 {
             x.to_bits().hash(state);
@@ -268,11 +278,63 @@ impl Extremes {
     }
 }
 
+/// A key's sums to add, times a multiplicity.
+type SumUpdate<K> = ((K, StatSums), isize);
+
+/// Each key's running sums: the input's records `((key, sums), t, d)` add `d × sums` to `key`
+/// at `t`. At each time (once the input frontier has passed it) the operator adds the time's
+/// updates, in a fixed order (sorted), to the sums it holds and emits, for each key touched,
+/// −(the sums it emitted last) and +(the new sums) — so every retraction cancels its addition
+/// exactly, whatever the order of float additions. A key whose N falls to 0 is emitted no more
+/// and forgotten (with its float residues).
+pub fn running_sums<'scope, K>(updates: Coll<'scope, (K, StatSums)>) -> Coll<'scope, (K, StatSums)>
+where
+    K: ExchangeData + Hash + Hashable<Output = u64>,
+{
+    let route = Exchange::new(|((k, _), _, _): &((K, StatSums), Time, isize)| k.hashed());
+    updates
+        .inner
+        .unary_frontier(route, "RunningSums", |_cap, _info| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SumUpdate<K>>)> = BTreeMap::new();
+            let mut current: HashMap<K, StatSums> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for (kv, t, d) in data.drain(..) {
+                        pending.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new())).1.push((kv, d));
+                    }
+                });
+                while let Some(t) = pending.keys().next().copied().filter(|t| !frontier.less_equal(t)) {
+                    let (cap, mut updates) = pending.remove(&t).expect("a pending time");
+                    updates.sort();
+                    let mut touched: BTreeMap<K, StatSums> = BTreeMap::new();
+                    for ((k, sums), d) in updates {
+                        let acc = touched.entry(k).or_insert_with(StatSums::zero);
+                        acc.plus_equals(&sums.multiply(&d));
+                    }
+                    let mut session = output.session(&cap);
+                    for (k, delta) in touched {
+                        let old = current.remove(&k);
+                        let mut new = old.unwrap_or_else(StatSums::zero);
+                        new.plus_equals(&delta);
+                        if let Some(old) = old {
+                            session.give(((k.clone(), old), t, -1));
+                        }
+                        if new.n() > 0.5 {
+                            session.give(((k.clone(), new), t, 1));
+                            current.insert(k, new);
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+}
+
 /// The extremes per key of chains' (rounded) extremes: one reduce per (key, extreme) over the
 /// levels present, then the four gathered per key.
 fn extremes_by<'scope, K>(chains: Coll<'scope, (K, Extremes)>) -> Coll<'scope, (K, Extremes)>
 where
-    K: ExchangeData + std::hash::Hash,
+    K: ExchangeData + Hash,
 {
     chains
         .flat_map(|(key, e)| {
@@ -375,11 +437,8 @@ pub fn aggregate_row(group: &GroupKey, stats: &KgIpsStats, config: &AggregateCon
 pub fn model_totals<'scope>(
     summaries: Coll<'scope, CotSummary>,
 ) -> Coll<'scope, ((String, String), (StatSums, Extremes))> {
-    let sums = summaries
-        .clone()
-        .explode(|s| Some(((s.group.model.clone(), s.group.model_version.clone()), s.sums)))
-        .count_total()
-        .filter(|(_, sums)| sums.n() > 0.5);
+    let sums =
+        running_sums(summaries.clone().map(|s| ((s.group.model.clone(), s.group.model_version.clone()), s.sums)));
     let extremes = extremes_by(summaries.map(|s| ((s.group.model, s.group.model_version), s.extremes)));
     sums.join_map(extremes, |model, sums, extremes| (model.clone(), (*sums, *extremes)))
 }
@@ -393,7 +452,7 @@ pub trait AggregateScores<'scope> {
 
 impl<'scope> AggregateScores<'scope> for Coll<'scope, CotSummary> {
     fn aggregate_scores(self, config: AggregateConfig) -> Coll<'scope, Aggregate> {
-        let sums = self.clone().explode(|s| Some((s.group, s.sums))).count_total().filter(|(_, sums)| sums.n() > 0.5);
+        let sums = running_sums(self.clone().map(|s| (s.group, s.sums)));
         let extremes = extremes_by(self.map(|s| (s.group.hash64(), s.extremes)));
         sums.map(|(group, sums)| (group.hash64(), (group, sums)))
             .join_map(extremes, move |_, (group, sums), extremes| aggregate_row(group, &sums.stats(extremes), &config))
@@ -431,6 +490,86 @@ mod tests {
         let levels: std::collections::BTreeSet<u64> =
             (0..10_000).map(|i| round_outward(1.0 + f64::from(i) * 1e-4, true).to_bits()).collect();
         assert!(levels.len() <= 65, "{}", levels.len());
+    }
+
+    /// The changelog of running sums is exact: every −1 is the record last emitted +1 for its
+    /// key (bit for bit, although float sums of the same updates in another order differ), and
+    /// the current state agrees with a recomputation, over random additions and retractions of
+    /// order-sensitive sums at many times.
+    #[test]
+    fn running_sums_retract_exactly_what_they_emitted() {
+        use differential_dataflow::input::Input;
+        use rand::{Rng, SeedableRng};
+        use std::sync::{Arc, Mutex};
+        use timely::dataflow::operators::Inspect;
+
+        type Log = Vec<((u8, StatSums), Time, isize)>;
+        let log: Arc<Mutex<Log>> = Arc::default();
+        let sink = Arc::clone(&log);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let sums = |rng: &mut rand::rngs::StdRng| {
+            let value = -rng.gen_range(0.0..1e3) * 10f64.powi(rng.gen_range(-8..8));
+            let c = CotStats { value, weight_mass: rng.gen_range(0.5..2.0), weights: WeightStats::default() };
+            StatSums::of(&c, Some(rng.gen_range(0.0..1.0)))
+        };
+        let mut live: Vec<(u8, StatSums)> = Vec::new();
+        let mut plan: Vec<Vec<((u8, StatSums), isize)>> = Vec::new();
+        for _ in 0..60 {
+            let mut round = Vec::new();
+            for _ in 0..rng.gen_range(1..20) {
+                if !live.is_empty() && rng.gen_bool(0.4) {
+                    let x = live.swap_remove(rng.gen_range(0..live.len()));
+                    round.push((x, -1));
+                } else {
+                    let x = (rng.gen_range(0..3u8), sums(&mut rng));
+                    live.push(x);
+                    round.push((x, 1));
+                }
+            }
+            plan.push(round);
+        }
+        let rounds = plan.clone();
+        timely::execute_directly(move |worker| {
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, coll) = scope.new_collection::<(u8, StatSums), isize>();
+                running_sums(coll).inner.inspect(move |x| sink.lock().unwrap().push(*x));
+                input
+            });
+            for (t, round) in rounds.into_iter().enumerate() {
+                for (x, d) in round {
+                    input.update(x, d);
+                }
+                input.advance_to(t as Time + 1);
+                input.flush();
+                worker.step();
+            }
+        });
+        let mut log = log.lock().unwrap().clone();
+        log.sort_by_key(|(_, t, d)| (*t, *d));
+        let mut emitted: BTreeMap<u8, StatSums> = Default::default();
+        for ((k, s), _, d) in log {
+            if d < 0 {
+                assert_eq!(emitted.remove(&k), Some(s), "key {k}: a retraction of something never emitted");
+            } else {
+                assert!(emitted.insert(k, s).is_none(), "key {k}: two records at once");
+            }
+        }
+        for k in 0..3u8 {
+            let mut want = StatSums::zero();
+            for (key, s) in &live {
+                if *key == k {
+                    want.plus_equals(s);
+                }
+            }
+            match emitted.get(&k) {
+                Some(got) => {
+                    for (g, w) in got.0.iter().zip(&want.0) {
+                        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "key {k}: {g} vs {w}");
+                    }
+                }
+                None => assert!(want.n() < 0.5, "key {k} missing"),
+            }
+        }
     }
 
     #[test]
