@@ -194,11 +194,7 @@ pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary
         stop,
     });
     let in_workers = Arc::clone(&shared);
-    let guards =
-        timely::execute(timely_config, move |worker| run_worker(worker, &in_workers)).map_err(Error::Dataflow)?;
-    for result in guards.join() {
-        result.map_err(Error::Dataflow)?;
-    }
+    execute_workers(timely_config, move |worker| run_worker(worker, &in_workers))?;
     // This process's store; the folder goes once no process of the cluster has one left.
     let _ = std::fs::remove_dir_all(out.join(".store").join(format!("process-{}", shared.config.runtime.process)));
     let _ = std::fs::remove_dir(out.join(".store"));
@@ -245,6 +241,37 @@ pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary
         write_file(&out, "summary.json", to_json(&summary).as_bytes())?;
     }
     Ok(summary)
+}
+
+/// Runs `work` on every worker of `config` and waits for them. A worker that panics makes this
+/// an error carrying the panic's message (timely alone reports its payload as `Any { .. }`).
+fn execute_workers<F>(config: timely::Config, work: F) -> Result<()>
+where
+    F: Fn(&mut Worker) + Send + Sync + 'static,
+{
+    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&panics);
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker))) {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("worker {index}: {message}"));
+            std::panic::resume_unwind(payload);
+        }
+    })
+    .map_err(Error::Dataflow)?;
+    let failed = guards.join().into_iter().find_map(|r| r.err());
+    match failed {
+        None => Ok(()),
+        Some(timely_message) => {
+            let panics = panics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Err(Error::Dataflow(if panics.is_empty() { timely_message } else { panics.join("; ") }))
+        }
+    }
 }
 
 /// Entities of a KG as read: those with an alias and those in a triple.
@@ -501,4 +528,21 @@ fn model_summaries(totals: Totals, config: &RunConfig) -> Vec<ModelSummary> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_panic_is_reported_with_its_message() {
+        let err = execute_workers(timely::Config::process(2), |worker| {
+            if worker.index() == 1 {
+                panic!("writing the generation store: No space left on device");
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("worker 1: writing the generation store: No space left on device"), "{err}");
+        assert!(execute_workers(timely::Config::process(2), |_| {}).is_ok());
+    }
 }
