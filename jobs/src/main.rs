@@ -379,6 +379,9 @@ enum BenchCommand {
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Keep live generations in memory instead of on disk (as `ocean run` does).
+        #[arg(long)]
+        memory_store: bool,
     },
     /// `ocean run` end to end on given logs: CoTs/s, tokens/s, peak memory, Parquet MB/s.
     /// One configuration per process, so the peak memory is that run's.
@@ -986,8 +989,9 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             }
             println!("{}", serde_json::to_string(&bench::bench_estimator(&settings))?);
         }
-        BenchCommand::Dataflow { logs, kg, updates, kg_change, kg_changes, workers } => {
-            let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers };
+        BenchCommand::Dataflow { logs, kg, updates, kg_change, kg_changes, workers, memory_store } => {
+            let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
+            let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers, store };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
         BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store } => {

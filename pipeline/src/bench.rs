@@ -389,9 +389,11 @@ pub struct DataflowBench {
     pub kg_changes: usize,
     /// Worker threads.
     pub workers: usize,
+    /// Where live generations are kept (on disk, as `ocean run` does, or in memory).
+    pub store: StoreKind,
 }
 
-/// What the dataflow benchmark measured (generations kept in memory, no sinks).
+/// What the dataflow benchmark measured (no sinks).
 #[derive(Debug, Clone, Serialize)]
 pub struct DataflowResult {
     /// `dataflow`.
@@ -457,6 +459,14 @@ impl crate::sources::RecordSink for Loader<'_> {
     }
 }
 
+/// A fresh folder under the system's temporary folder.
+fn tempfile_dir(prefix: &str) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
 /// Loads the logs into the scoring dataflow, then times single-record updates and KG changes of
 /// `kg_change` new triples each between entities that no chain mentions much. Worker 0 reads
 /// and sends; every worker steps through the same times.
@@ -484,13 +494,17 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
     let settings = b.clone();
     let feed = Arc::new(Mutex::new(Some((kg, changes))));
     let rescored: Arc<Mutex<u64>> = Arc::default();
+    let store_dir = tempfile_dir("ocean-bench-dataflow")?;
+    let store = match b.store {
+        StoreKind::Memory => MemoryStore::factory(),
+        StoreKind::Disk => crate::store::FileStore::factory(&store_dir),
+    };
     let guards = timely::execute(timely::Config::process(b.workers.max(1)), move |worker| {
         let probe = ProbeHandle::new();
         let (counter, count) = (Arc::clone(&rescored), Arc::clone(&rescored));
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) =
-                build_scoring(scope, &ScoringConfig::default(), policy, None, MemoryStore::factory());
+            let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy, None, Arc::clone(&store));
             outputs.aggregates.probe_with(&probe);
             outputs
                 .rows
@@ -587,6 +601,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
     for g in guards.join() {
         g.map_err(|e| Error::Dataflow(format!("bench worker: {e}")))?;
     }
+    let _ = std::fs::remove_dir_all(&store_dir);
     let result = result.lock().map_err(|_| Error::Dataflow("bench worker panicked".into()))?.take();
     result.ok_or_else(|| Error::Dataflow("the bench worker produced nothing".into()))
 }
