@@ -43,7 +43,7 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Reach};
-use crate::ips::{score_batch_with, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
+use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
@@ -223,24 +223,20 @@ struct Scorer {
 impl Scorer {
     /// Links, grounds and scores generations against the index as of now (one policy batch):
     /// each chain's result, its linked entities and its word filter (one pass over its words
-    /// serves linking and the filter). Without `rows`, a result carries its `cot_scores` row only
-    /// (see [`score_batch_with`]).
-    fn score_many(&self, gs: &[&Generation], rows: bool) -> Vec<Fresh> {
+    /// serves linking and the filter).
+    fn score_many(&self, gs: &[&Generation]) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         for g in gs {
             let question = words(g.question.as_deref().unwrap_or(""));
             let content = words(&g.content);
             let links = link_words(&self.index, &question, &content);
-            let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
-            es.sort_unstable();
-            es.dedup();
-            deps.push((es, WordFilter::of(&[&question, &content])));
+            deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
             grounded.push(ground(&self.index, &links, &mut self.reach.borrow_mut()));
         }
         let chains: Vec<(&Generation, &[GroundedMention])> =
             gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
-        score_batch_with(&chains, self.policy.as_ref(), &self.config, rows)
+        score_batch(&chains, self.policy.as_ref(), &self.config)
             .into_iter()
             .zip(deps)
             .map(|(result, (entities, filter))| Fresh { result, entities, filter })
@@ -251,10 +247,7 @@ impl Scorer {
     fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
         let question = words(g.question.as_deref().unwrap_or(""));
         let content = words(&g.content);
-        let mut es: Vec<EntityKey> = link_words(&self.index, &question, &content).iter().map(|(_, e)| *e).collect();
-        es.sort_unstable();
-        es.dedup();
-        es
+        distinct_entities(&link_words(&self.index, &question, &content))
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -464,7 +457,7 @@ impl Scorer {
             budget -= n;
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), true);
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
             for ((item, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
                 let old = self.stored_summary(item.slot, &g);
@@ -508,7 +501,7 @@ impl Scorer {
             if let Some(target) = &self.target {
                 target.fill(&mut accepted);
             }
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), true);
+            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
             for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
                 self.insert(&g, &entities, &filter, &summary);
@@ -539,6 +532,14 @@ impl Job {
     fn is_done(&self) -> bool {
         self.rescore.is_empty() && self.adds.is_empty()
     }
+}
+
+/// The entities of a chain's links, sorted and distinct (its entries in the dependency index).
+fn distinct_entities(links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
+    let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
+    es.sort_unstable();
+    es.dedup();
+    es
 }
 
 /// The store key of a free slot.

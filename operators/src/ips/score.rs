@@ -97,18 +97,6 @@ pub fn score_batch(
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
 ) -> Vec<CotResult> {
-    score_batch_with(chains, policy, config, true)
-}
-
-/// [`score_batch`]; without `rows`, each result has its `cot_scores` row only (its steps, tokens
-/// and mentions are left empty): what a chain adds to the aggregates, without building the ~100
-/// rows per chain that would be thrown away (a re-scoring's "before").
-pub fn score_batch_with(
-    chains: &[(&Generation, &[GroundedMention])],
-    policy: &dyn KgPolicy,
-    config: &ScoreConfig,
-    rows: bool,
-) -> Vec<CotResult> {
     let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, m)).collect();
     let inputs: Vec<PolicyInput<'_>> = chains
         .iter()
@@ -118,7 +106,7 @@ pub fn score_batch_with(
     let scores = policy.score(&inputs);
     assert_eq!(scores.len(), chains.len(), "a KG policy should score every chain");
     let name = policy.name();
-    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config, rows)).collect()
+    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config)).collect()
 }
 
 fn finish(
@@ -127,7 +115,6 @@ fn finish(
     scores: PolicyScores,
     policy_name: &str,
     config: &ScoreConfig,
-    rows: bool,
 ) -> CotResult {
     let Prepared { spans, steps, question, cot } = prepared;
     let chars: Vec<char> = g.content.chars().collect();
@@ -137,9 +124,9 @@ fn finish(
         "a KG policy should score every mention and every token"
     );
     let kg = scores.tokens;
-    let mut entity: Vec<Option<String>> = if rows { vec![None; n] } else { Vec::new() };
+    let mut entity: Vec<Option<String>> = vec![None; n];
     let mut cot_rows = Vec::new();
-    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate().filter(|_| rows) {
+    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
         let covering: Vec<usize> = covering(&spans, m).collect();
         for &t in &covering {
             entity[t].get_or_insert_with(|| m.entity.clone());
@@ -152,15 +139,13 @@ fn finish(
             ..mention_row(&g.cot_id, i, m, &chars)
         });
     }
-    let mut mention_rows: Vec<Mention> = Vec::new();
-    if rows {
-        let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
-        mention_rows.extend(question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)));
-        mention_rows.extend(cot_rows);
-    }
+    let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
+    let mut mention_rows: Vec<Mention> =
+        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
+    mention_rows.extend(cot_rows);
 
     let estimator = &config.estimator;
-    let mut tokens = Vec::with_capacity(if rows { n } else { 0 });
+    let mut tokens = Vec::with_capacity(n);
     let cot_id: Arc<str> = g.cot_id.as_str().into();
     let mut acc = CotAccumulator::default();
     let mut stats = WeightStats::default();
@@ -170,9 +155,6 @@ fn finish(
         let w = term.weight;
         stats.push(w, kg[i].is_some());
         acc.push(steps[i], term.contribution, w);
-        if !rows {
-            continue;
-        }
         tokens.push(TokenScore {
             cot_id: Arc::clone(&cot_id),
             step: steps[i],
@@ -200,7 +182,6 @@ fn finish(
     let step_rows: Vec<Step> = per_step
         .iter()
         .enumerate()
-        .filter(|_| rows)
         .map(|(s, v)| {
             let s = s as u32;
             let first = steps.partition_point(|&x| x < s);
@@ -339,17 +320,6 @@ mod tests {
         let clipped = score(&generation(), &config);
         assert_eq!(clipped.score.max_weight.0, 2.0);
         assert!(clipped.score.value.0 > plain.score.value.0);
-    }
-
-    #[test]
-    fn a_summary_only_score_has_the_same_cot_row_and_no_other_rows() {
-        let policy = AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 50, ..Default::default() });
-        let (g, m) = (generation(), mentions());
-        let full = score_batch_with(&[(&g, &m)], &policy, &ScoreConfig::default(), true).pop().unwrap();
-        let only = score_batch_with(&[(&g, &m)], &policy, &ScoreConfig::default(), false).pop().unwrap();
-        assert!(!full.tokens.is_empty() && !full.steps.is_empty() && !full.mentions.is_empty());
-        assert_eq!(only.score, full.score);
-        assert!(only.tokens.is_empty() && only.steps.is_empty() && only.mentions.is_empty());
     }
 
     #[test]
