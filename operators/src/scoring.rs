@@ -221,6 +221,26 @@ struct Scorer {
 }
 
 impl Scorer {
+    /// A worker's scorer with an empty index and no live chains; `id_hash` keys the live chains
+    /// ([`cot_hash`]).
+    fn new(config: ScorerConfig, store: Box<dyn CotStore>, id_hash: fn(&str) -> u64) -> Self {
+        Scorer {
+            index: KgIndex::new(config.max_alias_words),
+            policy: config.policy,
+            target: config.target,
+            config: config.score,
+            window_us: config.window_us,
+            store,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_hash: HashMap::default(),
+            id_hash,
+            collided: HashMap::default(),
+            deps: HashMap::default(),
+            reach: Default::default(),
+        }
+    }
+
     /// Links, grounds and scores generations against the index as of now (one policy batch):
     /// each chain's result, its linked entities and its word filter (one pass over its words
     /// serves linking and the filter).
@@ -593,21 +613,8 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
         let route = Exchange::new(|u: &LogUpdate| u.route());
         self.binary_frontier(kg, route, Pipeline, "ScoreCots", move |_cap, info| {
             let activator = scope.activator_for(info.address);
-            let mut scorer = Scorer {
-                index: KgIndex::new(config.max_alias_words),
-                policy: config.policy,
-                target: config.target,
-                config: config.score,
-                window_us: config.window_us,
-                store: (config.store)(worker),
-                slots: Vec::new(),
-                free: Vec::new(),
-                by_hash: HashMap::default(),
-                id_hash: cot_hash,
-                collided: HashMap::default(),
-                deps: HashMap::default(),
-                reach: Default::default(),
-            };
+            let store = (config.store)(worker);
+            let mut scorer = Scorer::new(config, store, cot_hash);
             let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();
             let mut job: Option<(Capability<Time>, Job)> = None;
@@ -706,25 +713,25 @@ mod tests {
         t
     }
 
+    /// A scorer with the baseline μ, in-memory store and the given id hash.
+    fn scorer(id_hash: fn(&str) -> u64) -> Scorer {
+        let config = ScorerConfig {
+            policy: Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 4, ..Default::default() })),
+            target: None,
+            score: ScoreConfig::default(),
+            window_us: 86_400_000_000,
+            max_alias_words: 4,
+            store: MemoryStore::factory(),
+        };
+        let store = (config.store)(0);
+        Scorer::new(config, store, id_hash)
+    }
+
     /// With every id hashing alike, ids are still told apart: by the stored text on a hash hit,
     /// and through the collided map.
     #[test]
     fn colliding_id_hashes_keep_chains_apart() {
-        let mut scorer = Scorer {
-            index: KgIndex::new(4),
-            policy: Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 4, ..Default::default() })),
-            target: None,
-            config: ScoreConfig::default(),
-            window_us: 86_400_000_000,
-            store: Box::new(MemoryStore::default()),
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_hash: HashMap::default(),
-            id_hash: |_| 7,
-            collided: HashMap::default(),
-            deps: HashMap::default(),
-            reach: Default::default(),
-        };
+        let mut scorer = scorer(|_| 7);
         let add = |id: &str| LogUpdate::Add(generation(id, "We went to Lima and then Peru ."));
         let out = run(&mut scorer, 0, vec![], vec![add("a"), add("b"), add("c")]);
         assert_eq!(tally(&out), (3, 0, 0, Vec::<String>::new()));
@@ -746,21 +753,7 @@ mod tests {
     /// a triple change finds them through the dependency index.
     #[test]
     fn kg_changes_find_the_chains_they_touch() {
-        let mut scorer = Scorer {
-            index: KgIndex::new(4),
-            policy: Arc::new(AdjacencyPolicy::new(AdjacencyPolicyConfig { entities: 4, ..Default::default() })),
-            target: None,
-            config: ScoreConfig::default(),
-            window_us: 86_400_000_000,
-            store: Box::new(MemoryStore::default()),
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_hash: HashMap::default(),
-            id_hash: cot_hash,
-            collided: HashMap::default(),
-            deps: HashMap::default(),
-            reach: Default::default(),
-        };
+        let mut scorer = scorer(cot_hash);
         let logs = vec![
             LogUpdate::Add(generation("lima", "Lima is in Peru .")),
             LogUpdate::Add(generation("quito", "Quito is in Ecuador .")),

@@ -267,8 +267,7 @@ pub struct E2eResult {
 /// Runs `ocean run` over the given input into a temporary folder and measures it. Run one
 /// benchmark per process: the peak memory is the process's.
 pub fn bench_e2e(b: &E2eBench) -> Result<E2eResult> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let out = std::env::temp_dir().join(format!("ocean-bench-e2e-{}-{stamp}", std::process::id()));
+    let out = tempfile_dir("ocean-bench-e2e")?;
     let mut config = RunConfig::default();
     config.source.logs.clone_from(&b.logs);
     config.source.epoch_records = b.epoch_records;

@@ -318,9 +318,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
 
     // Streams (standard input, named pipes) can be read once: with one among the logs, worker 0
     // reads everything; otherwise every worker reads every file and parses its share.
-    let stdin = shared.files.iter().any(|f| crate::sources::is_stream(f));
-    let (share, peers) = if stdin { (0, 1) } else { (index, worker.peers()) };
-    if stdin && index != 0 {
+    let streamed = shared.files.iter().any(|f| crate::sources::is_stream(f));
+    let (share, peers) = if streamed { (0, 1) } else { (index, worker.peers()) };
+    if streamed && index != 0 {
         return;
     }
     let mut feeder = Feeder {

@@ -67,39 +67,42 @@ impl SlotFile {
             .unwrap_or_else(|e| panic!("writing {}: {e}", self.path.display()));
     }
 
-    /// The record of one slot.
-    fn read(&self, slot: u32, words: &mut [u64]) {
-        let mut buf = [0u8; RECORD_MAX];
-        let buf = &mut buf[..self.record];
+    /// Fills `buf` from `slot` on; past the end of the file (slots never written) with zeros.
+    fn read_into(&self, slot: u32, buf: &mut [u8]) {
         let got = read_up_to(&self.file, buf, self.offset(slot))
             .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
         buf[got..].fill(0);
-        for (word, chunk) in words.iter_mut().zip(buf.chunks_exact(8)) {
-            *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        }
     }
 
-    /// Calls `f` with the records of slots `from..to`, reading up to 1 MiB at a time.
-    fn scan(&self, from: u32, to: u32, f: &mut dyn FnMut(u32, &[u64])) {
+    /// The record of one slot.
+    fn read(&self, slot: u32, words: &mut [u64]) {
+        let mut buf = [0u8; RECORD_MAX];
+        self.read_into(slot, &mut buf[..self.record]);
+        decode(&buf[..self.record], words);
+    }
+
+    /// Calls `f` with the records of slots `0..slots`, reading up to 1 MiB at a time.
+    fn scan(&self, slots: u32, f: &mut dyn FnMut(u32, &[u64])) {
         let per_read = ((1 << 20) / self.record).max(1) as u32;
         let mut buf = vec![0u8; per_read as usize * self.record];
         let mut words = vec![0u64; self.record / 8];
-        let mut slot = from;
-        while slot < to {
-            let n = (to - slot).min(per_read);
-            let want = n as usize * self.record;
-            let got = read_up_to(&self.file, &mut buf[..want], self.offset(slot))
-                .unwrap_or_else(|e| panic!("reading {}: {e}", self.path.display()));
-            // Past the end of the file (slots never written): zeros.
-            buf[got..want].fill(0);
+        let mut slot = 0;
+        while slot < slots {
+            let want = (slots - slot).min(per_read) as usize * self.record;
+            self.read_into(slot, &mut buf[..want]);
             for record in buf[..want].chunks_exact(self.record) {
-                for (word, chunk) in words.iter_mut().zip(record.chunks_exact(8)) {
-                    *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                }
+                decode(record, &mut words);
                 f(slot, &words);
                 slot += 1;
             }
         }
+    }
+}
+
+/// Little-endian bytes to words.
+fn decode(bytes: &[u8], words: &mut [u64]) {
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        *word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
     }
 }
 
@@ -172,7 +175,7 @@ impl CotStore for FileStore {
     }
 
     fn for_each_filter(&mut self, slots: u32, f: &mut dyn FnMut(u32, &WordFilterBits)) {
-        self.filters.scan(0, slots, &mut |slot, words| f(slot, words.try_into().expect("a filter is 8 words")));
+        self.filters.scan(slots, &mut |slot, words| f(slot, words.try_into().expect("a filter is 8 words")));
     }
 
     fn put_stats(&mut self, slot: u32, stats: &SlotStats) {
