@@ -50,11 +50,16 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
-    /// Compare two models or versions on KG-IPS: the difference of V̂ and a decision.
+    /// Compare two models, versions, segments or time windows on KG-IPS: the difference of V̂
+    /// and a decision.
     ///
     /// The interval is paired on common questions when there are enough, and conservative when
-    /// an arm is unreliable; the decision line says which. Arms are MODEL or MODEL/VERSION, e.g.
-    /// `ocean compare SmolLM2-135M-Instruct/prompt-v1 gemma-3-270m`.
+    /// an arm is unreliable; the decision line says which. An arm is MODEL or MODEL/VERSION
+    /// (name prefixes), or key=value terms joined by commas: model=, version= (prefixes),
+    /// segment= (exact), from=, to= (event time, e.g. 2026-11-20 or 2026-11-20T06:00:00Z; to
+    /// exclusive). E.g. `ocean compare SmolLM2-135M-Instruct/prompt-v1 gemma-3-270m`,
+    /// `ocean compare segment=tenant-a segment=tenant-b`,
+    /// `ocean compare model=SmolLM2,from=2026-11-21 model=SmolLM2,to=2026-11-21`.
     Compare {
         /// Arm A.
         a: String,
@@ -642,12 +647,16 @@ fn main() -> Result<()> {
             } else {
                 for arm in [&r.a, &r.b] {
                     println!(
-                        "{:<40} n {:>5}  V̂ {:>9.4} ± {:.4}  {}",
+                        "{:<40} n {:>5}  V̂ {:>9.4} (s.e. {:.4}), {:.0} % [{:.4}, {:.4}] {}{}",
                         arm.arm,
                         arm.n,
                         arm.estimate,
                         arm.std_error,
-                        if arm.reliable { "reliable" } else { "UNRELIABLE" }
+                        100.0 * r.confidence,
+                        arm.ci.0,
+                        arm.ci.1,
+                        arm.ci_method,
+                        if arm.reliable { "" } else { "  UNRELIABLE" }
                     );
                 }
                 let kind = if r.paired { format!("paired on {} common questions", r.pairs) } else { "unpaired".into() };

@@ -188,6 +188,21 @@ fn compare_two_models_on_the_embedded_data() {
     let d = r["difference"].as_f64().unwrap();
     assert!(lo < d && d < hi, "{json}");
     assert!(r["decision"].as_str().unwrap().contains("UNRELIABLE"), "{json}");
+    // Time windows are arms too: SmolLM2's chains before and after 12:40 UTC.
+    let json = stdout(
+        ocean()
+            .args([
+                "compare",
+                "--json",
+                "model=SmolLM2,to=2026-11-26T12:40:00Z",
+                "model=SmolLM2,from=2026-11-26T12:40:00Z",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let (na, nb) = (r["a"]["n"].as_u64().unwrap(), r["b"]["n"].as_u64().unwrap());
+    assert!(na > 0 && nb > 0 && na + nb == 158, "{json}");
     let bad = ocean().args(["compare", "nope", "gemma-3-270m", "--out"]).arg(&out).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no scored chain"));
 }
