@@ -18,6 +18,7 @@ pub mod store;
 pub mod synth;
 pub mod target;
 pub mod udaf;
+pub mod validate;
 
 pub use config::{RunConfig, RuntimeConfig, StoreKind};
 pub use error::{Error, Result};

@@ -89,8 +89,12 @@ pub struct SynthConfig {
     pub seed: u64,
     /// Replications per scenario.
     pub replications: usize,
-    /// Chains of thought per replication.
+    /// Chains of thought per replication (per epoch, when there are several).
     pub n: usize,
+    /// Epochs: the logs hold `epochs` blocks, each of `n` chains per (scenario, replication),
+    /// in that order, so `ocean run --epoch-records <scenarios × replications × n>` looks at
+    /// every replication's aggregate after each block (continuous monitoring). 1: one block.
+    pub epochs: usize,
     /// KG clusters (at most 16).
     pub clusters: usize,
     /// Entities per cluster.
@@ -120,6 +124,7 @@ impl Default for SynthConfig {
             seed: 7,
             replications: 200,
             n: 200,
+            epochs: 1,
             clusters: 4,
             cluster_size: 25,
             smoothing: 0.1,
@@ -380,6 +385,64 @@ struct DrawnToken {
     target: f64,
 }
 
+/// One scenario's world, its exact V, and what its draws have shown so far.
+struct ScenarioState<'a> {
+    world: World<'a>,
+    value: f64,
+    cache: BTreeMap<u32, EntityLaws>,
+    ratio_sum: f64,
+    ratio_sq: f64,
+    ratio_n: f64,
+}
+
+impl<'a> ScenarioState<'a> {
+    fn new(config: &'a SynthConfig, scenario: &Scenario, rng: &mut SplitMix) -> Self {
+        let world = World::new(config, scenario, rng);
+        let value = world.value();
+        ScenarioState { world, value, cache: BTreeMap::new(), ratio_sum: 0.0, ratio_sq: 0.0, ratio_n: 0.0 }
+    }
+
+    /// Draws one chain of thought: its question entity and its tokens.
+    fn draw(&mut self, config: &SynthConfig, rng: &mut SplitMix) -> (usize, Vec<DrawnToken>) {
+        let world = &self.world;
+        let question = rng.range(0, world.n_entities() - 1);
+        let mut mask = 1u32 << world.cluster(question);
+        let mut drawn = Vec::new();
+        for _ in 0..rng.range(config.min_steps, config.max_steps) {
+            let k = rng.range(config.min_words, config.max_words);
+            let entity_at = (rng.uniform() < config.p_entity).then(|| rng.range(0, k));
+            for slot in 0..=k {
+                if entity_at == Some(slot) {
+                    let laws = self.cache.entry(mask).or_insert_with(|| world.laws(mask));
+                    let r = rng.range(0, config.moods - 1);
+                    let e = rng.categorical(&laws.mu);
+                    let (log_pi0, log_theta) = world.log_probs(laws, r, e);
+                    let ratio = log_pi0 - laws.log_mu[e];
+                    self.ratio_sum += ratio;
+                    self.ratio_sq += ratio * ratio;
+                    self.ratio_n += 1.0;
+                    drawn.push(DrawnToken {
+                        text: format!(" {}", entity_name(e)),
+                        logprob: log_pi0,
+                        target: log_theta,
+                    });
+                    mask |= 1 << world.cluster(e);
+                }
+                if slot < k {
+                    let w = rng.categorical(&world.p0);
+                    drawn.push(DrawnToken {
+                        text: WORDS[w].to_owned(),
+                        logprob: world.p0[w].ln(),
+                        target: world.p_theta[w].ln(),
+                    });
+                }
+            }
+            drawn.push(DrawnToken { text: ".".into(), logprob: 0.0, target: 0.0 });
+        }
+        (question, drawn)
+    }
+}
+
 /// Writes the KG, the logs and `truth.json` under `config.out`, reporting progress to `progress`
 /// (scenario, replications done).
 pub fn synth_logs(config: &SynthConfig, mut progress: impl FnMut(&str, usize)) -> Result<Truth> {
@@ -394,59 +457,38 @@ pub fn synth_logs(config: &SynthConfig, mut progress: impl FnMut(&str, usize)) -
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let mut rng = SplitMix::new(config.seed);
-    let mut scenarios = BTreeMap::new();
+    // Each scenario's world is drawn when the scenario first writes, so one epoch draws exactly
+    // what the logs of a single block always drew.
+    let mut states: Vec<Option<ScenarioState>> = config.scenarios.iter().map(|_| None).collect();
     let (mut records, mut tokens) = (0, 0);
-    for scenario in &config.scenarios {
-        let world = World::new(config, scenario, &mut rng);
-        let value = world.value();
-        let mut cache: BTreeMap<u32, EntityLaws> = BTreeMap::new();
-        let (mut ratio_sum, mut ratio_sq, mut ratio_n) = (0.0f64, 0.0f64, 0.0f64);
-        for rep in 0..config.replications {
-            for i in 0..config.n {
-                let question = rng.range(0, world.n_entities() - 1);
-                let mut mask = 1u32 << world.cluster(question);
-                let mut drawn = Vec::new();
-                for _ in 0..rng.range(config.min_steps, config.max_steps) {
-                    let k = rng.range(config.min_words, config.max_words);
-                    let entity_at = (rng.uniform() < config.p_entity).then(|| rng.range(0, k));
-                    for slot in 0..=k {
-                        if entity_at == Some(slot) {
-                            let laws = cache.entry(mask).or_insert_with(|| world.laws(mask));
-                            let r = rng.range(0, config.moods - 1);
-                            let e = rng.categorical(&laws.mu);
-                            let (log_pi0, log_theta) = world.log_probs(laws, r, e);
-                            let ratio = log_pi0 - laws.log_mu[e];
-                            (ratio_sum, ratio_sq, ratio_n) =
-                                (ratio_sum + ratio, ratio_sq + ratio * ratio, ratio_n + 1.0);
-                            drawn.push(DrawnToken {
-                                text: format!(" {}", entity_name(e)),
-                                logprob: log_pi0,
-                                target: log_theta,
-                            });
-                            mask |= 1 << world.cluster(e);
-                        }
-                        if slot < k {
-                            let w = rng.categorical(&world.p0);
-                            drawn.push(DrawnToken {
-                                text: WORDS[w].to_owned(),
-                                logprob: world.p0[w].ln(),
-                                target: world.p_theta[w].ln(),
-                            });
-                        }
-                    }
-                    drawn.push(DrawnToken { text: ".".into(), logprob: 0.0, target: 0.0 });
+    for epoch in 0..config.epochs {
+        for (scenario, state) in config.scenarios.iter().zip(&mut states) {
+            let state = state.get_or_insert_with(|| ScenarioState::new(config, scenario, &mut rng));
+            for rep in 0..config.replications {
+                for i in 0..config.n {
+                    let (question, drawn) = state.draw(config, &mut rng);
+                    tokens += drawn.len();
+                    let line = record(scenario, rep, epoch * config.n + i, &entity_name(question), &drawn);
+                    writeln!(out, "{line}").map_err(|e| Error::io(&path, e))?;
+                    records += 1;
                 }
-                tokens += drawn.len();
-                let line = record(scenario, rep, i, &entity_name(question), &drawn);
-                writeln!(out, "{line}").map_err(|e| Error::io(&path, e))?;
-                records += 1;
+                if epoch + 1 == config.epochs {
+                    progress(&scenario.name, rep + 1);
+                }
             }
-            progress(&scenario.name, rep + 1);
         }
-        let mean = ratio_sum / ratio_n.max(1.0);
-        let sd = (ratio_sq / ratio_n.max(1.0) - mean * mean).max(0.0).sqrt();
-        scenarios.insert(scenario.name.clone(), ScenarioTruth { model: scenario.model(), value, log_ratio_sd: sd });
     }
+    let scenarios = config
+        .scenarios
+        .iter()
+        .zip(states)
+        .filter_map(|(scenario, state)| {
+            let s = state?;
+            let mean = s.ratio_sum / s.ratio_n.max(1.0);
+            let sd = (s.ratio_sq / s.ratio_n.max(1.0) - mean * mean).max(0.0).sqrt();
+            Some((scenario.name.clone(), ScenarioTruth { model: scenario.model(), value: s.value, log_ratio_sd: sd }))
+        })
+        .collect();
     out.flush().map_err(|e| Error::io(&path, e))?;
     let truth = Truth { config: config.clone(), scenarios, records, tokens };
     let truth_path = config.out.join("truth.json");
@@ -472,8 +514,11 @@ fn check(c: &SynthConfig) -> Result<()> {
     if c.moods == 0 || c.moods * c.clusters * c.cluster_size > 50_000_000 {
         return bad("moods must be at least 1, and moods × entities at most 5e7");
     }
-    if c.scenarios.is_empty() || c.n == 0 || c.replications == 0 {
-        return bad("need at least one scenario, replication and chain of thought");
+    if c.scenarios.is_empty() || c.n == 0 || c.replications == 0 || c.epochs == 0 {
+        return bad("need at least one scenario, replication, epoch and chain of thought");
+    }
+    if c.epochs * c.n > 100_000 {
+        return bad("epochs × n must be at most 100,000 (chain ids have five digits)");
     }
     Ok(())
 }

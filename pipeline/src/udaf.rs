@@ -424,10 +424,10 @@ mod tests {
         let batch = |rows: &[(f64, bool)]| {
             let values = Float64Array::from_iter_values(rows.iter().map(|r| r.0));
             let arms = BooleanArray::from_iter(rows.iter().map(|r| Some(r.1)));
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(values), Arc::new(arms)]).unwrap()
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values), Arc::new(arms)]).unwrap()
         };
         let (left, right) = rows.split_at(rows.len() / 2);
-        let table = MemTable::try_new(schema.clone(), vec![vec![batch(left)], vec![batch(right)]])?;
+        let table = MemTable::try_new(Arc::clone(&schema), vec![vec![batch(left)], vec![batch(right)]])?;
         let ctx = SessionContext::new();
         register_all(&ctx);
         ctx.register_table("t", Arc::new(table))?;
