@@ -203,6 +203,13 @@ fn compare_two_models_on_the_embedded_data() {
     let r: serde_json::Value = serde_json::from_str(&json).unwrap();
     let (na, nb) = (r["a"]["n"].as_u64().unwrap(), r["b"]["n"].as_u64().unwrap());
     assert!(na > 0 && nb > 0 && na + nb == 158, "{json}");
+    // Segments are arms: the embedded logs carry `model_version` in their metadata too.
+    let segmented = dir.path().join("segmented");
+    stdout(ocean().args(["run", "--policy", "adjacency", "--segment-by", "model_version", "--out"]).arg(&segmented));
+    let json =
+        stdout(ocean().args(["compare", "--json", "segment=prompt-v1", "segment=prompt-v2", "--out"]).arg(&segmented));
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((r["a"]["n"].as_u64(), r["b"]["n"].as_u64()), (Some(138), Some(60)), "{json}");
     let bad = ocean().args(["compare", "nope", "gemma-3-270m", "--out"]).arg(&out).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no scored chain"));
 }
@@ -635,4 +642,18 @@ fn sigint_drains_commits_and_exits_zero() {
     let (g, r, c, n) = (cells[0], cells[1], cells[2], cells[3]);
     assert_eq!(g + r, 40, "{counts}");
     assert_eq!((c, n), (g, g), "{counts}");
+}
+
+#[test]
+fn synth_validate_reports_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = stdout(
+        ocean()
+            .args(["synth", "validate", "--json", "--replications", "4", "--n", "30", "--epochs", "3", "--out"])
+            .arg(dir.path()),
+    );
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(r["coverage"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(r["comparisons"][0]["comparisons"], 4, "{json}");
+    assert_eq!((r["monitoring"][0]["replications"].as_u64(), r["monitoring"][0]["looks"].as_u64()), (Some(4), Some(3)));
 }
