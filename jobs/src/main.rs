@@ -573,9 +573,13 @@ struct RunArgs {
     /// OpenAI Batch API input file(s), to match output lines to their requests by custom_id.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     batch_input: Vec<PathBuf>,
-    /// A run configuration (JSON, as written to run_config.json); flags override it.
+    /// A run configuration file: TOML (`.toml`) or JSON (as written to run_config.json), with
+    /// any subset of its sections (`ocean run --print-config` shows them all); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print the effective configuration (file, then flags) as TOML and exit without running.
+    #[arg(long)]
+    print_config: bool,
     /// Timely worker threads per process (default: one per core).
     #[arg(long, short = 'w')]
     workers: Option<usize>,
@@ -1268,7 +1272,12 @@ fn run(args: RunArgs) -> Result<()> {
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str::<RunConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
+            if path.extension().is_some_and(|x| x == "toml") {
+                toml::from_str::<RunConfig>(&text).with_context(|| format!("parsing {} (TOML)", path.display()))?
+            } else {
+                serde_json::from_str::<RunConfig>(&text)
+                    .with_context(|| format!("parsing {} (JSON)", path.display()))?
+            }
         }
         None => RunConfig::default(),
     };
@@ -1352,6 +1361,10 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(n) = args.max_line_bytes {
         config.source.max_line_bytes = n;
+    }
+    if args.print_config {
+        print!("{}", toml::to_string(&config).context("writing the configuration as TOML")?);
+        return Ok(());
     }
     config.validate().context("invalid run configuration")?;
     eprintln!(

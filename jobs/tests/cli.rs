@@ -657,3 +657,40 @@ fn synth_validate_reports_every_check() {
     assert_eq!(r["comparisons"][0]["comparisons"], 4, "{json}");
     assert_eq!((r["monitoring"][0]["replications"].as_u64(), r["monitoring"][0]["looks"].as_u64()), (Some(4), Some(3)));
 }
+
+#[test]
+fn config_file_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_config = dir.path().join("from-config");
+    let toml = dir.path().join("ocean.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "kg_policy = \"adjacency\"\n[aggregates]\nwindow_secs = 3600\nsegment_by = \"model_version\"\n\
+             [runtime]\nworkers = 1\n[sink]\nout = {:?}\n",
+            from_config.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The file sets the output, window, segments and workers; the flag overrides the workers.
+    let json = stdout(ocean().args(["run", "--json", "--workers", "2", "--config"]).arg(&toml));
+    let summary: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(summary["workers"], 2, "{json}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from_config.join("run_config.json")).unwrap()).unwrap();
+    assert_eq!(written["aggregates"]["window_secs"], 3600);
+    assert_eq!(written["aggregates"]["segment_by"], "model_version");
+    assert_eq!(written["runtime"]["workers"], 2);
+    // --print-config shows the merged configuration as TOML, which reads back as a config.
+    let printed = stdout(ocean().args(["run", "--print-config", "--window", "60", "--config"]).arg(&toml));
+    assert!(printed.contains("window_secs = 60") && printed.contains("segment_by = \"model_version\""), "{printed}");
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let round_trip = stdout(ocean().args(["run", "--print-config", "--config"]).arg(&again));
+    assert_eq!(round_trip, printed);
+    // A misspelt key is an error that names it, not a silently ignored setting.
+    std::fs::write(&toml, "[aggregates]\nwindow_sec = 3600\n").unwrap();
+    let bad = ocean().args(["run", "--config"]).arg(&toml).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("window_sec"), "{err}");
+}

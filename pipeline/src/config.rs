@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Where the logs come from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
     /// Log files or folders (searched recursively); `-` is standard input (JSONL).
     pub logs: Vec<PathBuf>,
@@ -59,7 +59,7 @@ impl Default for SourceConfig {
 
 /// Where the KG comes from: a folder in Wikidata5m file format.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KgConfig {
     /// Folder with a triples file and an entity alias file (see [`crate::kg_files`]).
     pub dir: PathBuf,
@@ -73,7 +73,7 @@ impl Default for KgConfig {
 
 /// Where the datasets go.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// Output folder; each dataset is a subfolder of Parquet files.
     pub out: PathBuf,
@@ -87,7 +87,7 @@ impl Default for SinkConfig {
 
 /// How the live aggregates are grouped and summarized.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AggregatesConfig {
     /// Width of the aggregation windows, in seconds.
     pub window_secs: u64,
@@ -117,7 +117,7 @@ pub enum StoreKind {
 
 /// The timely runtime: threads per process and, for a cluster, the processes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Worker threads per process (0 = one per core).
     pub workers: usize,
@@ -137,7 +137,7 @@ impl Default for RuntimeConfig {
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     /// Logs.
     pub source: SourceConfig,

@@ -28,7 +28,7 @@ pub enum Normalization {
 
 /// Which KG-IPS variant to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EstimatorConfig {
     /// Per-step (Eq. 3) or per-token averaging within a chain of thought.
     pub normalization: Normalization,

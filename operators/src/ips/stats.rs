@@ -136,7 +136,7 @@ impl Default for KgIpsStats {
 
 /// Settings of the intervals and of the reliability flag.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct IntervalConfig {
     /// Confidence level of every interval, in (0, 1).
     pub confidence: f64,

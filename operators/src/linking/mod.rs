@@ -17,7 +17,7 @@ use crate::{CotId, EntityId};
 
 /// Settings of the linker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LinkerConfig {
     /// Longest alias, in words, that can match.
     pub max_alias_words: usize,

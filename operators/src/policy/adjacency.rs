@@ -6,7 +6,7 @@ use super::{GroundedMention, KgPolicy, PolicyInput, PolicyScores};
 
 /// Settings of [`AdjacencyPolicy`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdjacencyPolicyConfig {
     /// Mass α spread uniformly over the entity universe, in (0, 1].
     pub smoothing: f64,
