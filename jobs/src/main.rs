@@ -1,7 +1,7 @@
 //! `ocean`: the commands people run. Parses arguments and config, then calls `ocean-pipeline`.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -17,9 +17,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "ocean", version, about, long_about = None)]
 struct Cli {
-    /// Log level filter (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "warn")]
+    /// Log filter (error, warn, info, debug, trace, per target as in RUST_LOG, which overrides
+    /// it); `progress=info` gives a run's progress lines when stderr is not a terminal.
+    #[arg(long, global = true, default_value = "warn,progress=info")]
     log: String,
+    /// Log line format: text or json (one JSON object per line).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -668,7 +672,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.log_format.as_str() {
+        "text" => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        "json" => tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        other => anyhow::bail!("--log-format must be text or json, got {other:?}"),
+    }
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Sql(args) => {
@@ -1382,13 +1390,102 @@ fn run(args: RunArgs) -> Result<()> {
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
             .context("installing the signal handlers")?;
     }
-    let summary = ocean_pipeline::run_until(&config, stop).context("ocean run failed")?;
+    let progress = Arc::new(ocean_pipeline::Progress::default());
+    let display = ProgressDisplay::start(Arc::clone(&progress));
+    let summary = ocean_pipeline::run_observed(&config, stop, progress);
+    drop(display);
+    let summary = summary.context("ocean run failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }
     Ok(())
+}
+
+/// Shows a run's progress until dropped: a bar on stderr when it is a terminal, else a
+/// structured `progress` log line every 10 seconds.
+struct ProgressDisplay {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    fn start(progress: Arc<ocean_pipeline::Progress>) -> Self {
+        use std::io::IsTerminal as _;
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        let terminal = std::io::stderr().is_terminal();
+        let thread = std::thread::spawn(move || {
+            let bar = terminal.then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                        .expect("a valid template"),
+                );
+                bar
+            });
+            let mut logged = std::time::Instant::now();
+            while !finished.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let s = progress.snapshot();
+                let rate = s.records as f64 / s.seconds.max(1e-9);
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                let lag_s = s.newest_event_us.map(|t| (now_us - t).max(0) as f64 / 1e6);
+                if let Some(bar) = &bar {
+                    let input = if s.input_bytes > 0 {
+                        format!("{:>3.0} % of input · ", 100.0 * s.bytes as f64 / s.input_bytes as f64)
+                    } else {
+                        String::new()
+                    };
+                    let lag = lag_s.map_or(String::new(), |l| format!(" · newest record {} old", human_duration(l)));
+                    bar.set_message(format!(
+                        "{input}{} records ({:.0}/s) · {} CoTs committed · {} rejects{lag}",
+                        s.records, rate, s.cots_committed, s.rejects_committed
+                    ));
+                    bar.tick();
+                } else if logged.elapsed() >= std::time::Duration::from_secs(10) {
+                    logged = std::time::Instant::now();
+                    tracing::info!(
+                        target: "progress",
+                        records = s.records,
+                        records_per_s = rate.round(),
+                        bytes = s.bytes,
+                        input_bytes = s.input_bytes,
+                        cots_committed = s.cots_committed,
+                        rejects_committed = s.rejects_committed,
+                        lag_s = lag_s.map(f64::round),
+                        "progress"
+                    );
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        ProgressDisplay { done, thread: Some(thread) }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// "42 s", "3.5 min", "2.1 h", "4.0 d".
+fn human_duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 60.0 => format!("{s:.0} s"),
+        s if s < 3600.0 => format!("{:.1} min", s / 60.0),
+        s if s < 86_400.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86_400.0),
+    }
 }
 
 fn print_summary(s: &RunSummary) {

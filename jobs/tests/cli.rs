@@ -694,3 +694,23 @@ fn config_file_then_flags() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("window_sec"), "{err}");
 }
+
+#[test]
+fn json_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ocean()
+        .args(["--log", "info", "--log-format", "json", "run", "--policy", "adjacency", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["message"] == "starting the dataflow"),
+        "{stderr}"
+    );
+    let bad = ocean().args(["--log-format", "xml", "sql", "select 1"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--log-format"));
+}

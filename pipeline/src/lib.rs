@@ -22,4 +22,4 @@ pub mod validate;
 
 pub use config::{RunConfig, RuntimeConfig, StoreKind};
 pub use error::{Error, Result};
-pub use run::{run, run_until, ModelSummary, RunSummary};
+pub use run::{run, run_observed, run_until, ModelSummary, Progress, ProgressSnapshot, RunSummary};

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -115,6 +115,72 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
+/// Live counters of a run, for a progress display: the workers update them, any thread reads
+/// them with [`Progress::snapshot`]. Counts are this process's.
+#[derive(Debug)]
+pub struct Progress {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    input_bytes: AtomicU64,
+    newest_event_us: AtomicI64,
+    started: Instant,
+    stats: Arc<Mutex<WriteStats>>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            input_bytes: AtomicU64::new(0),
+            newest_event_us: AtomicI64::new(i64::MIN),
+            started: Instant::now(),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// What a run has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProgressSnapshot {
+    /// Records read and parsed.
+    pub records: u64,
+    /// Input bytes read.
+    pub bytes: u64,
+    /// Input bytes in all, when known (line-based files; 0 for Parquet, IPC and streams).
+    pub input_bytes: u64,
+    /// Chains of thought whose rows are committed (epochs written).
+    pub cots_committed: u64,
+    /// Rejects committed.
+    pub rejects_committed: u64,
+    /// The newest event time read (µs since the epoch, UTC).
+    pub newest_event_us: Option<i64>,
+    /// Seconds since the run started.
+    pub seconds: f64,
+}
+
+impl Progress {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let (cots, rejects) = self.stats.lock().map_or((0, 0), |s| {
+            let rows = |name: &str| s.rows.get(name).copied().unwrap_or(0);
+            // A re-scored chain has a tombstone and a new row; a retracted one a tombstone only.
+            let rescored = rows(Tombstone::NAME).saturating_sub(s.retracted);
+            (rows(CotScore::NAME).saturating_sub(rescored), rows(Reject::NAME))
+        });
+        let newest = self.newest_event_us.load(Ordering::Relaxed);
+        ProgressSnapshot {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            input_bytes: self.input_bytes.load(Ordering::Relaxed),
+            cots_committed: cots,
+            rejects_committed: rejects,
+            newest_event_us: (newest != i64::MIN).then_some(newest),
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// A model and its version.
 type ModelKey = (String, String);
 /// Per-model sums and extremes at the end of a run, as `(total, time, diff)` updates.
@@ -132,7 +198,7 @@ struct Shared {
     requests: Option<HashMap<String, Value>>,
     /// The KG and the driver's rejects, taken by global worker 0.
     feed: Mutex<Option<(KgData, Vec<Reject>)>>,
-    stats: Arc<Mutex<WriteStats>>,
+    progress: Arc<Progress>,
     totals: Arc<Mutex<Totals>>,
     /// (records parsed, epochs), summed over the process's workers.
     read: Mutex<(u64, u64)>,
@@ -150,6 +216,11 @@ pub fn run(config: &RunConfig) -> Result<RunSummary> {
 /// it is in (retraction files are not read), and the dataflow drains — every record read is in
 /// the datasets, committed as usual, and the summary says that the run stopped early.
 pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary> {
+    run_observed(config, stop, Arc::default())
+}
+
+/// [`run_until`], updating `progress` as it goes (read it from another thread).
+pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Progress>) -> Result<RunSummary> {
     config.validate()?;
     let started = Instant::now();
     let out = config.sink.out.clone();
@@ -162,6 +233,11 @@ pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary
     let files = list_files(&config.source.logs, &config.source.batch_inputs)?;
     if files.is_empty() {
         return Err(Error::Config("no log files found in the given paths".into()));
+    }
+    let line_based = |f: &PathBuf| f.extension().is_some_and(|x| x == "jsonl" || x == "json" || x == "ndjson");
+    if files.iter().all(|f| line_based(f) && !crate::sources::is_stream(f)) {
+        let total = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        progress.input_bytes.store(total, Ordering::Relaxed);
     }
     let mut driver_rejects = Vec::new();
     let requests = read_batch_inputs(&config.source.batch_inputs, &mut driver_rejects)?;
@@ -188,7 +264,7 @@ pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary
         files,
         requests,
         feed: Mutex::new(Some((kg, driver_rejects))),
-        stats: Arc::default(),
+        progress,
         totals: Arc::default(),
         read: Mutex::new((0, 0)),
         stop,
@@ -199,7 +275,7 @@ pub fn run_until(config: &RunConfig, stop: Arc<AtomicBool>) -> Result<RunSummary
     let _ = std::fs::remove_dir_all(out.join(".store").join(format!("process-{}", shared.config.runtime.process)));
     let _ = std::fs::remove_dir(out.join(".store"));
 
-    let stats = std::mem::take(&mut *shared.stats.lock().map_err(|_| Error::Dataflow("a sink panicked".into()))?);
+    let stats = shared.progress.stats.lock().map_err(|_| Error::Dataflow("a sink panicked".into()))?.clone();
     if let Some(e) = stats.error {
         return Err(Error::Dataflow(format!("writing the datasets failed: {e}")));
     }
@@ -293,7 +369,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let config = &shared.config;
     let index = worker.index();
     let probe = ProbeHandle::new();
-    let stats = Arc::clone(&shared.stats);
+    let stats = Arc::clone(&shared.progress.stats);
     let totals = Arc::clone(&shared.totals);
     let out = config.sink.out.clone();
     let inputs = worker.dataflow::<Time, _, _>(|scope| {
@@ -340,6 +416,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         rows: Vec::new(),
         rejects: Vec::new(),
         stop: Arc::clone(&shared.stop),
+        progress: Arc::clone(&shared.progress),
     };
     if index == 0 {
         if let Some((kg, driver_rejects)) = shared.feed.lock().expect("feed lock").take() {
@@ -415,6 +492,7 @@ struct Feeder<'w> {
     rows: Vec<Generation>,
     rejects: Vec<Reject>,
     stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
 }
 
 impl Feeder<'_> {
@@ -477,6 +555,8 @@ impl RecordSink for Feeder<'_> {
         self.in_epoch_bytes += bytes;
         if mine {
             self.records += n;
+            self.progress.records.fetch_add(n, Ordering::Relaxed);
+            self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         mine
     }
@@ -492,7 +572,10 @@ impl RecordSink for Feeder<'_> {
     fn emit(&mut self, parsed: Parsed) {
         for item in parsed {
             match item {
-                Ok(g) => self.rows.push(g),
+                Ok(g) => {
+                    self.progress.newest_event_us.fetch_max(g.event_time, Ordering::Relaxed);
+                    self.rows.push(g);
+                }
                 Err(r) => self.rejects.push(r),
             }
         }

@@ -32,7 +32,7 @@ const BATCH_ROWS: usize = 8192;
 const ROW_GROUP_ROWS: usize = 65_536;
 
 /// What a process's sinks wrote (shared by its workers; updated once per epoch and dataset).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteStats {
     /// Rows written per dataset.
     pub rows: BTreeMap<String, u64>,

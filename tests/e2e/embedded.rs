@@ -106,3 +106,23 @@ fn embedded_default_end_to_end() {
     let groups = scalar(out, "select count(*) from (select distinct model, model_version, date_bin(interval '1 day', event_time, timestamp '1970-01-01T00:00:00Z') from cot_scores)").unwrap();
     assert_eq!(scalar(out, "select count(*) from aggregates where diff = 1").unwrap(), groups);
 }
+
+/// The live counters a progress display reads end where the summary does.
+#[test]
+fn progress_counters_match_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let progress = std::sync::Arc::new(ocean_pipeline::Progress::default());
+    let summary =
+        ocean_pipeline::run_observed(&default_config(dir.path()), Default::default(), std::sync::Arc::clone(&progress))
+            .unwrap();
+    let s = progress.snapshot();
+    assert_eq!(s.records, summary.records);
+    assert_eq!(s.cots_committed as usize, summary.cots_scored);
+    assert_eq!(s.rejects_committed as usize, summary.rejects);
+    // Every input byte of the JSONL logs was read, and the newest record's time is known.
+    let input: u64 =
+        std::fs::read_dir(repo_root().join("data/logs")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert_eq!((s.input_bytes, s.bytes), (input, input));
+    let newest = scalar(dir.path(), "select cast(max(event_time) as bigint) from generations").unwrap();
+    assert_eq!(s.newest_event_us.map(|t| t as f64), Some(newest));
+}
