@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use arrow::array::AsArray;
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::array::{Array as _, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use ocean_operators::ips::stats::normal_quantile;
 use ocean_operators::ips::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 use serde::Serialize;
@@ -138,42 +138,69 @@ impl ArmData {
     }
 }
 
-/// Calls `each(model, version, question, chain, estimator)` for every current row of
-/// `cot_scores` that satisfies `predicate` (SQL over `cot_scores c`).
-pub fn read_chains(out: &Path, predicate: &str, mut each: impl FnMut(&str, &str, &str, &CotStats, &str)) -> Result<()> {
+/// One scored chain of thought as [`read_chains`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainRow<'a> {
+    /// `cot_scores.model`.
+    pub model: &'a str,
+    /// `cot_scores.model_version`.
+    pub version: &'a str,
+    /// The question's text, or the chain's id when it has none.
+    pub question: &'a str,
+    /// `cot_scores.segment`.
+    pub segment: Option<&'a str>,
+    /// `cot_scores.event_time`, µs since the epoch (UTC).
+    pub event_us: i64,
+    /// `cot_scores.grounded_fraction`.
+    pub grounded_fraction: Option<f64>,
+    /// `cot_scores.estimator`.
+    pub estimator: &'a str,
+    /// The estimator's statistics of the chain.
+    pub chain: CotStats,
+}
+
+/// Calls `each` for every current row of `cot_scores` that satisfies `predicate` (SQL over
+/// `cot_scores c`).
+pub fn read_chains(out: &Path, predicate: &str, mut each: impl FnMut(&ChainRow<'_>)) -> Result<()> {
     let query = format!(
-        "select c.model, c.model_version, coalesce(g.question, c.cot_id), c.estimator, c.value, c.weight_mass, \
+        "select c.model, c.model_version, coalesce(g.question, c.cot_id), c.estimator, c.segment, \
+         cast(c.event_time as bigint), c.grounded_fraction, c.value, c.weight_mass, \
          cast(c.n_tokens as double), cast(c.n_entity_tokens as double), c.weight_sum, c.weight_sq_sum, \
          c.entity_weight_sum, c.entity_weight_sq_sum, c.min_weight, c.max_weight \
          from cot_scores c left join generations g on c.cot_id = g.cot_id where {predicate}"
     );
     for batch in crate::sql::query_blocking(out, &query)? {
         let text = |i: usize| arrow::compute::cast(batch.column(i), &DataType::Utf8);
-        let (models, versions, questions, estimators) = (text(0)?, text(1)?, text(2)?, text(3)?);
-        let (models, versions, questions, estimators) = (
-            models.as_string::<i32>(),
-            versions.as_string::<i32>(),
-            questions.as_string::<i32>(),
-            estimators.as_string::<i32>(),
-        );
+        let columns = [text(0)?, text(1)?, text(2)?, text(3)?, text(4)?];
+        let [models, versions, questions, estimators, segments] = columns.each_ref().map(|c| c.as_string::<i32>());
+        let times = batch.column(5).as_primitive::<Int64Type>();
         let number = |i: usize| batch.column(i).as_primitive::<Float64Type>();
-        let f: Vec<_> = (4..14).map(number).collect();
+        let grounded = number(6);
+        let f: Vec<_> = (7..17).map(number).collect();
         for row in 0..batch.num_rows() {
-            let chain = CotStats {
-                value: f[0].value(row),
-                weight_mass: f[1].value(row),
-                weights: WeightStats {
-                    n_tokens: f[2].value(row),
-                    n_entity_tokens: f[3].value(row),
-                    weight_sum: f[4].value(row),
-                    weight_sq_sum: f[5].value(row),
-                    entity_weight_sum: f[6].value(row),
-                    entity_weight_sq_sum: f[7].value(row),
-                    min_weight: f[8].value(row),
-                    max_weight: f[9].value(row),
+            each(&ChainRow {
+                model: models.value(row),
+                version: versions.value(row),
+                question: questions.value(row),
+                segment: segments.is_valid(row).then(|| segments.value(row)),
+                event_us: times.value(row),
+                grounded_fraction: grounded.is_valid(row).then(|| grounded.value(row)),
+                estimator: estimators.value(row),
+                chain: CotStats {
+                    value: f[0].value(row),
+                    weight_mass: f[1].value(row),
+                    weights: WeightStats {
+                        n_tokens: f[2].value(row),
+                        n_entity_tokens: f[3].value(row),
+                        weight_sum: f[4].value(row),
+                        weight_sq_sum: f[5].value(row),
+                        entity_weight_sum: f[6].value(row),
+                        entity_weight_sq_sum: f[7].value(row),
+                        min_weight: f[8].value(row),
+                        max_weight: f[9].value(row),
+                    },
                 },
-            };
-            each(models.value(row), versions.value(row), questions.value(row), &chain, estimators.value(row));
+            });
         }
     }
     Ok(())
@@ -182,12 +209,10 @@ pub fn read_chains(out: &Path, predicate: &str, mut each: impl FnMut(&str, &str,
 /// The chains of `arm` under `out`.
 pub fn load(out: &Path, arm: &Arm) -> Result<ArmData> {
     let mut data = ArmData::default();
-    read_chains(out, &arm.predicate(), |_, _, q, chain, estimator| data.add(q, chain, estimator)).map_err(
-        |e| match e {
-            Error::Config(_) => e,
-            other => Error::Config(format!("arm {:?}: {other}", arm.label)),
-        },
-    )?;
+    read_chains(out, &arm.predicate(), |r| data.add(r.question, &r.chain, r.estimator)).map_err(|e| match e {
+        Error::Config(_) => e,
+        other => Error::Config(format!("arm {:?}: {other}", arm.label)),
+    })?;
     Ok(data)
 }
 

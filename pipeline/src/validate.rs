@@ -244,8 +244,8 @@ fn interval_coverage(out: &Path, truth: &Truth) -> Result<Vec<IntervalCoverage>>
 /// Replication r of scenario A against replication r of scenario B, for each pair of `pairs`.
 fn comparison_coverage(out: &Path, truth: &Truth, pairs: &[(&str, &str)]) -> Result<Vec<ComparisonCoverage>> {
     let mut arms: BTreeMap<(String, String), ArmData> = BTreeMap::new();
-    read_chains(out, "true", |model, version, question, chain, estimator| {
-        arms.entry((model.to_owned(), version.to_owned())).or_default().add(question, chain, estimator)
+    read_chains(out, "true", |r| {
+        arms.entry((r.model.to_owned(), r.version.to_owned())).or_default().add(r.question, &r.chain, r.estimator)
     })?;
     let intervals = interval_config(out);
     let mut result = Vec::new();
