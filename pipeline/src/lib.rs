@@ -2,6 +2,7 @@
 //! sinks, the timely runtime, and the DataFusion context for SQL over the outputs.
 
 pub mod bench;
+pub mod chart;
 pub mod compare;
 pub mod config;
 mod error;
