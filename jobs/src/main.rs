@@ -85,6 +85,17 @@ enum Command {
     /// output that are new since the last run, and writes a policy version (policies/vNNNN:
     /// trained layers, metrics.json, curves, report.md). With --export, writes training exports.
     Optimize(OptimizeArgs),
+    /// Plots (SVG and PNG) and an HTML page from an `ocean run` output: V̂ with its interval
+    /// over time, grounded fraction, importance weights, and every model/version/segment side by
+    /// side. Writes <out>/report/ (or --to DIR); open index.html.
+    Report {
+        /// The output folder of `ocean run`.
+        #[arg(long, value_name = "DIR", default_value = "ocean-out")]
+        out: PathBuf,
+        /// Where to write the report (default: <out>/report).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
     /// Answer questions with a model and write OpenAI JSONL with per-token log-probs.
     ///
     /// KV-cached decoding, greedy or sampled; `ocean run` reads the output.
@@ -693,6 +704,19 @@ fn main() -> Result<()> {
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
+        Command::Report { out, to } => {
+            let dir = to.unwrap_or_else(|| out.join("report"));
+            let r =
+                ocean_pipeline::report::report(&out, &dir).with_context(|| format!("report on {}", out.display()))?;
+            println!(
+                "wrote {} files for {} arms over {} windows: open {}",
+                r.files.len(),
+                r.arms,
+                r.windows,
+                dir.join("index.html").display()
+            );
+            Ok(())
+        }
         Command::Compare { a, b, out, confidence, json } => {
             let r = ocean_pipeline::compare::compare(&out, &a, &b, confidence)?;
             if json {

@@ -714,3 +714,64 @@ fn json_log_lines() {
     let bad = ocean().args(["--log-format", "xml", "sql", "select 1"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--log-format"));
 }
+
+#[test]
+fn report_writes_valid_plots_and_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    stdout(
+        ocean()
+            .args(["run", "--policy", "adjacency", "--window", "600", "--segment-by", "model_version", "--out"])
+            .arg(&out),
+    );
+    let said = stdout(ocean().args(["report", "--out"]).arg(&out));
+    assert!(said.contains("3 arms over 8 windows"), "{said}");
+    let report = out.join("report");
+    for chart in ["value_over_time", "grounded_over_time", "weights", "arms"] {
+        // PNG: signature, then chunks whose CRCs check, ending with IEND.
+        let png = std::fs::read(report.join(format!("{chart}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let (mut at, mut kinds) = (8, Vec::new());
+        while at < png.len() {
+            let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+            let body = &png[at + 4..at + 8 + len];
+            let crc = u32::from_be_bytes(png[at + 8 + len..at + 12 + len].try_into().unwrap());
+            let mut c = 0xFFFF_FFFFu32;
+            for &b in body {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                }
+            }
+            assert_eq!(!c, crc, "{chart}.png: bad CRC");
+            kinds.push(String::from_utf8_lossy(&body[..4]).into_owned());
+            at += 12 + len;
+        }
+        assert_eq!((kinds.first().map(String::as_str), kinds.last().map(String::as_str)), (Some("IHDR"), Some("IEND")));
+    }
+    // SVG is well-formed XML and HTML parses with every image it names present: Python's parsers.
+    let check = r#"
+import sys, pathlib, xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+d = pathlib.Path(sys.argv[1])
+for svg in d.glob('*.svg'):
+    root = ET.parse(svg).getroot()
+    assert root.tag == '{http://www.w3.org/2000/svg}svg', svg
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__(); self.images = []; self.open = []
+    def handle_starttag(self, tag, attrs):
+        if tag == 'img': self.images.append(dict(attrs)['src'])
+        elif tag not in ('meta', 'br'): self.open.append(tag)
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, tag
+p = Page(); p.feed((d / 'index.html').read_text())
+assert not p.open, p.open
+assert len(p.images) == 4 and all((d / i).is_file() for i in p.images), p.images
+print('ok', len(p.images))
+"#;
+    let py = Command::new("python3").args(["-c", check]).arg(&report).output().unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let page = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(page.contains("gemma-3-270m") && page.contains("UNRELIABLE"), "{page}");
+}

@@ -291,11 +291,17 @@ impl Chart {
             let label = tick_label(v);
             c.text(f.left - 4.0 - 4.0 * label.len() as f64 * 2.0, y - 5.0, &label, [40, 40, 40]);
         }
-        for (v, label) in self.x_tick_list(&f) {
-            let x = f.px(v);
+        let x_ticks = self.x_tick_list(&f);
+        let room = x_ticks.windows(2).map(|w| (f.px(w[1].0) - f.px(w[0].0)).abs()).fold(f.right - f.left, f64::min);
+        for (v, label) in &x_ticks {
+            let x = f.px(*v);
             c.line(x, f.top, x, f.bottom, [224, 224, 224]);
-            if self.x_ticks.is_none() {
-                c.text(x - 4.0 * label.len() as f64, f.bottom + 6.0, &label, [40, 40, 40]);
+            // Numbers and dates are drawable (a date's time alone when the whole does not fit);
+            // category names are in the SVG.
+            let fits = |l: &str| 8.0 * l.chars().count() as f64 + 8.0 <= room;
+            let shown = if fits(label) { label.as_str() } else { label.rsplit(' ').next().unwrap_or_default() };
+            if fits(shown) && shown.chars().all(|ch| glyph(ch).is_some()) {
+                c.text(x - 4.0 * shown.len() as f64, f.bottom + 6.0, shown, [40, 40, 40]);
             }
         }
         c.line(f.left, f.top, f.left, f.bottom, [64, 64, 64]);
@@ -398,6 +404,8 @@ fn glyph(c: char) -> Option<[u8; 5]> {
         '+' => [0, 2, 7, 2, 0],
         '.' => [0, 0, 0, 0, 2],
         'e' => [0, 7, 7, 4, 7],
+        ':' => [0, 2, 0, 2, 0],
+        ' ' => [0; 5],
         _ => return None,
     })
 }
@@ -506,7 +514,13 @@ mod tests {
         let png = chart.png(640, 360);
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         assert_eq!(&png[16..24], &[0, 0, 2, 128, 0, 0, 1, 104]);
-        // The drawing is not blank: the band's light blue is somewhere in the image data.
-        assert!(png.windows(3).any(|w| w == [211, 228, 240]), "band colour missing");
+        // The drawing is not blank: the band's light blue is in the (inflated) image data.
+        let idat = png.windows(4).position(|w| w == b"IDAT").expect("an IDAT chunk");
+        let len = u32::from_be_bytes(png[idat - 4..idat].try_into().unwrap()) as usize;
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&png[idat + 4..idat + 4 + len]), &mut raw)
+            .unwrap();
+        assert_eq!(raw.len(), 360 * (1 + 640 * 3));
+        assert!(raw.windows(3).any(|w| w == [211, 228, 240]), "band colour missing");
     }
 }

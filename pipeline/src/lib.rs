@@ -10,6 +10,7 @@ pub mod kg_files;
 pub mod optimize;
 pub mod plot;
 pub mod policy;
+pub mod report;
 pub mod run;
 pub mod scale;
 pub mod sink;
