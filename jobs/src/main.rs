@@ -617,6 +617,11 @@ struct RunArgs {
     /// Also end an input epoch at the end of every log file.
     #[arg(long)]
     epoch_per_file: bool,
+    /// Follow the log folders (and `-`): read new files as they appear and JSONL lines as they
+    /// are appended (up to the last complete line), commit whatever arrived when the input is
+    /// idle for a look (source.follow_poll_ms, 500 ms), and run until SIGINT/SIGTERM.
+    #[arg(long)]
+    follow: bool,
     /// Keep the live generations in memory instead of a file per worker (faster; memory grows).
     #[arg(long)]
     memory_store: bool,
@@ -1348,6 +1353,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if args.epoch_per_file {
         config.source.epoch_per_file = true;
+    }
+    if args.follow {
+        config.source.follow = true;
     }
     if args.memory_store {
         config.store = ocean_pipeline::StoreKind::Memory;

@@ -1,5 +1,6 @@
 //! The `ocean` binary as a user runs it: help, run, sql, and clear errors.
 
+use std::io::Write as _;
 use std::process::Command;
 
 fn ocean() -> Command {
@@ -577,7 +578,6 @@ fn optimize_is_incremental_idempotent_and_versioned() {
 /// pipe (read by one worker), so the test decides how much has been read when the signal comes.
 #[test]
 fn sigint_drains_commits_and_exits_zero() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("logs.jsonl");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -774,4 +774,110 @@ print('ok', len(p.images))
     assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
     let page = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(page.contains("gemma-3-270m") && page.contains("UNRELIABLE"), "{page}");
+}
+
+/// `select count(*) from cot_scores` over `out`, 0 while nothing is committed.
+fn scored(out: &std::path::Path) -> u64 {
+    let Ok(o) = ocean().args(["sql", "select count(*) n from cot_scores", "--out"]).arg(out).output() else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines().filter_map(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok()).next().unwrap_or(0)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn follow_a_folder_then_stop_as_a_batch_run_would_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out, batch) = (dir.path().join("in"), dir.path().join("out"), dir.path().join("batch"));
+    std::fs::create_dir(&input).unwrap();
+    let v1: Vec<String> =
+        std::fs::read_to_string("../data/logs/smollm2-prompt-v1.jsonl").unwrap().lines().map(str::to_owned).collect();
+    // 50 lines and half of the 51st: the run reads the complete lines only.
+    let a = input.join("a.jsonl");
+    let (head, tail) = v1[50].split_at(300);
+    std::fs::write(&a, format!("{}\n{head}", v1[..50].join("\n"))).unwrap();
+    let child = ocean()
+        .args(["run", "--follow", "--policy", "adjacency", "--logs"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two of the first 50 are rejects (token_mismatch), as in a batch run.
+    wait_for("the first 48 chains", || scored(&out) == 48);
+    // The line is finished and more are appended; another file is written elsewhere and
+    // renamed in; a file being written (hidden name) is not read.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    writeln!(f, "{tail}\n{}", v1[51..].join("\n")).unwrap();
+    drop(f);
+    let staged = dir.path().join("b.jsonl");
+    std::fs::copy("../data/logs/gemma3-prompt-v1.jsonl", &staged).unwrap();
+    std::fs::rename(&staged, input.join("b.jsonl")).unwrap();
+    std::fs::write(input.join(".c.jsonl.tmp"), "{not json\n").unwrap();
+    wait_for("all 138 chains", || scored(&out) == 138);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let result = child.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{summary}\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(summary.contains("records in      140 (2 files)"), "{summary}");
+    // The same files read by a batch run give the same rows and estimates.
+    std::fs::remove_file(input.join(".c.jsonl.tmp")).unwrap();
+    stdout(ocean().args(["run", "--policy", "adjacency", "--logs"]).arg(&input).arg("--out").arg(&batch));
+    let q = "select model, model_version, count(*) n, count(distinct cot_id) ids, sum(value) v from cot_scores \
+             group by 1, 2 order by 1, 2";
+    let followed = stdout(ocean().args(["sql", q, "--out"]).arg(&out));
+    assert_eq!(followed, stdout(ocean().args(["sql", q, "--out"]).arg(&batch)));
+    // Equal up to the order of floating-point additions (two epochs against one).
+    let q = "select model, model_version, n, round(estimate, 9), round(ci_low, 9), round(ci_high, 9) \
+             from aggregates_current order by 1, 2";
+    assert_eq!(
+        stdout(ocean().args(["sql", q, "--out"]).arg(&out)),
+        stdout(ocean().args(["sql", q, "--out"]).arg(&batch))
+    );
+    let rejects = "select reason_code, count(*) from rejects group by 1";
+    assert_eq!(
+        stdout(ocean().args(["sql", rejects, "--out"]).arg(&out)),
+        stdout(ocean().args(["sql", rejects, "--out"]).arg(&batch))
+    );
+}
+
+#[test]
+fn follow_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = ocean()
+        .args(["run", "--follow", "--policy", "adjacency", "--logs", "-", "--out"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::fs::read_to_string("../data/logs/gemma3-prompt-v1.jsonl").unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines.lines().take(10) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Committed while standard input stays open: the idle look closes the epoch.
+    wait_for("10 chains from standard input", || scored(&out) == 10);
+    for line in lines.lines().skip(10) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for("40 chains", || scored(&out) == 40);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let result = child.wait_with_output().unwrap();
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    drop(stdin);
 }

@@ -39,6 +39,11 @@ pub struct SourceConfig {
     /// Epochs fed ahead of the slowest: the source feeds epoch t + k only once every output of
     /// epoch t is final (backpressure; memory holds about k epochs of rows).
     pub epochs_in_flight: u64,
+    /// Follow the log folders (`ocean run --follow`): read files as they appear and lines as
+    /// they are appended, close an epoch whenever the input is idle, and run until stopped.
+    pub follow: bool,
+    /// How often a followed folder is looked at, in milliseconds.
+    pub follow_poll_ms: u64,
 }
 
 impl Default for SourceConfig {
@@ -53,6 +58,8 @@ impl Default for SourceConfig {
             epoch_bytes: 256 << 20,
             epoch_per_file: false,
             epochs_in_flight: 2,
+            follow: false,
+            follow_poll_ms: 500,
         }
     }
 }
@@ -221,6 +228,16 @@ impl RunConfig {
         }
         if self.source.epoch_bytes == 0 {
             problems.push("source.epoch_bytes must be at least 1".to_owned());
+        }
+        if self.source.follow && !self.source.retract.is_empty() {
+            problems.push(
+                "retraction files are read after the logs end, which a followed run never does: \
+                 run them separately"
+                    .to_owned(),
+            );
+        }
+        if self.source.follow && self.source.follow_poll_ms == 0 {
+            problems.push("source.follow_poll_ms must be at least 1".to_owned());
         }
         if self.source.epochs_in_flight == 0 {
             problems.push("source.epochs_in_flight must be at least 1".to_owned());

@@ -204,6 +204,8 @@ struct Shared {
     read: Mutex<(u64, u64)>,
     /// Set to stop reading: the workers close the epoch they are in and drain.
     stop: Arc<AtomicBool>,
+    /// Files a followed run read.
+    followed: Mutex<usize>,
 }
 
 /// Runs the whole job described by `config`.
@@ -230,8 +232,10 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
     if config.policy.entities == 0 {
         config.policy.entities = kg_entity_count(&kg);
     }
-    let files = list_files(&config.source.logs, &config.source.batch_inputs)?;
-    if files.is_empty() {
+    // Followed folders are listed as they fill; they may start empty.
+    let files =
+        if config.source.follow { Vec::new() } else { list_files(&config.source.logs, &config.source.batch_inputs)? };
+    if files.is_empty() && !config.source.follow {
         return Err(Error::Config("no log files found in the given paths".into()));
     }
     let line_based = |f: &PathBuf| f.extension().is_some_and(|x| x == "jsonl" || x == "json" || x == "ndjson");
@@ -268,6 +272,7 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
         totals: Arc::default(),
         read: Mutex::new((0, 0)),
         stop,
+        followed: Mutex::new(0),
     });
     let in_workers = Arc::clone(&shared);
     execute_workers(timely_config, move |worker| run_worker(worker, &in_workers))?;
@@ -288,7 +293,7 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
     let rescored = rows(Tombstone::NAME) - retracted;
     let summary = RunSummary {
         stopped: shared.stop.load(Ordering::Relaxed),
-        files: shared.files.len(),
+        files: shared.files.len() + *shared.followed.lock().map_err(|_| Error::Dataflow("a worker panicked".into()))?,
         records,
         generations: rows(Generation::NAME),
         epochs: epochs as usize,
@@ -394,7 +399,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
 
     // Streams (standard input, named pipes) can be read once: with one among the logs, worker 0
     // reads everything; otherwise every worker reads every file and parses its share.
-    let streamed = shared.files.iter().any(|f| crate::sources::is_stream(f));
+    let streamed = config.source.follow || shared.files.iter().any(|f| crate::sources::is_stream(f));
     let (share, peers) = if streamed { (0, 1) } else { (index, worker.peers()) };
     if streamed && index != 0 {
         return;
@@ -429,6 +434,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
             feeder.rejects.extend(kg.rejects);
             feeder.rejects.extend(driver_rejects);
         }
+    }
+    if config.source.follow {
+        let files = follow_logs(&mut feeder, config, shared.requests.as_ref());
+        *shared.followed.lock().expect("followed lock") = files;
     }
     for path in &shared.files {
         if feeder.stopped() {
@@ -472,6 +481,45 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let mut read = shared.read.lock().expect("read lock");
     read.0 += feeder.records;
     read.1 = read.1.max(feeder.epoch);
+}
+
+/// `ocean run --follow`: reads what is new in the log folders every `follow_poll_ms`, closes
+/// the epoch whenever a look finds nothing new (so what arrived is committed within about one
+/// poll interval), and keeps the dataflow stepping while it waits, until the run is stopped.
+fn follow_logs(feeder: &mut Feeder<'_>, config: &RunConfig, requests: Option<&HashMap<String, Value>>) -> usize {
+    let mut follower = crate::sources::Follower::default();
+    let poll = std::time::Duration::from_millis(config.source.follow_poll_ms.max(1));
+    tracing::info!(logs = ?config.source.logs, "following");
+    while !feeder.stopped() {
+        let claims = feeder.claims;
+        let (_, failed) = follower.poll(&config.source.logs, &config.source, requests, feeder);
+        for (path, e) in failed {
+            let reason = format!("reading the file failed: {e}");
+            let reject = Reject::new(
+                &path.display().to_string(),
+                None,
+                "file",
+                ocean_schemas::RejectReason::BadRecord,
+                reason,
+                &[],
+            );
+            feeder.rejects.push(reject);
+        }
+        if feeder.claims == claims {
+            if feeder.in_epoch > 0 || !feeder.rejects.is_empty() || !feeder.rows.is_empty() {
+                feeder.next_epoch();
+            }
+            let until = Instant::now() + poll;
+            while !feeder.stopped() {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                feeder.worker.step_or_park(Some(until - now));
+            }
+        }
+    }
+    follower.files()
 }
 
 /// Feeds one worker's share of the input into the dataflow, epoch by epoch, with backpressure.

@@ -251,15 +251,30 @@ fn now_us() -> i64 {
 /// Reads JSONL. Blank lines are not records and are skipped; every other line yields
 /// generations or rejects.
 fn read_jsonl(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     source: &str,
     default_time_us: i64,
     config: &SourceConfig,
     requests: Option<&HashMap<String, Value>>,
     sink: &mut dyn RecordSink,
 ) -> std::io::Result<()> {
+    read_jsonl_from(reader, 1, source, default_time_us, config, requests, sink).map(|_| ())
+}
+
+/// [`read_jsonl`] numbering lines from `first_line`; returns the number of the next line.
+fn read_jsonl_from(
+    mut reader: impl BufRead,
+    first_line: u64,
+    source: &str,
+    default_time_us: i64,
+    config: &SourceConfig,
+    requests: Option<&HashMap<String, Value>>,
+    sink: &mut dyn RecordSink,
+) -> std::io::Result<u64> {
     let mut buf = Vec::new();
-    for line in 1u64.. {
+    let mut next = first_line;
+    for line in first_line.. {
+        next = line;
         buf.clear();
         // Read at most one byte past the limit, then skip the rest of an oversized line.
         let limit = config.max_line_bytes as u64 + 1;
@@ -302,7 +317,174 @@ fn read_jsonl(
         };
         sink.emit(parse_line(raw, &ctx));
     }
-    Ok(())
+    Ok(next)
+}
+
+/// What a [`Follower`] knows of one file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Followed {
+    /// JSONL: bytes read (always a line end). Parquet/IPC: the size seen at the last look.
+    offset: u64,
+    /// JSONL: the number of the next line.
+    next_line: u64,
+    /// Parquet/IPC: read (they are read once, whole).
+    done: bool,
+    /// The size at which reading it failed: not tried again until it changes.
+    failed_at: Option<u64>,
+}
+
+/// Reads log folders as they fill (`ocean run --follow`): a new file is read when it appears,
+/// a JSONL file up to its last complete line and again from there when it grows (a line still
+/// being written waits for its newline), a Parquet or IPC file once, when its size has stayed
+/// the same between two looks (write it elsewhere and rename it in to skip the wait). A JSONL
+/// file that shrinks was replaced: it is read again from its start (its chains come again, as
+/// `duplicate_id` rejects when unchanged).
+///
+/// Standard input (`-`) is read by a thread of its own, so a look takes the lines that have
+/// arrived without waiting for more.
+#[derive(Debug, Default)]
+pub struct Follower {
+    files: HashMap<PathBuf, Followed>,
+    stdin: Option<(std::sync::mpsc::Receiver<Vec<u8>>, u64)>,
+}
+
+impl Follower {
+    /// Files seen so far.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Reads what is new under `paths`; returns whether anything was read, and the files that
+    /// could not be read with why (each is tried again only once its size changes).
+    pub fn poll(
+        &mut self,
+        paths: &[PathBuf],
+        config: &SourceConfig,
+        requests: Option<&HashMap<String, Value>>,
+        sink: &mut dyn RecordSink,
+    ) -> (bool, Vec<(PathBuf, Error)>) {
+        let mut found = Vec::new();
+        let mut failed = Vec::new();
+        let mut read = false;
+        if paths.iter().any(|p| p.as_os_str() == "-") {
+            let (lines, next_line) = self.stdin.get_or_insert_with(|| {
+                let (send, receive) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let mut stdin = std::io::stdin().lock();
+                    loop {
+                        let mut line = Vec::new();
+                        match stdin.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                if send.send(line).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                (receive, 1)
+            });
+            while let Ok(line) = lines.try_recv() {
+                if sink.stopped() {
+                    break;
+                }
+                *next_line = read_jsonl_from(&line[..], *next_line, "-", now_us(), config, requests, sink)
+                    .expect("reading from memory cannot fail");
+                read = true;
+            }
+        }
+        for p in paths {
+            if p.is_dir() {
+                if let Err(e) = walk(p, &mut found) {
+                    failed.push((p.clone(), e));
+                }
+            } else if p.is_file() {
+                found.push(p.clone());
+            }
+        }
+        // Hidden files are being written (`.name.tmp`, then renamed in).
+        found.retain(|f| kind(f).is_some() && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+        found.sort();
+        for path in found {
+            if sink.stopped() {
+                break;
+            }
+            match self.read_new(&path, config, requests, sink) {
+                Ok(r) => read |= r,
+                Err(e) => {
+                    if let Some(state) = self.files.get_mut(&path) {
+                        state.failed_at = std::fs::metadata(&path).ok().map(|m| m.len());
+                    }
+                    failed.push((path, e));
+                }
+            }
+        }
+        (read, failed)
+    }
+
+    fn read_new(
+        &mut self,
+        path: &Path,
+        config: &SourceConfig,
+        requests: Option<&HashMap<String, Value>>,
+        sink: &mut dyn RecordSink,
+    ) -> Result<bool> {
+        use std::io::{Read as _, Seek as _};
+        let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let state = self.files.entry(path.to_owned()).or_insert(Followed { next_line: 1, ..Followed::default() });
+        if state.failed_at == Some(size) {
+            return Ok(false);
+        }
+        state.failed_at = None;
+        if kind(path) != Some(Kind::Jsonl) {
+            // Read once its size has settled.
+            let settled = size == state.offset && size > 0;
+            state.offset = size;
+            if state.done || !settled {
+                return Ok(false);
+            }
+            state.done = true;
+            read_file(path, config, requests, sink)?;
+            return Ok(true);
+        }
+        if size < state.offset {
+            tracing::warn!(file = %path.display(), "the file shrank: reading it again from its start");
+            *state = Followed { next_line: 1, ..Followed::default() };
+        }
+        if size == state.offset {
+            return Ok(false);
+        }
+        let io = |e| Error::io(path, e);
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        // The end of the last complete line, looking back from the end in blocks.
+        let mut end = None;
+        let mut block_end = size;
+        let mut block = vec![0u8; 1 << 16];
+        while end.is_none() && block_end > state.offset {
+            let start = block_end.saturating_sub(block.len() as u64).max(state.offset);
+            let len = (block_end - start) as usize;
+            file.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
+            file.read_exact(&mut block[..len]).map_err(io)?;
+            end = block[..len].iter().rposition(|b| *b == b'\n').map(|i| start + i as u64 + 1);
+            block_end = start;
+        }
+        let Some(end) = end else {
+            return Ok(false);
+        };
+        file.seek(std::io::SeekFrom::Start(state.offset)).map_err(io)?;
+        let complete = std::io::BufReader::with_capacity(1 << 20, file.take(end - state.offset));
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as i64);
+        let source = path.display().to_string();
+        state.next_line = read_jsonl_from(complete, state.next_line, &source, mtime, config, requests, sink)
+            .map_err(|e| Error::io(path, e))?;
+        state.offset = end;
+        Ok(true)
+    }
 }
 
 /// Reads record batches that should be in the generations schema, one claim per batch.
