@@ -628,6 +628,11 @@ struct RunArgs {
     /// Aggregation window, in seconds (default 86400).
     #[arg(long, value_name = "SECONDS")]
     window: Option<u64>,
+    /// Bound on the out-of-orderness of event times, in seconds: a record whose window ended
+    /// before the newest event time of the earlier input epochs less this bound is rejected as
+    /// `late` (its window stays closed). Default: no bound, every record goes to its window.
+    #[arg(long, value_name = "SECS")]
+    lateness: Option<u64>,
     /// Segment the aggregates by this `request.metadata` key (e.g. tenant or user).
     #[arg(long, value_name = "KEY")]
     segment_by: Option<String>,
@@ -1362,6 +1367,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(w) = args.window {
         config.aggregates.window_secs = w;
+    }
+    if let Some(l) = args.lateness {
+        config.aggregates.lateness_secs = Some(l);
     }
     if let Some(key) = args.segment_by {
         config.aggregates.segment_by = Some(key);

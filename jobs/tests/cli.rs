@@ -825,11 +825,26 @@ fn follow_a_folder_then_stop_as_a_batch_run_would_end() {
     std::fs::rename(&staged, input.join("b.jsonl")).unwrap();
     std::fs::write(input.join(".c.jsonl.tmp"), "{not json\n").unwrap();
     wait_for("all 138 chains", || scored(&out) == 138);
+    // Parquet in the generations schema (what `ocean run` writes) is read once complete.
+    let v2 = dir.path().join("v2");
+    stdout(
+        ocean().args(["run", "--policy", "adjacency", "--logs", "data/logs/smollm2-prompt-v2.jsonl", "--out"]).arg(&v2),
+    );
+    let mut parts = Vec::new();
+    for epoch in std::fs::read_dir(v2.join("generations")).unwrap() {
+        for part in std::fs::read_dir(epoch.unwrap().path()).unwrap() {
+            parts.push(part.unwrap().path());
+        }
+    }
+    for (i, part) in parts.iter().enumerate() {
+        std::fs::rename(part, input.join(format!("v2-{i}.parquet"))).unwrap();
+    }
+    wait_for("the 60 chains of the Parquet files", || scored(&out) == 198);
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let result = child.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&result.stdout);
     assert!(result.status.success(), "{summary}\n{}", String::from_utf8_lossy(&result.stderr));
-    assert!(summary.contains("records in      140 (2 files)"), "{summary}");
+    assert!(summary.contains(&format!("records in      200 ({} files)", 2 + parts.len())), "{summary}");
     // The same files read by a batch run give the same rows and estimates.
     std::fs::remove_file(input.join(".c.jsonl.tmp")).unwrap();
     stdout(ocean().args(["run", "--policy", "adjacency", "--logs"]).arg(&input).arg("--out").arg(&batch));

@@ -8,6 +8,8 @@ use differential_dataflow::AsCollection as _;
 use ocean_schemas::Aggregate;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::input::Handle;
+
+use crate::lateness::FilterLate as _;
 use timely::dataflow::operators::vec::{Broadcast as _, Input as _, Map as _, Partition as _};
 use timely::dataflow::{Scope, StreamVec};
 
@@ -36,6 +38,9 @@ pub struct ScoringConfig {
     pub segment_by: Option<String>,
     /// Interval level and reliability thresholds of the aggregates.
     pub intervals: IntervalConfig,
+    /// Bound on out-of-orderness of event times, in seconds (see [`crate::lateness`]); none:
+    /// every record goes to its window.
+    pub lateness_secs: Option<u64>,
 }
 
 impl Default for ScoringConfig {
@@ -46,6 +51,7 @@ impl Default for ScoringConfig {
             estimator: EstimatorConfig::default(),
             segment_by: None,
             intervals: IntervalConfig::default(),
+            lateness_secs: None,
         }
     }
 }
@@ -124,7 +130,10 @@ pub fn build_scoring<'scope>(
         max_alias_words: config.linker.max_alias_words,
         store,
     };
-    let scored = log_stream.decode_logs().score_logs(kg.updates().inner.broadcast(), scorer);
+    let lateness_us = config.lateness_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 1_000_000) * 1_000_000);
+    let window_us = scorer.window_us;
+    let scored =
+        log_stream.decode_logs().filter_late(lateness_us, window_us).score_logs(kg.updates().inner.broadcast(), scorer);
     let mut parts = scored.partition(2, |s| match s {
         Scored::Summary(..) => (1, s),
         other => (0, other),

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod grounding;
 pub mod ips;
 pub mod kg;
+pub mod lateness;
 pub mod linking;
 pub mod model;
 pub mod policy;

@@ -102,11 +102,20 @@ pub struct AggregatesConfig {
     pub segment_by: Option<String>,
     /// Interval level and reliability thresholds.
     pub intervals: IntervalConfig,
+    /// Bound on the out-of-orderness of event times, in seconds: a record whose window ended
+    /// before the newest event time of the earlier epochs less this bound is rejected as `late`.
+    /// None: every record goes to its window, however late.
+    pub lateness_secs: Option<u64>,
 }
 
 impl Default for AggregatesConfig {
     fn default() -> Self {
-        AggregatesConfig { window_secs: 86_400, segment_by: None, intervals: IntervalConfig::default() }
+        AggregatesConfig {
+            window_secs: 86_400,
+            segment_by: None,
+            intervals: IntervalConfig::default(),
+            lateness_secs: None,
+        }
     }
 }
 
@@ -204,6 +213,7 @@ impl RunConfig {
             estimator: self.estimator,
             segment_by: self.aggregates.segment_by.clone(),
             intervals: self.aggregates.intervals,
+            lateness_secs: self.aggregates.lateness_secs,
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod broken_logs;
 mod embedded;
+mod event_time;
 mod formats;
 mod oracle;
 mod synth;

@@ -41,6 +41,8 @@ pub enum RejectReason {
     UnknownRetraction,
     /// A KG file line that is not `id<TAB>…`.
     BadKgLine,
+    /// A record whose event-time window closed before it arrived (`aggregates.lateness_secs`).
+    Late,
 }
 
 impl RejectReason {
@@ -62,6 +64,7 @@ impl RejectReason {
             RejectReason::BadRecord => "bad_record",
             RejectReason::BadKgLine => "bad_kg_line",
             RejectReason::UnknownRetraction => "unknown_retraction",
+            RejectReason::Late => "late",
         }
     }
 }
