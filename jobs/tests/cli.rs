@@ -848,7 +848,8 @@ fn follow_a_folder_then_stop_as_a_batch_run_would_end() {
     // The same files read by a batch run give the same rows and estimates.
     std::fs::remove_file(input.join(".c.jsonl.tmp")).unwrap();
     stdout(ocean().args(["run", "--policy", "adjacency", "--logs"]).arg(&input).arg("--out").arg(&batch));
-    let q = "select model, model_version, count(*) n, count(distinct cot_id) ids, sum(value) v from cot_scores \
+    let q =
+        "select model, model_version, count(*) n, count(distinct cot_id) ids, round(sum(value), 6) v from cot_scores \
              group by 1, 2 order by 1, 2";
     let followed = stdout(ocean().args(["sql", q, "--out"]).arg(&out));
     assert_eq!(followed, stdout(ocean().args(["sql", q, "--out"]).arg(&batch)));
