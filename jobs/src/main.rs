@@ -424,6 +424,9 @@ enum BenchCommand {
         /// Keep live generations in memory instead of on disk.
         #[arg(long)]
         memory_store: bool,
+        /// Parquet compression: zstd, lz4, snappy or none.
+        #[arg(long, default_value = "zstd")]
+        compression: String,
     },
     /// μ_φ: the backend's matmul GFLOP/s, scoring tokens/s beside the FLOP limit, training
     /// tokens/s.
@@ -675,6 +678,9 @@ struct RunArgs {
     /// Longest accepted JSONL line, in bytes (default 8 MiB).
     #[arg(long, value_name = "BYTES")]
     max_line_bytes: Option<usize>,
+    /// Parquet compression of the datasets: zstd (level 1, the default), lz4, snappy or none.
+    #[arg(long, value_name = "CODEC")]
+    compression: Option<String>,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -1090,9 +1096,9 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers, store };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
-        BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store } => {
+        BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store, compression } => {
             let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
-            let settings = bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store };
+            let settings = bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store, compression };
             println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
         }
         BenchCommand::Policy { policy, logs, repeats, backend } => {
@@ -1409,6 +1415,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(n) = args.max_line_bytes {
         config.source.max_line_bytes = n;
+    }
+    if let Some(c) = args.compression {
+        config.sink.compression = c;
     }
     if args.print_config {
         print!("{}", toml::to_string(&config).context("writing the configuration as TOML")?);

@@ -233,6 +233,8 @@ pub struct E2eBench {
     pub epoch_bytes: u64,
     /// Where live generations are kept.
     pub store: StoreKind,
+    /// Parquet compression (`sink.compression`).
+    pub compression: String,
 }
 
 /// What the end-to-end benchmark measured.
@@ -272,6 +274,7 @@ pub fn bench_e2e(b: &E2eBench) -> Result<E2eResult> {
     config.source.logs.clone_from(&b.logs);
     config.source.epoch_records = b.epoch_records;
     config.source.epoch_bytes = b.epoch_bytes;
+    config.sink.compression = b.compression.clone();
     config.kg.dir.clone_from(&b.kg);
     config.sink.out.clone_from(&out);
     config.runtime.workers = b.workers;

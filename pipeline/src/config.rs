@@ -84,11 +84,13 @@ impl Default for KgConfig {
 pub struct SinkConfig {
     /// Output folder; each dataset is a subfolder of Parquet files.
     pub out: PathBuf,
+    /// Parquet compression: `zstd` (level 1), `lz4` (LZ4_RAW), `snappy` or `none`.
+    pub compression: String,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { out: PathBuf::from("ocean-out") }
+        SinkConfig { out: PathBuf::from("ocean-out"), compression: "zstd".to_owned() }
     }
 }
 
@@ -248,6 +250,10 @@ impl RunConfig {
         }
         if self.source.follow && self.source.follow_poll_ms == 0 {
             problems.push("source.follow_poll_ms must be at least 1".to_owned());
+        }
+        if !["zstd", "lz4", "snappy", "none"].contains(&self.sink.compression.as_str()) {
+            problems
+                .push(format!("sink.compression must be zstd, lz4, snappy or none, got {:?}", self.sink.compression));
         }
         if self.source.epochs_in_flight == 0 {
             problems.push("source.epochs_in_flight must be at least 1".to_owned());

@@ -385,7 +385,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
             shared.target.clone(),
             Arc::clone(&shared.store),
         );
-        let writer = |w| PartWriter::new(&out, w);
+        let writer = |w| PartWriter::with_compression(&out, w, &config.sink.compression).expect("validated codec");
         outputs.rows.probe_with(&probe).write_rows(writer(index), Arc::clone(&stats));
         outputs.aggregates.consolidate().inner.probe_with(&probe).write_aggregates(writer(index), stats);
         outputs
