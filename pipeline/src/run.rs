@@ -238,8 +238,7 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
     if files.is_empty() && !config.source.follow {
         return Err(Error::Config("no log files found in the given paths".into()));
     }
-    let line_based = |f: &PathBuf| f.extension().is_some_and(|x| x == "jsonl" || x == "json" || x == "ndjson");
-    if files.iter().all(|f| line_based(f) && !crate::sources::is_stream(f)) {
+    if files.iter().all(|f| crate::sources::is_jsonl(f) && !crate::sources::is_stream(f)) {
         let total = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
         progress.input_bytes.store(total, Ordering::Relaxed);
     }
@@ -448,14 +447,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         let read = read_file(path, &config.source, shared.requests.as_ref(), &mut feeder);
         if let Err(e) = read {
             if feeder.will_own(0) {
-                feeder.rejects.push(Reject::new(
-                    &path.display().to_string(),
-                    None,
-                    "file",
-                    ocean_schemas::RejectReason::BadRecord,
-                    format!("reading the file failed: {e}"),
-                    &[],
-                ));
+                feeder.rejects.push(file_reject(path, &e));
             }
         }
         if index == 0 {
@@ -483,6 +475,12 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     read.1 = read.1.max(feeder.epoch);
 }
 
+/// The reject of a log file that could not be read, naming it.
+fn file_reject(path: &Path, e: &Error) -> Reject {
+    let reason = format!("reading the file failed: {e}");
+    Reject::new(&path.display().to_string(), None, "file", ocean_schemas::RejectReason::BadRecord, reason, &[])
+}
+
 /// `ocean run --follow`: reads what is new in the log folders every `follow_poll_ms`, closes
 /// the epoch whenever a look finds nothing new (so what arrived is committed within about one
 /// poll interval), and keeps the dataflow stepping while it waits, until the run is stopped.
@@ -492,18 +490,9 @@ fn follow_logs(feeder: &mut Feeder<'_>, config: &RunConfig, requests: Option<&Ha
     tracing::info!(logs = ?config.source.logs, "following");
     while !feeder.stopped() {
         let claims = feeder.claims;
-        let (_, failed) = follower.poll(&config.source.logs, &config.source, requests, feeder);
+        let failed = follower.poll(&config.source.logs, &config.source, requests, feeder);
         for (path, e) in failed {
-            let reason = format!("reading the file failed: {e}");
-            let reject = Reject::new(
-                &path.display().to_string(),
-                None,
-                "file",
-                ocean_schemas::RejectReason::BadRecord,
-                reason,
-                &[],
-            );
-            feeder.rejects.push(reject);
+            feeder.rejects.push(file_reject(&path, &e));
         }
         if feeder.claims == claims {
             if feeder.in_epoch > 0 || !feeder.rejects.is_empty() || !feeder.rows.is_empty() {

@@ -83,6 +83,11 @@ fn kind(path: &Path) -> Option<Kind> {
     }
 }
 
+/// Whether a log file is read as JSON lines (by its extension).
+pub fn is_jsonl(path: &Path) -> bool {
+    kind(path) == Some(Kind::Jsonl)
+}
+
 /// The log files under `paths`: files as given, folders searched recursively for known
 /// extensions (sorted, so runs are reproducible). The batch input files are left out.
 pub fn list_files(paths: &[PathBuf], skip: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -354,7 +359,7 @@ impl Follower {
         self.files.len()
     }
 
-    /// Reads what is new under `paths`; returns whether anything was read, and the files that
+    /// Reads what is new under `paths` (the sink's claims say how much); returns the files that
     /// could not be read with why (each is tried again only once its size changes).
     pub fn poll(
         &mut self,
@@ -362,10 +367,9 @@ impl Follower {
         config: &SourceConfig,
         requests: Option<&HashMap<String, Value>>,
         sink: &mut dyn RecordSink,
-    ) -> (bool, Vec<(PathBuf, Error)>) {
+    ) -> Vec<(PathBuf, Error)> {
         let mut found = Vec::new();
         let mut failed = Vec::new();
-        let mut read = false;
         if paths.iter().any(|p| p.as_os_str() == "-") {
             let (lines, next_line) = self.stdin.get_or_insert_with(|| {
                 let (send, receive) = std::sync::mpsc::channel();
@@ -391,7 +395,6 @@ impl Follower {
                 }
                 *next_line = read_jsonl_from(&line[..], *next_line, "-", now_us(), config, requests, sink)
                     .expect("reading from memory cannot fail");
-                read = true;
             }
         }
         for p in paths {
@@ -411,7 +414,7 @@ impl Follower {
                 break;
             }
             match self.read_new(&path, config, requests, sink) {
-                Ok(r) => read |= r,
+                Ok(()) => {}
                 Err(e) => {
                     if let Some(state) = self.files.get_mut(&path) {
                         state.failed_at = std::fs::metadata(&path).ok().map(|m| m.len());
@@ -420,7 +423,7 @@ impl Follower {
                 }
             }
         }
-        (read, failed)
+        failed
     }
 
     fn read_new(
@@ -429,31 +432,31 @@ impl Follower {
         config: &SourceConfig,
         requests: Option<&HashMap<String, Value>>,
         sink: &mut dyn RecordSink,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         use std::io::{Read as _, Seek as _};
         let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
         let state = self.files.entry(path.to_owned()).or_insert(Followed { next_line: 1, ..Followed::default() });
         if state.failed_at == Some(size) {
-            return Ok(false);
+            return Ok(());
         }
         state.failed_at = None;
-        if kind(path) != Some(Kind::Jsonl) {
+        if !is_jsonl(path) {
             // Read once its size has settled.
             let settled = size == state.offset && size > 0;
             state.offset = size;
             if state.done || !settled {
-                return Ok(false);
+                return Ok(());
             }
             state.done = true;
             read_file(path, config, requests, sink)?;
-            return Ok(true);
+            return Ok(());
         }
         if size < state.offset {
             tracing::warn!(file = %path.display(), "the file shrank: reading it again from its start");
             *state = Followed { next_line: 1, ..Followed::default() };
         }
         if size == state.offset {
-            return Ok(false);
+            return Ok(());
         }
         let io = |e| Error::io(path, e);
         let mut file = std::fs::File::open(path).map_err(io)?;
@@ -470,7 +473,7 @@ impl Follower {
             block_end = start;
         }
         let Some(end) = end else {
-            return Ok(false);
+            return Ok(());
         };
         file.seek(std::io::SeekFrom::Start(state.offset)).map_err(io)?;
         let complete = std::io::BufReader::with_capacity(1 << 20, file.take(end - state.offset));
@@ -483,7 +486,7 @@ impl Follower {
         state.next_line = read_jsonl_from(complete, state.next_line, &source, mtime, config, requests, sink)
             .map_err(|e| Error::io(path, e))?;
         state.offset = end;
-        Ok(true)
+        Ok(())
     }
 }
 
