@@ -54,6 +54,9 @@ enum Command {
     /// Candidate models π_θ (GGUF files, e.g. SmolLM2-135M-Instruct from scripts/fetch-models.sh).
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Knowledge graphs in Wikidata5m's format.
+    #[command(subcommand)]
+    Kg(KgCommand),
     /// Compare two models, versions, segments or time windows on KG-IPS: the difference of V̂
     /// and a decision.
     ///
@@ -444,6 +447,13 @@ enum BenchCommand {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
+    /// Loading a KG folder: parse time, KG index build time (what each worker builds), peak
+    /// memory, bytes per triple (one JSON line).
+    Kg {
+        /// KG folder (e.g. from `ocean kg synth`).
+        #[arg(long, value_name = "DIR")]
+        kg: PathBuf,
+    },
     /// The yardstick for JSONL input: serde_json parsing every line into a Value, nothing else.
     JsonParse {
         /// Log files or folders.
@@ -452,6 +462,25 @@ enum BenchCommand {
         /// Threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KgCommand {
+    /// Write a KG in Wikidata5m's file format, size and shape (heavy-tailed degrees, Zipf-like
+    /// relation frequencies, aliases shared, missing and non-ASCII): wikidata5m_entity.txt,
+    /// wikidata5m_relation.txt, wikidata5m_transductive_{train,valid,test}.txt.
+    Synth {
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// tiny (2k entities), small (100k) or full (Wikidata5m: 4.6M entities, 20.6M triples,
+        /// about 900 MB).
+        #[arg(long, default_value = "small")]
+        scale: String,
+        /// Seed.
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
     },
 }
 
@@ -720,6 +749,27 @@ fn main() -> Result<()> {
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
+        Command::Kg(KgCommand::Synth { out, scale, seed }) => {
+            let scale = ocean_pipeline::kg_synth::KgScale::parse(&scale)?;
+            let s = ocean_pipeline::kg_synth::kg_synth(&out, scale, seed, |what, done, total| {
+                eprintln!("kg synth: {what} {done}/{total}");
+            })?;
+            println!(
+                "wrote {} entities ({} alias lines, {} aliases), {} relations, {} + {} + {} triples \
+                 (largest in-degree {}), {:.0} MB to {}",
+                s.entities,
+                s.alias_lines,
+                s.aliases,
+                s.relations,
+                s.triples[0],
+                s.triples[1],
+                s.triples[2],
+                s.max_in_degree,
+                s.bytes as f64 / 1e6,
+                out.display()
+            );
+            Ok(())
+        }
         Command::Report { out, to } => {
             let dir = to.unwrap_or_else(|| out.join("report"));
             let r =
@@ -1144,6 +1194,9 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
                     if cfg!(feature = "cuda") { ", cuda" } else { "; build with --features cuda for cuda" }
                 ),
             }
+        }
+        BenchCommand::Kg { kg } => {
+            println!("{}", serde_json::to_string(&bench::bench_kg(&kg)?)?);
         }
         BenchCommand::JsonParse { logs, threads } => {
             println!("{}", serde_json::to_string(&bench::bench_json_parse(&logs, threads)?)?);

@@ -861,3 +861,66 @@ pub fn bench_target<B: ocean_operators::burn::tensor::backend::Backend>(
     }
     Ok(())
 }
+
+/// What loading a KG folder costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct KgBenchResult {
+    /// `kg`.
+    pub bench: &'static str,
+    /// The folder.
+    pub kg: String,
+    /// Bytes of its files.
+    pub file_bytes: u64,
+    /// Triples read.
+    pub triples: usize,
+    /// Entity aliases read.
+    pub aliases: usize,
+    /// Lines rejected.
+    pub rejects: usize,
+    /// Seconds to parse the files into memory (`read_kg`).
+    pub parse_seconds: f64,
+    /// Seconds to build one KG index from them (what every worker builds at start).
+    pub index_seconds: f64,
+    /// Entities in the index.
+    pub entities: u64,
+    /// Peak resident memory of the whole load, MB.
+    pub peak_rss_mb: f64,
+    /// File bytes per triple.
+    pub bytes_per_triple: f64,
+}
+
+/// Reads the KG folder `dir` and builds one KG index from it, timing each.
+pub fn bench_kg(dir: &Path) -> Result<KgBenchResult> {
+    use ocean_operators::kg::{KgIndex, KgUpdate};
+    let file_bytes = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let started = Instant::now();
+    let kg = crate::kg_files::read_kg(dir)?;
+    let parse_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut index = KgIndex::new(ocean_operators::linking::LinkerConfig::default().max_alias_words);
+    for (e, a) in &kg.aliases {
+        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
+    }
+    for (h, r, t) in &kg.triples {
+        index.apply(&KgUpdate::Triple(h.clone(), r.clone(), t.clone()), 1);
+    }
+    let index_seconds = started.elapsed().as_secs_f64();
+    Ok(KgBenchResult {
+        bench: "kg",
+        kg: dir.display().to_string(),
+        file_bytes,
+        triples: kg.triples.len(),
+        aliases: kg.aliases.len(),
+        rejects: kg.rejects.len(),
+        parse_seconds,
+        index_seconds,
+        entities: index.entity_count(),
+        peak_rss_mb: peak_rss_mb(),
+        bytes_per_triple: file_bytes as f64 / kg.triples.len().max(1) as f64,
+    })
+}

@@ -1,7 +1,8 @@
 //! Reading a KG in Wikidata5m file format.
 //!
-//! A KG folder holds a triples file (`head<TAB>relation<TAB>tail` per line: `triples.tsv`, or
-//! Wikidata5m's `wikidata5m_all_triplet.txt` / `wikidata5m_transductive_train.txt`), an entity
+//! A KG folder holds triples (`head<TAB>relation<TAB>tail` per line: `triples.tsv`, or
+//! Wikidata5m's `wikidata5m_all_triplet.txt`, or its splits `wikidata5m_transductive_{train,
+//! valid,test}.txt` — all the splits present are read — or else the inductive ones), an entity
 //! alias file (`id<TAB>alias<TAB>alias…`: `entity_aliases.tsv` or `wikidata5m_entity.txt`) and
 //! optionally a relation alias file (`relation_aliases.tsv` or `wikidata5m_relation.txt`).
 //! Bad lines become rejects; they never stop the run.
@@ -14,6 +15,22 @@ use ocean_schemas::{Reject, RejectReason};
 use crate::error::{Error, Result};
 
 const TRIPLE_FILES: [&str; 3] = ["triples.tsv", "wikidata5m_all_triplet.txt", "wikidata5m_transductive_train.txt"];
+/// Wikidata5m's splits: every one present of the first setting that has a training file.
+const SPLIT_FILES: [[&str; 3]; 2] = [
+    ["wikidata5m_transductive_train.txt", "wikidata5m_transductive_valid.txt", "wikidata5m_transductive_test.txt"],
+    ["wikidata5m_inductive_train.txt", "wikidata5m_inductive_valid.txt", "wikidata5m_inductive_test.txt"],
+];
+
+/// The triple files of `dir`: one whole-KG file, else the splits of one setting.
+fn triple_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    if let Some(whole) = find(dir, &TRIPLE_FILES[..2]) {
+        return Some(vec![whole]);
+    }
+    SPLIT_FILES
+        .iter()
+        .find(|set| dir.join(set[0]).is_file())
+        .map(|set| set.iter().map(|n| dir.join(n)).filter(|p| p.is_file()).collect())
+}
 const ENTITY_FILES: [&str; 2] = ["entity_aliases.tsv", "wikidata5m_entity.txt"];
 const RELATION_FILES: [&str; 2] = ["relation_aliases.tsv", "wikidata5m_relation.txt"];
 
@@ -39,20 +56,26 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
     if !dir.is_dir() {
         return Err(Error::Config(format!("KG folder {} does not exist", dir.display())));
     }
-    let triples = find(dir, &TRIPLE_FILES).ok_or_else(|| {
-        Error::Config(format!("{} has no triples file (one of {})", dir.display(), TRIPLE_FILES.join(", ")))
+    let triple_files = triple_files(dir).ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no triples file (one of {}, or wikidata5m_inductive_train.txt)",
+            dir.display(),
+            TRIPLE_FILES.join(", ")
+        ))
     })?;
     let entities = find(dir, &ENTITY_FILES).ok_or_else(|| {
         Error::Config(format!("{} has no entity alias file (one of {})", dir.display(), ENTITY_FILES.join(", ")))
     })?;
     let mut kg = KgData::default();
-    read_lines(&triples, &mut kg.rejects, |fields| match fields {
-        [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
-            kg.triples.push((h.to_string(), r.to_string(), t.to_string()));
-            Ok(())
-        }
-        _ => Err(format!("expected head<TAB>relation<TAB>tail, found {} fields", fields.len())),
-    })?;
+    for triples in &triple_files {
+        read_lines(triples, &mut kg.rejects, |fields| match fields {
+            [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
+                kg.triples.push((h.to_string(), r.to_string(), t.to_string()));
+                Ok(())
+            }
+            _ => Err(format!("expected head<TAB>relation<TAB>tail, found {} fields", fields.len())),
+        })?;
+    }
     let alias_file = |path: &Path, out: &mut Vec<(String, String)>, rejects: &mut Vec<Reject>| {
         read_lines(path, rejects, |fields| match fields {
             [id, aliases @ ..] if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) => {

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod config;
 mod error;
 pub mod kg_files;
+pub mod kg_synth;
 pub mod optimize;
 pub mod plot;
 pub mod policy;
