@@ -150,7 +150,7 @@ pub fn kg_synth(
         summary.alias_lines += 1;
         summary.aliases += aliases.len() as u64;
         writeln!(f, "Q{i}\t{}", aliases.join("\t")).map_err(|e| Error::io(&path, e))?;
-        if i % 500_000 == 0 {
+        if i.is_multiple_of(500_000) {
             progress("entities", i as u64, n as u64);
         }
     }
@@ -172,7 +172,7 @@ pub fn kg_synth(
             writeln!(f, "Q{h}\tP{r}\tQ{t}").map_err(|e| Error::io(&path, e))?;
             in_degree[t] += 1;
             written += 1;
-            if written % 2_000_000 == 0 {
+            if written.is_multiple_of(2_000_000) {
                 progress(split, written, count);
             }
         }
