@@ -710,6 +710,11 @@ struct RunArgs {
     /// Parquet compression of the datasets: zstd (level 1, the default), lz4, snappy or none.
     #[arg(long, value_name = "CODEC")]
     compression: Option<String>,
+    /// KG change files, applied in order after the logs (one input epoch each): lines
+    /// `+<TAB>triple<TAB>head<TAB>relation<TAB>tail` or `-<TAB>alias<TAB>entity<TAB>alias` (`+` adds,
+    /// `-` retracts); every score, row and aggregate they touch is updated.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    kg_changes: Vec<PathBuf>,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -1471,6 +1476,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(c) = args.compression {
         config.sink.compression = c;
+    }
+    if !args.kg_changes.is_empty() {
+        config.source.kg_changes = args.kg_changes;
     }
     if args.print_config {
         print!("{}", toml::to_string(&config).context("writing the configuration as TOML")?);

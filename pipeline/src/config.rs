@@ -39,6 +39,10 @@ pub struct SourceConfig {
     /// Epochs fed ahead of the slowest: the source feeds epoch t + k only once every output of
     /// epoch t is final (backpressure; memory holds about k epochs of rows).
     pub epochs_in_flight: u64,
+    /// KG change files (`±<TAB>triple<TAB>h<TAB>r<TAB>t`, `±<TAB>alias<TAB>e<TAB>alias`): each is
+    /// one input epoch after the logs, before the retraction files; every derived row and
+    /// aggregate updates, retractions included.
+    pub kg_changes: Vec<PathBuf>,
     /// Follow the log folders (`ocean run --follow`): read files as they appear and lines as
     /// they are appended, close an epoch whenever the input is idle, and run until stopped.
     pub follow: bool,
@@ -58,6 +62,7 @@ impl Default for SourceConfig {
             epoch_bytes: 256 << 20,
             epoch_per_file: false,
             epochs_in_flight: 2,
+            kg_changes: Vec::new(),
             follow: false,
             follow_poll_ms: 500,
         }
@@ -247,6 +252,9 @@ impl RunConfig {
                  run them separately"
                     .to_owned(),
             );
+        }
+        if self.source.follow && !self.source.kg_changes.is_empty() {
+            problems.push("KG change files are read after the logs end, which a followed run never does".to_owned());
         }
         if self.source.follow && self.source.follow_poll_ms == 0 {
             problems.push("source.follow_poll_ms must be at least 1".to_owned());

@@ -68,7 +68,7 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
     })?;
     let mut kg = KgData::default();
     for triples in &triple_files {
-        read_lines(triples, &mut kg.rejects, |fields| match fields {
+        read_lines(triples, &mut kg.rejects, |_, fields| match fields {
             [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
                 kg.triples.push((h.to_string(), r.to_string(), t.to_string()));
                 Ok(())
@@ -77,7 +77,7 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
         })?;
     }
     let alias_file = |path: &Path, out: &mut Vec<(String, String)>, rejects: &mut Vec<Reject>| {
-        read_lines(path, rejects, |fields| match fields {
+        read_lines(path, rejects, |_, fields| match fields {
             [id, aliases @ ..] if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) => {
                 out.extend(aliases.iter().filter(|a| !a.trim().is_empty()).map(|a| (id.to_string(), a.to_string())));
                 Ok(())
@@ -102,7 +102,7 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
 fn read_lines(
     path: &Path,
     rejects: &mut Vec<Reject>,
-    mut accept: impl FnMut(&[&str]) -> std::result::Result<(), String>,
+    mut accept: impl FnMut(u64, &[&str]) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = std::io::BufReader::new(file);
@@ -119,7 +119,7 @@ fn read_lines(
             continue;
         }
         let result = match std::str::from_utf8(raw) {
-            Ok(text) => accept(&text.split('\t').collect::<Vec<_>>()),
+            Ok(text) => accept(line_no, &text.split('\t').collect::<Vec<_>>()),
             Err(e) => Err(format!("invalid UTF-8: {e}")),
         };
         if let Err(reason) = result {
@@ -127,4 +127,50 @@ fn read_lines(
         }
     }
     Ok(())
+}
+
+/// One line of a KG change file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KgChangeLine {
+    /// `±<TAB>triple<TAB>head<TAB>relation<TAB>tail`.
+    Triple(i64, (String, String, String)),
+    /// `±<TAB>alias<TAB>entity<TAB>alias`.
+    Alias(i64, (String, String)),
+}
+
+/// A change file read: `(line, change)` in file order, and the lines that were not changes.
+pub type KgChanges = (Vec<(u64, KgChangeLine)>, Vec<Reject>);
+
+/// Reads a KG change file: one change per line, `+` (add) or `-` (retract), then `triple`
+/// with head, relation and tail, or `alias` with entity and alias, tab-separated; blank lines
+/// and `#` comments skipped. Bad lines become rejects with their line number.
+pub fn read_kg_changes(path: &Path) -> Result<KgChanges> {
+    let mut changes = Vec::new();
+    let mut rejects = Vec::new();
+    read_lines(path, &mut rejects, |line_no, fields| {
+        if fields.first().is_some_and(|f| f.starts_with('#')) {
+            return Ok(());
+        }
+        let diff = match fields.first() {
+            Some(&"+") => 1,
+            Some(&"-") => -1,
+            _ => return Err("a change starts with + or -, then a tab".to_owned()),
+        };
+        let change = match &fields[1..] {
+            ["triple", h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
+                KgChangeLine::Triple(diff, (h.to_string(), r.to_string(), t.to_string()))
+            }
+            ["alias", e, a] if !e.is_empty() && !a.trim().is_empty() => {
+                KgChangeLine::Alias(diff, (e.to_string(), a.to_string()))
+            }
+            _ => {
+                return Err(
+                    "expected ±<TAB>triple<TAB>head<TAB>relation<TAB>tail or ±<TAB>alias<TAB>entity<TAB>alias".into()
+                )
+            }
+        };
+        changes.push((line_no, change));
+        Ok(())
+    })?;
+    Ok((changes, rejects))
 }

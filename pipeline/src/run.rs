@@ -29,7 +29,7 @@ use timely::worker::Worker;
 
 use crate::config::{RunConfig, StoreKind};
 use crate::error::{Error, Result};
-use crate::kg_files::{read_kg, KgData};
+use crate::kg_files::{read_kg, KgChangeLine, KgData};
 use crate::sink::{clear_output, write_file, PartWriter, WriteAggregates as _, WriteRows as _, WriteStats};
 use crate::sources::{list_files, read_batch_inputs, read_file, RecordSink};
 use crate::store::FileStore;
@@ -422,12 +422,22 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         stop: Arc::clone(&shared.stop),
         progress: Arc::clone(&shared.progress),
     };
+    // Worker 0 feeds the KG; with change files it remembers what is in it (64-bit fingerprints
+    // with counts), so that a retraction of something absent is a reject, not a negative count.
+    let mut kg_present: HashMap<u64, u32> = HashMap::new();
+    let track = !config.source.kg_changes.is_empty();
     if index == 0 {
         if let Some((kg, driver_rejects)) = shared.feed.lock().expect("feed lock").take() {
             for a in kg.aliases {
+                if track {
+                    *kg_present.entry(alias_key(&a)).or_default() += 1;
+                }
                 feeder.inputs.aliases.insert(a);
             }
             for t in kg.triples {
+                if track {
+                    *kg_present.entry(triple_key(&t)).or_default() += 1;
+                }
                 feeder.inputs.triples.insert(t);
             }
             feeder.rejects.extend(kg.rejects);
@@ -463,6 +473,15 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     if feeder.in_epoch > 0 || feeder.epoch == 0 {
         feeder.next_epoch();
     }
+    for path in &config.source.kg_changes {
+        if feeder.stopped() {
+            break;
+        }
+        if index == 0 {
+            feeder.change_kg(path, &mut kg_present);
+        }
+        feeder.next_epoch();
+    }
     for path in &config.source.retract {
         if feeder.stopped() {
             break;
@@ -473,6 +492,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let mut read = shared.read.lock().expect("read lock");
     read.0 += feeder.records;
     read.1 = read.1.max(feeder.epoch);
+}
+
+/// A KG triple's fingerprint.
+fn triple_key((h, r, t): &(String, String, String)) -> u64 {
+    ocean_operators::text::fnv1a(&[b"t", h.as_bytes(), b"\t", r.as_bytes(), b"\t", t.as_bytes()])
+}
+
+/// A KG alias's fingerprint.
+fn alias_key((e, a): &(String, String)) -> u64 {
+    ocean_operators::text::fnv1a(&[b"a", e.as_bytes(), b"\t", a.as_bytes()])
 }
 
 /// The reject of a log file that could not be read, naming it.
@@ -552,6 +581,38 @@ impl Feeder<'_> {
         let done_through = (self.epoch + 1).saturating_sub(self.in_flight);
         while self.probe.less_than(&done_through) {
             self.worker.step();
+        }
+    }
+
+    /// Feeds a KG change file (worker 0); `present` counts what the KG holds.
+    fn change_kg(&mut self, path: &Path, present: &mut HashMap<u64, u32>) {
+        let (changes, rejects) = match crate::kg_files::read_kg_changes(path) {
+            Ok(read) => read,
+            Err(e) => {
+                self.rejects.push(file_reject(path, &e));
+                return;
+            }
+        };
+        self.rejects.extend(rejects);
+        let source = path.display().to_string();
+        for (line, change) in changes {
+            let (key, diff, what) = match &change {
+                KgChangeLine::Triple(d, t) => (triple_key(t), *d, "triple"),
+                KgChangeLine::Alias(d, a) => (alias_key(a), *d, "alias"),
+            };
+            let count = present.entry(key).or_default();
+            if diff < 0 && *count == 0 {
+                let reason = format!("retracts a {what} that is not in the KG");
+                let reject =
+                    Reject::new(&source, Some(line), "kg-changes", ocean_schemas::RejectReason::BadKgLine, reason, &[]);
+                self.rejects.push(reject);
+                continue;
+            }
+            *count = if diff < 0 { *count - 1 } else { *count + 1 };
+            match change {
+                KgChangeLine::Triple(d, t) => self.inputs.triples.update(t, d as isize),
+                KgChangeLine::Alias(d, a) => self.inputs.aliases.update(a, d as isize),
+            }
         }
     }
 

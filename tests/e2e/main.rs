@@ -4,5 +4,6 @@ mod broken_logs;
 mod embedded;
 mod event_time;
 mod formats;
+mod kg_changes;
 mod oracle;
 mod synth;
