@@ -954,3 +954,66 @@ fn kill_9_at_random_points_then_restart_ends_as_an_uninterrupted_run() {
         assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{q}");
     }
 }
+
+#[test]
+fn follow_applies_kg_change_files_as_they_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, changes, kg1) = (dir.path().join("in"), dir.path().join("changes"), dir.path().join("kg1"));
+    for d in [&input, &changes, &kg1] {
+        std::fs::create_dir(d).unwrap();
+    }
+    for f in std::fs::read_dir("../data/logs").unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, input.join(f.file_name().unwrap())).unwrap();
+    }
+    // KG1: the embedded KG without every 10th triple; the change file gives them back.
+    let triples = std::fs::read_to_string("../data/kg/triples.tsv").unwrap();
+    let (mut kept, mut missing) = (String::new(), String::new());
+    for (i, t) in triples.lines().enumerate() {
+        if i % 10 == 0 {
+            missing.push_str(&format!("+\ttriple\t{t}\n"));
+        } else {
+            kept.push_str(&format!("{t}\n"));
+        }
+    }
+    std::fs::write(kg1.join("triples.tsv"), kept).unwrap();
+    std::fs::copy("../data/kg/entity_aliases.tsv", kg1.join("entity_aliases.tsv")).unwrap();
+    // The same entity universe for μ's smoothing as a run on the whole KG.
+    let config = dir.path().join("ocean.toml");
+    std::fs::write(&config, "kg_policy = \"adjacency\"\n[policy]\nentities = 1212\n").unwrap();
+    let (out, reference) = (dir.path().join("out"), dir.path().join("reference"));
+    stdout(ocean().args(["run", "--kg", "data/kg", "--config"]).arg(&config).arg("--out").arg(&reference));
+    let child = ocean()
+        .args(["run", "--follow", "--logs"])
+        .arg(&input)
+        .arg("--kg")
+        .arg(&kg1)
+        .arg("--kg-changes")
+        .arg(&changes)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the logs scored against KG1", || scored(&out) == 198);
+    let q = "select cot_id, round(value, 9), n_supported from cot_scores order by 1";
+    let want = stdout(ocean().args(["sql", q, "--out"]).arg(&reference));
+    let now =
+        || String::from_utf8_lossy(&ocean().args(["sql", q, "--out"]).arg(&out).output().unwrap().stdout).into_owned();
+    assert_ne!(now(), want, "KG1 lacks triples that support mentions");
+    let staged = dir.path().join("c1.tsv");
+    std::fs::write(&staged, missing).unwrap();
+    std::fs::rename(&staged, changes.join("c1.tsv")).unwrap();
+    wait_for("the scores of the whole KG", || now() == want);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let result = child.wait_with_output().unwrap();
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let q = "select model, model_version, n, round(estimate, 9) from aggregates_current order by 1, 2";
+    assert_eq!(
+        stdout(ocean().args(["sql", q, "--out"]).arg(&out)),
+        stdout(ocean().args(["sql", q, "--out"]).arg(&reference))
+    );
+}

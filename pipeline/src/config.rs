@@ -39,9 +39,10 @@ pub struct SourceConfig {
     /// Epochs fed ahead of the slowest: the source feeds epoch t + k only once every output of
     /// epoch t is final (backpressure; memory holds about k epochs of rows).
     pub epochs_in_flight: u64,
-    /// KG change files (`±<TAB>triple<TAB>h<TAB>r<TAB>t`, `±<TAB>alias<TAB>e<TAB>alias`): each is
-    /// one input epoch after the logs, before the retraction files; every derived row and
-    /// aggregate updates, retractions included.
+    /// KG change files or folders of them (`±<TAB>triple<TAB>h<TAB>r<TAB>t`,
+    /// `±<TAB>alias<TAB>e<TAB>alias`): each file is one input epoch after the logs, before the
+    /// retraction files — or, following, applied when it appears (once its size settles); every
+    /// derived row and aggregate updates, retractions included.
     pub kg_changes: Vec<PathBuf>,
     /// Follow the log folders (`ocean run --follow`): read files as they appear and lines as
     /// they are appended, close an epoch whenever the input is idle, and run until stopped.
@@ -252,9 +253,6 @@ impl RunConfig {
                  run them separately"
                     .to_owned(),
             );
-        }
-        if self.source.follow && !self.source.kg_changes.is_empty() {
-            problems.push("KG change files are read after the logs end, which a followed run never does".to_owned());
         }
         if self.source.follow && self.source.follow_poll_ms == 0 {
             problems.push("source.follow_poll_ms must be at least 1".to_owned());

@@ -445,7 +445,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         }
     }
     if config.source.follow {
-        let files = follow_logs(&mut feeder, config, shared.requests.as_ref());
+        let files = follow_logs(&mut feeder, config, shared.requests.as_ref(), &mut kg_present);
         *shared.followed.lock().expect("followed lock") = files;
     }
     for path in &shared.files {
@@ -473,7 +473,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     if feeder.in_epoch > 0 || feeder.epoch == 0 {
         feeder.next_epoch();
     }
-    for path in &config.source.kg_changes {
+    let batch_changes = if config.source.follow { Vec::new() } else { change_files(&config.source.kg_changes) };
+    for path in &batch_changes {
         if feeder.stopped() {
             break;
         }
@@ -492,6 +493,27 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
     let mut read = shared.read.lock().expect("read lock");
     read.0 += feeder.records;
     read.1 = read.1.max(feeder.epoch);
+}
+
+/// The KG change files under `paths`: files as given, folders' files (not hidden) sorted.
+fn change_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.is_file() && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files
 }
 
 /// A KG triple's fingerprint.
@@ -513,17 +535,42 @@ fn file_reject(path: &Path, e: &Error) -> Reject {
 /// `ocean run --follow`: reads what is new in the log folders every `follow_poll_ms`, closes
 /// the epoch whenever a look finds nothing new (so what arrived is committed within about one
 /// poll interval), and keeps the dataflow stepping while it waits, until the run is stopped.
-fn follow_logs(feeder: &mut Feeder<'_>, config: &RunConfig, requests: Option<&HashMap<String, Value>>) -> usize {
+/// KG change files (`source.kg_changes`) are applied as they settle, each in an epoch of its own.
+fn follow_logs(
+    feeder: &mut Feeder<'_>,
+    config: &RunConfig,
+    requests: Option<&HashMap<String, Value>>,
+    kg_present: &mut HashMap<u64, u32>,
+) -> usize {
     let mut follower = crate::sources::Follower::default();
+    // KG change files: the size seen at the last look, and whether applied.
+    let mut changes: HashMap<PathBuf, (u64, bool)> = HashMap::new();
     let poll = std::time::Duration::from_millis(config.source.follow_poll_ms.max(1));
-    tracing::info!(logs = ?config.source.logs, "following");
+    tracing::info!(logs = ?config.source.logs, kg_changes = ?config.source.kg_changes, "following");
     while !feeder.stopped() {
         let claims = feeder.claims;
         let failed = follower.poll(&config.source.logs, &config.source, requests, feeder);
         for (path, e) in failed {
             feeder.rejects.push(file_reject(&path, &e));
         }
-        if feeder.claims == claims {
+        let mut applied = false;
+        for path in change_files(&config.source.kg_changes) {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let (seen, done) = changes.entry(path.clone()).or_insert((u64::MAX, false));
+            let settled = size == *seen && size > 0;
+            *seen = size;
+            if *done || !settled {
+                continue;
+            }
+            *done = true;
+            if feeder.in_epoch > 0 {
+                feeder.next_epoch();
+            }
+            feeder.change_kg(&path, kg_present);
+            feeder.next_epoch();
+            applied = true;
+        }
+        if feeder.claims == claims && !applied {
             if feeder.in_epoch > 0 || !feeder.rejects.is_empty() || !feeder.rows.is_empty() {
                 feeder.next_epoch();
             }
