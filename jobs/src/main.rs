@@ -88,9 +88,10 @@ enum Command {
     /// output that are new since the last run, and writes a policy version (policies/vNNNN:
     /// trained layers, metrics.json, curves, report.md). With --export, writes training exports.
     Optimize(OptimizeArgs),
-    /// Plots (SVG and PNG) and an HTML page from an `ocean run` output: V̂ with its interval
-    /// over time, grounded fraction, importance weights, and every model/version/segment side by
-    /// side. Writes <out>/report/ (or --to DIR); open index.html.
+    /// Plots (SVG and PNG) and an HTML page from an `ocean run` output.
+    ///
+    /// V̂ with its interval over time, grounded fraction, importance weights, and every
+    /// model/version/segment side by side. Writes <out>/report/ (or --to DIR); open index.html.
     Report {
         /// The output folder of `ocean run`.
         #[arg(long, value_name = "DIR", default_value = "ocean-out")]
