@@ -1017,3 +1017,21 @@ fn follow_applies_kg_change_files_as_they_appear() {
         stdout(ocean().args(["sql", q, "--out"]).arg(&reference))
     );
 }
+
+#[test]
+fn kg_synth_bench_and_run_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kg = dir.path().join("kg");
+    let said = stdout(ocean().args(["kg", "synth", "--scale", "tiny", "--out"]).arg(&kg));
+    assert!(said.contains("2000 entities") && said.contains("9000 + 100 + 100 triples"), "{said}");
+    let bench: serde_json::Value =
+        serde_json::from_str(&stdout(ocean().args(["bench", "kg", "--kg"]).arg(&kg))).unwrap();
+    assert_eq!((bench["triples"].as_u64(), bench["rejects"].as_u64()), (Some(9_200), Some(0)), "{bench}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout(
+        ocean().args(["run", "--json", "--kg"]).arg(&kg).arg("--out").arg(dir.path().join("out")),
+    ))
+    .unwrap();
+    assert_eq!(summary["kg_triples"], 9_200);
+    let bad = ocean().args(["kg", "synth", "--scale", "huge", "--out"]).arg(&kg).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("tiny, small or full"));
+}
