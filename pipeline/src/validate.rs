@@ -46,6 +46,9 @@ pub struct ValidateConfig {
     pub fixed: bool,
     /// Dataflow workers.
     pub workers: usize,
+    /// Keep the synthetic logs once scored (the monitoring logs of the default size take
+    /// 6 GB; they are deleted unless kept, and `ocean synth logs` rewrites them from the seed).
+    pub keep_logs: bool,
 }
 
 impl Default for ValidateConfig {
@@ -59,6 +62,7 @@ impl Default for ValidateConfig {
             monitor_scenarios: vec!["mild".into(), "heavy".into()],
             fixed: true,
             workers: 2,
+            keep_logs: false,
         }
     }
 }
@@ -153,8 +157,15 @@ pub struct ValidationReport {
     pub monitoring: Vec<MonitoringResult>,
 }
 
-/// Runs the dataflow over synthetic logs in `dir` (`logs/`, `kg/`) into `dir/run`.
-fn run_over(dir: &Path, synth: &SynthConfig, workers: usize, epoch_records: Option<u64>) -> Result<PathBuf> {
+/// Runs the dataflow over synthetic logs in `dir` (`logs/`, `kg/`) into `dir/run`; deletes the
+/// logs afterwards unless `keep_logs`.
+fn run_over(
+    dir: &Path,
+    synth: &SynthConfig,
+    workers: usize,
+    epoch_records: Option<u64>,
+    keep_logs: bool,
+) -> Result<PathBuf> {
     let mut config = RunConfig::default();
     config.source.logs = vec![dir.join("logs")];
     config.kg.dir = dir.join("kg");
@@ -165,7 +176,11 @@ fn run_over(dir: &Path, synth: &SynthConfig, workers: usize, epoch_records: Opti
         config.source.epoch_records = records;
         config.source.epoch_bytes = u64::MAX;
     }
-    let summary = crate::run(&config)?;
+    let summary = crate::run(&config);
+    if !keep_logs {
+        let _ = std::fs::remove_dir_all(dir.join("logs"));
+    }
+    let summary = summary?;
     if summary.rejects > 0 || summary.cots_scored as u64 != summary.records {
         return Err(Error::Config(format!(
             "synthetic logs should all be scored: {} records, {} scored, rejects {:?}",
@@ -342,7 +357,7 @@ pub fn validate(config: &ValidateConfig, mut progress: impl FnMut(&str)) -> Resu
         progress(&format!("fixed N: writing {} replications × {} chains per scenario", config.replications, config.n));
         let truth = synth_logs(&synth, |_, _| {})?;
         progress(&format!("fixed N: scoring {} chains of thought", truth.records));
-        let out = run_over(&dir, &synth, config.workers, None)?;
+        let out = run_over(&dir, &synth, config.workers, None, config.keep_logs)?;
         report.coverage = interval_coverage(&out, &truth)?;
         report.comparisons = comparison_coverage(&out, &truth, &[("mild", "target"), ("mild", "heavy")])?;
     }
@@ -364,7 +379,7 @@ pub fn validate(config: &ValidateConfig, mut progress: impl FnMut(&str)) -> Resu
         ));
         let truth = synth_logs(&synth, |_, _| {})?;
         progress(&format!("monitoring: scoring {} chains of thought, one epoch per look", truth.records));
-        let out = run_over(&dir, &synth, config.workers, Some(block))?;
+        let out = run_over(&dir, &synth, config.workers, Some(block), config.keep_logs)?;
         report.monitoring = monitoring(&out, &truth, config.n)?;
     }
     Ok(report)
