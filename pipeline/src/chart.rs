@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use crate::plot::{glyph, Canvas};
+
 /// What a layer draws.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mark {
@@ -354,7 +356,7 @@ impl Chart {
             let y = f.top + 16.0 * i as f64;
             c.rect(f.right - 190.0, y, f.right - 180.0, y + 10.0, layer.colour);
         }
-        crate::plot::png(width, height, &c.pixels)
+        c.png()
     }
 }
 
@@ -377,100 +379,6 @@ impl Frame {
 
     fn py(&self, y: f64) -> f64 {
         self.bottom - (y - self.y0) / (self.y1 - self.y0) * (self.bottom - self.top)
-    }
-}
-
-/// An RGB raster.
-struct Canvas {
-    width: i64,
-    height: i64,
-    pixels: Vec<u8>,
-}
-
-/// 3×5 glyphs for tick labels: rows top to bottom, 3 bits each (MSB left).
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 2, 2],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '-' => [0, 0, 7, 0, 0],
-        '+' => [0, 2, 7, 2, 0],
-        '.' => [0, 0, 0, 0, 2],
-        'e' => [0, 7, 7, 4, 7],
-        ':' => [0, 2, 0, 2, 0],
-        ' ' => [0; 5],
-        _ => return None,
-    })
-}
-
-impl Canvas {
-    fn new(width: u32, height: u32) -> Self {
-        Canvas { width: i64::from(width), height: i64::from(height), pixels: vec![255; (width * height * 3) as usize] }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if (0..self.width).contains(&x) && (0..self.height).contains(&y) {
-            let i = ((y * self.width + x) * 3) as usize;
-            self.pixels[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    fn rect(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
-        let (xa, xb) = (x0.min(x1).round() as i64, x0.max(x1).round() as i64);
-        let (ya, yb) = (y0.min(y1).round() as i64, y0.max(y1).round() as i64);
-        for y in ya..=yb {
-            for x in xa..=xb {
-                self.set(x, y, c);
-            }
-        }
-    }
-
-    /// Bresenham's line.
-    fn line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
-        let (mut x, mut y) = (x0.round() as i64, y0.round() as i64);
-        let (xe, ye) = (x1.round() as i64, y1.round() as i64);
-        let (dx, dy) = ((xe - x).abs(), -(ye - y).abs());
-        let (sx, sy) = (if x < xe { 1 } else { -1 }, if y < ye { 1 } else { -1 });
-        let mut err = dx + dy;
-        loop {
-            self.set(x, y, c);
-            if x == xe && y == ye {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text in the 3×5 font at scale 2 (8 px per character); unknown characters are skipped.
-    fn text(&mut self, x: f64, y: f64, text: &str, c: [u8; 3]) {
-        for (i, ch) in text.chars().enumerate() {
-            let Some(rows) = glyph(ch) else { continue };
-            let left = x.round() as i64 + 8 * i as i64;
-            for (r, bits) in rows.iter().enumerate() {
-                for b in 0..3 {
-                    if bits & (4 >> b) != 0 {
-                        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                            self.set(left + 2 * b + dx, y.round() as i64 + 2 * r as i64 + dy, c);
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Line charts as PNG files, without a plotting dependency: an RGB canvas, lines drawn with
-//! Bresenham's algorithm, and a PNG writer (zlib through flate2, CRC-32).
+//! Line charts as PNG files, without a plotting dependency: an RGB canvas (lines drawn with
+//! Bresenham's algorithm, rectangles, a 3×5 digit font) shared with `crate::chart`, and a PNG
+//! writer (zlib through flate2, CRC-32).
 
 /// A series: points `(x, y)` and a colour.
 pub struct Series<'a> {
@@ -13,7 +14,6 @@ pub struct Series<'a> {
 /// the PNG bytes. Axis ranges cover every point; the y axis starts at the lowest value.
 pub fn line_chart(series: &[Series<'_>], width: u32, height: u32) -> Vec<u8> {
     let (w, h) = (width.max(64) as i64, height.max(64) as i64);
-    let mut px = vec![255u8; (w * h * 3) as usize];
     let (margin_l, margin_r, margin_t, margin_b) = (40i64, 12i64, 12i64, 30i64);
     let all = series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -38,60 +38,126 @@ pub fn line_chart(series: &[Series<'_>], width: u32, height: u32) -> Vec<u8> {
         let py = margin_t + ph - ((y - y0) / (y1 - y0) * ph as f64).round() as i64;
         (px, py)
     };
-    let mut set = |x: i64, y: i64, c: [u8; 3]| {
-        if x >= 0 && y >= 0 && x < w && y < h {
-            let i = ((y * w + x) * 3) as usize;
-            px[i..i + 3].copy_from_slice(&c);
-        }
-    };
+    let mut canvas = Canvas::new(w as u32, h as u32);
+    let f = |v: i64| v as f64;
     for k in 0..=4 {
         let gx = margin_l + pw * k / 4;
         let gy = margin_t + ph * k / 4;
-        for y in margin_t..=margin_t + ph {
-            set(gx, y, [225, 225, 225]);
-        }
-        for x in margin_l..=margin_l + pw {
-            set(x, gy, [225, 225, 225]);
-        }
+        canvas.line(f(gx), f(margin_t), f(gx), f(margin_t + ph), [225, 225, 225]);
+        canvas.line(f(margin_l), f(gy), f(margin_l + pw), f(gy), [225, 225, 225]);
     }
-    for x in margin_l..=margin_l + pw {
-        set(x, margin_t + ph, [60, 60, 60]);
-    }
-    for y in margin_t..=margin_t + ph {
-        set(margin_l, y, [60, 60, 60]);
-    }
+    canvas.line(f(margin_l), f(margin_t + ph), f(margin_l + pw), f(margin_t + ph), [60, 60, 60]);
+    canvas.line(f(margin_l), f(margin_t), f(margin_l), f(margin_t + ph), [60, 60, 60]);
     for s in series {
         let pts: Vec<(i64, i64)> =
             s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| to_px(x, y)).collect();
         for p in &pts {
-            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                set(p.0 + dx, p.1 + dy, s.colour);
-            }
+            canvas.rect(f(p.0), f(p.1), f(p.0 + 1), f(p.1 + 1), s.colour);
         }
         for pair in pts.windows(2) {
-            let (mut x, mut y) = pair[0];
-            let (xe, ye) = pair[1];
-            let (dx, dy) = ((xe - x).abs(), -(ye - y).abs());
-            let (sx, sy) = (if x < xe { 1 } else { -1 }, if y < ye { 1 } else { -1 });
-            let mut err = dx + dy;
-            loop {
-                set(x, y, s.colour);
-                if x == xe && y == ye {
-                    break;
-                }
-                let e2 = 2 * err;
-                if e2 >= dy {
-                    err += dy;
-                    x += sx;
-                }
-                if e2 <= dx {
-                    err += dx;
-                    y += sy;
+            canvas.line(f(pair[0].0), f(pair[0].1), f(pair[1].0), f(pair[1].1), s.colour);
+        }
+    }
+    canvas.png()
+}
+
+/// An RGB raster: what both the line charts here and `crate::chart` draw on.
+pub(crate) struct Canvas {
+    width: i64,
+    height: i64,
+    pixels: Vec<u8>,
+}
+
+/// 3×5 glyphs for tick labels: rows top to bottom, 3 bits each (MSB left).
+pub(crate) fn glyph(c: char) -> Option<[u8; 5]> {
+    Some(match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 2, 2],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '-' => [0, 0, 7, 0, 0],
+        '+' => [0, 2, 7, 2, 0],
+        '.' => [0, 0, 0, 0, 2],
+        'e' => [0, 7, 7, 4, 7],
+        ':' => [0, 2, 0, 2, 0],
+        ' ' => [0; 5],
+        _ => return None,
+    })
+}
+
+impl Canvas {
+    /// The raster as PNG bytes.
+    pub(crate) fn png(&self) -> Vec<u8> {
+        png(self.width as u32, self.height as u32, &self.pixels)
+    }
+
+    pub(crate) fn new(width: u32, height: u32) -> Self {
+        Canvas { width: i64::from(width), height: i64::from(height), pixels: vec![255; (width * height * 3) as usize] }
+    }
+
+    pub(crate) fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if (0..self.width).contains(&x) && (0..self.height).contains(&y) {
+            let i = ((y * self.width + x) * 3) as usize;
+            self.pixels[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    pub(crate) fn rect(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
+        let (xa, xb) = (x0.min(x1).round() as i64, x0.max(x1).round() as i64);
+        let (ya, yb) = (y0.min(y1).round() as i64, y0.max(y1).round() as i64);
+        for y in ya..=yb {
+            for x in xa..=xb {
+                self.set(x, y, c);
+            }
+        }
+    }
+
+    /// Bresenham's line.
+    pub(crate) fn line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: [u8; 3]) {
+        let (mut x, mut y) = (x0.round() as i64, y0.round() as i64);
+        let (xe, ye) = (x1.round() as i64, y1.round() as i64);
+        let (dx, dy) = ((xe - x).abs(), -(ye - y).abs());
+        let (sx, sy) = (if x < xe { 1 } else { -1 }, if y < ye { 1 } else { -1 });
+        let mut err = dx + dy;
+        loop {
+            self.set(x, y, c);
+            if x == xe && y == ye {
+                break;
+            }
+            let e2 = 2 * err;
+            if e2 >= dy {
+                err += dy;
+                x += sx;
+            }
+            if e2 <= dx {
+                err += dx;
+                y += sy;
+            }
+        }
+    }
+
+    /// Text in the 3×5 font at scale 2 (8 px per character); unknown characters are skipped.
+    pub(crate) fn text(&mut self, x: f64, y: f64, text: &str, c: [u8; 3]) {
+        for (i, ch) in text.chars().enumerate() {
+            let Some(rows) = glyph(ch) else { continue };
+            let left = x.round() as i64 + 8 * i as i64;
+            for (r, bits) in rows.iter().enumerate() {
+                for b in 0..3 {
+                    if bits & (4 >> b) != 0 {
+                        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                            self.set(left + 2 * b + dx, y.round() as i64 + 2 * r as i64 + dy, c);
+                        }
+                    }
                 }
             }
         }
     }
-    png(w as u32, h as u32, &px)
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
