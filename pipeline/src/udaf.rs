@@ -147,9 +147,9 @@ impl AggregateUDFImpl for KgIps {
         let confidence = confidence_of(&args, data_args, self.name())?;
         let finish = Finish { output: self.output, confidence };
         Ok(match (self.form, data_args) {
-            (Form::OneArm, 1) => Box::new(ValueAccumulator { finish, sums: [0.0; 3] }),
+            (Form::OneArm, 1) => Box::new(SumsAccumulator::new(finish, false)),
             (Form::OneArm, _) => Box::new(TokenAccumulator { finish, steps: HashMap::new() }),
-            (Form::Difference, _) => Box::new(DiffAccumulator { finish, sums: [0.0; 6] }),
+            (Form::Difference, _) => Box::new(SumsAccumulator::new(finish, true)),
         })
     }
 
@@ -229,54 +229,45 @@ fn merge_sums(sums: &mut [f64], states: &[ArrayRef]) {
     }
 }
 
-/// `kg_ips(value)` and its siblings: N, Σx, Σx².
+/// `kg_ips(value)` and its siblings (N, Σx, Σx²), and `kg_ips_diff(value, in_a)` and its
+/// siblings (the same sums for arm A, then for arm B).
 #[derive(Debug)]
-struct ValueAccumulator {
+struct SumsAccumulator {
     finish: Finish,
-    sums: [f64; 3],
-}
-
-impl Accumulator for ValueAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for x in values[0].as_primitive::<Float64Type>().iter().flatten() {
-            self.sums[0] += 1.0;
-            self.sums[1] += x;
-            self.sums[2] += x * x;
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(self.finish.one(self.sums))
-    }
-
-    fn size(&self) -> usize {
-        size_of_val(self)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(self.sums.iter().map(|s| ScalarValue::Float64(Some(*s))).collect())
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        merge_sums(&mut self.sums, states);
-        Ok(())
-    }
-}
-
-/// `kg_ips_diff(value, in_a)` and its siblings: N, Σx, Σx² of arm A, then of arm B.
-#[derive(Debug)]
-struct DiffAccumulator {
-    finish: Finish,
+    two_arms: bool,
     sums: [f64; 6],
 }
 
-impl Accumulator for DiffAccumulator {
+impl SumsAccumulator {
+    fn new(finish: Finish, two_arms: bool) -> Self {
+        SumsAccumulator { finish, two_arms, sums: [0.0; 6] }
+    }
+
+    /// The sums in use: 3 for one arm, 6 for two.
+    fn used(&mut self) -> &mut [f64] {
+        let n = if self.two_arms { 6 } else { 3 };
+        &mut self.sums[..n]
+    }
+}
+
+impl Accumulator for SumsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let (x, in_a) = (values[0].as_primitive::<Float64Type>(), values[1].as_boolean());
+        let x = values[0].as_primitive::<Float64Type>();
+        let in_a = self.two_arms.then(|| values[1].as_boolean());
         for i in 0..x.len() {
-            if x.is_valid(i) && in_a.is_valid(i) {
-                let (v, at) = (x.value(i), if in_a.value(i) { 0 } else { 3 });
+            let at = match in_a {
+                None => 0,
+                Some(a) if a.is_valid(i) => {
+                    if a.value(i) {
+                        0
+                    } else {
+                        3
+                    }
+                }
+                Some(_) => continue,
+            };
+            if x.is_valid(i) {
+                let v = x.value(i);
                 self.sums[at] += 1.0;
                 self.sums[at + 1] += v;
                 self.sums[at + 2] += v * v;
@@ -287,7 +278,11 @@ impl Accumulator for DiffAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let [na, sa, qa, nb, sb, qb] = self.sums;
-        Ok(self.finish.difference([na, sa, qa], [nb, sb, qb]))
+        Ok(if self.two_arms {
+            self.finish.difference([na, sa, qa], [nb, sb, qb])
+        } else {
+            self.finish.one([na, sa, qa])
+        })
     }
 
     fn size(&self) -> usize {
@@ -295,11 +290,11 @@ impl Accumulator for DiffAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(self.sums.iter().map(|s| ScalarValue::Float64(Some(*s))).collect())
+        Ok(self.used().iter().map(|s| ScalarValue::Float64(Some(*s))).collect())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        merge_sums(&mut self.sums, states);
+        merge_sums(self.used(), states);
         Ok(())
     }
 }
