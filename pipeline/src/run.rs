@@ -505,7 +505,7 @@ fn change_files(paths: &[PathBuf]) -> Vec<PathBuf> {
                 .flatten()
                 .flatten()
                 .map(|e| e.path())
-                .filter(|f| f.is_file() && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|f| f.is_file() && !crate::sources::is_hidden(f))
                 .collect();
             found.sort();
             files.extend(found);
@@ -543,8 +543,8 @@ fn follow_logs(
     kg_present: &mut HashMap<u64, u32>,
 ) -> usize {
     let mut follower = crate::sources::Follower::default();
-    // KG change files: the size seen at the last look, and whether applied.
-    let mut changes: HashMap<PathBuf, (u64, bool)> = HashMap::new();
+    // KG change files, each applied once it has settled.
+    let mut changes: HashMap<PathBuf, crate::sources::Settle> = HashMap::new();
     let poll = std::time::Duration::from_millis(config.source.follow_poll_ms.max(1));
     tracing::info!(logs = ?config.source.logs, kg_changes = ?config.source.kg_changes, "following");
     while !feeder.stopped() {
@@ -556,13 +556,9 @@ fn follow_logs(
         let mut applied = false;
         for path in change_files(&config.source.kg_changes) {
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let (seen, done) = changes.entry(path.clone()).or_insert((u64::MAX, false));
-            let settled = size == *seen && size > 0;
-            *seen = size;
-            if *done || !settled {
+            if !changes.entry(path.clone()).or_default().ready(size) {
                 continue;
             }
-            *done = true;
             if feeder.in_epoch > 0 {
                 feeder.next_epoch();
             }

@@ -325,15 +325,39 @@ fn read_jsonl_from(
     Ok(next)
 }
 
+/// A file read once, whole, when it has stopped growing: its size is the same (and not zero)
+/// at two looks in a row. Write such files elsewhere and rename them in to skip the wait.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settle {
+    seen: u64,
+    done: bool,
+}
+
+impl Settle {
+    /// Whether the file, now of `size` bytes, is to be read at this look (once).
+    pub fn ready(&mut self, size: u64) -> bool {
+        let settled = size == self.seen && size > 0;
+        self.seen = size;
+        let ready = settled && !self.done;
+        self.done |= ready;
+        ready
+    }
+}
+
+/// Whether a path names a hidden file (`.name`: one being written, renamed in when complete).
+pub fn is_hidden(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
 /// What a [`Follower`] knows of one file.
 #[derive(Debug, Clone, Copy, Default)]
 struct Followed {
-    /// JSONL: bytes read (always a line end). Parquet/IPC: the size seen at the last look.
+    /// JSONL: bytes read (always a line end).
     offset: u64,
     /// JSONL: the number of the next line.
     next_line: u64,
-    /// Parquet/IPC: read (they are read once, whole).
-    done: bool,
+    /// Parquet/IPC: read once, whole, when settled.
+    settle: Settle,
     /// The size at which reading it failed: not tried again until it changes.
     failed_at: Option<u64>,
 }
@@ -407,7 +431,7 @@ impl Follower {
             }
         }
         // Hidden files are being written (`.name.tmp`, then renamed in).
-        found.retain(|f| kind(f).is_some() && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+        found.retain(|f| kind(f).is_some() && !is_hidden(f));
         found.sort();
         for path in found {
             if sink.stopped() {
@@ -441,14 +465,9 @@ impl Follower {
         }
         state.failed_at = None;
         if !is_jsonl(path) {
-            // Read once its size has settled.
-            let settled = size == state.offset && size > 0;
-            state.offset = size;
-            if state.done || !settled {
-                return Ok(());
+            if state.settle.ready(size) {
+                read_file(path, config, requests, sink)?;
             }
-            state.done = true;
-            read_file(path, config, requests, sink)?;
             return Ok(());
         }
         if size < state.offset {
