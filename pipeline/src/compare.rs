@@ -216,13 +216,20 @@ pub fn load(out: &Path, arm: &Arm) -> Result<ArmData> {
     Ok(data)
 }
 
-/// The interval settings of the run that wrote `out` (its `run_config.json`), else the defaults.
+/// A JSON file a run wrote next to its datasets (`run_config.json`, `summary.json`), or null
+/// when it is missing or unreadable.
+pub fn run_file(out: &Path, name: &str) -> serde_json::Value {
+    std::fs::read_to_string(out.join(name)).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
+/// The interval settings in a run's `run_config.json` (see [`run_file`]), else the defaults.
+pub fn intervals_of(run_config: &serde_json::Value) -> IntervalConfig {
+    serde_json::from_value(run_config["aggregates"]["intervals"].clone()).unwrap_or_default()
+}
+
+/// The interval settings of the run that wrote `out`, else the defaults.
 pub fn interval_config(out: &Path) -> IntervalConfig {
-    std::fs::read_to_string(out.join("run_config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| serde_json::from_value(v["aggregates"]["intervals"].clone()).ok())
-        .unwrap_or_default()
+    intervals_of(&run_file(out, "run_config.json"))
 }
 
 /// One arm of a comparison.

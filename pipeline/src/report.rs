@@ -21,7 +21,7 @@ use ocean_operators::ips::{KgIpsStats, Summary};
 use serde::Serialize;
 
 use crate::chart::{Chart, Layer, Mark, PALETTE};
-use crate::compare::{interval_config, read_chains};
+use crate::compare::{intervals_of, read_chains, run_file};
 use crate::{Error, Result};
 
 /// What `ocean report` wrote.
@@ -74,11 +74,8 @@ fn html_escape(text: &str) -> String {
 
 /// Writes the report of the run output `out` into `dir` (created if missing).
 pub fn report(out: &Path, dir: &Path) -> Result<ReportSummary> {
-    let intervals = interval_config(out);
-    let run_config: serde_json::Value = std::fs::read_to_string(out.join("run_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let run_config = run_file(out, "run_config.json");
+    let intervals = intervals_of(&run_config);
     let window = run_config["aggregates"]["window_secs"].as_i64().filter(|w| *w > 0).unwrap_or(86_400);
     let mut by_window: BTreeMap<(String, String), BTreeMap<i64, Group>> = BTreeMap::new();
     let mut by_arm: BTreeMap<(String, String, String), Group> = BTreeMap::new();
@@ -252,10 +249,7 @@ pub fn report(out: &Path, dir: &Path) -> Result<ReportSummary> {
             html_escape(caption)
         );
     }
-    let summary: serde_json::Value = std::fs::read_to_string(out.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let summary = run_file(out, "summary.json");
     let facts: Vec<String> = [
         ("records in", &summary["records"]),
         ("chains of thought scored", &summary["cots_scored"]),
