@@ -86,8 +86,7 @@ fn random_word(rng: &mut SplitMix) -> String {
     for _ in 0..rng.range(2, 3) {
         w.push_str(SYLLABLES[rng.range(0, SYLLABLES.len() - 1)]);
     }
-    let mut chars = w.chars();
-    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+    crate::synth::capitalized(&w)
 }
 
 fn random_alias(rng: &mut SplitMix) -> String {

@@ -105,8 +105,7 @@ fn word(mut i: usize, rng_syllables: usize) -> String {
         w.push_str(SYLLABLES[i % SYLLABLES.len()]);
         i /= SYLLABLES.len();
     }
-    let mut chars = w.chars();
-    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+    crate::synth::capitalized(&w)
 }
 
 /// The name of entity `i`: two words, distinct for every entity.

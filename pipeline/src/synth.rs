@@ -219,8 +219,12 @@ const SYLLABLES: [&str; 16] =
 
 /// Entity i's name: three syllables, capitalized (4096 distinct names).
 fn entity_name(i: usize) -> String {
-    let s = [SYLLABLES[i % 16], SYLLABLES[(i / 16) % 16], SYLLABLES[(i / 256) % 16]].concat();
-    let mut c = s.chars();
+    capitalized(&[SYLLABLES[i % 16], SYLLABLES[(i / 16) % 16], SYLLABLES[(i / 256) % 16]].concat())
+}
+
+/// A made-up name with its first letter upper-cased (the synthetic data's entity names).
+pub(crate) fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
     c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }
 
