@@ -15,11 +15,10 @@ use ocean_schemas::{Reject, RejectReason};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast as _;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::ips::window_start;
-use crate::scoring::LogUpdate;
+use crate::scoring::{hold, LogUpdate, Pending};
 use crate::Time;
 
 /// Whether a record with event time `event_us` is late under `watermark_us` for windows of
@@ -61,16 +60,11 @@ impl<'scope> FilterLate<'scope> for StreamVec<'scope, Time, LogUpdate> {
             })
             .broadcast();
         self.binary_frontier(newest, Pipeline, Pipeline, "FilterLate", move |_cap, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<LogUpdate>)> = BTreeMap::new();
+            let mut pending: Pending<LogUpdate> = BTreeMap::new();
             let mut newest_by_epoch: BTreeMap<Time, i64> = BTreeMap::new();
             let mut newest_before: Option<i64> = None;
             move |(logs, _logs_frontier), (times, times_frontier), output| {
-                logs.for_each(|cap, data| {
-                    if let Some(cap) = cap.retain_least(0) {
-                        let t = *cap.time();
-                        pending.entry(t).or_insert_with(|| (cap, Vec::new())).1.append(data);
-                    }
-                });
+                logs.for_each(|cap, data| hold(&mut pending, &cap, data));
                 times.for_each(|cap, data| {
                     let Some(&t) = cap.least() else { return };
                     let entry = newest_by_epoch.entry(t).or_insert(i64::MIN);

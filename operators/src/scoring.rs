@@ -38,7 +38,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
@@ -588,7 +588,15 @@ pub struct ScorerConfig {
 }
 
 /// Input held until the frontiers pass its time, with a capability to answer at that time.
-type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<D>)>;
+pub(crate) type Pending<D> = BTreeMap<Time, (Capability<Time>, Vec<D>)>;
+
+/// Holds `data` that arrived with `cap` under its time until the operator's frontiers pass it.
+pub(crate) fn hold<D>(pending: &mut Pending<D>, cap: &InputCapability<Time>, data: &mut Vec<D>) {
+    if let Some(cap) = cap.retain_least(0) {
+        let t = *cap.time();
+        pending.entry(t).or_insert_with(|| (cap, Vec::new())).1.append(data);
+    }
+}
 
 /// Scores chains of thought against the KG.
 pub trait ScoreLogs<'scope> {
@@ -619,12 +627,7 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
             let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();
             let mut job: Option<(Capability<Time>, Job)> = None;
             move |(logs, logs_frontier), (kg, kg_frontier), output| {
-                logs.for_each(|cap, data| {
-                    if let Some(cap) = cap.retain_least(0) {
-                        let t = *cap.time();
-                        pending_logs.entry(t).or_insert_with(|| (cap, Vec::new())).1.append(data);
-                    }
-                });
+                logs.for_each(|cap, data| hold(&mut pending_logs, &cap, data));
                 kg.for_each(|cap, data| {
                     for (u, t, d) in data.drain(..) {
                         let entry = pending_kg.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
