@@ -309,7 +309,7 @@ fn dataset_digest(out: &std::path::Path) -> String {
          order by model, model_version",
         "select reason_code, count(*) from rejects group by reason_code order by reason_code",
     ];
-    queries.iter().map(|q| stdout(ocean().args(["sql", q, "--out"]).arg(out))).collect::<Vec<_>>().join("\n")
+    queries.iter().map(|q| sql(out, q)).collect::<Vec<_>>().join("\n")
 }
 
 fn free_port() -> u16 {
@@ -785,6 +785,20 @@ fn scored(out: &std::path::Path) -> u64 {
     text.lines().filter_map(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok()).next().unwrap_or(0)
 }
 
+/// `ocean sql` over `out` as printed (the run must have committed a dataset).
+fn sql(out: &std::path::Path, query: &str) -> String {
+    stdout(ocean().args(["sql", query, "--out"]).arg(out))
+}
+
+/// A copy of the embedded logs in a new folder `into`.
+fn copy_embedded_logs(into: &std::path::Path) {
+    std::fs::create_dir_all(into).unwrap();
+    for f in std::fs::read_dir("../data/logs").unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, into.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !done() {
@@ -851,20 +865,13 @@ fn follow_a_folder_then_stop_as_a_batch_run_would_end() {
     let q =
         "select model, model_version, count(*) n, count(distinct cot_id) ids, round(sum(value), 6) v from cot_scores \
              group by 1, 2 order by 1, 2";
-    let followed = stdout(ocean().args(["sql", q, "--out"]).arg(&out));
-    assert_eq!(followed, stdout(ocean().args(["sql", q, "--out"]).arg(&batch)));
+    assert_eq!(sql(&out, q), sql(&batch, q));
     // Equal up to the order of floating-point additions (two epochs against one).
     let q = "select model, model_version, n, round(estimate, 9), round(ci_low, 9), round(ci_high, 9) \
              from aggregates_current order by 1, 2";
-    assert_eq!(
-        stdout(ocean().args(["sql", q, "--out"]).arg(&out)),
-        stdout(ocean().args(["sql", q, "--out"]).arg(&batch))
-    );
+    assert_eq!(sql(&out, q), sql(&batch, q));
     let rejects = "select reason_code, count(*) from rejects group by 1";
-    assert_eq!(
-        stdout(ocean().args(["sql", rejects, "--out"]).arg(&out)),
-        stdout(ocean().args(["sql", rejects, "--out"]).arg(&batch))
-    );
+    assert_eq!(sql(&out, rejects), sql(&batch, rejects));
 }
 
 #[test]
@@ -905,11 +912,7 @@ fn follow_standard_input() {
 fn kill_9_at_random_points_then_restart_ends_as_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (input, out, reference) = (dir.path().join("in"), dir.path().join("out"), dir.path().join("reference"));
-    std::fs::create_dir(&input).unwrap();
-    for f in std::fs::read_dir("../data/logs").unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, input.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_embedded_logs(&input);
     stdout(ocean().args(["run", "--policy", "adjacency", "--logs"]).arg(&input).arg("--out").arg(&reference));
     let follow = || {
         ocean()
@@ -947,11 +950,7 @@ fn kill_9_at_random_points_then_restart_ends_as_an_uninterrupted_run() {
         "select reason_code, source, line from rejects order by 2, 3",
         "select model, model_version, n, round(estimate, 9), round(ci_low, 9) from aggregates_current order by 1, 2",
     ] {
-        let (got, want) = (
-            ocean().args(["sql", q, "--out"]).arg(&out).output().unwrap(),
-            stdout(ocean().args(["sql", q, "--out"]).arg(&reference)),
-        );
-        assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{q}");
+        assert_eq!(sql(&out, q), sql(&reference, q), "{q}");
     }
 }
 
@@ -959,13 +958,10 @@ fn kill_9_at_random_points_then_restart_ends_as_an_uninterrupted_run() {
 fn follow_applies_kg_change_files_as_they_appear() {
     let dir = tempfile::tempdir().unwrap();
     let (input, changes, kg1) = (dir.path().join("in"), dir.path().join("changes"), dir.path().join("kg1"));
-    for d in [&input, &changes, &kg1] {
+    for d in [&changes, &kg1] {
         std::fs::create_dir(d).unwrap();
     }
-    for f in std::fs::read_dir("../data/logs").unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, input.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_embedded_logs(&input);
     // KG1: the embedded KG without every 10th triple; the change file gives them back.
     let triples = std::fs::read_to_string("../data/kg/triples.tsv").unwrap();
     let (mut kept, mut missing) = (String::new(), String::new());
@@ -1000,7 +996,7 @@ fn follow_applies_kg_change_files_as_they_appear() {
         .unwrap();
     wait_for("the logs scored against KG1", || scored(&out) == 198);
     let q = "select cot_id, round(value, 9), n_supported from cot_scores order by 1";
-    let want = stdout(ocean().args(["sql", q, "--out"]).arg(&reference));
+    let want = sql(&reference, q);
     let now =
         || String::from_utf8_lossy(&ocean().args(["sql", q, "--out"]).arg(&out).output().unwrap().stdout).into_owned();
     assert_ne!(now(), want, "KG1 lacks triples that support mentions");
@@ -1012,10 +1008,7 @@ fn follow_applies_kg_change_files_as_they_appear() {
     let result = child.wait_with_output().unwrap();
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     let q = "select model, model_version, n, round(estimate, 9) from aggregates_current order by 1, 2";
-    assert_eq!(
-        stdout(ocean().args(["sql", q, "--out"]).arg(&out)),
-        stdout(ocean().args(["sql", q, "--out"]).arg(&reference))
-    );
+    assert_eq!(sql(&out, q), sql(&reference, q));
 }
 
 #[test]
