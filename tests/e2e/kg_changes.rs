@@ -18,22 +18,8 @@ fn kg_change_files_end_where_a_fresh_run_does() {
         let mut rng = SplitMix::new(seed);
         let dir = tempfile::tempdir().unwrap();
         // KG1: 200 triples and 30 alias lines missing. Changes: add them, retract 50 others.
-        let (mut kept, mut added) = (Vec::new(), Vec::new());
-        for t in &triples {
-            if added.len() < 200 && rng.uniform() < 0.1 {
-                added.push(t.clone())
-            } else {
-                kept.push(t.clone())
-            }
-        }
-        let (mut kept_aliases, mut added_aliases) = (Vec::new(), Vec::new());
-        for a in &aliases {
-            if added_aliases.len() < 30 && rng.uniform() < 0.05 {
-                added_aliases.push(a.clone())
-            } else {
-                kept_aliases.push(a.clone())
-            }
-        }
+        let (kept, added) = take_some(&triples, 200, 0.1, &mut rng);
+        let (kept_aliases, added_aliases) = take_some(&aliases, 30, 0.05, &mut rng);
         let retracted: Vec<String> = kept.iter().filter(|_| rng.uniform() < 0.03).take(50).cloned().collect();
         let write_kg = |name: &str, triples: &[String], aliases: &[String]| {
             let d = dir.path().join(name);
@@ -95,6 +81,19 @@ fn kg_change_files_end_where_a_fresh_run_does() {
         assert_eq!(bad, 2.0, "seed {seed}");
         assert!(numeric_rows(&a, "select count(*) from cot_scores").unwrap()[0][0] > Some(100.0));
     }
+}
+
+/// `lines` split into (kept, taken): each line taken with probability `p`, at most `at_most`.
+fn take_some(lines: &[String], at_most: usize, p: f64, rng: &mut SplitMix) -> (Vec<String>, Vec<String>) {
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    for line in lines {
+        if taken.len() < at_most && rng.uniform() < p {
+            taken.push(line.clone());
+        } else {
+            kept.push(line.clone());
+        }
+    }
+    (kept, taken)
 }
 
 /// The query's result as text (every column cast), for comparing two outputs.
