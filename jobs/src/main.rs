@@ -468,6 +468,21 @@ enum BenchCommand {
 
 #[derive(Debug, Subcommand)]
 enum KgCommand {
+    /// Import a KG folder in Wikidata5m's format (triples, entity and relation alias files) into
+    /// one snapshot file: ids interned, the alias trie and adjacency built. `ocean run --kg
+    /// SNAPSHOT` then loads it instead of parsing the text again. Malformed lines are counted
+    /// and written to SNAPSHOT.rejects.jsonl.
+    Import {
+        /// The KG folder.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The snapshot file to write.
+        #[arg(long, value_name = "SNAPSHOT")]
+        out: PathBuf,
+        /// Longest alias to index, in words (a run's `linker.max_alias_words` must match).
+        #[arg(long, default_value_t = ocean_operators::linking::LinkerConfig::default().max_alias_words)]
+        max_alias_words: usize,
+    },
     /// Write a KG in Wikidata5m's file format, size and shape (heavy-tailed degrees, Zipf-like
     /// relation frequencies, aliases shared, missing and non-ASCII): wikidata5m_entity.txt,
     /// wikidata5m_relation.txt, wikidata5m_transductive_{train,valid,test}.txt.
@@ -759,6 +774,7 @@ fn main() -> Result<()> {
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
+        Command::Kg(KgCommand::Import { dir, out, max_alias_words }) => kg_import(&dir, &out, max_alias_words),
         Command::Kg(KgCommand::Synth { out, scale, seed }) => {
             let scale = ocean_pipeline::kg_synth::KgScale::parse(&scale)?;
             let s = ocean_pipeline::kg_synth::kg_synth(&out, scale, seed, |what, done, total| {
@@ -1657,4 +1673,81 @@ fn print_summary(s: &RunSummary) {
         "datasets written to {} in {:.1}s (query them: ocean sql \"select * from cot_scores limit 5\" --out {})",
         s.out, s.seconds, s.out
     );
+}
+
+/// `ocean kg import`: parse and index with a progress line, write the snapshot and the rejects.
+fn kg_import(dir: &std::path::Path, out: &std::path::Path, max_words: usize) -> Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let total = ocean_pipeline::kg_files::kg_bytes(dir)?.max(1);
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let (mut done, mut shown, mut last) = (0u64, 0u64, started);
+    let (kg, rejects) = ocean_pipeline::kg_files::import_kg(dir, max_words, &mut |bytes| {
+        done += bytes;
+        let now = std::time::Instant::now();
+        // A live line on a terminal; otherwise a line per tenth of the input.
+        let step = if terminal { total / 200 } else { total / 10 };
+        if done >= shown + step.max(1) && (!terminal || now.duration_since(last).as_millis() >= 100) {
+            shown = done;
+            last = now;
+            let pct = 100.0 * done as f64 / total as f64;
+            let bar = "#".repeat((pct / 5.0) as usize);
+            let line = format!(
+                "kg import: [{bar:<20}] {pct:5.1} % of {:.0} MB read, {:.1} s",
+                total as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            if terminal {
+                eprint!("\r{line}");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })?;
+    if terminal {
+        eprintln!();
+    }
+    let parsed = started.elapsed().as_secs_f64();
+    ocean_pipeline::kg_files::write_snapshot(&kg, out)?;
+    let rejects_path = {
+        let mut name = out.as_os_str().to_owned();
+        name.push(".rejects.jsonl");
+        PathBuf::from(name)
+    };
+    if rejects.is_empty() {
+        let _ = std::fs::remove_file(&rejects_path);
+    } else {
+        let mut text = String::new();
+        for r in &rejects {
+            let row = serde_json::json!({
+                "source": r.source,
+                "line": r.line,
+                "reason_code": r.reason_code,
+                "reason": r.reason,
+                "raw": String::from_utf8_lossy(&r.raw),
+            });
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        std::fs::write(&rejects_path, text).with_context(|| format!("writing {}", rejects_path.display()))?;
+    }
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "imported {} triples, {} aliases, {} entities, {} relations from {} in {:.1} s; snapshot {} ({:.0} MB) \
+         written in {:.1} s",
+        kg.triple_count(),
+        kg.alias_count(),
+        kg.entity_count(),
+        kg.relation_count(),
+        dir.display(),
+        parsed,
+        out.display(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64() - parsed
+    );
+    if !rejects.is_empty() {
+        println!("rejected {} malformed lines (see {})", rejects.len(), rejects_path.display());
+    }
+    Ok(())
 }

@@ -31,9 +31,7 @@ pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -
             supported: cot && reach.contains(*e),
         });
         if context.insert(*e) {
-            for n in index.closed_neighbourhood(*e) {
-                reach.insert(n);
-            }
+            index.for_each_neighbour(*e, |n| reach.insert(n));
         }
     }
     out

@@ -44,7 +44,7 @@ use timely::dataflow::StreamVec;
 use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Reach};
 use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
-use crate::kg::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
+use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::policy::{GroundedMention, KgPolicy};
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
@@ -225,7 +225,7 @@ impl Scorer {
     /// ([`cot_hash`]).
     fn new(config: ScorerConfig, store: Box<dyn CotStore>, id_hash: fn(&str) -> u64) -> Self {
         Scorer {
-            index: KgIndex::new(config.max_alias_words),
+            index: KgIndex::with_base(config.kg),
             policy: config.policy,
             target: config.target,
             config: config.score,
@@ -581,8 +581,8 @@ pub struct ScorerConfig {
     pub score: ScoreConfig,
     /// Aggregation windows, µs.
     pub window_us: i64,
-    /// Longest alias, in words.
-    pub max_alias_words: usize,
+    /// The KG as loaded (shared by the workers; the KG's update stream changes it from there).
+    pub kg: Arc<KgBase>,
     /// Each worker's store of live generations.
     pub store: StoreFactory,
 }
@@ -723,7 +723,7 @@ mod tests {
             target: None,
             score: ScoreConfig::default(),
             window_us: 86_400_000_000,
-            max_alias_words: 4,
+            kg: Arc::new(KgBase::empty(4)),
             store: MemoryStore::factory(),
         };
         let store = (config.store)(0);

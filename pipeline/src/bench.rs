@@ -473,11 +473,12 @@ fn tempfile_dir(prefix: &str) -> Result<PathBuf> {
 /// `kg_change` new triples each between entities that no chain mentions much. Worker 0 reads
 /// and sends; every worker steps through the same times.
 pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
-    let kg = crate::kg_files::read_kg(&b.kg)?;
+    let max_words = ScoringConfig::default().linker.max_alias_words;
+    let kg = Arc::new(crate::kg_files::load_kg(&b.kg, max_words)?.0);
     let files = crate::sources::list_files(&b.logs, &[])?;
-    let policy_config = AdjacencyPolicyConfig { entities: crate::run::kg_entity_count(&kg), ..Default::default() };
+    let policy_config = AdjacencyPolicyConfig { entities: kg.entity_count(), ..Default::default() };
     // The changes link entities from the end of the entity list to each other.
-    let ids: Vec<String> = kg.aliases.iter().map(|(e, _)| e.clone()).collect();
+    let ids: Vec<String> = kg.aliases().map(|(e, _)| e.to_owned()).collect();
     let changes: Vec<Vec<(String, String, String)>> = (0..b.kg_changes)
         .map(|c| {
             (c * b.kg_change..(c + 1) * b.kg_change)
@@ -494,7 +495,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
     let result: Arc<Mutex<Option<DataflowResult>>> = Arc::default();
     let sink = Arc::clone(&result);
     let settings = b.clone();
-    let feed = Arc::new(Mutex::new(Some((kg, changes))));
+    let feed = Arc::new(Mutex::new(Some(changes)));
     let rescored: Arc<Mutex<u64>> = Arc::default();
     let store_dir = tempfile_dir("ocean-bench-dataflow")?;
     let store = match b.store {
@@ -506,7 +507,8 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
         let (counter, count) = (Arc::clone(&rescored), Arc::clone(&rescored));
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) = build_scoring(scope, &ScoringConfig::default(), policy, None, Arc::clone(&store));
+            let (inputs, outputs) =
+                build_scoring(scope, &ScoringConfig::default(), policy, None, Arc::clone(&store), Arc::clone(&kg));
             outputs.aggregates.probe_with(&probe);
             outputs
                 .rows
@@ -522,14 +524,8 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
         let fed = if leader { feed.lock().expect("feed lock").take() } else { None };
         let start = Instant::now();
         let (mut held, mut changes, mut load_cots) = (Vec::new(), Vec::new(), 0);
-        if let Some((kg, kg_changes)) = fed {
+        if let Some(kg_changes) = fed {
             changes = kg_changes;
-            for a in kg.aliases {
-                inputs.aliases.insert(a);
-            }
-            for t in kg.triples {
-                inputs.triples.insert(t);
-            }
             let mut loader =
                 Loader { inputs: &mut inputs, rows: Vec::new(), held: Vec::new(), hold: settings.updates, count: 0 };
             for path in &files {
@@ -877,50 +873,65 @@ pub struct KgBenchResult {
     pub aliases: usize,
     /// Lines rejected.
     pub rejects: usize,
-    /// Seconds to parse the files into memory (`read_kg`).
-    pub parse_seconds: f64,
-    /// Seconds to build one KG index from them (what every worker builds at start).
-    pub index_seconds: f64,
-    /// Entities in the index.
+    /// Entities in the KG.
     pub entities: u64,
-    /// Peak resident memory of the whole load, MB.
-    pub peak_rss_mb: f64,
-    /// File bytes per triple.
+    /// Seconds to import the files: parse, intern, index (once per process).
+    pub import_seconds: f64,
+    /// Peak resident memory after the import, MB.
+    pub import_peak_rss_mb: f64,
+    /// Heap held by the imported KG and its index, MB (approximate).
+    pub index_mb: f64,
+    /// Seconds to write the snapshot.
+    pub snapshot_write_seconds: f64,
+    /// Seconds to load the snapshot back.
+    pub snapshot_load_seconds: f64,
+    /// Size of the snapshot.
+    pub snapshot_bytes: u64,
+    /// Snapshot bytes per triple.
     pub bytes_per_triple: f64,
+    /// Peak resident memory of the whole benchmark, MB.
+    pub peak_rss_mb: f64,
 }
 
-/// Reads the KG folder `dir` and builds one KG index from it, timing each.
+/// Imports the KG folder `dir` (parse, intern, index), writes its snapshot to a temporary file
+/// and loads it back, timing each.
 pub fn bench_kg(dir: &Path) -> Result<KgBenchResult> {
-    use ocean_operators::kg::{KgIndex, KgUpdate};
-    let file_bytes = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let max_words = ScoringConfig::default().linker.max_alias_words;
+    let file_bytes = crate::kg_files::kg_bytes(dir)?;
     let started = Instant::now();
-    let kg = crate::kg_files::read_kg(dir)?;
-    let parse_seconds = started.elapsed().as_secs_f64();
+    let (kg, rejects) = crate::kg_files::import_kg(dir, max_words, &mut |_| {})?;
+    let import_seconds = started.elapsed().as_secs_f64();
+    let import_rss_mb = peak_rss_mb();
+    let snapshot_dir = tempfile_dir("ocean-bench-kg")?;
+    let snapshot = snapshot_dir.join("kg.snapshot");
     let started = Instant::now();
-    let mut index = KgIndex::new(ocean_operators::linking::LinkerConfig::default().max_alias_words);
-    for (e, a) in &kg.aliases {
-        index.apply(&KgUpdate::Alias(e.clone(), a.clone()), 1);
+    crate::kg_files::write_snapshot(&kg, &snapshot)?;
+    let write_seconds = started.elapsed().as_secs_f64();
+    let snapshot_bytes = std::fs::metadata(&snapshot).map_err(|e| Error::io(&snapshot, e))?.len();
+    let (triples, aliases, entities, heap) = (kg.triple_count(), kg.alias_count(), kg.entity_count(), kg.heap_bytes());
+    drop(kg);
+    let started = Instant::now();
+    let loaded = crate::kg_files::read_snapshot(&snapshot)?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&snapshot_dir);
+    if loaded.triple_count() != triples || loaded.entity_count() != entities {
+        return Err(Error::Dataflow("the snapshot read back differs from the import".into()));
     }
-    for (h, r, t) in &kg.triples {
-        index.apply(&KgUpdate::Triple(h.clone(), r.clone(), t.clone()), 1);
-    }
-    let index_seconds = started.elapsed().as_secs_f64();
     Ok(KgBenchResult {
         bench: "kg",
         kg: dir.display().to_string(),
         file_bytes,
-        triples: kg.triples.len(),
-        aliases: kg.aliases.len(),
-        rejects: kg.rejects.len(),
-        parse_seconds,
-        index_seconds,
-        entities: index.entity_count(),
+        triples,
+        aliases,
+        rejects: rejects.len(),
+        entities,
+        import_seconds,
+        import_peak_rss_mb: import_rss_mb,
+        index_mb: heap as f64 / 1e6,
+        snapshot_write_seconds: write_seconds,
+        snapshot_load_seconds: load_seconds,
+        snapshot_bytes,
+        bytes_per_triple: snapshot_bytes as f64 / triples.max(1) as f64,
         peak_rss_mb: peak_rss_mb(),
-        bytes_per_triple: file_bytes as f64 / kg.triples.len().max(1) as f64,
     })
 }

@@ -10,6 +10,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+use ocean_operators::kg::{KgBase, KgBuilder};
 use ocean_schemas::{Reject, RejectReason};
 
 use crate::error::{Error, Result};
@@ -47,12 +48,54 @@ pub struct KgData {
     pub rejects: Vec<Reject>,
 }
 
+impl KgData {
+    /// Entities: those with an alias and those in a triple.
+    pub fn entity_count(&self) -> u64 {
+        let mut ids: std::collections::HashSet<&str> = self.aliases.iter().map(|(e, _)| e.as_str()).collect();
+        for (h, _, t) in &self.triples {
+            ids.insert(h);
+            ids.insert(t);
+        }
+        ids.len() as u64
+    }
+}
+
 fn find(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
-/// Reads the KG folder `dir`.
-pub fn read_kg(dir: &Path) -> Result<KgData> {
+/// Where the lines of a KG folder go as they are read.
+trait KgLines {
+    fn triple(&mut self, head: &str, relation: &str, tail: &str);
+    fn alias(&mut self, entity: &str, alias: &str);
+    fn relation_alias(&mut self, relation: &str, alias: &str);
+}
+
+impl KgLines for KgData {
+    fn triple(&mut self, h: &str, r: &str, t: &str) {
+        self.triples.push((h.to_owned(), r.to_owned(), t.to_owned()));
+    }
+    fn alias(&mut self, e: &str, a: &str) {
+        self.aliases.push((e.to_owned(), a.to_owned()));
+    }
+    fn relation_alias(&mut self, r: &str, a: &str) {
+        self.relation_aliases.push((r.to_owned(), a.to_owned()));
+    }
+}
+
+impl KgLines for KgBuilder {
+    fn triple(&mut self, h: &str, r: &str, t: &str) {
+        KgBuilder::triple(self, h, r, t);
+    }
+    fn alias(&mut self, e: &str, a: &str) {
+        KgBuilder::alias(self, e, a);
+    }
+    fn relation_alias(&mut self, _: &str, _: &str) {}
+}
+
+/// The files of the KG folder `dir` (triples first, then entity and relation aliases), with an
+/// error naming what is missing.
+fn kg_files(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf, Option<PathBuf>)> {
     if !dir.is_dir() {
         return Err(Error::Config(format!("KG folder {} does not exist", dir.display())));
     }
@@ -66,29 +109,47 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
     let entities = find(dir, &ENTITY_FILES).ok_or_else(|| {
         Error::Config(format!("{} has no entity alias file (one of {})", dir.display(), ENTITY_FILES.join(", ")))
     })?;
-    let mut kg = KgData::default();
+    Ok((triple_files, entities, find(dir, &RELATION_FILES)))
+}
+
+/// Reads the KG folder `dir` into `out`; bad lines become rejects; `read` hears of every
+/// line's bytes.
+fn read_kg_into(
+    dir: &Path,
+    out: &mut impl KgLines,
+    rejects: &mut Vec<Reject>,
+    read: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let (triple_files, entities, relations) = kg_files(dir)?;
     for triples in &triple_files {
-        read_lines(triples, &mut kg.rejects, |_, fields| match fields {
+        read_lines(triples, rejects, read, |_, fields| match fields {
             [h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
-                kg.triples.push((h.to_string(), r.to_string(), t.to_string()));
+                out.triple(h, r, t);
                 Ok(())
             }
             _ => Err(format!("expected head<TAB>relation<TAB>tail, found {} fields", fields.len())),
         })?;
     }
-    let alias_file = |path: &Path, out: &mut Vec<(String, String)>, rejects: &mut Vec<Reject>| {
-        read_lines(path, rejects, |_, fields| match fields {
-            [id, aliases @ ..] if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) => {
-                out.extend(aliases.iter().filter(|a| !a.trim().is_empty()).map(|a| (id.to_string(), a.to_string())));
-                Ok(())
-            }
-            _ => Err("expected id<TAB>alias[<TAB>alias…]".to_owned()),
-        })
+    let alias_line = |fields: &[&str], add: &mut dyn FnMut(&str, &str)| match fields {
+        [id, aliases @ ..] if !id.is_empty() && aliases.iter().any(|a| !a.trim().is_empty()) => {
+            aliases.iter().filter(|a| !a.trim().is_empty()).for_each(|a| add(id, a));
+            Ok(())
+        }
+        _ => Err("expected id<TAB>alias[<TAB>alias…]".to_owned()),
     };
-    alias_file(&entities, &mut kg.aliases, &mut kg.rejects)?;
-    if let Some(relations) = find(dir, &RELATION_FILES) {
-        alias_file(&relations, &mut kg.relation_aliases, &mut kg.rejects)?;
+    read_lines(&entities, rejects, read, |_, fields| alias_line(fields, &mut |e, a| out.alias(e, a)))?;
+    if let Some(relations) = relations {
+        read_lines(&relations, rejects, read, |_, fields| alias_line(fields, &mut |r, a| out.relation_alias(r, a)))?;
     }
+    Ok(())
+}
+
+/// Reads the KG folder `dir`.
+pub fn read_kg(dir: &Path) -> Result<KgData> {
+    let mut kg = KgData::default();
+    let mut rejects = Vec::new();
+    read_kg_into(dir, &mut kg, &mut rejects, &mut |_| {})?;
+    kg.rejects = rejects;
     tracing::info!(
         dir = %dir.display(),
         triples = kg.triples.len(),
@@ -99,9 +160,67 @@ pub fn read_kg(dir: &Path) -> Result<KgData> {
     Ok(kg)
 }
 
+/// Bytes of the files [`import_kg`] reads in `dir` (for progress).
+pub fn kg_bytes(dir: &Path) -> Result<u64> {
+    let (triples, entities, relations) = kg_files(dir)?;
+    let files = triples.into_iter().chain([entities]).chain(relations);
+    Ok(files.filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum())
+}
+
+/// Imports the KG folder `dir`: parses its files straight into interned ids and builds the
+/// index for aliases of at most `max_words` words. `read` hears of every line's bytes. Bad
+/// lines are returned as rejects.
+pub fn import_kg(dir: &Path, max_words: usize, read: &mut dyn FnMut(u64)) -> Result<(KgBase, Vec<Reject>)> {
+    let mut builder = KgBuilder::new();
+    let mut rejects = Vec::new();
+    read_kg_into(dir, &mut builder, &mut rejects, read)?;
+    let (triples, aliases) = builder.counts();
+    let base = builder.finish(max_words);
+    tracing::info!(dir = %dir.display(), triples, aliases, entities = base.entity_count(), rejects = rejects.len(), "imported KG");
+    Ok((base, rejects))
+}
+
+/// Writes `base` as a snapshot file at `path` (under a temporary name, then renamed).
+pub fn write_snapshot(base: &KgBase, path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kg".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    base.write_snapshot(std::io::BufWriter::with_capacity(1 << 20, file)).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a snapshot file written by [`write_snapshot`].
+pub fn read_snapshot(path: &Path) -> Result<KgBase> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    KgBase::read_snapshot(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| Error::Config(format!("KG snapshot {}: {e}", path.display())))
+}
+
+/// The KG at `path`: a snapshot file, or a folder of Wikidata5m-format files to import, for
+/// aliases of at most `max_words` words; with the rejects of the import.
+pub fn load_kg(path: &Path, max_words: usize) -> Result<(KgBase, Vec<Reject>)> {
+    if path.is_file() {
+        let base = read_snapshot(path)?;
+        if base.max_words() != max_words.max(1) {
+            return Err(Error::Config(format!(
+                "KG snapshot {} indexes aliases of up to {} words, the run links up to {}: import it again with \
+                 --max-alias-words {} or set linker.max_alias_words",
+                path.display(),
+                base.max_words(),
+                max_words,
+                max_words
+            )));
+        }
+        tracing::info!(snapshot = %path.display(), triples = base.triple_count(), entities = base.entity_count(), "loaded KG snapshot");
+        return Ok((base, Vec::new()));
+    }
+    import_kg(path, max_words, &mut |_| {})
+}
+
 fn read_lines(
     path: &Path,
     rejects: &mut Vec<Reject>,
+    read: &mut dyn FnMut(u64),
     mut accept: impl FnMut(u64, &[&str]) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -113,6 +232,7 @@ fn read_lines(
         if reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))? == 0 {
             break;
         }
+        read(buf.len() as u64);
         let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
@@ -147,7 +267,7 @@ pub type KgChanges = (Vec<(u64, KgChangeLine)>, Vec<Reject>);
 pub fn read_kg_changes(path: &Path) -> Result<KgChanges> {
     let mut changes = Vec::new();
     let mut rejects = Vec::new();
-    read_lines(path, &mut rejects, |line_no, fields| {
+    read_lines(path, &mut rejects, &mut |_| {}, |line_no, fields| {
         if fields.first().is_some_and(|f| f.starts_with('#')) {
             return Ok(());
         }

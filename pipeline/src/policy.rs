@@ -323,7 +323,7 @@ pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: u
     // True vs corrupted answers, through linking, grounding and KG-IPS.
     let answer = answer_pairs(&corpus, &sample, &mut rng);
     let adjacency = AdjacencyPolicy::new(AdjacencyPolicyConfig {
-        entities: crate::run::kg_entity_count(&corpus.kg),
+        entities: corpus.kg.entity_count(),
         ..AdjacencyPolicyConfig::default()
     });
     let index = kg_index(&corpus.kg, true);

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use differential_dataflow::consolidation::consolidate;
 use ocean_operators::ips::{Extremes, StatSums};
+use ocean_operators::kg::KgBase;
 use ocean_operators::target::TargetPolicy;
 use ocean_operators::{build_scoring, KgPolicy, LogInput, MemoryStore, Retraction, ScoringInputs, StoreFactory, Time};
 use ocean_schemas::parse::Parsed;
@@ -29,7 +30,7 @@ use timely::worker::Worker;
 
 use crate::config::{RunConfig, StoreKind};
 use crate::error::{Error, Result};
-use crate::kg_files::{read_kg, KgChangeLine, KgData};
+use crate::kg_files::{load_kg, KgChangeLine};
 use crate::sink::{clear_output, write_file, PartWriter, WriteAggregates as _, WriteRows as _, WriteStats};
 use crate::sources::{list_files, read_batch_inputs, read_file, RecordSink};
 use crate::store::FileStore;
@@ -196,8 +197,10 @@ struct Shared {
     store: StoreFactory,
     files: Vec<PathBuf>,
     requests: Option<HashMap<String, Value>>,
-    /// The KG and the driver's rejects, taken by global worker 0.
-    feed: Mutex<Option<(KgData, Vec<Reject>)>>,
+    /// The KG as loaded, shared by the workers (they keep its changes).
+    kg: Arc<KgBase>,
+    /// The KG import's and the driver's rejects, taken by global worker 0.
+    feed: Mutex<Option<Vec<Reject>>>,
     progress: Arc<Progress>,
     totals: Arc<Mutex<Totals>>,
     /// (records parsed, epochs), summed over the process's workers.
@@ -226,11 +229,11 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
     config.validate()?;
     let started = Instant::now();
     let out = config.sink.out.clone();
-    let kg = read_kg(&config.kg.dir)?;
-    let (kg_triples, kg_aliases) = (kg.triples.len(), kg.aliases.len());
+    let (kg, kg_rejects) = load_kg(&config.kg.dir, config.linker.max_alias_words)?;
+    let (kg_triples, kg_aliases) = (kg.triple_count(), kg.alias_count());
     let mut config = config.clone();
     if config.policy.entities == 0 {
-        config.policy.entities = kg_entity_count(&kg);
+        config.policy.entities = kg.entity_count();
     }
     // Followed folders are listed as they fill; they may start empty.
     let files =
@@ -266,7 +269,8 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
         store,
         files,
         requests,
-        feed: Mutex::new(Some((kg, driver_rejects))),
+        kg: Arc::new(kg),
+        feed: Mutex::new(Some(kg_rejects.into_iter().chain(driver_rejects).collect())),
         progress,
         totals: Arc::default(),
         read: Mutex::new((0, 0)),
@@ -354,16 +358,6 @@ where
     }
 }
 
-/// Entities of a KG as read: those with an alias and those in a triple.
-pub fn kg_entity_count(kg: &KgData) -> u64 {
-    let mut ids: std::collections::HashSet<&str> = kg.aliases.iter().map(|(e, _)| e.as_str()).collect();
-    for (h, _, t) in &kg.triples {
-        ids.insert(h);
-        ids.insert(t);
-    }
-    ids.len() as u64
-}
-
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("configs and summaries should serialize")
 }
@@ -383,6 +377,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
             Arc::clone(&shared.policy),
             shared.target.clone(),
             Arc::clone(&shared.store),
+            Arc::clone(&shared.kg),
         );
         let writer = |w| PartWriter::with_compression(&out, w, &config.sink.compression).expect("validated codec");
         outputs.rows.probe_with(&probe).write_rows(writer(index), Arc::clone(&stats));
@@ -422,26 +417,21 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         stop: Arc::clone(&shared.stop),
         progress: Arc::clone(&shared.progress),
     };
-    // Worker 0 feeds the KG; with change files it remembers what is in it (64-bit fingerprints
-    // with counts), so that a retraction of something absent is a reject, not a negative count.
+    // The KG as loaded is every worker's already; its changes come through worker 0, which
+    // then remembers what is in the KG (64-bit fingerprints with counts), so that a retraction
+    // of something absent is a reject, not a negative count.
     let mut kg_present: HashMap<u64, u32> = HashMap::new();
-    let track = !config.source.kg_changes.is_empty();
     if index == 0 {
-        if let Some((kg, driver_rejects)) = shared.feed.lock().expect("feed lock").take() {
-            for a in kg.aliases {
-                if track {
-                    *kg_present.entry(alias_key(&a)).or_default() += 1;
-                }
-                feeder.inputs.aliases.insert(a);
+        if let Some(rejects) = shared.feed.lock().expect("feed lock").take() {
+            feeder.rejects.extend(rejects);
+        }
+        if !config.source.kg_changes.is_empty() {
+            for (e, a) in shared.kg.aliases() {
+                *kg_present.entry(alias_key(e, a)).or_default() += 1;
             }
-            for t in kg.triples {
-                if track {
-                    *kg_present.entry(triple_key(&t)).or_default() += 1;
-                }
-                feeder.inputs.triples.insert(t);
+            for (h, r, t) in shared.kg.triples() {
+                *kg_present.entry(triple_key(h, r, t)).or_default() += 1;
             }
-            feeder.rejects.extend(kg.rejects);
-            feeder.rejects.extend(driver_rejects);
         }
     }
     if config.source.follow {
@@ -517,12 +507,12 @@ fn change_files(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// A KG triple's fingerprint.
-fn triple_key((h, r, t): &(String, String, String)) -> u64 {
+fn triple_key(h: &str, r: &str, t: &str) -> u64 {
     ocean_operators::text::fnv1a(&[b"t", h.as_bytes(), b"\t", r.as_bytes(), b"\t", t.as_bytes()])
 }
 
 /// A KG alias's fingerprint.
-fn alias_key((e, a): &(String, String)) -> u64 {
+fn alias_key(e: &str, a: &str) -> u64 {
     ocean_operators::text::fnv1a(&[b"a", e.as_bytes(), b"\t", a.as_bytes()])
 }
 
@@ -640,8 +630,8 @@ impl Feeder<'_> {
         let source = path.display().to_string();
         for (line, change) in changes {
             let (key, diff, what) = match &change {
-                KgChangeLine::Triple(d, t) => (triple_key(t), *d, "triple"),
-                KgChangeLine::Alias(d, a) => (alias_key(a), *d, "alias"),
+                KgChangeLine::Triple(d, (h, r, t)) => (triple_key(h, r, t), *d, "triple"),
+                KgChangeLine::Alias(d, (e, a)) => (alias_key(e, a), *d, "alias"),
             };
             let count = present.entry(key).or_default();
             if diff < 0 && *count == 0 {

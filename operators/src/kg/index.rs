@@ -2,16 +2,21 @@
 //! by the KG's update stream. Linking, grounding and the KG policy read it; nothing per chain of
 //! thought is stored in it.
 //!
-//! Every worker keeps its own index, updated at each time from the consolidated (net) updates of
-//! the KG's differential collections (see [`crate::scoring`]). Its size follows the KG, not the
-//! logs. Retractions decrement counts: a trie node or an interned entity whose counts fall to
-//! zero stays allocated (it matches nothing and is reused when its alias comes back), so the
-//! index never shrinks below the largest KG it held.
+//! An index is the KG as it was loaded ([`KgBase`], shared read-only by the workers of a
+//! process) plus what changed since: every worker applies the consolidated (net) updates of the
+//! KG's differential collections at each time (see [`crate::scoring`]) to its own overlay, which
+//! holds only those changes — new entities, words and trie nodes, and count deltas of trie
+//! nodes, adjacency rows and references. Retractions decrement counts: a trie node or an
+//! interned entity whose counts fall to zero stays allocated (it matches nothing and is reused
+//! when its alias comes back).
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::base::{KgBase, ROOT};
 use crate::linking::Link;
 use crate::policy::Part;
 use crate::text::{fnv1a, normalize, Word};
@@ -45,27 +50,26 @@ impl KgChange {
     }
 }
 
-const ROOT: u32 = 0;
-
 /// The index (see the module docs).
 #[derive(Debug)]
 pub struct KgIndex {
+    base: Arc<KgBase>,
     max_words: usize,
+    /// Entities the base does not know, keyed from `base.key_bound()` on.
     ids: HashMap<String, EntityKey>,
     names: Vec<String>,
-    /// Alias words → word id.
+    /// Alias words the base does not know, numbered after the base's.
     vocabulary: HashMap<String, u32>,
-    /// (trie node, word id) → child node.
+    /// Trie edges the base does not have: (node, word id) → child, numbered after the base's.
     trie: HashMap<(u32, u32), u32>,
-    /// Per trie node: the entities whose normalized alias ends there, with their multiplicity.
-    node_entities: Vec<Vec<(EntityKey, i64)>>,
-    /// Per trie node: the normalized alias it spells (for `Link::alias`).
-    node_alias: Vec<String>,
-    /// Per entity: (neighbour, number of triples between the two in either direction), sorted
-    /// by neighbour.
-    adjacency: Vec<Vec<(EntityKey, i32)>>,
-    /// Per entity: aliases + triple ends that name it; an entity exists while this is positive.
-    refs: Vec<i64>,
+    nodes: u32,
+    /// Per trie node with changes: (entity, count change), by entity.
+    node_delta: HashMap<u32, Vec<(EntityKey, i64)>>,
+    /// Per entity with changes: (neighbour, change of the number of triples between the two),
+    /// sorted by neighbour.
+    adjacency_delta: HashMap<EntityKey, Vec<(EntityKey, i32)>>,
+    /// Per entity with changes: change of aliases + triple ends that name it.
+    refs_delta: HashMap<EntityKey, i64>,
     /// Entities that exist now.
     live_entities: u64,
 }
@@ -73,18 +77,29 @@ pub struct KgIndex {
 impl KgIndex {
     /// An empty index for aliases of at most `max_words` words.
     pub fn new(max_words: usize) -> Self {
+        Self::with_base(Arc::new(KgBase::empty(max_words)))
+    }
+
+    /// The index of `base`, with no changes yet.
+    pub fn with_base(base: Arc<KgBase>) -> Self {
         KgIndex {
-            max_words: max_words.max(1),
+            max_words: base.max_words(),
+            nodes: u32::try_from(base.trie_nodes()).expect("fewer than 2^32 trie nodes"),
+            live_entities: base.entity_count(),
+            base,
             ids: HashMap::default(),
             names: Vec::new(),
             vocabulary: HashMap::default(),
             trie: HashMap::default(),
-            node_entities: vec![Vec::new()],
-            node_alias: vec![String::new()],
-            adjacency: Vec::new(),
-            refs: Vec::new(),
-            live_entities: 0,
+            node_delta: HashMap::default(),
+            adjacency_delta: HashMap::default(),
+            refs_delta: HashMap::default(),
         }
+    }
+
+    /// The KG as loaded, under the changes.
+    pub fn base(&self) -> &Arc<KgBase> {
+        &self.base
     }
 
     /// Number of entities that exist now (named by an alias or a triple).
@@ -94,36 +109,51 @@ impl KgIndex {
 
     /// The interned key of an entity id, if it was ever seen.
     pub fn key(&self, id: &str) -> Option<EntityKey> {
-        self.ids.get(id).copied()
+        self.base.key(id).or_else(|| self.ids.get(id).copied())
     }
 
     /// The entity id of a key.
     pub fn name(&self, key: EntityKey) -> &str {
-        &self.names[key as usize]
+        let n = self.base.key_bound();
+        if (key as usize) < n {
+            self.base.name(key)
+        } else {
+            &self.names[key as usize - n]
+        }
     }
 
     fn intern(&mut self, id: &str) -> EntityKey {
-        if let Some(&k) = self.ids.get(id) {
+        if let Some(k) = self.key(id) {
             return k;
         }
-        let k = u32::try_from(self.names.len()).expect("fewer than 2^32 entities");
+        let k = u32::try_from(self.key_bound()).expect("fewer than 2^32 entities");
         self.ids.insert(id.to_owned(), k);
         self.names.push(id.to_owned());
-        self.adjacency.push(Vec::new());
-        self.refs.push(0);
         k
     }
 
+    fn refs(&self, e: EntityKey) -> i64 {
+        let base = self.base.refs.get(e as usize).map_or(0, |r| i64::from(*r));
+        base + self.refs_delta.get(&e).copied().unwrap_or(0)
+    }
+
     fn reference(&mut self, e: EntityKey, diff: i64) {
-        let r = &mut self.refs[e as usize];
-        let before = *r > 0;
-        *r += diff;
-        let after = *r > 0;
+        let before = self.refs(e) > 0;
+        *self.refs_delta.entry(e).or_insert(0) += diff;
+        let after = self.refs(e) > 0;
         match (before, after) {
             (false, true) => self.live_entities += 1,
             (true, false) => self.live_entities -= 1,
             _ => {}
         }
+    }
+
+    fn word(&self, w: &str) -> Option<u32> {
+        self.base.words.key(w).or_else(|| self.vocabulary.get(w).copied())
+    }
+
+    fn child(&self, node: u32, word: u32) -> Option<u32> {
+        self.base.trie.get(&(node, word)).or_else(|| self.trie.get(&(node, word))).copied()
     }
 
     /// Records in `change` what applying `update` will change, without applying it: the ends of
@@ -159,22 +189,34 @@ impl KgIndex {
                 }
                 let mut node = ROOT;
                 for w in &words {
-                    let next_word = u32::try_from(self.vocabulary.len()).expect("fewer than 2^32 alias words");
-                    let word = *self.vocabulary.entry((*w).to_owned()).or_insert(next_word);
-                    let next_node = u32::try_from(self.node_entities.len()).expect("fewer than 2^32 trie nodes");
-                    node = *self.trie.entry((node, word)).or_insert(next_node);
-                    if node == next_node {
-                        self.node_entities.push(Vec::new());
-                        self.node_alias.push(String::new());
-                    }
+                    let word = match self.word(w) {
+                        Some(word) => word,
+                        None => {
+                            let next = u32::try_from(self.base.words.len() + self.vocabulary.len())
+                                .expect("fewer than 2^32 alias words");
+                            self.vocabulary.insert((*w).to_owned(), next);
+                            next
+                        }
+                    };
+                    node = match self.child(node, word) {
+                        Some(child) => child,
+                        None => {
+                            let next = self.nodes;
+                            self.nodes = next.checked_add(1).expect("fewer than 2^32 trie nodes");
+                            self.trie.insert((node, word), next);
+                            next
+                        }
+                    };
                 }
-                let entities = &mut self.node_entities[node as usize];
+                let entities = self.node_delta.entry(node).or_default();
                 match entities.iter_mut().find(|(k, _)| *k == e) {
                     Some(slot) => slot.1 += diff,
                     None => entities.push((e, diff)),
                 }
                 entities.retain(|(_, c)| *c != 0);
-                self.node_alias[node as usize] = key.clone();
+                if entities.is_empty() {
+                    self.node_delta.remove(&node);
+                }
             }
             KgUpdate::Triple(head, _relation, tail) => {
                 let h = self.intern(head);
@@ -183,7 +225,7 @@ impl KgIndex {
                 self.reference(t, diff);
                 let diff = i32::try_from(diff).expect("a triple's net count should fit an i32");
                 for (a, b) in [(h, t), (t, h)] {
-                    let adj = &mut self.adjacency[a as usize];
+                    let adj = self.adjacency_delta.entry(a).or_default();
                     match adj.binary_search_by_key(&b, |(n, _)| *n) {
                         Ok(i) => {
                             adj[i].1 += diff;
@@ -193,9 +235,31 @@ impl KgIndex {
                         }
                         Err(i) => adj.insert(i, (b, diff)),
                     }
+                    if adj.is_empty() {
+                        self.adjacency_delta.remove(&a);
+                    }
                 }
             }
         }
+    }
+
+    /// The entity a trie node links to now: among those whose aliases end there (count above
+    /// zero), the smallest entity id.
+    fn node_entity(&self, node: u32) -> Option<EntityKey> {
+        let base = self.base.node_entities.row(node);
+        let Some(delta) = self.node_delta.get(&node) else {
+            // Base rows are sorted by entity id: the first is the smallest.
+            return base.first().map(|(e, _)| *e);
+        };
+        let count = |e: EntityKey| {
+            let b = base.iter().find(|(k, _)| *k == e).map_or(0, |(_, c)| i64::from(*c));
+            b + delta.iter().find(|(k, _)| *k == e).map_or(0, |(_, d)| *d)
+        };
+        base.iter()
+            .map(|(e, _)| *e)
+            .chain(delta.iter().map(|(e, _)| *e))
+            .filter(|e| count(*e) != 0)
+            .min_by(|a, b| self.name(*a).cmp(self.name(*b)))
     }
 
     /// The resolved entity mentions of a text's words (see [`crate::linking`]): scanning left to
@@ -205,29 +269,21 @@ impl KgIndex {
         let mut i = 0;
         while i < words.len() {
             let mut node = ROOT;
-            let mut best: Option<(usize, u32)> = None;
+            let mut best: Option<(usize, EntityKey)> = None;
             for (j, w) in words.iter().enumerate().skip(i).take(self.max_words) {
-                let Some(&word) = self.vocabulary.get(&w.norm) else { break };
-                let Some(&child) = self.trie.get(&(node, word)) else { break };
+                let Some(word) = self.word(&w.norm) else { break };
+                let Some(child) = self.child(node, word) else { break };
                 node = child;
-                if !self.node_entities[node as usize].is_empty() {
-                    best = Some((j, node));
+                if let Some(e) = self.node_entity(node) {
+                    best = Some((j, e));
                 }
             }
             match best {
-                Some((j, node)) => {
-                    let e = self.node_entities[node as usize]
-                        .iter()
-                        .map(|(k, _)| *k)
-                        .min_by(|a, b| self.name(*a).cmp(self.name(*b)))
-                        .expect("a matching trie node has an entity");
-                    let link = Link {
-                        part,
-                        start: words[i].start,
-                        end: words[j].end,
-                        entity: self.name(e).to_owned(),
-                        alias: self.node_alias[node as usize].clone(),
-                    };
+                Some((j, e)) => {
+                    // The alias a node spells is the normalized words that lead to it.
+                    let alias = words[i..=j].iter().map(|w| w.norm.as_str()).collect::<Vec<_>>().join(" ");
+                    let link =
+                        Link { part, start: words[i].start, end: words[j].end, entity: self.name(e).to_owned(), alias };
                     out.push((link, e));
                     i = j + 1;
                 }
@@ -236,17 +292,49 @@ impl KgIndex {
         }
     }
 
-    /// The closed neighbourhood of `e`: itself, if it exists, and every entity one triple away
-    /// in either direction.
-    pub fn closed_neighbourhood(&self, e: EntityKey) -> impl Iterator<Item = EntityKey> + '_ {
-        let own = self.refs.get(e as usize).is_some_and(|r| *r > 0).then_some(e);
-        let adjacent = self.adjacency.get(e as usize).into_iter().flatten().map(|(n, _)| *n);
-        own.into_iter().chain(adjacent)
+    /// Calls `f` with the closed neighbourhood of `e`: itself, if it exists, then every entity
+    /// one triple away in either direction, in key order.
+    pub fn for_each_neighbour(&self, e: EntityKey, mut f: impl FnMut(EntityKey)) {
+        if self.refs(e) > 0 {
+            f(e);
+        }
+        let base = self.base.adjacency.row(e);
+        let Some(delta) = self.adjacency_delta.get(&e) else {
+            base.iter().for_each(|(n, _)| f(*n));
+            return;
+        };
+        // Merge two sorted rows, summing the counts of a neighbour in both.
+        let (mut i, mut j) = (0, 0);
+        while i < base.len() || j < delta.len() {
+            let (n, count) = match (base.get(i), delta.get(j)) {
+                (Some(b), Some(d)) if b.0 == d.0 => {
+                    i += 1;
+                    j += 1;
+                    (b.0, i64::from(b.1) + i64::from(d.1))
+                }
+                (Some(b), Some(d)) if b.0 < d.0 => {
+                    i += 1;
+                    (b.0, i64::from(b.1))
+                }
+                (Some(b), None) => {
+                    i += 1;
+                    (b.0, i64::from(b.1))
+                }
+                (_, Some(d)) => {
+                    j += 1;
+                    (d.0, i64::from(d.1))
+                }
+                (None, None) => unreachable!("the loop condition"),
+            };
+            if count != 0 {
+                f(n);
+            }
+        }
     }
 
     /// One more than the largest entity key handed out (keys are dense from 0).
     pub fn key_bound(&self) -> usize {
-        self.names.len()
+        self.base.key_bound() + self.names.len()
     }
 }
 
@@ -258,6 +346,7 @@ pub fn word_hash(word: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kg::KgBuilder;
     use crate::text::words;
 
     fn index(aliases: &[(&str, &str)], triples: &[(&str, &str)]) -> KgIndex {
@@ -284,6 +373,84 @@ mod tests {
         assert_eq!(linked(&idx, "New York City!"), vec![("Q4".into(), 0, 13)]);
     }
 
+    /// Links of each text, each entity's closed neighbourhood, the number of live entities.
+    type Observed = (Vec<Vec<(String, u32, u32, String)>>, Vec<(String, Vec<String>)>, u64);
+
+    /// What an index says, by entity id (keys differ between indexes): the links of `texts`,
+    /// each known entity's closed neighbourhood, the number of live entities.
+    fn observe(idx: &KgIndex, texts: &[String]) -> Observed {
+        let links = texts
+            .iter()
+            .map(|t| {
+                let mut out = Vec::new();
+                idx.link(Part::Cot, &words(t), &mut out);
+                out.into_iter().map(|(l, _)| (l.entity, l.start, l.end, l.alias)).collect()
+            })
+            .collect();
+        let mut hoods: Vec<(String, Vec<String>)> = (0..idx.key_bound() as u32)
+            .map(|k| {
+                let mut n = Vec::new();
+                idx.for_each_neighbour(k, |e| n.push(idx.name(e).to_owned()));
+                n.sort();
+                (idx.name(k).to_owned(), n)
+            })
+            .filter(|(_, n)| !n.is_empty())
+            .collect();
+        hoods.sort();
+        (links, hoods, idx.entity_count())
+    }
+
+    /// A shared base with changes on top answers as an index that applied the same updates one
+    /// by one from empty, on random KGs and random sequences of additions and retractions.
+    #[test]
+    fn base_with_changes_equals_updates_from_empty() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        const WORDS: [&str; 6] = ["new", "york", "lima", "peru", "São", "city"];
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let random_update = |rng: &mut StdRng| {
+                let e = format!("Q{}", rng.gen_range(0..12));
+                if rng.gen_bool(0.5) {
+                    let n = rng.gen_range(0..5);
+                    let alias: Vec<&str> = (0..n).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect();
+                    KgUpdate::Alias(e, alias.join(if rng.gen_bool(0.5) { " " } else { ", " }))
+                } else {
+                    KgUpdate::Triple(e, "P1".into(), format!("Q{}", rng.gen_range(0..12)))
+                }
+            };
+            let initial: Vec<KgUpdate> = (0..25).map(|_| random_update(&mut rng)).collect();
+            let mut builder = KgBuilder::new();
+            let mut reference = KgIndex::new(3);
+            let mut present: Vec<KgUpdate> = Vec::new();
+            for u in &initial {
+                match u {
+                    KgUpdate::Alias(e, a) => builder.alias(e, a),
+                    KgUpdate::Triple(h, r, t) => builder.triple(h, r, t),
+                }
+                reference.apply(u, 1);
+                present.push(u.clone());
+            }
+            let mut idx = KgIndex::with_base(Arc::new(builder.finish(3)));
+            let texts: Vec<String> = (0..8)
+                .map(|_| (0..8).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect::<Vec<_>>().join(" "))
+                .collect();
+            assert_eq!(observe(&idx, &texts), observe(&reference, &texts), "seed {seed}, the base alone");
+            for step in 0..30 {
+                let (u, d) = if !present.is_empty() && rng.gen_bool(0.5) {
+                    (present.swap_remove(rng.gen_range(0..present.len())), -1)
+                } else {
+                    let u = random_update(&mut rng);
+                    present.push(u.clone());
+                    (u, 1)
+                };
+                idx.apply(&u, d);
+                reference.apply(&u, d);
+                assert_eq!(observe(&idx, &texts), observe(&reference, &texts), "seed {seed}, step {step}: {u:?} {d}");
+            }
+        }
+    }
+
     #[test]
     fn retractions_undo_additions() {
         let mut idx = index(&[("Q1", "Lima"), ("Q2", "Peru")], &[("Q1", "Q2")]);
@@ -296,7 +463,9 @@ mod tests {
         idx.apply(&triple, -1);
         assert_eq!(linked(&idx, "Lima, Peru"), vec![("Q2".into(), 6, 10)]);
         assert_eq!(idx.entity_count(), 1);
-        assert_eq!(idx.closed_neighbourhood(idx.key("Q2").unwrap()).count(), 1);
+        let mut n = 0;
+        idx.for_each_neighbour(idx.key("Q2").unwrap(), |_| n += 1);
+        assert_eq!(n, 1);
         assert_eq!(change.entities.len(), 2);
         assert_eq!(change.aliases, vec![vec![word_hash("lima")]]);
     }

@@ -1,9 +1,13 @@
 //! The knowledge graph: differential collections of aliases and triples (the input, updated by
 //! additions and retractions) and the index every worker reads, kept current from them.
 
+mod base;
 mod index;
+mod snapshot;
 
+pub use base::{Interner, KgBase, KgBuilder, Rows};
 pub use index::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
+pub use snapshot::SNAPSHOT_VERSION;
 
 use crate::{Coll, EntityId};
 

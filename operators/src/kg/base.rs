@@ -1,0 +1,447 @@
+//! The KG as it was loaded: interned once per process and shared read-only by every worker's
+//! [`crate::kg::KgIndex`], which keeps only the changes made since on top of it.
+//!
+//! Entity and relation ids, alias words and alias texts live in flat string tables; triples are
+//! `[head, relation, tail]` of dense `u32` keys; the alias trie is one hash map of edges; the
+//! entities of a trie node and the neighbours of an entity are compressed rows (offsets into one
+//! array). At Wikidata5m's size (4.6M entities, 20.6M triples, 7.8M aliases) that is a few
+//! hundred MB, against gigabytes for the same KG as strings in collections.
+
+use std::hash::BuildHasher as _;
+
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
+
+use crate::text::normalize;
+
+/// Strings interned to dense keys `0..len`: one text buffer with end offsets, and a map from a
+/// 64-bit hash to the key (strings whose hash is taken by another string go to a second map).
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    text: String,
+    ends: Vec<u64>,
+    by_hash: HashMap<u64, u32>,
+    collided: HashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    fn hash(s: &str) -> u64 {
+        FxBuildHasher.hash_one(s)
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The string of `key` (which must be below [`Interner::len`]).
+    pub fn get(&self, key: u32) -> &str {
+        let k = key as usize;
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.text[start..self.ends[k] as usize]
+    }
+
+    /// The key of `s`, if interned.
+    pub fn key(&self, s: &str) -> Option<u32> {
+        match self.by_hash.get(&Self::hash(s)) {
+            Some(&k) if self.get(k) == s => Some(k),
+            Some(_) => self.collided.get(s).copied(),
+            None => None,
+        }
+    }
+
+    /// The key of `s`, interning it if new.
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(k) = self.key(s) {
+            return k;
+        }
+        let k = u32::try_from(self.ends.len()).expect("fewer than 2^32 interned strings");
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+        self.index(s, k);
+        k
+    }
+
+    fn index(&mut self, s: &str, k: u32) {
+        match self.by_hash.entry(Self::hash(s)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(k);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(s.into(), k);
+            }
+        }
+    }
+
+    /// The table's parts (text, end offsets), for a snapshot.
+    pub fn parts(&self) -> (&str, &[u64]) {
+        (&self.text, &self.ends)
+    }
+
+    /// Rebuilds an interner from [`Interner::parts`]; `None` when the offsets do not fit the
+    /// text or a string appears twice.
+    pub fn from_parts(text: String, ends: Vec<u64>) -> Option<Self> {
+        let mut prev = 0u64;
+        for &e in &ends {
+            if e < prev || e > text.len() as u64 || !text.is_char_boundary(e as usize) {
+                return None;
+            }
+            prev = e;
+        }
+        if prev != text.len() as u64 {
+            return None;
+        }
+        let mut out = Interner { text, ends, ..Default::default() };
+        out.by_hash.reserve(out.ends.len());
+        for k in 0..out.ends.len() as u32 {
+            let s = out.get(k).to_owned();
+            if out.key(&s).is_some() {
+                return None;
+            }
+            out.index(&s, k);
+        }
+        Some(out)
+    }
+}
+
+/// Compressed rows: row `i` is `values[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, Clone)]
+pub struct Rows<T> {
+    offsets: Vec<u64>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Rows { offsets: vec![0], values: Vec::new() }
+    }
+}
+
+impl<T: Copy + Ord> Rows<T> {
+    /// Rows from `(row, value)` pairs, each row sorted, for rows `0..n`.
+    fn build(n: usize, mut pairs: Vec<(u32, T)>) -> Self {
+        pairs.sort_unstable();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        let mut row = 0usize;
+        for (i, (r, _)) in pairs.iter().enumerate() {
+            while row < *r as usize {
+                offsets.push(i as u64);
+                row += 1;
+            }
+        }
+        while offsets.len() <= n {
+            offsets.push(pairs.len() as u64);
+        }
+        Rows { offsets, values: pairs.into_iter().map(|(_, v)| v).collect() }
+    }
+
+    /// Row `i` (empty past the end).
+    pub fn row(&self, i: u32) -> &[T] {
+        let i = i as usize;
+        if i + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.values[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parts (offsets, values), for a snapshot.
+    pub fn parts(&self) -> (&[u64], &[T]) {
+        (&self.offsets, &self.values)
+    }
+
+    /// Rows from [`Rows::parts`]; `None` when the offsets are not a partition of the values.
+    pub fn from_parts(offsets: Vec<u64>, values: Vec<T>) -> Option<Self> {
+        let ok = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last() == Some(&(values.len() as u64));
+        ok.then_some(Rows { offsets, values })
+    }
+}
+
+/// The trie's root node.
+pub const ROOT: u32 = 0;
+
+/// The loaded KG and its index (see the module docs).
+#[derive(Debug, Clone)]
+pub struct KgBase {
+    pub(crate) max_words: usize,
+    /// Entity ids (as in the files: `Q42`).
+    pub(crate) entities: Interner,
+    /// Relation ids (`P17`).
+    pub(crate) relations: Interner,
+    /// `[head, relation, tail]`, in file order.
+    pub(crate) triples: Vec<[u32; 3]>,
+    /// The entity of each alias line entry, and its text.
+    pub(crate) alias_entities: Vec<u32>,
+    pub(crate) alias_texts: Interner,
+    /// Per alias entry, the index of its text in `alias_texts`.
+    pub(crate) alias_text_keys: Vec<u32>,
+    /// Normalized alias words.
+    pub(crate) words: Interner,
+    /// (node, word) → child node.
+    pub(crate) trie: HashMap<(u32, u32), u32>,
+    /// Per trie node: (entity, multiplicity) of the aliases ending there, by entity id.
+    pub(crate) node_entities: Rows<(u32, u32)>,
+    /// Per entity: (neighbour, triples between the two in either direction), by neighbour.
+    pub(crate) adjacency: Rows<(u32, u32)>,
+    /// Per entity: aliases + triple ends that name it.
+    pub(crate) refs: Vec<u32>,
+    pub(crate) live: u64,
+}
+
+impl KgBase {
+    /// An empty KG for aliases of at most `max_words` words.
+    pub fn empty(max_words: usize) -> Self {
+        KgBuilder::new().finish(max_words)
+    }
+
+    /// Longest alias indexed, in words.
+    pub fn max_words(&self) -> usize {
+        self.max_words
+    }
+
+    /// Entities named by an alias or a triple.
+    pub fn entity_count(&self) -> u64 {
+        self.live
+    }
+
+    /// Number of interned entity ids (the keys handed out).
+    pub fn key_bound(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Number of triples.
+    pub fn triple_count(&self) -> usize {
+        self.triples.len()
+    }
+
+    /// Number of relations named by a triple.
+    pub fn relation_count(&self) -> usize {
+        self.relations.len()
+    }
+
+    /// Number of alias entries.
+    pub fn alias_count(&self) -> usize {
+        self.alias_entities.len()
+    }
+
+    /// Number of trie nodes.
+    pub fn trie_nodes(&self) -> usize {
+        self.trie.len() + 1
+    }
+
+    /// The interned key of an entity id.
+    pub fn key(&self, id: &str) -> Option<u32> {
+        self.entities.key(id)
+    }
+
+    /// The entity id of a key.
+    pub fn name(&self, key: u32) -> &str {
+        self.entities.get(key)
+    }
+
+    /// Every triple as `(head, relation, tail)` ids.
+    pub fn triples(&self) -> impl Iterator<Item = (&str, &str, &str)> + '_ {
+        self.triples.iter().map(|[h, r, t]| (self.entities.get(*h), self.relations.get(*r), self.entities.get(*t)))
+    }
+
+    /// Every alias entry as `(entity, alias)`.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.alias_entities
+            .iter()
+            .zip(&self.alias_text_keys)
+            .map(|(e, a)| (self.entities.get(*e), self.alias_texts.get(*a)))
+    }
+
+    /// Approximate heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        let interner = |i: &Interner| i.text.len() + i.ends.len() * 8 + i.by_hash.capacity() * 13;
+        interner(&self.entities)
+            + interner(&self.relations)
+            + interner(&self.alias_texts)
+            + interner(&self.words)
+            + self.triples.len() * 12
+            + self.alias_entities.len() * 8
+            + self.trie.capacity() * 13
+            + self.node_entities.offsets.len() * 8
+            + self.node_entities.values.len() * 8
+            + self.adjacency.offsets.len() * 8
+            + self.adjacency.values.len() * 8
+            + self.refs.len() * 4
+    }
+}
+
+/// Builds a [`KgBase`] from alias entries and triples given one at a time (ids as strings).
+#[derive(Debug, Default)]
+pub struct KgBuilder {
+    entities: Interner,
+    relations: Interner,
+    triples: Vec<[u32; 3]>,
+    alias_entities: Vec<u32>,
+    alias_texts: Interner,
+    alias_text_keys: Vec<u32>,
+}
+
+impl KgBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an alias entry `(entity, alias)`.
+    pub fn alias(&mut self, entity: &str, alias: &str) {
+        let e = self.entities.intern(entity);
+        self.alias_entities.push(e);
+        self.alias_text_keys.push(self.alias_texts.intern(alias));
+    }
+
+    /// Adds a triple.
+    pub fn triple(&mut self, head: &str, relation: &str, tail: &str) {
+        let h = self.entities.intern(head);
+        let r = self.relations.intern(relation);
+        let t = self.entities.intern(tail);
+        self.triples.push([h, r, t]);
+    }
+
+    /// Triples and alias entries added so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.triples.len(), self.alias_entities.len())
+    }
+
+    /// Builds the index: references, adjacency and the alias trie, for aliases of at most
+    /// `max_words` words (longer ones, and aliases without a word, name their entity but match
+    /// nothing, as in [`crate::kg::KgIndex::apply`]).
+    pub fn finish(self, max_words: usize) -> KgBase {
+        let max_words = max_words.max(1);
+        let n = self.entities.len();
+        let mut refs = vec![0u32; n];
+        for &e in &self.alias_entities {
+            refs[e as usize] += 1;
+        }
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(self.triples.len() * 2);
+        for &[h, _, t] in &self.triples {
+            refs[h as usize] += 1;
+            refs[t as usize] += 1;
+            pairs.push((h, t));
+            pairs.push((t, h));
+        }
+        let adjacency = counted_rows(n, pairs);
+
+        // The trie over every distinct alias text, then the entities of each text's end node.
+        let mut words = Interner::default();
+        let mut trie: HashMap<(u32, u32), u32> = HashMap::default();
+        let mut text_node = vec![u32::MAX; self.alias_texts.len()];
+        for (k, node_of) in text_node.iter_mut().enumerate() {
+            let key = normalize(self.alias_texts.get(k as u32));
+            if key.is_empty() || key.split(' ').count() > max_words {
+                continue;
+            }
+            let mut node = ROOT;
+            for w in key.split(' ') {
+                let word = words.intern(w);
+                let next = u32::try_from(trie.len() + 1).expect("fewer than 2^32 trie nodes");
+                node = *trie.entry((node, word)).or_insert(next);
+            }
+            *node_of = node;
+        }
+        let nodes = trie.len() + 1;
+        let ends: Vec<(u32, u32)> = self
+            .alias_entities
+            .iter()
+            .zip(&self.alias_text_keys)
+            .filter(|(_, a)| text_node[**a as usize] != u32::MAX)
+            .map(|(e, a)| (text_node[*a as usize], *e))
+            .collect();
+        let mut node_entities = counted_rows(nodes, ends);
+        // Each node's entities by entity id, so the first live one is the smallest.
+        for i in 0..node_entities.len() {
+            let (s, e) = (node_entities.offsets[i] as usize, node_entities.offsets[i + 1] as usize);
+            let names = &self.entities;
+            node_entities.values[s..e].sort_by(|a, b| names.get(a.0).cmp(names.get(b.0)));
+        }
+        let live = refs.iter().filter(|r| **r > 0).count() as u64;
+        KgBase {
+            max_words,
+            entities: self.entities,
+            relations: self.relations,
+            triples: self.triples,
+            alias_entities: self.alias_entities,
+            alias_texts: self.alias_texts,
+            alias_text_keys: self.alias_text_keys,
+            words,
+            trie,
+            node_entities,
+            adjacency,
+            refs,
+            live,
+        }
+    }
+}
+
+/// Rows of `(value, count)` from `(row, value)` pairs, equal values merged.
+fn counted_rows(n: usize, pairs: Vec<(u32, u32)>) -> Rows<(u32, u32)> {
+    let rows = Rows::build(n, pairs);
+    let mut offsets = Vec::with_capacity(rows.offsets.len());
+    let mut values: Vec<(u32, u32)> = Vec::with_capacity(rows.values.len());
+    offsets.push(0);
+    for i in 0..rows.len() {
+        let mut last: Option<u32> = None;
+        for &v in rows.row(i as u32) {
+            if last == Some(v) {
+                values.last_mut().expect("a previous value").1 += 1;
+            } else {
+                values.push((v, 1));
+                last = Some(v);
+            }
+        }
+        offsets.push(values.len() as u64);
+    }
+    Rows { offsets, values }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_keys_round_trip_and_survive_collisions() {
+        let mut i = Interner::default();
+        let keys: Vec<u32> = ["Q1", "Q2", "", "Q1", "São"].iter().map(|s| i.intern(s)).collect();
+        assert_eq!(keys, vec![0, 1, 2, 0, 3]);
+        assert_eq!((i.get(3), i.key("Q2"), i.key("Q9")), ("São", Some(1), None));
+        // A string whose hash slot is taken by another one is still found.
+        i.collided.insert("Q7".into(), 9);
+        i.by_hash.insert(Interner::hash("Q7"), 0);
+        assert_eq!(i.key("Q7"), Some(9));
+        let (text, ends) = i.parts();
+        let j = Interner::from_parts(text.to_owned(), ends.to_vec()).unwrap();
+        assert_eq!((j.len(), j.key("São"), j.key("")), (4, Some(3), Some(2)));
+        assert!(Interner::from_parts("ab".into(), vec![1, 1, 3]).is_none());
+        assert!(Interner::from_parts("aa".into(), vec![1, 2]).is_none(), "a string twice");
+    }
+
+    #[test]
+    fn rows_group_and_count() {
+        let r = counted_rows(4, vec![(2, 5), (0, 1), (2, 5), (2, 3)]);
+        assert_eq!(
+            (r.row(0), r.row(1), r.row(2), r.row(3), r.row(9)),
+            (&[(1, 1)][..], &[][..], &[(3, 1), (5, 2)][..], &[][..], &[][..])
+        );
+        assert!(Rows::from_parts(vec![0, 2, 1], vec![1, 2]).is_none());
+    }
+}
