@@ -1684,10 +1684,13 @@ fn kg_import(dir: &std::path::Path, out: &std::path::Path, max_words: usize) -> 
     let (mut done, mut shown, mut last) = (0u64, 0u64, started);
     let (kg, rejects) = ocean_pipeline::kg_files::import_kg(dir, max_words, &mut |bytes| {
         done += bytes;
-        let now = std::time::Instant::now();
         // A live line on a terminal; otherwise a line per tenth of the input.
         let step = if terminal { total / 200 } else { total / 10 };
-        if done >= shown + step.max(1) && (!terminal || now.duration_since(last).as_millis() >= 100) {
+        if done < shown + step.max(1) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if !terminal || now.duration_since(last).as_millis() >= 100 {
             shown = done;
             last = now;
             let pct = 100.0 * done as f64 / total as f64;

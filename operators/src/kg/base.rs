@@ -14,13 +14,23 @@ use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use crate::text::normalize;
 
 /// Strings interned to dense keys `0..len`: one text buffer with end offsets, and a map from a
-/// 64-bit hash to the key (strings whose hash is taken by another string go to a second map).
+/// 64-bit hash to the key and the string's place in the buffer (strings whose hash is taken by
+/// another string go to a second map). Keeping the place in the map makes a lookup touch the
+/// map and the text only.
 #[derive(Debug, Default, Clone)]
 pub struct Interner {
     text: String,
     ends: Vec<u64>,
-    by_hash: HashMap<u64, u32>,
+    by_hash: HashMap<u64, Slot>,
     collided: HashMap<Box<str>, u32>,
+}
+
+/// Where an interned string is: its key, and its bytes in the text buffer.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: u32,
+    len: u32,
+    start: u64,
 }
 
 impl Interner {
@@ -47,10 +57,12 @@ impl Interner {
 
     /// The key of `s`, if interned.
     pub fn key(&self, s: &str) -> Option<u32> {
-        match self.by_hash.get(&Self::hash(s)) {
-            Some(&k) if self.get(k) == s => Some(k),
-            Some(_) => self.collided.get(s).copied(),
-            None => None,
+        let slot = self.by_hash.get(&Self::hash(s))?;
+        let start = slot.start as usize;
+        if slot.len as usize == s.len() && self.text.as_bytes().get(start..start + s.len()) == Some(s.as_bytes()) {
+            Some(slot.key)
+        } else {
+            self.collided.get(s).copied()
         }
     }
 
@@ -60,16 +72,20 @@ impl Interner {
             return k;
         }
         let k = u32::try_from(self.ends.len()).expect("fewer than 2^32 interned strings");
+        let start = self.text.len() as u64;
         self.text.push_str(s);
         self.ends.push(self.text.len() as u64);
-        self.index(s, k);
+        self.index(k, start);
         k
     }
 
-    fn index(&mut self, s: &str, k: u32) {
+    /// Maps the hash of the string of `k`, which starts at `start`, to it.
+    fn index(&mut self, k: u32, start: u64) {
+        let s = &self.text[start as usize..self.ends[k as usize] as usize];
+        let len = u32::try_from(s.len()).expect("interned strings are shorter than 4 GB");
         match self.by_hash.entry(Self::hash(s)) {
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(k);
+                v.insert(Slot { key: k, len, start });
             }
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.collided.insert(s.into(), k);
@@ -97,12 +113,13 @@ impl Interner {
         }
         let mut out = Interner { text, ends, ..Default::default() };
         out.by_hash.reserve(out.ends.len());
+        let mut start = 0;
         for k in 0..out.ends.len() as u32 {
-            let s = out.get(k).to_owned();
-            if out.key(&s).is_some() {
+            if out.key(out.get(k)).is_some() {
                 return None;
             }
-            out.index(&s, k);
+            out.index(k, start);
+            start = out.ends[k as usize];
         }
         Some(out)
     }
@@ -270,7 +287,7 @@ impl KgBase {
 
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        let interner = |i: &Interner| i.text.len() + i.ends.len() * 8 + i.by_hash.capacity() * 13;
+        let interner = |i: &Interner| i.text.len() + i.ends.len() * 8 + i.by_hash.capacity() * 25;
         interner(&self.entities)
             + interner(&self.relations)
             + interner(&self.alias_texts)
@@ -426,7 +443,7 @@ mod tests {
         assert_eq!((i.get(3), i.key("Q2"), i.key("Q9")), ("São", Some(1), None));
         // A string whose hash slot is taken by another one is still found.
         i.collided.insert("Q7".into(), 9);
-        i.by_hash.insert(Interner::hash("Q7"), 0);
+        i.by_hash.insert(Interner::hash("Q7"), Slot { key: 0, len: 2, start: 0 });
         assert_eq!(i.key("Q7"), Some(9));
         let (text, ends) = i.parts();
         let j = Interner::from_parts(text.to_owned(), ends.to_vec()).unwrap();
