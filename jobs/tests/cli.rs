@@ -1033,3 +1033,49 @@ fn kg_synth_bench_and_run_on_it() {
     let bad = ocean().args(["kg", "synth", "--scale", "huge", "--out"]).arg(&kg).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("tiny, small or full"));
 }
+
+#[test]
+fn kg_import_then_run_on_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let kg = dir.path().join("kg");
+    std::fs::create_dir(&kg).unwrap();
+    let mut triples = std::fs::read_to_string("../data/kg/triples.tsv").unwrap();
+    triples.push_str("Q1\tP17\n");
+    std::fs::write(kg.join("triples.tsv"), triples).unwrap();
+    let mut aliases = std::fs::read_to_string("../data/kg/entity_aliases.tsv").unwrap();
+    aliases.push_str("Q77777\n");
+    std::fs::write(kg.join("entity_aliases.tsv"), aliases).unwrap();
+    let snapshot = dir.path().join("kg.snapshot");
+    let said = stdout(ocean().args(["kg", "import"]).arg(&kg).arg("--out").arg(&snapshot));
+    assert!(said.contains("imported 2714 triples, 3706 aliases, 1212 entities"), "{said}");
+    assert!(said.contains("rejected 2 malformed lines"), "{said}");
+    let rejects = std::fs::read_to_string(dir.path().join("kg.snapshot.rejects.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|r| r["reason_code"] == "bad_kg_line" && r["line"].as_u64().unwrap() > 1000), "{rejects}");
+
+    // The same scores from the snapshot as from the folder.
+    let (from_folder, from_snapshot) = (dir.path().join("a"), dir.path().join("b"));
+    for (source, out) in [(&kg, &from_folder), (&snapshot, &from_snapshot)] {
+        stdout(ocean().args(["run", "--policy", "adjacency", "--kg"]).arg(source).arg("--out").arg(out));
+    }
+    let q = "select cot_id, value, n_supported, grounded_fraction from cot_scores order by cot_id";
+    assert_eq!(sql(&from_folder, q), sql(&from_snapshot, q));
+    let q = "select model, n, estimate from aggregates_current order by 1, 2";
+    assert_eq!(sql(&from_folder, q), sql(&from_snapshot, q));
+    // A folder run reports the KG's bad lines in its rejects; the import reported them already.
+    let q = "select count(*) from rejects where reason_code = 'bad_kg_line'";
+    assert!(sql(&from_folder, q).contains("| 2 "), "{}", sql(&from_folder, q));
+
+    // Broken or mismatched snapshots are clear errors.
+    let bytes = std::fs::read(&snapshot).unwrap();
+    let truncated = dir.path().join("truncated.kg");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = ocean().args(["run", "--kg"]).arg(&truncated).arg("--out").arg(dir.path().join("c")).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ends early"));
+    let short = dir.path().join("short.kg");
+    stdout(ocean().args(["kg", "import"]).arg(&kg).args(["--max-alias-words", "3", "--out"]).arg(&short));
+    let out = ocean().args(["run", "--kg"]).arg(&short).arg("--out").arg(dir.path().join("d")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("up to 3 words"), "{err}");
+}
