@@ -688,6 +688,14 @@ struct RunArgs {
     /// Segment the aggregates by this `request.metadata` key (e.g. tenant or user).
     #[arg(long, value_name = "KEY")]
     segment_by: Option<String>,
+    /// Search KG paths of up to N hops (0 to 3; default 2) between consecutive mentions
+    /// (`steps.paths`, `steps.unconnected`).
+    #[arg(long, value_name = "N")]
+    path_hops: Option<u8>,
+    /// Which triples a path may follow: `any` direction (default) or `forward` (head to tail,
+    /// from the earlier mention to the later).
+    #[arg(long, value_name = "DIRECTION")]
+    path_direction: Option<String>,
     /// Clip every importance weight at C (our extension; labelled `+clip(C)`).
     #[arg(long, value_name = "C")]
     clip: Option<f64>,
@@ -1459,6 +1467,16 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(key) = args.segment_by {
         config.aggregates.segment_by = Some(key);
+    }
+    if let Some(h) = args.path_hops {
+        config.paths.max_hops = h;
+    }
+    if let Some(d) = args.path_direction {
+        config.paths.direction = match d.as_str() {
+            "any" => ocean_operators::paths::PathDirection::Any,
+            "forward" => ocean_operators::paths::PathDirection::Forward,
+            other => anyhow::bail!("--path-direction must be any or forward, got {other:?}"),
+        };
     }
     if let Some(c) = args.clip {
         config.estimator.clip = Some(c);

@@ -18,6 +18,7 @@ use crate::ips::{
 };
 use crate::kg::{Kg, KgBase};
 use crate::linking::LinkerConfig;
+use crate::paths::PathConfig;
 use crate::policy::KgPolicy;
 use crate::scoring::{DecodeLogs, LogInput, ScoreLogs, Scored, ScorerConfig};
 use crate::store::StoreFactory;
@@ -41,6 +42,8 @@ pub struct ScoringConfig {
     /// Bound on out-of-orderness of event times, in seconds (see [`crate::lateness`]); none:
     /// every record goes to its window.
     pub lateness_secs: Option<u64>,
+    /// Paths between consecutive mentions.
+    pub paths: PathConfig,
 }
 
 impl Default for ScoringConfig {
@@ -52,6 +55,7 @@ impl Default for ScoringConfig {
             segment_by: None,
             intervals: IntervalConfig::default(),
             lateness_secs: None,
+            paths: PathConfig::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn build_scoring<'scope>(
         score: config.score(),
         window_us: config.aggregate().window_us,
         kg: kg_base,
+        paths: config.paths.clone(),
         store,
     };
     let lateness_us = config.lateness_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 1_000_000) * 1_000_000);
@@ -175,6 +180,7 @@ mod tests {
     use crate::decode::GenerationBatch;
     use crate::ips::{aggregate_row, score_cot, CotResult, CotStats, GroupKey, KgIpsStats, Normalization};
     use crate::linking::{candidates, resolve, Link};
+    use crate::paths::{PairPath, PathDirection};
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
     use crate::scoring::Retraction;
     use crate::store::MemoryStore;
@@ -218,6 +224,53 @@ mod tests {
         }
     }
 
+    /// The path between `a` and `b` by enumerating every walk (see [`crate::paths`]).
+    fn reference_path(triples: &BTreeSet<(String, String, String)>, a: &str, b: &str, config: &PathConfig) -> PairPath {
+        // Steps as (from, step, to).
+        let mut steps: Vec<(&str, String, &str)> = Vec::new();
+        let mut degree: HashMap<&str, u64> = HashMap::new();
+        for (h, r, t) in triples {
+            steps.push((h, r.clone(), t));
+            if config.direction == PathDirection::Any {
+                steps.push((t, format!("^{r}"), h));
+            }
+            *degree.entry(h).or_default() += 1;
+            *degree.entry(t).or_default() += 1;
+        }
+        let best =
+            |x: &str, y: &str| steps.iter().filter(|(f, _, t)| *f == x && *t == y).map(|(_, s, _)| s.clone()).min();
+        let entities: BTreeSet<&str> = steps.iter().flat_map(|(f, _, t)| [*f, *t]).collect();
+        let k = config.max_hops;
+        if k >= 1 {
+            if let Some(s) = best(a, b) {
+                return PairPath::Connected(format!("{a} {s} {b}"));
+            }
+        }
+        if k >= 2 {
+            if let Some(m) = entities.iter().find(|m| best(a, m).is_some() && best(m, b).is_some()) {
+                return PairPath::Connected(format!("{a} {} {m} {} {b}", best(a, m).unwrap(), best(m, b).unwrap()));
+            }
+        }
+        if k < 3 {
+            return PairPath::Unconnected;
+        }
+        let from_a: Vec<&str> = entities.iter().filter(|m| best(a, m).is_some()).copied().collect();
+        let into_b: Vec<&str> = entities.iter().filter(|m| best(m, b).is_some()).copied().collect();
+        let cost = |side: &[&str]| side.iter().map(|m| degree.get(m).copied().unwrap_or(0)).sum::<u64>();
+        if cost(&from_a).min(cost(&into_b)) > config.budget {
+            return PairPath::Unsearched;
+        }
+        for m1 in &from_a {
+            for m2 in &into_b {
+                if let Some(s) = best(m1, m2) {
+                    let (s1, s3) = (best(a, m1).unwrap(), best(m2, b).unwrap());
+                    return PairPath::Connected(format!("{a} {s1} {m1} {s} {m2} {s3} {b}"));
+                }
+            }
+        }
+        PairPath::Unconnected
+    }
+
     /// The same computation without a dataflow.
     fn reference(
         gens: &BTreeSet<Generation>,
@@ -249,7 +302,8 @@ mod tests {
                 let links = resolve(matches.into_iter().collect());
                 let grounded: Vec<GroundedMention> = links
                     .iter()
-                    .map(|m| {
+                    .enumerate()
+                    .map(|(i, m)| {
                         let context: BTreeSet<&String> = links
                             .iter()
                             .filter(|c| m.part == Part::Cot && (c.part == Part::Question || c.start < m.start))
@@ -269,6 +323,11 @@ mod tests {
                             n_context: context.len() as u32,
                             context_size: reach.len() as u32,
                             supported: m.part == Part::Cot && reach.contains(&m.entity),
+                            pair: i
+                                .checked_sub(1)
+                                .map(|p| &links[p].entity)
+                                .filter(|p| m.part == Part::Cot && **p != m.entity && config.paths.max_hops > 0)
+                                .map(|p| (p.clone(), reference_path(triples, p, &m.entity, &config.paths))),
                         }
                     })
                     .collect();
@@ -279,8 +338,16 @@ mod tests {
 
     #[test]
     fn incremental_scores_match_recomputation() {
-        for seed in 0..8u64 {
-            check_seed(seed);
+        // What the seeds exercised, over all rounds: re-scoring after KG changes, retractions,
+        // hops of connected pairs, unconnected and unsearched pairs.
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for seed in 0..64u64 {
+            for (kind, n) in check_seed(seed) {
+                *kinds.entry(kind).or_default() += n;
+            }
+        }
+        for kind in ["rescored", "retracted", "1 hops", "2 hops", "3 hops", "unconnected", "unsearched"] {
+            assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind} pair in {kinds:?}");
         }
     }
 
@@ -299,11 +366,16 @@ mod tests {
             segment_by: rng.gen_bool(0.7).then(|| "tenant".to_owned()),
             intervals: IntervalConfig { min_n: 2, ..Default::default() },
             window_secs: 86_400 * rng.gen_range(1..3),
+            paths: PathConfig {
+                max_hops: [0, 1, 2, 3, 3, 3][rng.gen_range(0..6)],
+                direction: if rng.gen_bool(0.5) { PathDirection::Any } else { PathDirection::Forward },
+                budget: [2, 5, 100_000][rng.gen_range(0..3)],
+            },
             ..Default::default()
         }
     }
 
-    fn check_seed(seed: u64) {
+    fn check_seed(seed: u64) -> BTreeMap<String, usize> {
         let mut rng = StdRng::seed_from_u64(seed);
         let config = config_for(seed, &mut rng);
         let rounds = 6u64;
@@ -340,7 +412,8 @@ mod tests {
                 }
             }
             for _ in 0..rng.gen_range(0..5) {
-                let t = (entity(rng.gen_range(0..8)), "P47".to_owned(), entity(rng.gen_range(0..8)));
+                let relation = ["P47", "P17"][rng.gen_range(0..2)].to_owned();
+                let t = (entity(rng.gen_range(0..8)), relation, entity(rng.gen_range(0..8)));
                 if triples.remove(&t) {
                     t_up.push((t, -1));
                 } else {
@@ -442,7 +515,7 @@ mod tests {
         let tombstones = |retracted: bool| {
             rows.iter().filter(|(s, _)| matches!(s, Scored::Tombstone(t) if t.retracted == retracted)).count()
         };
-        assert!(tombstones(false) > 0 && tombstones(true) > 0, "seed {seed}: nothing re-scored or retracted");
+        let (rescored, retracted) = (tombstones(false), tombstones(true));
         let mut state: BTreeMap<String, CotResult> = BTreeMap::new();
         let mut rows = rows.into_iter().peekable();
         for (round, want) in expected.iter().enumerate() {
@@ -486,5 +559,14 @@ mod tests {
                 assert_eq!(a.estimator, config.estimator.label());
             }
         }
+        let mut kinds = BTreeMap::from([("rescored".to_owned(), rescored), ("retracted".to_owned(), retracted)]);
+        for step in expected.iter().flatten().flat_map(|r| &r.steps) {
+            for p in &step.paths {
+                *kinds.entry(format!("{} hops", p.split(' ').count() / 2)).or_default() += 1;
+            }
+            *kinds.entry("unconnected".to_owned()).or_default() += step.unconnected.len();
+            *kinds.entry("unsearched".to_owned()).or_default() += step.n_unsearched as usize;
+        }
+        kinds
     }
 }

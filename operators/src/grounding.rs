@@ -9,17 +9,33 @@ use rustc_hash::FxHashSet as HashSet;
 
 use crate::kg::{EntityKey, KgIndex};
 use crate::linking::Link;
+use crate::paths::{find_path, PathConfig, PathScratch};
 use crate::policy::{GroundedMention, Part};
 
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
-/// each in text order) against `index`. `reach` is scratch space, kept from chain to chain by
-/// the caller (it is as large as the KG's entity keys).
-pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -> Vec<GroundedMention> {
+/// each in text order) against `index`. `reach` and `scratch` are scratch space, kept from chain
+/// to chain by the caller (`reach` is as large as the KG's entity keys). Each chain-of-thought
+/// mention whose entity differs from the mention's just before it (in the question or the chain
+/// of thought) gets the KG path between the two ([`crate::paths`]), unless `paths.max_hops` is 0.
+pub fn ground(
+    index: &KgIndex,
+    links: &[(Link, EntityKey)],
+    reach: &mut Reach,
+    paths: &PathConfig,
+    scratch: &mut PathScratch,
+) -> Vec<GroundedMention> {
     reach.clear(index.key_bound());
     let mut context: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
     let mut out = Vec::with_capacity(links.len());
+    let mut previous: Option<(&str, EntityKey)> = None;
     for (l, e) in links {
         let cot = l.part == Part::Cot;
+        let pair = match previous {
+            Some((name, p)) if cot && p != *e && paths.max_hops > 0 => {
+                Some((name.to_owned(), find_path(index, p, *e, paths, scratch)))
+            }
+            _ => None,
+        };
         out.push(GroundedMention {
             part: l.part,
             start: l.start,
@@ -29,10 +45,12 @@ pub fn ground(index: &KgIndex, links: &[(Link, EntityKey)], reach: &mut Reach) -
             n_context: if cot { context.len() as u32 } else { 0 },
             context_size: if cot { reach.len } else { 0 },
             supported: cot && reach.contains(*e),
+            pair,
         });
         if context.insert(*e) {
             index.for_each_neighbour(*e, |n| reach.insert(n));
         }
+        previous = Some((&l.entity, *e));
     }
     out
 }
@@ -49,7 +67,7 @@ pub struct Reach {
 
 impl Reach {
     /// Empties the set, for entity keys below `bound`.
-    fn clear(&mut self, bound: usize) {
+    pub(crate) fn clear(&mut self, bound: usize) {
         self.current = self.current.wrapping_add(1);
         if self.current == 0 {
             self.stamp.fill(0);
@@ -61,7 +79,7 @@ impl Reach {
         self.len = 0;
     }
 
-    fn insert(&mut self, e: EntityKey) {
+    pub(crate) fn insert(&mut self, e: EntityKey) {
         let stamp = &mut self.stamp[e as usize];
         if *stamp != self.current {
             *stamp = self.current;
@@ -69,7 +87,7 @@ impl Reach {
         }
     }
 
-    fn contains(&self, e: EntityKey) -> bool {
+    pub(crate) fn contains(&self, e: EntityKey) -> bool {
         self.stamp.get(e as usize) == Some(&self.current)
     }
 }

@@ -9,6 +9,7 @@ pub mod kg;
 pub mod lateness;
 pub mod linking;
 pub mod model;
+pub mod paths;
 pub mod policy;
 pub mod scoring;
 pub mod segment;

@@ -46,6 +46,7 @@ use crate::grounding::{ground, Reach};
 use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
+use crate::paths::{PathConfig, PathScratch};
 use crate::policy::{GroundedMention, KgPolicy};
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
@@ -218,6 +219,9 @@ struct Scorer {
     deps: HashMap<EntityKey, HashSet<u32>>,
     /// Grounding's scratch set, kept from chain to chain.
     reach: std::cell::RefCell<Reach>,
+    /// How far paths between consecutive mentions are searched, and the search's scratch space.
+    paths: PathConfig,
+    path_scratch: std::cell::RefCell<PathScratch>,
 }
 
 impl Scorer {
@@ -238,6 +242,8 @@ impl Scorer {
             collided: HashMap::default(),
             deps: HashMap::default(),
             reach: Default::default(),
+            paths: config.paths,
+            path_scratch: Default::default(),
         }
     }
 
@@ -252,7 +258,13 @@ impl Scorer {
             let content = words(&g.content);
             let links = link_words(&self.index, &question, &content);
             deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
-            grounded.push(ground(&self.index, &links, &mut self.reach.borrow_mut()));
+            grounded.push(ground(
+                &self.index,
+                &links,
+                &mut self.reach.borrow_mut(),
+                &self.paths,
+                &mut self.path_scratch.borrow_mut(),
+            ));
         }
         let chains: Vec<(&Generation, &[GroundedMention])> =
             gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
@@ -446,6 +458,17 @@ impl Scorer {
         for u in net.keys() {
             self.index.describe(u, &mut change);
         }
+        if self.paths.max_hops >= 3 {
+            // A 3-hop path a–m1–m2–b changes with its middle edge too, and its search cost with
+            // the degrees of a's or b's neighbours: the chains that mention a neighbour of a
+            // changed triple's end (as the KG was) may move.
+            let ends = change.entities.clone();
+            for e in ends {
+                self.index.for_each_neighbour(e, |n| change.entities.push(n));
+            }
+            change.entities.sort_unstable();
+            change.entities.dedup();
+        }
         let mut rescore = VecDeque::new();
         if !change.is_empty() {
             for slot in self.touched(&change) {
@@ -583,6 +606,8 @@ pub struct ScorerConfig {
     pub window_us: i64,
     /// The KG as loaded (shared by the workers; the KG's update stream changes it from there).
     pub kg: Arc<KgBase>,
+    /// Paths between consecutive mentions.
+    pub paths: PathConfig,
     /// Each worker's store of live generations.
     pub store: StoreFactory,
 }
@@ -724,6 +749,7 @@ mod tests {
             score: ScoreConfig::default(),
             window_us: 86_400_000_000,
             kg: Arc::new(KgBase::empty(4)),
+            paths: PathConfig::default(),
             store: MemoryStore::factory(),
         };
         let store = (config.store)(0);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use ocean_operators::ips::{EstimatorConfig, IntervalConfig};
 use ocean_operators::linking::LinkerConfig;
+use ocean_operators::paths::PathConfig;
 use ocean_operators::{AdjacencyPolicyConfig, ScoringConfig};
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +170,8 @@ pub struct RunConfig {
     pub kg: KgConfig,
     /// Entity linking.
     pub linker: LinkerConfig,
+    /// KG paths between consecutive mentions (`steps.paths`).
+    pub paths: PathConfig,
     /// The KG policy μ: `auto` (the embedded learned checkpoint `data/policy` when the run
     /// reads the embedded KG `data/kg`, else the adjacency baseline), `adjacency`, or the folder
     /// of a learned checkpoint (`ocean policy train`).
@@ -199,6 +202,7 @@ impl Default for RunConfig {
             source: SourceConfig::default(),
             kg: KgConfig::default(),
             linker: LinkerConfig::default(),
+            paths: PathConfig::default(),
             kg_policy: "auto".to_owned(),
             kg_policy_mix: crate::policy::DEFAULT_MIX,
             policy: AdjacencyPolicyConfig::default(),
@@ -222,6 +226,7 @@ impl RunConfig {
             segment_by: self.aggregates.segment_by.clone(),
             intervals: self.aggregates.intervals,
             lateness_secs: self.aggregates.lateness_secs,
+            paths: self.paths.clone(),
         }
     }
 
@@ -263,6 +268,9 @@ impl RunConfig {
         }
         if self.source.epochs_in_flight == 0 {
             problems.push("source.epochs_in_flight must be at least 1".to_owned());
+        }
+        if self.paths.max_hops > 3 {
+            problems.push(format!("paths.max_hops must be 0 to 3, got {}", self.paths.max_hops));
         }
         if self.aggregates.window_secs == 0 {
             problems.push("aggregates.window_secs must be at least 1".to_owned());

@@ -374,7 +374,15 @@ fn answer_auc(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn 
     let mut reach = Reach::default();
     let mut value = |g: &Generation| {
         let links = link_generation(index, g);
-        score_cot(g, &ground(index, &links, &mut reach), policy, &ScoreConfig::default()).score.value.0
+        score_cot(
+            g,
+            &ground(index, &links, &mut reach, &Default::default(), &mut Default::default()),
+            policy,
+            &ScoreConfig::default(),
+        )
+        .score
+        .value
+        .0
     };
     let scored: Vec<(f64, f64)> = pairs
         .iter()

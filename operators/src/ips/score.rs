@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
+use crate::paths::PairPath;
 use crate::policy::{covering, GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
 use crate::text::CharIndex;
@@ -126,11 +127,13 @@ fn finish(
     let kg = scores.tokens;
     let mut entity: Vec<Option<String>> = vec![None; n];
     let mut cot_rows = Vec::new();
+    let mut cot_steps: Vec<Option<u32>> = Vec::with_capacity(cot.len());
     for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
         let covering: Vec<usize> = covering(&spans, m).collect();
         for &t in &covering {
             entity[t].get_or_insert_with(|| m.entity.clone());
         }
+        cot_steps.push(covering.first().map(|&t| steps[t]));
         cot_rows.push(Mention {
             token_start: covering.first().map(|&t| t as u32),
             token_end: covering.last().map(|&t| t as u32 + 1),
@@ -188,6 +191,24 @@ fn finish(
             let last = steps.partition_point(|&x| x <= s);
             let (cs, ce) = (spans[first].0, spans[last - 1].1);
             let in_step: Vec<&Mention> = mention_rows.iter().filter(|m| m.step == Some(s)).collect();
+            let pairs: Vec<(&String, &PairPath, &str)> = cot
+                .iter()
+                .zip(&cot_steps)
+                .filter(|(_, st)| **st == Some(s))
+                .filter_map(|(m, _)| m.pair.as_ref().map(|(from, p)| (from, p, m.entity.as_str())))
+                .collect();
+            let paths: Vec<String> = pairs
+                .iter()
+                .filter_map(|(_, p, _)| match p {
+                    PairPath::Connected(text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect();
+            let unconnected: Vec<String> = pairs
+                .iter()
+                .filter(|(_, p, _)| **p == PairPath::Unconnected)
+                .map(|(from, _, to)| format!("{from} {to}"))
+                .collect();
             Step {
                 cot_id: g.cot_id.clone(),
                 step: s,
@@ -198,6 +219,11 @@ fn finish(
                 n_entity_tokens: (first..last).filter(|&t| kg[t].is_some()).count() as u32,
                 n_mentions: in_step.len() as u32,
                 n_supported: in_step.iter().filter(|m| m.supported).count() as u32,
+                n_pairs: pairs.len() as u32,
+                n_connected: paths.len() as u32,
+                n_unsearched: pairs.iter().filter(|(_, p, _)| **p == PairPath::Unsearched).count() as u32,
+                paths,
+                unconnected,
                 value: F64(*v),
                 text: substring(&chars, cs, ce.max(cs)),
             }
@@ -271,6 +297,7 @@ mod tests {
             n_context: 1,
             context_size: 4,
             supported,
+            pair: None,
         };
         vec![m(0, 4, "Q1", true), m(11, 15, "Q2", false)]
     }

@@ -190,6 +190,13 @@ impl<T: Copy + Ord> Rows<T> {
     }
 }
 
+/// An edge's label in an adjacency row: the relation key, and whether the row's entity is the
+/// triple's tail (the edge is followed backwards).
+pub fn label(relation: u32, backwards: bool) -> u32 {
+    assert!(relation < 1 << 31, "fewer than 2^31 relations");
+    relation << 1 | u32::from(backwards)
+}
+
 /// The trie's root node.
 pub const ROOT: u32 = 0;
 
@@ -214,7 +221,9 @@ pub struct KgBase {
     pub(crate) trie: HashMap<(u32, u32), u32>,
     /// Per trie node: (entity, multiplicity) of the aliases ending there, by entity id.
     pub(crate) node_entities: Rows<(u32, u32)>,
-    /// Per entity: (neighbour, triples between the two in either direction), by neighbour.
+    /// Per entity: its edges as (neighbour, [`label`]), sorted; a triple given twice is two
+    /// entries; a triple (h, r, t) is (t, label(r, false)) in h's row and (h, label(r, true)) in
+    /// t's.
     pub(crate) adjacency: Rows<(u32, u32)>,
     /// Per entity: aliases + triple ends that name it.
     pub(crate) refs: Vec<u32>,
@@ -270,6 +279,16 @@ impl KgBase {
     /// The entity id of a key.
     pub fn name(&self, key: u32) -> &str {
         self.entities.get(key)
+    }
+
+    /// The interned key of a relation id.
+    pub fn relation_key(&self, id: &str) -> Option<u32> {
+        self.relations.key(id)
+    }
+
+    /// The relation id of a key.
+    pub fn relation_name(&self, key: u32) -> &str {
+        self.relations.get(key)
     }
 
     /// Every triple as `(head, relation, tail)` ids.
@@ -350,14 +369,14 @@ impl KgBuilder {
         for &e in &self.alias_entities {
             refs[e as usize] += 1;
         }
-        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(self.triples.len() * 2);
-        for &[h, _, t] in &self.triples {
+        let mut pairs: Vec<(u32, (u32, u32))> = Vec::with_capacity(self.triples.len() * 2);
+        for &[h, r, t] in &self.triples {
             refs[h as usize] += 1;
             refs[t as usize] += 1;
-            pairs.push((h, t));
-            pairs.push((t, h));
+            pairs.push((h, (t, label(r, false))));
+            pairs.push((t, (h, label(r, true))));
         }
-        let adjacency = counted_rows(n, pairs);
+        let adjacency = Rows::build(n, pairs);
 
         // The trie over every distinct alias text, then the entities of each text's end node.
         let mut words = Interner::default();

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::base::{KgBase, ROOT};
+use super::base::{label, KgBase, ROOT};
 use crate::linking::Link;
 use crate::policy::Part;
 use crate::text::{fnv1a, normalize, Word};
@@ -50,6 +50,9 @@ impl KgChange {
     }
 }
 
+/// A change of an adjacency row: ((neighbour, edge label), change of its multiplicity).
+type EdgeChange = ((EntityKey, u32), i32);
+
 /// The index (see the module docs).
 #[derive(Debug)]
 pub struct KgIndex {
@@ -65,9 +68,11 @@ pub struct KgIndex {
     nodes: u32,
     /// Per trie node with changes: (entity, count change), by entity.
     node_delta: HashMap<u32, Vec<(EntityKey, i64)>>,
-    /// Per entity with changes: (neighbour, change of the number of triples between the two),
-    /// sorted by neighbour.
-    adjacency_delta: HashMap<EntityKey, Vec<(EntityKey, i32)>>,
+    /// Relations the base does not know, keyed from `base.relation_count()` on.
+    relation_ids: HashMap<String, u32>,
+    relation_names: Vec<String>,
+    /// Per entity with changes: ((neighbour, edge label), change of its multiplicity), sorted.
+    adjacency_delta: HashMap<EntityKey, Vec<EdgeChange>>,
     /// Per entity with changes: change of aliases + triple ends that name it.
     refs_delta: HashMap<EntityKey, i64>,
     /// Entities that exist now.
@@ -92,6 +97,8 @@ impl KgIndex {
             vocabulary: HashMap::default(),
             trie: HashMap::default(),
             node_delta: HashMap::default(),
+            relation_ids: HashMap::default(),
+            relation_names: Vec::new(),
             adjacency_delta: HashMap::default(),
             refs_delta: HashMap::default(),
         }
@@ -130,6 +137,27 @@ impl KgIndex {
         self.ids.insert(id.to_owned(), k);
         self.names.push(id.to_owned());
         k
+    }
+
+    fn intern_relation(&mut self, id: &str) -> u32 {
+        if let Some(k) = self.base.relation_key(id).or_else(|| self.relation_ids.get(id).copied()) {
+            return k;
+        }
+        let k =
+            u32::try_from(self.base.relation_count() + self.relation_names.len()).expect("fewer than 2^32 relations");
+        self.relation_ids.insert(id.to_owned(), k);
+        self.relation_names.push(id.to_owned());
+        k
+    }
+
+    /// The relation id of a key (an edge label's `label >> 1`).
+    pub fn relation_name(&self, key: u32) -> &str {
+        let n = self.base.relation_count();
+        if (key as usize) < n {
+            self.base.relation_name(key)
+        } else {
+            &self.relation_names[key as usize - n]
+        }
     }
 
     fn refs(&self, e: EntityKey) -> i64 {
@@ -218,13 +246,14 @@ impl KgIndex {
                     self.node_delta.remove(&node);
                 }
             }
-            KgUpdate::Triple(head, _relation, tail) => {
+            KgUpdate::Triple(head, relation, tail) => {
                 let h = self.intern(head);
                 let t = self.intern(tail);
+                let r = self.intern_relation(relation);
                 self.reference(h, diff);
                 self.reference(t, diff);
                 let diff = i32::try_from(diff).expect("a triple's net count should fit an i32");
-                for (a, b) in [(h, t), (t, h)] {
+                for (a, b) in [(h, (t, label(r, false))), (t, (h, label(r, true)))] {
                     let adj = self.adjacency_delta.entry(a).or_default();
                     match adj.binary_search_by_key(&b, |(n, _)| *n) {
                         Ok(i) => {
@@ -298,38 +327,70 @@ impl KgIndex {
         if self.refs(e) > 0 {
             f(e);
         }
-        let base = self.base.adjacency.row(e);
-        let Some(delta) = self.adjacency_delta.get(&e) else {
-            base.iter().for_each(|(n, _)| f(*n));
-            return;
-        };
-        // Merge two sorted rows, summing the counts of a neighbour in both.
-        let (mut i, mut j) = (0, 0);
-        while i < base.len() || j < delta.len() {
-            let (n, count) = match (base.get(i), delta.get(j)) {
-                (Some(b), Some(d)) if b.0 == d.0 => {
-                    i += 1;
-                    j += 1;
-                    (b.0, i64::from(b.1) + i64::from(d.1))
-                }
-                (Some(b), Some(d)) if b.0 < d.0 => {
-                    i += 1;
-                    (b.0, i64::from(b.1))
-                }
-                (Some(b), None) => {
-                    i += 1;
-                    (b.0, i64::from(b.1))
-                }
-                (_, Some(d)) => {
-                    j += 1;
-                    (d.0, i64::from(d.1))
-                }
-                (None, None) => unreachable!("the loop condition"),
-            };
-            if count != 0 {
+        let mut last = None;
+        self.for_each_edge(e, |n, _| {
+            if last != Some(n) {
+                last = Some(n);
                 f(n);
             }
+        });
+    }
+
+    /// Calls `f` with every edge of `e` as (neighbour, [`label`]) — each distinct edge once,
+    /// sorted — whose triples exist now.
+    pub fn for_each_edge(&self, e: EntityKey, mut f: impl FnMut(EntityKey, u32)) {
+        let base = self.base.adjacency.row(e);
+        let delta: &[EdgeChange] = self.adjacency_delta.get(&e).map_or(&[], Vec::as_slice);
+        // Merge the base row (duplicates are repeated entries) with the changes, summing counts.
+        let (mut i, mut j) = (0, 0);
+        while i < base.len() || j < delta.len() {
+            let edge = match (base.get(i), delta.get(j)) {
+                (Some(b), Some(d)) => (*b).min(d.0),
+                (Some(b), None) => *b,
+                (None, Some(d)) => d.0,
+                (None, None) => unreachable!("the loop condition"),
+            };
+            let mut count = 0i64;
+            while base.get(i) == Some(&edge) {
+                count += 1;
+                i += 1;
+            }
+            if delta.get(j).is_some_and(|d| d.0 == edge) {
+                count += i64::from(delta[j].1);
+                j += 1;
+            }
+            if count > 0 {
+                f(edge.0, edge.1);
+            }
         }
+    }
+
+    /// The labels of the edges between `a` and `b` that exist now, sorted (see
+    /// [`KgIndex::for_each_edge`]).
+    pub fn labels_between(&self, a: EntityKey, b: EntityKey) -> Vec<u32> {
+        let base = self.base.adjacency.row(a);
+        let from = base.partition_point(|(n, _)| *n < b);
+        let to = base.partition_point(|(n, _)| *n <= b);
+        let mut counts: Vec<(u32, i64)> = Vec::new();
+        let changes = self.adjacency_delta.get(&a).into_iter().flatten().filter(|((n, _), _)| *n == b);
+        for (l, d) in base[from..to].iter().map(|(_, l)| (*l, 1)).chain(changes.map(|((_, l), d)| (*l, i64::from(*d))))
+        {
+            match counts.iter_mut().find(|(x, _)| *x == l) {
+                Some(c) => c.1 += d,
+                None => counts.push((l, d)),
+            }
+        }
+        let mut out: Vec<u32> = counts.into_iter().filter(|(_, c)| *c > 0).map(|(l, _)| l).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The number of edge entries of `e` (a triple counts once at each end; one from `e` to
+    /// itself, twice): what a search through `e` reads.
+    pub fn degree(&self, e: EntityKey) -> u64 {
+        let base = self.base.adjacency.row(e).len() as i64;
+        let delta: i64 = self.adjacency_delta.get(&e).into_iter().flatten().map(|(_, d)| i64::from(*d)).sum();
+        (base + delta).max(0) as u64
     }
 
     /// One more than the largest entity key handed out (keys are dense from 0).
@@ -392,9 +453,22 @@ mod tests {
                 let mut n = Vec::new();
                 idx.for_each_neighbour(k, |e| n.push(idx.name(e).to_owned()));
                 n.sort();
+                // Labelled edges, the labels between each pair, and the degree.
+                idx.for_each_edge(k, |e, l| {
+                    let between = idx.labels_between(k, e);
+                    assert!(between.contains(&l));
+                    n.push(format!(
+                        "{} {}{}",
+                        idx.name(e),
+                        idx.relation_name(l >> 1),
+                        if l & 1 == 1 { "<" } else { ">" }
+                    ));
+                });
+                n.push(format!("degree {}", idx.degree(k)));
+                n.sort();
                 (idx.name(k).to_owned(), n)
             })
-            .filter(|(_, n)| !n.is_empty())
+            .filter(|(_, n)| n.len() > 1)
             .collect();
         hoods.sort();
         (links, hoods, idx.entity_count())
@@ -416,7 +490,7 @@ mod tests {
                     let alias: Vec<&str> = (0..n).map(|_| WORDS[rng.gen_range(0..WORDS.len())]).collect();
                     KgUpdate::Alias(e, alias.join(if rng.gen_bool(0.5) { " " } else { ", " }))
                 } else {
-                    KgUpdate::Triple(e, "P1".into(), format!("Q{}", rng.gen_range(0..12)))
+                    KgUpdate::Triple(e, format!("P{}", rng.gen_range(0..3)), format!("Q{}", rng.gen_range(0..12)))
                 }
             };
             let initial: Vec<KgUpdate> = (0..25).map(|_| random_update(&mut rng)).collect();

@@ -268,7 +268,8 @@ mod tests {
         assert_eq!(back.triples().collect::<Vec<_>>(), base.triples().collect::<Vec<_>>());
         assert_eq!(back.aliases().collect::<Vec<_>>(), base.aliases().collect::<Vec<_>>());
         assert_eq!((back.entity_count(), back.trie_nodes(), back.max_words()), (4, base.trie_nodes(), 8));
-        assert_eq!(back.adjacency.row(back.key("Q1").unwrap()), &[(back.key("Q2").unwrap(), 2)]);
+        let (q2, p17) = (back.key("Q2").unwrap(), back.relation_key("P17").unwrap());
+        assert_eq!(back.adjacency.row(back.key("Q1").unwrap()), &[(q2, p17 << 1), (q2, p17 << 1)]);
     }
 
     #[test]

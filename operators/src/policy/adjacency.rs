@@ -79,6 +79,7 @@ mod tests {
             n_context: u32::from(context_size > 0),
             context_size,
             supported,
+            pair: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub use mixture::MixturePolicy;
 use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
 
+use crate::paths::PairPath;
+
 /// Which text a mention is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Part {
@@ -55,6 +57,10 @@ pub struct GroundedMention {
     pub context_size: u32,
     /// Whether the entity is in N(C).
     pub supported: bool,
+    /// For a chain-of-thought mention whose entity differs from the previous mention's: that
+    /// entity, and the KG path from it to this one.
+    #[serde(default)]
+    pub pair: Option<(String, PairPath)>,
 }
 
 /// The tokens (char `spans`, in order) that cover mention `m`: those overlapping its char span.

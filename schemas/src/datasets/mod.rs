@@ -114,6 +114,27 @@ pub(crate) mod columns {
         Arc::new(rows.iter().map(|r| f(r).map(|x| x.0)).collect::<Float64Array>())
     }
 
+    /// Arrow type of a list of strings (no nulls).
+    pub fn string_list() -> arrow::datatypes::DataType {
+        arrow::datatypes::DataType::List(Arc::new(arrow::datatypes::Field::new(
+            "item",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )))
+    }
+
+    pub fn string_lists<R>(rows: &[R], f: impl Fn(&R) -> &[String]) -> ArrayRef {
+        let mut builder = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new())
+            .with_field(Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false)));
+        for r in rows {
+            for s in f(r) {
+                builder.values().append_value(s);
+            }
+            builder.append(true);
+        }
+        Arc::new(builder.finish())
+    }
+
     pub fn bools<R>(rows: &[R], f: impl Fn(&R) -> bool) -> ArrayRef {
         Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
     }
@@ -214,6 +235,11 @@ mod tests {
                 n_entity_tokens: i % 2,
                 n_mentions: i,
                 n_supported: i / 2,
+                n_pairs: i,
+                n_connected: i / 2,
+                n_unsearched: u32::from(i == 3),
+                paths: (0..i / 2).map(|k| format!("Q{k} P17 Q{}", k + 1)).collect(),
+                unconnected: if i == 2 { vec!["Q1 Q9".into()] } else { Vec::new() },
                 value: F64(-0.25 * f64::from(i)),
                 text: "Lima é".into(),
             })
@@ -279,6 +305,11 @@ mod tests {
             n_entity_tokens: 1,
             n_mentions: 1,
             n_supported: 0,
+            n_pairs: 2,
+            n_connected: 1,
+            n_unsearched: 0,
+            paths: vec!["Q1 ^P36 Q7 P17 Q2".into()],
+            unconnected: vec!["Q2 Q3".into()],
             value: F64(-1.25),
             text: "Lima é".into(),
         }]);

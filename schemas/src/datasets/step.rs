@@ -4,7 +4,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
-use super::columns::{f64s, strings, u32s};
+use super::columns::{f64s, string_list, string_lists, strings, u32s};
 use super::{field, Dataset};
 use crate::{Result, F64};
 
@@ -29,6 +29,18 @@ pub struct Step {
     pub n_mentions: u32,
     /// Mentions in the step that the KG supports (one edge from the context).
     pub n_supported: u32,
+    /// Pairs of consecutive mentions (the earlier one in the question or the chain of thought)
+    /// of different entities whose later mention is in this step.
+    pub n_pairs: u32,
+    /// Of those, the pairs the KG connects within the run's `paths.max_hops`.
+    pub n_connected: u32,
+    /// Of those, the pairs not searched to the full depth (a 3-hop search over the budget).
+    pub n_unsearched: u32,
+    /// The connected pairs' shortest paths, `Q1 P17 Q2 ^P36 Q3` (entity ids and relation ids;
+    /// `^` follows a triple from its tail to its head).
+    pub paths: Vec<String>,
+    /// The pairs found unconnected, `Q1 Q9`.
+    pub unconnected: Vec<String>,
     /// The step's term of KG-IPS: 1/|c_t| Σ_v w_v log π₀(v).
     pub value: F64,
     /// The step's text.
@@ -49,6 +61,16 @@ impl Dataset for Step {
             field("n_entity_tokens", DataType::UInt32, false, "entity tokens in the step"),
             field("n_mentions", DataType::UInt32, false, "entity mentions in the step"),
             field("n_supported", DataType::UInt32, false, "mentions the KG supports"),
+            field(
+                "n_pairs",
+                DataType::UInt32,
+                false,
+                "pairs of consecutive mentions of different entities ending here",
+            ),
+            field("n_connected", DataType::UInt32, false, "pairs connected within paths.max_hops"),
+            field("n_unsearched", DataType::UInt32, false, "pairs not searched to full depth (budget)"),
+            field("paths", string_list(), false, "shortest path of each connected pair: Q1 P17 Q2 ^P36 Q3"),
+            field("unconnected", string_list(), false, "pairs found unconnected: Q1 Q9"),
             field("value", DataType::Float64, false, "step term of KG-IPS, <= 0"),
             field("text", DataType::Utf8, false, "the step's text"),
         ]
@@ -65,6 +87,11 @@ impl Dataset for Step {
             u32s(rows, |r| r.n_entity_tokens),
             u32s(rows, |r| r.n_mentions),
             u32s(rows, |r| r.n_supported),
+            u32s(rows, |r| r.n_pairs),
+            u32s(rows, |r| r.n_connected),
+            u32s(rows, |r| r.n_unsearched),
+            string_lists(rows, |r| &r.paths),
+            string_lists(rows, |r| &r.unconnected),
             f64s(rows, |r| r.value),
             strings(rows, |r| &r.text),
         ];

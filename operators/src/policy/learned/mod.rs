@@ -451,6 +451,7 @@ mod tests {
             n_context: 1,
             context_size: 3,
             supported: true,
+            pair: None,
         };
         // "Amar" [0,4) and "Aland" [23,28) (two logged tokens: " Al", "and").
         let mentions = [m(0, 4, "T0"), m(23, 28, "C0")];
