@@ -891,6 +891,8 @@ pub struct KgBenchResult {
     pub bytes_per_triple: f64,
     /// Peak resident memory of the whole benchmark, MB.
     pub peak_rss_mb: f64,
+    /// Path searches on the loaded KG.
+    pub paths: PathBenchResult,
 }
 
 /// Imports the KG folder `dir` (parse, intern, index), writes its snapshot to a temporary file
@@ -917,6 +919,7 @@ pub fn bench_kg(dir: &Path) -> Result<KgBenchResult> {
     if loaded.triple_count() != triples || loaded.entity_count() != entities {
         return Err(Error::Dataflow("the snapshot read back differs from the import".into()));
     }
+    let paths = bench_paths(&ocean_operators::kg::KgIndex::with_base(Arc::new(loaded)));
     Ok(KgBenchResult {
         bench: "kg",
         kg: dir.display().to_string(),
@@ -933,5 +936,94 @@ pub fn bench_kg(dir: &Path) -> Result<KgBenchResult> {
         snapshot_bytes,
         bytes_per_triple: snapshot_bytes as f64 / triples.max(1) as f64,
         peak_rss_mb: peak_rss_mb(),
+        paths,
     })
+}
+
+/// Path searches (issue 11's k-hop grounding) between pairs of entities: the end of a random
+/// walk of 1 to 3 steps from a random entity with edges (mostly connected pairs, as consecutive
+/// mentions of a chain of thought are), and pairs with the KG's largest hub.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathBenchResult {
+    /// Pairs searched at each depth.
+    pub pairs: usize,
+    /// Mean and 99th percentile µs per pair, up to 2 hops.
+    pub hops2_us_mean: f64,
+    pub hops2_us_p99: f64,
+    /// Share of pairs connected within 2 hops.
+    pub hops2_connected: f64,
+    /// Mean and 99th percentile µs per pair, up to 3 hops (default budget).
+    pub hops3_us_mean: f64,
+    pub hops3_us_p99: f64,
+    /// Shares connected within 3 hops, and left unsearched by the budget.
+    pub hops3_connected: f64,
+    pub hops3_unsearched: f64,
+    /// The largest hub's edge entries, and the mean µs of a 2-hop and a 3-hop search from it to
+    /// the walk ends.
+    pub hub_degree: u64,
+    pub hub_hops2_us_mean: f64,
+    pub hub_hops3_us_mean: f64,
+}
+
+fn bench_paths(index: &ocean_operators::kg::KgIndex) -> PathBenchResult {
+    use ocean_operators::paths::{find_path, PairPath, PathConfig, PathScratch};
+    let n = index.key_bound() as u32;
+    let mut rng = SplitMix::new(11);
+    let mut pairs = Vec::new();
+    while pairs.len() < 2000 && n > 0 {
+        let a = (rng.next_u64() % u64::from(n)) as u32;
+        let mut b = a;
+        for _ in 0..1 + rng.next_u64() % 3 {
+            let mut edges = Vec::new();
+            index.for_each_edge(b, |e, _| edges.push(e));
+            if edges.is_empty() {
+                break;
+            }
+            b = edges[(rng.next_u64() % edges.len() as u64) as usize];
+        }
+        if b != a {
+            pairs.push((a, b));
+        }
+    }
+    let hub = (0..n).max_by_key(|e| index.degree(*e)).unwrap_or(0);
+    let mut scratch = PathScratch::default();
+    let mut time = |hops: u8, pairs: &[(u32, u32)]| {
+        let config = PathConfig { max_hops: hops, ..Default::default() };
+        let mut us = Vec::with_capacity(pairs.len());
+        let (mut connected, mut unsearched) = (0, 0);
+        for &(a, b) in pairs {
+            let started = Instant::now();
+            match find_path(index, a, b, &config, &mut scratch) {
+                PairPath::Connected(_) => connected += 1,
+                PairPath::Unsearched => unsearched += 1,
+                PairPath::Unconnected => {}
+            }
+            us.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        let share = |k: usize| k as f64 / pairs.len().max(1) as f64;
+        (us, share(connected), share(unsearched))
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let p99 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() * 99 / 100).copied().unwrap_or(0.0)
+    };
+    let (mut us2, connected2, _) = time(2, &pairs);
+    let (mut us3, connected3, unsearched3) = time(3, &pairs);
+    let hub_pairs: Vec<(u32, u32)> = pairs.iter().take(200).map(|(_, b)| (hub, *b)).filter(|(h, b)| h != b).collect();
+    let (hub2, _, _) = time(2, &hub_pairs);
+    let (hub3, _, _) = time(3, &hub_pairs);
+    PathBenchResult {
+        pairs: pairs.len(),
+        hops2_us_mean: mean(&us2),
+        hops2_us_p99: p99(&mut us2),
+        hops2_connected: connected2,
+        hops3_us_mean: mean(&us3),
+        hops3_us_p99: p99(&mut us3),
+        hops3_connected: connected3,
+        hops3_unsearched: unsearched3,
+        hub_degree: index.degree(hub),
+        hub_hops2_us_mean: mean(&hub2),
+        hub_hops3_us_mean: mean(&hub3),
+    }
 }
