@@ -431,6 +431,9 @@ enum BenchCommand {
         /// Parquet compression: zstd, lz4, snappy or none.
         #[arg(long, default_value = "zstd")]
         compression: String,
+        /// Most hops of the KG paths between consecutive mentions (0: none).
+        #[arg(long, default_value_t = ocean_operators::paths::PathConfig::default().max_hops)]
+        path_hops: u8,
     },
     /// μ_φ: the backend's matmul GFLOP/s, scoring tokens/s beside the FLOP limit, training
     /// tokens/s.
@@ -1180,9 +1183,10 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers, store };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
-        BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store, compression } => {
+        BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store, compression, path_hops } => {
             let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
-            let settings = bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store, compression };
+            let settings =
+                bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store, compression, path_hops };
             println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
         }
         BenchCommand::Policy { policy, logs, repeats, backend } => {

@@ -235,6 +235,8 @@ pub struct E2eBench {
     pub store: StoreKind,
     /// Parquet compression (`sink.compression`).
     pub compression: String,
+    /// Most hops of the paths between consecutive mentions (`paths.max_hops`).
+    pub path_hops: u8,
 }
 
 /// What the end-to-end benchmark measured.
@@ -275,6 +277,7 @@ pub fn bench_e2e(b: &E2eBench) -> Result<E2eResult> {
     config.source.epoch_records = b.epoch_records;
     config.source.epoch_bytes = b.epoch_bytes;
     config.sink.compression = b.compression.clone();
+    config.paths.max_hops = b.path_hops;
     config.kg.dir.clone_from(&b.kg);
     config.sink.out.clone_from(&out);
     config.runtime.workers = b.workers;
