@@ -406,6 +406,9 @@ enum BenchCommand {
         /// Keep live generations in memory instead of on disk (as `ocean run` does).
         #[arg(long)]
         memory_store: bool,
+        /// Most hops of the KG paths between consecutive mentions (0: none).
+        #[arg(long, default_value_t = ocean_operators::paths::PathConfig::default().max_hops)]
+        path_hops: u8,
     },
     /// `ocean run` end to end on given logs: CoTs/s, tokens/s, peak memory, Parquet MB/s.
     /// One configuration per process, so the peak memory is that run's.
@@ -1178,9 +1181,9 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
             }
             println!("{}", serde_json::to_string(&bench::bench_estimator(&settings))?);
         }
-        BenchCommand::Dataflow { logs, kg, updates, kg_change, kg_changes, workers, memory_store } => {
+        BenchCommand::Dataflow { logs, kg, updates, kg_change, kg_changes, workers, memory_store, path_hops } => {
             let store = if memory_store { ocean_pipeline::StoreKind::Memory } else { ocean_pipeline::StoreKind::Disk };
-            let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers, store };
+            let settings = bench::DataflowBench { logs, kg, updates, kg_change, kg_changes, workers, store, path_hops };
             println!("{}", serde_json::to_string(&bench::bench_dataflow(&settings)?)?);
         }
         BenchCommand::E2e { logs, kg, workers, epoch_records, epoch_bytes, memory_store, compression, path_hops } => {

@@ -396,6 +396,8 @@ pub struct DataflowBench {
     pub workers: usize,
     /// Where live generations are kept (on disk, as `ocean run` does, or in memory).
     pub store: StoreKind,
+    /// Most hops of the paths between consecutive mentions (`paths.max_hops`).
+    pub path_hops: u8,
 }
 
 /// What the dataflow benchmark measured (no sinks).
@@ -476,7 +478,9 @@ fn tempfile_dir(prefix: &str) -> Result<PathBuf> {
 /// `kg_change` new triples each between entities that no chain mentions much. Worker 0 reads
 /// and sends; every worker steps through the same times.
 pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
-    let max_words = ScoringConfig::default().linker.max_alias_words;
+    let mut scoring = ScoringConfig::default();
+    scoring.paths.max_hops = b.path_hops;
+    let max_words = scoring.linker.max_alias_words;
     let kg = Arc::new(crate::kg_files::load_kg(&b.kg, max_words)?.0);
     let files = crate::sources::list_files(&b.logs, &[])?;
     let policy_config = AdjacencyPolicyConfig { entities: kg.entity_count(), ..Default::default() };
@@ -510,8 +514,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
         let (counter, count) = (Arc::clone(&rescored), Arc::clone(&rescored));
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-            let (inputs, outputs) =
-                build_scoring(scope, &ScoringConfig::default(), policy, None, Arc::clone(&store), Arc::clone(&kg));
+            let (inputs, outputs) = build_scoring(scope, &scoring, policy, None, Arc::clone(&store), Arc::clone(&kg));
             outputs.aggregates.probe_with(&probe);
             outputs
                 .rows
