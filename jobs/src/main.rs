@@ -461,6 +461,19 @@ enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         kg: PathBuf,
     },
+    /// Entity linking on one core: the alias trie's build time and memory, MB/s of synthetic
+    /// chain-of-thought text, and optionally the `aho-corasick` crate over the same aliases.
+    Linking {
+        /// KG folder or snapshot (e.g. from `ocean kg synth --scale full`).
+        #[arg(long, value_name = "PATH")]
+        kg: PathBuf,
+        /// Megabytes of text to link.
+        #[arg(long, default_value_t = 20.0)]
+        mb: f64,
+        /// Also build and run aho-corasick (at 5M aliases: minutes and gigabytes).
+        #[arg(long)]
+        aho_corasick: bool,
+    },
     /// The yardstick for JSONL input: serde_json parsing every line into a Value, nothing else.
     JsonParse {
         /// Log files or folders.
@@ -1235,6 +1248,10 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
                     if cfg!(feature = "cuda") { ", cuda" } else { "; build with --features cuda for cuda" }
                 ),
             }
+        }
+        BenchCommand::Linking { kg, mb, aho_corasick } => {
+            let settings = bench::LinkingBench { kg, mb, aho_corasick };
+            println!("{}", serde_json::to_string(&bench::bench_linking(&settings)?)?);
         }
         BenchCommand::Kg { kg } => {
             println!("{}", serde_json::to_string(&bench::bench_kg(&kg)?)?);

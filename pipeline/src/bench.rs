@@ -1033,3 +1033,136 @@ fn bench_paths(index: &ocean_operators::kg::KgIndex) -> PathBenchResult {
         hub_hops3_us_mean: mean(&hub3),
     }
 }
+
+/// Settings of the linking benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkingBench {
+    /// KG folder or snapshot.
+    pub kg: PathBuf,
+    /// Megabytes of chain-of-thought text to link.
+    pub mb: f64,
+    /// Also build and run the `aho-corasick` crate over the same normalized aliases.
+    pub aho_corasick: bool,
+}
+
+/// What the linking benchmark measured (one core).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkingResult {
+    /// `linking`.
+    pub bench: &'static str,
+    /// Alias entries, and distinct aliases with at least one word.
+    pub aliases: usize,
+    /// Seconds to build the alias trie alone (aliases only, no triples), and the memory it
+    /// added (resident, MB).
+    pub trie_build_seconds: f64,
+    pub trie_mb: f64,
+    /// Text linked, MB, and mentions found.
+    pub text_mb: f64,
+    pub mentions: usize,
+    /// MB/s of text on one core: words, normalization and trie walk.
+    pub link_mb_per_second: f64,
+    /// The same for `aho-corasick` (leftmost-longest over the normalized aliases, searching the
+    /// lower-cased text; its matches are not checked against word boundaries): build seconds,
+    /// memory it added, MB/s, matches. None when not asked for.
+    pub aho_corasick_build_seconds: Option<f64>,
+    pub aho_corasick_mb: Option<f64>,
+    pub aho_corasick_mb_per_second: Option<f64>,
+    pub aho_corasick_matches: Option<usize>,
+}
+
+/// Resident memory now, MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Links synthetic chain-of-thought text (filler words with an alias of the KG every ~15 words,
+/// in chains of ~600 bytes) against the KG's alias trie on one core, and optionally against
+/// `aho-corasick` built over the same aliases.
+pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
+    use ocean_operators::kg::{KgBuilder, KgIndex};
+    use ocean_operators::policy::Part;
+    let max_words = ScoringConfig::default().linker.max_alias_words;
+    let (kg, _) = crate::kg_files::load_kg(&b.kg, max_words)?;
+    let aliases: Vec<(String, String)> = kg.aliases().map(|(e, a)| (e.to_owned(), a.to_owned())).collect();
+    drop(kg);
+    let before = rss_mb();
+    let started = Instant::now();
+    let mut builder = KgBuilder::new();
+    aliases.iter().for_each(|(e, a)| builder.alias(e, a));
+    let index = KgIndex::with_base(Arc::new(builder.finish(max_words)));
+    let trie_build_seconds = started.elapsed().as_secs_f64();
+    let trie_mb = rss_mb() - before;
+
+    // The text.
+    const FILLER: [&str; 12] =
+        ["the", "answer", "is", "because", "located", "in", "so", "we", "know", "that", "capital", "of"];
+    let mut rng = SplitMix::new(3);
+    let target = (b.mb * 1e6) as usize;
+    let mut chains: Vec<String> = Vec::new();
+    let mut total = 0;
+    while total < target && !aliases.is_empty() {
+        let mut text = String::with_capacity(700);
+        while text.len() < 600 {
+            if rng.next_u64() % 15 == 0 {
+                text.push_str(&aliases[(rng.next_u64() % aliases.len() as u64) as usize].1);
+            } else {
+                text.push_str(FILLER[(rng.next_u64() % FILLER.len() as u64) as usize]);
+            }
+            text.push_str(if rng.next_u64() % 10 == 0 { ". " } else { " " });
+        }
+        total += text.len();
+        chains.push(text);
+    }
+    let started = Instant::now();
+    let mut mentions = 0;
+    let mut out = Vec::new();
+    for text in &chains {
+        out.clear();
+        index.link(Part::Cot, &ocean_operators::text::words(text), &mut out);
+        mentions += out.len();
+    }
+    let link_seconds = started.elapsed().as_secs_f64();
+    let text_mb = total as f64 / 1e6;
+
+    let (mut ac_build, mut ac_mb, mut ac_rate, mut ac_matches) = (None, None, None, None);
+    if b.aho_corasick {
+        let mut patterns: Vec<String> = aliases
+            .iter()
+            .map(|(_, a)| ocean_operators::text::normalize(a))
+            .filter(|k| !k.is_empty() && k.split(' ').count() <= max_words)
+            .collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        let before = rss_mb();
+        let started = Instant::now();
+        let ac = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .map_err(|e| Error::Dataflow(format!("aho-corasick: {e}")))?;
+        ac_build = Some(started.elapsed().as_secs_f64());
+        ac_mb = Some(rss_mb() - before);
+        let lower: Vec<String> = chains.iter().map(|t| t.to_lowercase()).collect();
+        let started = Instant::now();
+        let matches: usize = lower.iter().map(|t| ac.find_iter(t).count()).sum();
+        ac_rate = Some(text_mb / started.elapsed().as_secs_f64());
+        ac_matches = Some(matches);
+    }
+    Ok(LinkingResult {
+        bench: "linking",
+        aliases: aliases.len(),
+        trie_build_seconds,
+        trie_mb,
+        text_mb,
+        mentions,
+        link_mb_per_second: text_mb / link_seconds,
+        aho_corasick_build_seconds: ac_build,
+        aho_corasick_mb: ac_mb,
+        aho_corasick_mb_per_second: ac_rate,
+        aho_corasick_matches: ac_matches,
+    })
+}
