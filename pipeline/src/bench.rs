@@ -1052,8 +1052,8 @@ pub struct LinkingResult {
     pub bench: &'static str,
     /// Alias entries, and distinct aliases with at least one word.
     pub aliases: usize,
-    /// Seconds to build the alias trie alone (aliases only, no triples), and the memory it
-    /// added (resident, MB).
+    /// Seconds to build the alias trie alone (aliases only, no triples), and the heap the
+    /// aliases-only KG holds (MB: the alias texts, entity ids, words, trie).
     pub trie_build_seconds: f64,
     pub trie_mb: f64,
     /// Text linked, MB, and mentions found.
@@ -1063,21 +1063,11 @@ pub struct LinkingResult {
     pub link_mb_per_second: f64,
     /// The same for `aho-corasick` (leftmost-longest over the normalized aliases, searching the
     /// lower-cased text; its matches are not checked against word boundaries): build seconds,
-    /// memory it added, MB/s, matches. None when not asked for.
+    /// its own memory count (MB), MB/s, matches. None when not asked for.
     pub aho_corasick_build_seconds: Option<f64>,
     pub aho_corasick_mb: Option<f64>,
     pub aho_corasick_mb_per_second: Option<f64>,
     pub aho_corasick_matches: Option<usize>,
-}
-
-/// Resident memory now, MB.
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Links synthetic chain-of-thought text (filler words with an alias of the KG every ~15 words,
@@ -1090,13 +1080,13 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     let (kg, _) = crate::kg_files::load_kg(&b.kg, max_words)?;
     let aliases: Vec<(String, String)> = kg.aliases().map(|(e, a)| (e.to_owned(), a.to_owned())).collect();
     drop(kg);
-    let before = rss_mb();
     let started = Instant::now();
     let mut builder = KgBuilder::new();
     aliases.iter().for_each(|(e, a)| builder.alias(e, a));
-    let index = KgIndex::with_base(Arc::new(builder.finish(max_words)));
+    let base = Arc::new(builder.finish(max_words));
     let trie_build_seconds = started.elapsed().as_secs_f64();
-    let trie_mb = rss_mb() - before;
+    let trie_mb = base.heap_bytes() as f64 / 1e6;
+    let index = KgIndex::with_base(base);
 
     // The text.
     const FILLER: [&str; 12] =
@@ -1138,14 +1128,13 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
             .collect();
         patterns.sort_unstable();
         patterns.dedup();
-        let before = rss_mb();
         let started = Instant::now();
         let ac = aho_corasick::AhoCorasick::builder()
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&patterns)
             .map_err(|e| Error::Dataflow(format!("aho-corasick: {e}")))?;
         ac_build = Some(started.elapsed().as_secs_f64());
-        ac_mb = Some(rss_mb() - before);
+        ac_mb = Some(ac.memory_usage() as f64 / 1e6);
         let lower: Vec<String> = chains.iter().map(|t| t.to_lowercase()).collect();
         let started = Instant::now();
         let matches: usize = lower.iter().map(|t| ac.find_iter(t).count()).sum();
