@@ -1098,12 +1098,12 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     while total < target && !aliases.is_empty() {
         let mut text = String::with_capacity(700);
         while text.len() < 600 {
-            if rng.next_u64() % 15 == 0 {
+            if rng.next_u64().is_multiple_of(15) {
                 text.push_str(&aliases[(rng.next_u64() % aliases.len() as u64) as usize].1);
             } else {
                 text.push_str(FILLER[(rng.next_u64() % FILLER.len() as u64) as usize]);
             }
-            text.push_str(if rng.next_u64() % 10 == 0 { ". " } else { " " });
+            text.push_str(if rng.next_u64().is_multiple_of(10) { ". " } else { " " });
         }
         total += text.len();
         chains.push(text);
