@@ -25,12 +25,21 @@ pub struct Interner {
     collided: HashMap<Box<str>, u32>,
 }
 
-/// Where an interned string is: its key, and its bytes in the text buffer.
+/// Where an interned string is: its key, its length, and its start in the text buffer — or,
+/// for a string of at most 8 bytes (most words and ids), the bytes themselves, so that looking
+/// it up does not touch the buffer.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     key: u32,
     len: u32,
-    start: u64,
+    start_or_bytes: u64,
+}
+
+/// The bytes of a string of at most 8 bytes, packed into a u64.
+fn packed(s: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..s.len()].copy_from_slice(s);
+    u64::from_le_bytes(b)
 }
 
 impl Interner {
@@ -58,8 +67,14 @@ impl Interner {
     /// The key of `s`, if interned.
     pub fn key(&self, s: &str) -> Option<u32> {
         let slot = self.by_hash.get(&Self::hash(s))?;
-        let start = slot.start as usize;
-        if slot.len as usize == s.len() && self.text.as_bytes().get(start..start + s.len()) == Some(s.as_bytes()) {
+        let same = slot.len as usize == s.len()
+            && if s.len() <= 8 {
+                slot.start_or_bytes == packed(s.as_bytes())
+            } else {
+                let start = slot.start_or_bytes as usize;
+                self.text.as_bytes().get(start..start + s.len()) == Some(s.as_bytes())
+            };
+        if same {
             Some(slot.key)
         } else {
             self.collided.get(s).copied()
@@ -83,9 +98,10 @@ impl Interner {
     fn index(&mut self, k: u32, start: u64) {
         let s = &self.text[start as usize..self.ends[k as usize] as usize];
         let len = u32::try_from(s.len()).expect("interned strings are shorter than 4 GB");
+        let start_or_bytes = if s.len() <= 8 { packed(s.as_bytes()) } else { start };
         match self.by_hash.entry(Self::hash(s)) {
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Slot { key: k, len, start });
+                v.insert(Slot { key: k, len, start_or_bytes });
             }
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.collided.insert(s.into(), k);
@@ -462,7 +478,10 @@ mod tests {
         assert_eq!((i.get(3), i.key("Q2"), i.key("Q9")), ("São", Some(1), None));
         // A string whose hash slot is taken by another one is still found.
         i.collided.insert("Q7".into(), 9);
-        i.by_hash.insert(Interner::hash("Q7"), Slot { key: 0, len: 2, start: 0 });
+        i.by_hash.insert(Interner::hash("Q7"), Slot { key: 0, len: 2, start_or_bytes: packed(b"Q1") });
+        i.by_hash.insert(Interner::hash("a long string"), Slot { key: 3, len: 13, start_or_bytes: 0 });
+        i.collided.insert("a long string".into(), 8);
+        assert_eq!(i.key("a long string"), Some(8), "the slot's text (Q1Q2…) differs: the collided map");
         assert_eq!(i.key("Q7"), Some(9));
         let (text, ends) = i.parts();
         let j = Interner::from_parts(text.to_owned(), ends.to_vec()).unwrap();
