@@ -1079,3 +1079,34 @@ fn kg_import_then_run_on_the_snapshot() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("up to 3 words"), "{err}");
 }
+
+#[test]
+fn paths_between_mentions_and_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let totals = |hops: &str| {
+        let out = dir.path().join(format!("hops{hops}"));
+        stdout(ocean().args(["run", "--policy", "adjacency", "--path-hops", hops, "--out"]).arg(&out));
+        let row = sql(&out, "select sum(n_pairs), sum(n_connected), sum(n_unsearched) from steps");
+        let n: Vec<u64> = row.lines().nth(3).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
+        (out, n)
+    };
+    let (_, none) = totals("0");
+    assert_eq!(none, vec![0, 0, 0]);
+    let (_, one) = totals("1");
+    let (two_out, two) = totals("2");
+    let (_, three) = totals("3");
+    // The same pairs at every depth; more of them connected the deeper the search.
+    assert!(one[0] > 0 && one[0] == two[0] && two[0] == three[0], "{one:?} {two:?} {three:?}");
+    assert!(one[1] < two[1] && two[1] < three[1] && three[1] <= three[0], "{one:?} {two:?} {three:?}");
+    // Some path ends with an official-language edge to English (P37 Q1860).
+    let paths = sql(&two_out, "select p from (select unnest(paths) p from steps) where p like '% P37 Q1860' limit 1");
+    assert!(paths.contains("P37 Q1860"), "{paths}");
+    for (flags, says) in [
+        (["--path-direction", "sideways"], "--path-direction must be any or forward"),
+        (["--path-hops", "4"], "paths.max_hops must be 0 to 3"),
+    ] {
+        let out = ocean().arg("run").args(flags).arg("--out").arg(dir.path().join("bad")).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+    }
+}
