@@ -61,9 +61,6 @@ pub enum PairPath {
     Unsearched,
 }
 
-/// One step of a path: the next entity and the edge label that leads there.
-type Hop = (EntityKey, u32);
-
 /// Scratch space for [`find_path`], kept from pair to pair.
 #[derive(Debug, Default)]
 pub struct PathScratch {
@@ -118,10 +115,11 @@ pub fn find_path(
 ) -> PairPath {
     let k = config.max_hops.min(3);
     let d = config.direction;
-    let write = |hops: &[Hop]| {
+    // The path through `hops` (the entities after a), each step the smallest allowed one.
+    let write = |hops: &[EntityKey]| {
         let mut text = index.name(a).to_owned();
         let mut at = a;
-        for &(next, _) in hops {
+        for &next in hops {
             text.push(' ');
             text.push_str(&best_step(index, at, next, d));
             text.push(' ');
@@ -136,7 +134,7 @@ pub fn find_path(
     // Whether a step x → y is allowed (read in x's row).
     let step_to = |x: EntityKey, y: EntityKey| index.labels_between(x, y).into_iter().any(|l| allowed(l, d, true));
     if step_to(a, b) {
-        return write(&[(b, 0)]);
+        return write(&[b]);
     }
     if k == 1 {
         return PairPath::Unconnected;
@@ -149,7 +147,7 @@ pub fn find_path(
         neighbours(index, b, d, false).into_iter().filter(|m| step_to(a, *m)).min_by_key(|m| index.name(*m))
     };
     if let Some(m) = middle {
-        return write(&[(m, 0), (b, 0)]);
+        return write(&[m, b]);
     }
     if k == 2 {
         return PairPath::Unconnected;
@@ -172,30 +170,25 @@ pub fn find_path(
             best = Some((m1, m2));
         }
     };
-    if cost_a <= cost_b {
-        scratch.set.clear(index.key_bound());
-        into_b.iter().for_each(|m| scratch.set.insert(*m));
-        for &m1 in &from_a {
-            index.for_each_edge(m1, |m2, l| {
-                if allowed(l, d, true) && scratch.set.contains(m2) {
-                    consider(m1, m2);
+    // Read the rows of the cheaper side's neighbours, looking for the other side's: from a's
+    // side a row's label is the step m1 → m2; from b's side it is read in m2's row, reversed.
+    let from_start = cost_a <= cost_b;
+    let (rows, targets) = if from_start { (&from_a, &into_b) } else { (&into_b, &from_a) };
+    scratch.set.clear(index.key_bound());
+    targets.iter().for_each(|m| scratch.set.insert(*m));
+    for &x in rows {
+        index.for_each_edge(x, |y, l| {
+            if allowed(l, d, from_start) && scratch.set.contains(y) {
+                if from_start {
+                    consider(x, y);
+                } else {
+                    consider(y, x);
                 }
-            });
-        }
-    } else {
-        scratch.set.clear(index.key_bound());
-        from_a.iter().for_each(|m| scratch.set.insert(*m));
-        for &m2 in &into_b {
-            index.for_each_edge(m2, |m1, l| {
-                // Read in m2's row, m1 → m2 is the reverse of the label.
-                if allowed(l, d, false) && scratch.set.contains(m1) {
-                    consider(m1, m2);
-                }
-            });
-        }
+            }
+        });
     }
     match best {
-        Some((m1, m2)) => write(&[(m1, 0), (m2, 0), (b, 0)]),
+        Some((m1, m2)) => write(&[m1, m2, b]),
         None => PairPath::Unconnected,
     }
 }
