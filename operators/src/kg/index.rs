@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::base::{label, KgBase, ROOT};
+use super::base::{label, Interner, KgBase, ROOT};
 use crate::linking::Link;
 use crate::policy::Part;
 use crate::text::{fnv1a, normalize, Word};
@@ -50,6 +50,35 @@ impl KgChange {
     }
 }
 
+/// Strings a table of the base does not know (an [`Interner`] of its own), keyed after the
+/// base table's keys.
+#[derive(Debug, Default)]
+struct Overlay(Interner);
+
+impl Overlay {
+    fn key(&self, base: &Interner, s: &str) -> Option<u32> {
+        base.key(s).or_else(|| self.0.key(s).map(|k| Self::after(base, k)))
+    }
+
+    fn intern(&mut self, base: &Interner, s: &str) -> u32 {
+        match self.key(base, s) {
+            Some(k) => k,
+            None => Self::after(base, self.0.intern(s)),
+        }
+    }
+
+    fn get<'a>(&'a self, base: &'a Interner, key: u32) -> &'a str {
+        match key.checked_sub(u32::try_from(base.len()).expect("fewer than 2^32 interned strings")) {
+            Some(k) => self.0.get(k),
+            None => base.get(key),
+        }
+    }
+
+    fn after(base: &Interner, k: u32) -> u32 {
+        u32::try_from(base.len() + k as usize).expect("fewer than 2^32 interned strings")
+    }
+}
+
 /// A change of an adjacency row: ((neighbour, edge label), change of its multiplicity).
 type EdgeChange = ((EntityKey, u32), i32);
 
@@ -57,20 +86,15 @@ type EdgeChange = ((EntityKey, u32), i32);
 #[derive(Debug)]
 pub struct KgIndex {
     base: Arc<KgBase>,
-    max_words: usize,
-    /// Entities the base does not know, keyed from `base.key_bound()` on.
-    ids: HashMap<String, EntityKey>,
-    names: Vec<String>,
-    /// Alias words the base does not know, numbered after the base's.
-    vocabulary: HashMap<String, u32>,
-    /// Trie edges the base does not have: (node, word id) → child, numbered after the base's.
+    /// Entities, relations and alias words the base does not know, keyed after the base's.
+    entities: Overlay,
+    relations: Overlay,
+    words: Overlay,
+    /// Trie edges the base does not have: (node, word id) → child; the new nodes are numbered
+    /// after the base's, in the order they were added.
     trie: HashMap<(u32, u32), u32>,
-    nodes: u32,
     /// Per trie node with changes: (entity, count change), by entity.
     node_delta: HashMap<u32, Vec<(EntityKey, i64)>>,
-    /// Relations the base does not know, keyed from `base.relation_count()` on.
-    relation_ids: HashMap<String, u32>,
-    relation_names: Vec<String>,
     /// Per entity with changes: ((neighbour, edge label), change of its multiplicity), sorted.
     adjacency_delta: HashMap<EntityKey, Vec<EdgeChange>>,
     /// Per entity with changes: change of aliases + triple ends that name it.
@@ -88,17 +112,13 @@ impl KgIndex {
     /// The index of `base`, with no changes yet.
     pub fn with_base(base: Arc<KgBase>) -> Self {
         KgIndex {
-            max_words: base.max_words(),
-            nodes: u32::try_from(base.trie_nodes()).expect("fewer than 2^32 trie nodes"),
             live_entities: base.entity_count(),
             base,
-            ids: HashMap::default(),
-            names: Vec::new(),
-            vocabulary: HashMap::default(),
+            entities: Overlay::default(),
+            relations: Overlay::default(),
+            words: Overlay::default(),
             trie: HashMap::default(),
             node_delta: HashMap::default(),
-            relation_ids: HashMap::default(),
-            relation_names: Vec::new(),
             adjacency_delta: HashMap::default(),
             refs_delta: HashMap::default(),
         }
@@ -116,48 +136,17 @@ impl KgIndex {
 
     /// The interned key of an entity id, if it was ever seen.
     pub fn key(&self, id: &str) -> Option<EntityKey> {
-        self.base.key(id).or_else(|| self.ids.get(id).copied())
+        self.entities.key(&self.base.entities, id)
     }
 
     /// The entity id of a key.
     pub fn name(&self, key: EntityKey) -> &str {
-        let n = self.base.key_bound();
-        if (key as usize) < n {
-            self.base.name(key)
-        } else {
-            &self.names[key as usize - n]
-        }
-    }
-
-    fn intern(&mut self, id: &str) -> EntityKey {
-        if let Some(k) = self.key(id) {
-            return k;
-        }
-        let k = u32::try_from(self.key_bound()).expect("fewer than 2^32 entities");
-        self.ids.insert(id.to_owned(), k);
-        self.names.push(id.to_owned());
-        k
-    }
-
-    fn intern_relation(&mut self, id: &str) -> u32 {
-        if let Some(k) = self.base.relation_key(id).or_else(|| self.relation_ids.get(id).copied()) {
-            return k;
-        }
-        let k =
-            u32::try_from(self.base.relation_count() + self.relation_names.len()).expect("fewer than 2^32 relations");
-        self.relation_ids.insert(id.to_owned(), k);
-        self.relation_names.push(id.to_owned());
-        k
+        self.entities.get(&self.base.entities, key)
     }
 
     /// The relation id of a key (an edge label's `label >> 1`).
     pub fn relation_name(&self, key: u32) -> &str {
-        let n = self.base.relation_count();
-        if (key as usize) < n {
-            self.base.relation_name(key)
-        } else {
-            &self.relation_names[key as usize - n]
-        }
+        self.relations.get(&self.base.relations, key)
     }
 
     fn refs(&self, e: EntityKey) -> i64 {
@@ -177,7 +166,7 @@ impl KgIndex {
     }
 
     fn word(&self, w: &str) -> Option<u32> {
-        self.base.words.key(w).or_else(|| self.vocabulary.get(w).copied())
+        self.words.key(&self.base.words, w)
     }
 
     fn child(&self, node: u32, word: u32) -> Option<u32> {
@@ -192,7 +181,7 @@ impl KgIndex {
             KgUpdate::Alias(_, alias) => {
                 let key = normalize(alias);
                 let words: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split(' ').collect() };
-                if !words.is_empty() && words.len() <= self.max_words {
+                if !words.is_empty() && words.len() <= self.base.max_words() {
                     change.aliases.push(words.iter().map(|w| word_hash(w)).collect());
                 }
             }
@@ -208,29 +197,21 @@ impl KgIndex {
     pub fn apply(&mut self, update: &KgUpdate, diff: i64) {
         match update {
             KgUpdate::Alias(entity, alias) => {
-                let e = self.intern(entity);
+                let e = self.entities.intern(&self.base.entities, entity);
                 self.reference(e, diff);
                 let key = normalize(alias);
                 let words: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split(' ').collect() };
-                if words.is_empty() || words.len() > self.max_words {
+                if words.is_empty() || words.len() > self.base.max_words() {
                     return;
                 }
                 let mut node = ROOT;
                 for w in &words {
-                    let word = match self.word(w) {
-                        Some(word) => word,
-                        None => {
-                            let next = u32::try_from(self.base.words.len() + self.vocabulary.len())
-                                .expect("fewer than 2^32 alias words");
-                            self.vocabulary.insert((*w).to_owned(), next);
-                            next
-                        }
-                    };
+                    let word = self.words.intern(&self.base.words, w);
                     node = match self.child(node, word) {
                         Some(child) => child,
                         None => {
-                            let next = self.nodes;
-                            self.nodes = next.checked_add(1).expect("fewer than 2^32 trie nodes");
+                            let next = u32::try_from(self.base.trie_nodes() + self.trie.len())
+                                .expect("fewer than 2^32 trie nodes");
                             self.trie.insert((node, word), next);
                             next
                         }
@@ -247,9 +228,9 @@ impl KgIndex {
                 }
             }
             KgUpdate::Triple(head, relation, tail) => {
-                let h = self.intern(head);
-                let t = self.intern(tail);
-                let r = self.intern_relation(relation);
+                let h = self.entities.intern(&self.base.entities, head);
+                let t = self.entities.intern(&self.base.entities, tail);
+                let r = self.relations.intern(&self.base.relations, relation);
                 self.reference(h, diff);
                 self.reference(t, diff);
                 let diff = i32::try_from(diff).expect("a triple's net count should fit an i32");
@@ -299,7 +280,7 @@ impl KgIndex {
         while i < words.len() {
             let mut node = ROOT;
             let mut best: Option<(usize, EntityKey)> = None;
-            for (j, w) in words.iter().enumerate().skip(i).take(self.max_words) {
+            for (j, w) in words.iter().enumerate().skip(i).take(self.base.max_words()) {
                 let Some(word) = self.word(&w.norm) else { break };
                 let Some(child) = self.child(node, word) else { break };
                 node = child;
@@ -395,7 +376,7 @@ impl KgIndex {
 
     /// One more than the largest entity key handed out (keys are dense from 0).
     pub fn key_bound(&self) -> usize {
-        self.base.key_bound() + self.names.len()
+        self.base.key_bound() + self.entities.0.len()
     }
 }
 
