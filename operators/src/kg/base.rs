@@ -243,7 +243,6 @@ pub struct KgBase {
     pub(crate) adjacency: Rows<(u32, u32)>,
     /// Per entity: aliases + triple ends that name it.
     pub(crate) refs: Vec<u32>,
-    pub(crate) live: u64,
 }
 
 impl KgBase {
@@ -257,9 +256,9 @@ impl KgBase {
         self.max_words
     }
 
-    /// Entities named by an alias or a triple.
+    /// Entities named by an alias or a triple (counted, once per call).
     pub fn entity_count(&self) -> u64 {
-        self.live
+        self.refs.iter().filter(|r| **r > 0).count() as u64
     }
 
     /// Number of interned entity ids (the keys handed out).
@@ -426,7 +425,6 @@ impl KgBuilder {
             let names = &self.entities;
             node_entities.values[s..e].sort_by(|a, b| names.get(a.0).cmp(names.get(b.0)));
         }
-        let live = refs.iter().filter(|r| **r > 0).count() as u64;
         KgBase {
             max_words,
             entities: self.entities,
@@ -440,7 +438,6 @@ impl KgBuilder {
             node_entities,
             adjacency,
             refs,
-            live,
         }
     }
 }

@@ -220,7 +220,6 @@ impl KgBase {
         let mut trie: HashMap<(u32, u32), u32> = HashMap::default();
         trie.reserve(edges.len());
         trie.extend(edges.into_iter().map(|[n, w, c]| ((n, w), c)));
-        let live = refs.iter().filter(|r| **r > 0).count() as u64;
         Ok(KgBase {
             max_words,
             entities,
@@ -234,7 +233,6 @@ impl KgBase {
             node_entities,
             adjacency,
             refs,
-            live,
         })
     }
 }
