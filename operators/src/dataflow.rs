@@ -178,6 +178,7 @@ mod tests {
 
     use super::*;
     use crate::decode::GenerationBatch;
+    use crate::grounding::Grounding;
     use crate::ips::{aggregate_row, score_cot, CotResult, CotStats, GroupKey, KgIpsStats, Normalization};
     use crate::linking::{candidates, resolve, Link};
     use crate::paths::{PairPath, PathDirection};
@@ -300,7 +301,10 @@ mod tests {
                     }
                 }
                 let links = resolve(matches.into_iter().collect());
-                let grounded: Vec<GroundedMention> = links
+                let support = PathConfig { max_hops: config.paths.max_hops.clamp(1, 3), ..config.paths.clone() };
+                let connected =
+                    |a: &str, b: &str| matches!(reference_path(triples, a, b, &support), PairPath::Connected(_));
+                let mentions: Vec<GroundedMention> = links
                     .iter()
                     .enumerate()
                     .map(|(i, m)| {
@@ -314,6 +318,8 @@ mod tests {
                             reach.insert(c);
                             reach.extend(adj.get(*c).into_iter().flatten());
                         }
+                        let cot = m.part == Part::Cot;
+                        let remention = cot && context.contains(&m.entity);
                         GroundedMention {
                             part: m.part,
                             start: m.start,
@@ -322,7 +328,9 @@ mod tests {
                             alias: m.alias.clone(),
                             n_context: context.len() as u32,
                             context_size: reach.len() as u32,
-                            supported: m.part == Part::Cot && reach.contains(&m.entity),
+                            in_reach: cot && reach.contains(&m.entity),
+                            remention,
+                            supported: cot && !remention && context.iter().any(|c| connected(c, &m.entity)),
                             pair: i
                                 .checked_sub(1)
                                 .map(|p| &links[p].entity)
@@ -331,7 +339,13 @@ mod tests {
                         }
                     })
                     .collect();
-                score_cot(g, &grounded, policy, &config.score())
+                let question: BTreeSet<&String> =
+                    links.iter().filter(|l| l.part == Part::Question).map(|l| &l.entity).collect();
+                let answer =
+                    links.iter().rev().find(|l| l.part == Part::Cot).filter(|_| !question.is_empty()).map(|a| {
+                        (a.entity.clone(), question.iter().any(|q| **q != a.entity && connected(q, &a.entity)))
+                    });
+                score_cot(g, &Grounding { mentions, answer }, policy, &config.score())
             })
             .collect()
     }
@@ -339,14 +353,28 @@ mod tests {
     #[test]
     fn incremental_scores_match_recomputation() {
         // What the seeds exercised, over all rounds: re-scoring after KG changes, retractions,
-        // hops of connected pairs, unconnected and unsearched pairs.
+        // hops of connected pairs, unconnected and unsearched pairs, each grounding verdict.
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for seed in 0..64u64 {
             for (kind, n) in check_seed(seed) {
                 *kinds.entry(kind).or_default() += n;
             }
         }
-        for kind in ["rescored", "retracted", "1 hops", "2 hops", "3 hops", "unconnected", "unsearched"] {
+        for kind in [
+            "rescored",
+            "retracted",
+            "1 hops",
+            "2 hops",
+            "3 hops",
+            "unconnected",
+            "unsearched",
+            "remention",
+            "supported",
+            "supported beyond one hop",
+            "unsupported",
+            "answer reachable true",
+            "answer reachable false",
+        ] {
             assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind} pair in {kinds:?}");
         }
     }
@@ -566,6 +594,21 @@ mod tests {
             }
             *kinds.entry("unconnected".to_owned()).or_default() += step.unconnected.len();
             *kinds.entry("unsearched".to_owned()).or_default() += step.n_unsearched as usize;
+        }
+        for r in expected.iter().flatten() {
+            for m in &r.mentions {
+                let kind = match (m.remention, m.supported, m.in_reach) {
+                    (true, _, _) => "remention",
+                    (false, true, false) => "supported beyond one hop",
+                    (false, true, true) => "supported",
+                    (false, false, _) if m.part == "cot" => "unsupported",
+                    _ => continue,
+                };
+                *kinds.entry(kind.to_owned()).or_default() += 1;
+            }
+            if let Some(reachable) = r.score.answer_reachable {
+                *kinds.entry(format!("answer reachable {reachable}")).or_default() += 1;
+            }
         }
         kinds
     }

@@ -2,15 +2,48 @@
 //!
 //! The context C of a chain-of-thought mention is the set of entities linked in the question
 //! and in the chain of thought before it. Its closed neighbourhood N(C) is C with every entity
-//! one KG edge (either direction, any relation) away. A mention is *supported* when its entity
-//! is in N(C). Grounding reads the KG index as of the chain's time; it keeps nothing.
+//! one KG edge (either direction, any relation) away; the adjacency policy reads whether a
+//! mention is in it (`in_reach`) and its size.
+//!
+//! The verdict on a chain-of-thought mention, with k = `paths.max_hops` (at least 1):
+//! * a *re-mention* names an entity already in C; it neither supports nor refutes its step;
+//! * otherwise it is *supported* when a KG path of at most k hops (in `paths.direction`, from
+//!   the context entity to the mention) connects some entity of C to it, and unsupported when
+//!   none does (or when the only paths are beyond the 3-hop budget: see [`crate::paths`]).
+//!
+//! The chain's *answer* is the entity of its last chain-of-thought mention; it is *reachable*
+//! when a path of at most k hops leads to it from an entity of the question other than itself
+//! (a restated question entity is not an answer the KG reached). Without question mentions or
+//! chain-of-thought mentions there is no verdict.
+//!
+//! Grounding reads the KG index as of the chain's time; it keeps nothing.
 
 use rustc_hash::FxHashSet as HashSet;
 
 use crate::kg::{EntityKey, KgIndex};
 use crate::linking::Link;
-use crate::paths::{find_path, PathConfig, PathScratch};
+use crate::paths::{find_path, PairPath, PathConfig, PathDirection, PathScratch};
 use crate::policy::{GroundedMention, Part};
+
+/// Entities with more edges than this are not scanned for the 2-hop support shortcut (a hub's
+/// support is decided by path searches from the context's side instead).
+const SCAN_DEGREE: u64 = 4096;
+
+/// A chain of thought's grounding: its mentions and the verdict on its answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grounding {
+    /// Question mentions, then chain-of-thought mentions, each in text order.
+    pub mentions: Vec<GroundedMention>,
+    /// The answer entity and whether the question's entities reach it; `None` without question
+    /// or chain-of-thought mentions.
+    pub answer: Option<(String, bool)>,
+}
+
+/// The hops within which a mention is supported and an answer reachable: `paths.max_hops`,
+/// at least 1 and at most 3.
+pub fn support_hops(paths: &PathConfig) -> u8 {
+    paths.max_hops.clamp(1, 3)
+}
 
 /// Grounds one chain of thought's resolved links (question links, then chain-of-thought links,
 /// each in text order) against `index`. `reach` and `scratch` are scratch space, kept from chain
@@ -23,9 +56,14 @@ pub fn ground(
     reach: &mut Reach,
     paths: &PathConfig,
     scratch: &mut PathScratch,
-) -> Vec<GroundedMention> {
+) -> Grounding {
     reach.clear(index.key_bound());
-    let mut context: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
+    let support = PathConfig { max_hops: support_hops(paths), ..paths.clone() };
+    let connected = |a: EntityKey, b: EntityKey, scratch: &mut PathScratch| {
+        matches!(find_path(index, a, b, &support, scratch), PairPath::Connected(_))
+    };
+    let mut seen: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
+    let mut context: Vec<EntityKey> = Vec::with_capacity(links.len());
     let mut out = Vec::with_capacity(links.len());
     let mut previous: Option<(&str, EntityKey)> = None;
     for (l, e) in links {
@@ -36,6 +74,19 @@ pub fn ground(
             }
             _ => None,
         };
+        let in_reach = cot && reach.contains(*e);
+        let remention = cot && seen.contains(e);
+        let supported = cot && !remention && {
+            // N(C) decides 1 hop, and 2 hops through e's neighbours, in either direction;
+            // otherwise (forward only, 3 hops, a hub) a search from each context entity.
+            let any = support.direction == PathDirection::Any;
+            let two = any && support.max_hops >= 2 && index.degree(*e) <= SCAN_DEGREE && {
+                let mut hit = false;
+                index.for_each_neighbour(*e, |n| hit |= n != *e && reach.contains(n));
+                hit
+            };
+            (any && in_reach) || two || context.iter().any(|c| connected(*c, *e, scratch))
+        };
         out.push(GroundedMention {
             part: l.part,
             start: l.start,
@@ -44,15 +95,29 @@ pub fn ground(
             alias: l.alias.clone(),
             n_context: if cot { context.len() as u32 } else { 0 },
             context_size: if cot { reach.len } else { 0 },
-            supported: cot && reach.contains(*e),
+            in_reach,
+            remention,
+            supported,
             pair,
         });
-        if context.insert(*e) {
+        if seen.insert(*e) {
+            context.push(*e);
             index.for_each_neighbour(*e, |n| reach.insert(n));
         }
         previous = Some((&l.entity, *e));
     }
-    out
+    let question: Vec<EntityKey> = {
+        let mut q: Vec<EntityKey> = links.iter().filter(|(l, _)| l.part == Part::Question).map(|(_, e)| *e).collect();
+        q.sort_unstable();
+        q.dedup();
+        q
+    };
+    let answer =
+        links.iter().rev().find(|(l, _)| l.part == Part::Cot).filter(|_| !question.is_empty()).map(|(l, a)| {
+            let reachable = question.iter().any(|q| q != a && connected(*q, *a, scratch));
+            (l.entity.clone(), reachable)
+        });
+    Grounding { mentions: out, answer }
 }
 
 /// The set N(C) of a chain's context as it grows: a stamp per entity key, so that inserting a
@@ -94,7 +159,85 @@ impl Reach {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::kg::KgBuilder;
+    use crate::linking::link_words;
+    use crate::text::words;
+
+    /// Peru (Q2) has capital Lima (Q1) and borders Ecuador (Q3), whose capital is Quito (Q4);
+    /// Mars (Q9) is connected to nothing.
+    fn index() -> KgIndex {
+        let mut b = KgBuilder::new();
+        for (h, r, t) in [("Q2", "P36", "Q1"), ("Q2", "P47", "Q3"), ("Q3", "P36", "Q4")] {
+            b.triple(h, r, t);
+        }
+        for (e, a) in [("Q1", "Lima"), ("Q2", "Peru"), ("Q3", "Ecuador"), ("Q4", "Quito"), ("Q9", "Mars")] {
+            b.alias(e, a);
+        }
+        KgIndex::with_base(Arc::new(b.finish(8)))
+    }
+
+    fn grounding(question: &str, cot: &str, max_hops: u8) -> Grounding {
+        let idx = index();
+        let links = link_words(&idx, &words(question), &words(cot));
+        let paths = PathConfig { max_hops, ..Default::default() };
+        ground(&idx, &links, &mut Reach::default(), &paths, &mut PathScratch::default())
+    }
+
+    /// (entity, remention, supported, in_reach) of the chain-of-thought mentions.
+    fn verdicts(g: &Grounding) -> Vec<(&str, bool, bool, bool)> {
+        g.mentions
+            .iter()
+            .filter(|m| m.part == Part::Cot)
+            .map(|m| (m.entity.as_str(), m.remention, m.supported, m.in_reach))
+            .collect()
+    }
+
+    #[test]
+    fn rementions_neither_support_nor_refute_and_support_reaches_k_hops() {
+        let g = grounding("What is the capital of the country next to Peru?", "Peru borders Ecuador. Peru. Quito.", 2);
+        // Peru: named in the question; Ecuador: one edge from Peru; Peru again; Quito: two hops
+        // from Peru, one from Ecuador.
+        assert_eq!(
+            verdicts(&g),
+            vec![
+                ("Q2", true, false, true),
+                ("Q3", false, true, true),
+                ("Q2", true, false, true),
+                ("Q4", false, true, true)
+            ]
+        );
+        assert_eq!(g.answer, Some(("Q4".into(), true)));
+        // Quito right after the question: two hops from Peru, beyond one.
+        let g = grounding("The country next to Peru?", "Quito. Mars.", 2);
+        assert_eq!(verdicts(&g), vec![("Q4", false, true, false), ("Q9", false, false, false)]);
+        assert_eq!(g.answer, Some(("Q9".into(), false)));
+        let g = grounding("The country next to Peru?", "Quito.", 1);
+        assert_eq!(verdicts(&g), vec![("Q4", false, false, false)]);
+        assert_eq!(g.answer, Some(("Q4".into(), false)));
+        // With paths off, support is one hop.
+        let g = grounding("Peru?", "Lima.", 0);
+        assert_eq!(verdicts(&g), vec![("Q1", false, true, true)]);
+    }
+
+    #[test]
+    fn an_answer_needs_question_entities_and_is_not_the_question_restated() {
+        assert_eq!(grounding("What is the capital of Peru?", "Peru.", 2).answer, Some(("Q2".into(), false)));
+        assert_eq!(grounding("What is the capital?", "Lima.", 2).answer, None);
+        assert_eq!(grounding("What is the capital of Peru?", "I do not know.", 2).answer, None);
+        // Forward only: Lima is reached from Peru (Peru P36 Lima), not Peru from Lima.
+        let forward = |q: &str, c: &str| {
+            let idx = index();
+            let links = link_words(&idx, &words(q), &words(c));
+            let paths = PathConfig { direction: PathDirection::Forward, ..Default::default() };
+            ground(&idx, &links, &mut Reach::default(), &paths, &mut PathScratch::default())
+        };
+        assert_eq!(forward("Peru?", "Lima.").answer, Some(("Q1".into(), true)));
+        assert_eq!(forward("Lima?", "Peru.").answer, Some(("Q2".into(), false)));
+        assert_eq!(verdicts(&forward("Lima?", "Peru.")), vec![("Q2", false, false, true)]);
+    }
 
     #[test]
     fn a_reach_empties_with_a_new_stamp_and_survives_wrap_around() {

@@ -42,12 +42,12 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
-use crate::grounding::{ground, Reach};
+use crate::grounding::{ground, Grounding, Reach};
 use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::link_words;
 use crate::paths::{PathConfig, PathScratch};
-use crate::policy::{GroundedMention, KgPolicy};
+use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
 use crate::text::{fnv1a, words, Word};
@@ -266,8 +266,7 @@ impl Scorer {
                 &mut self.path_scratch.borrow_mut(),
             ));
         }
-        let chains: Vec<(&Generation, &[GroundedMention])> =
-            gs.iter().zip(&grounded).map(|(g, m)| (*g, m.as_slice())).collect();
+        let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
         score_batch(&chains, self.policy.as_ref(), &self.config)
             .into_iter()
             .zip(deps)

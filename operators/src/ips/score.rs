@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
+use crate::grounding::Grounding;
 use crate::paths::PairPath;
 use crate::policy::{covering, GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
@@ -45,6 +46,8 @@ fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, chars: &[char]) 
         step: None,
         n_context: m.n_context,
         context_size: m.context_size,
+        in_reach: m.in_reach,
+        remention: m.remention,
         supported: m.supported,
         kg_logprob: None,
     }
@@ -81,24 +84,19 @@ fn prepare(g: &Generation, mentions: &[GroundedMention]) -> Prepared {
     Prepared { spans, steps, question, cot }
 }
 
-/// Scores one chain of thought given its grounded mentions (any order) and the KG policy μ.
-pub fn score_cot(
-    g: &Generation,
-    mentions: &[GroundedMention],
-    policy: &dyn KgPolicy,
-    config: &ScoreConfig,
-) -> CotResult {
-    score_batch(&[(g, mentions)], policy, config).pop().expect("one result per chain")
+/// Scores one chain of thought given its grounding (mentions in any order) and the KG policy μ.
+pub fn score_cot(g: &Generation, grounding: &Grounding, policy: &dyn KgPolicy, config: &ScoreConfig) -> CotResult {
+    score_batch(&[(g, grounding)], policy, config).pop().expect("one result per chain")
 }
 
 /// Scores chains of thought with their grounded mentions, asking the policy once for the whole
 /// batch (a model policy batches its forward passes).
 pub fn score_batch(
-    chains: &[(&Generation, &[GroundedMention])],
+    chains: &[(&Generation, &Grounding)],
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
 ) -> Vec<CotResult> {
-    let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, m)).collect();
+    let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, &m.mentions)).collect();
     let inputs: Vec<PolicyInput<'_>> = chains
         .iter()
         .zip(&prepared)
@@ -107,13 +105,19 @@ pub fn score_batch(
     let scores = policy.score(&inputs);
     assert_eq!(scores.len(), chains.len(), "a KG policy should score every chain");
     let name = policy.name();
-    chains.iter().zip(prepared).zip(scores).map(|(((g, _), p), s)| finish(g, p, s, &name, config)).collect()
+    chains
+        .iter()
+        .zip(prepared)
+        .zip(scores)
+        .map(|(((g, grounding), p), s)| finish(g, p, s, grounding.answer.as_ref(), &name, config))
+        .collect()
 }
 
 fn finish(
     g: &Generation,
     prepared: Prepared,
     scores: PolicyScores,
+    answer: Option<&(String, bool)>,
     policy_name: &str,
     config: &ScoreConfig,
 ) -> CotResult {
@@ -219,6 +223,7 @@ fn finish(
                 n_entity_tokens: (first..last).filter(|&t| kg[t].is_some()).count() as u32,
                 n_mentions: in_step.len() as u32,
                 n_supported: in_step.iter().filter(|m| m.supported).count() as u32,
+                n_rementions: in_step.iter().filter(|m| m.remention).count() as u32,
                 n_pairs: pairs.len() as u32,
                 n_connected: paths.len() as u32,
                 n_unsearched: pairs.iter().filter(|(_, p, _)| **p == PairPath::Unsearched).count() as u32,
@@ -231,6 +236,8 @@ fn finish(
         .collect();
 
     let n_supported = cot.iter().filter(|m| m.supported).count() as u32;
+    let n_rementions = cot.iter().filter(|m| m.remention).count() as u32;
+    let n_new = cot.len() as u32 - n_rementions;
     let score = CotScore {
         cot_id: g.cot_id.clone(),
         model: g.model.clone(),
@@ -242,9 +249,12 @@ fn finish(
         n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
         n_mentions: cot.len() as u32,
         n_supported,
+        n_rementions,
         value: F64(value),
         weight_mass: F64(weight_mass),
-        grounded_fraction: (!cot.is_empty()).then(|| F64(n_supported as f64 / cot.len() as f64)),
+        grounded_fraction: (n_new > 0).then(|| F64(f64::from(n_supported) / f64::from(n_new))),
+        answer_entity: answer.map(|a| a.0.clone()),
+        answer_reachable: answer.map(|a| a.1),
         weight_sum: F64(stats.weight_sum),
         weight_sq_sum: F64(stats.weight_sq_sum),
         entity_weight_sum: F64(stats.entity_weight_sum),
@@ -287,7 +297,7 @@ mod tests {
         }
     }
 
-    fn mentions() -> Vec<GroundedMention> {
+    fn mentions() -> Grounding {
         let m = |start, end, entity: &str, supported| GroundedMention {
             part: Part::Cot,
             start,
@@ -296,10 +306,12 @@ mod tests {
             alias: entity.to_lowercase(),
             n_context: 1,
             context_size: 4,
+            in_reach: supported,
+            remention: false,
             supported,
             pair: None,
         };
-        vec![m(0, 4, "Q1", true), m(11, 15, "Q2", false)]
+        Grounding { mentions: vec![m(0, 4, "Q1", true), m(11, 15, "Q2", false)], answer: None }
     }
 
     fn score(g: &Generation, config: &ScoreConfig) -> CotResult {

@@ -49,7 +49,7 @@ impl AdjacencyPolicy {
             return uniform.ln();
         }
         let alpha = self.config.smoothing;
-        let hit = if m.supported { (1.0 - alpha) / m.context_size as f64 } else { 0.0 };
+        let hit = if m.in_reach { (1.0 - alpha) / m.context_size as f64 } else { 0.0 };
         (hit + alpha * uniform).ln()
     }
 }
@@ -69,7 +69,7 @@ mod tests {
     use super::*;
     use crate::policy::Part;
 
-    fn mention(context_size: u32, supported: bool) -> GroundedMention {
+    fn mention(context_size: u32, in_reach: bool) -> GroundedMention {
         GroundedMention {
             part: Part::Cot,
             start: 0,
@@ -78,7 +78,9 @@ mod tests {
             alias: "lima".into(),
             n_context: u32::from(context_size > 0),
             context_size,
-            supported,
+            in_reach,
+            remention: false,
+            supported: in_reach,
             pair: None,
         }
     }

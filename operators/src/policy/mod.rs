@@ -55,7 +55,13 @@ pub struct GroundedMention {
     pub n_context: u32,
     /// Size of the closed KG neighbourhood N(C) of the context (context plus one-edge neighbours).
     pub context_size: u32,
-    /// Whether the entity is in N(C).
+    /// Whether the entity is in N(C): what the adjacency policy reads.
+    pub in_reach: bool,
+    /// A chain-of-thought mention of an entity already in context (named in the question or
+    /// earlier in the chain): it neither supports nor refutes its step.
+    pub remention: bool,
+    /// Supported by the KG: a chain-of-thought mention, not a re-mention, whose entity a KG path
+    /// of at most k hops connects to an entity in context ([`crate::grounding`]).
     pub supported: bool,
     /// For a chain-of-thought mention whose entity differs from the previous mention's: that
     /// entity, and the KG path from it to this one.

@@ -28,15 +28,23 @@ pub struct CotScore {
     pub n_entity_tokens: u32,
     /// Entity mentions in the chain of thought.
     pub n_mentions: u32,
-    /// Mentions the KG supports.
+    /// Mentions the KG supports (within k hops of the context; re-mentions never are).
     pub n_supported: u32,
+    /// Mentions of an entity already in context (the question's or an earlier mention's).
+    pub n_rementions: u32,
     /// The KG-IPS term V_i, ≤ 0; closer to 0 is more KG-aligned.
     pub value: F64,
     /// The weight mass W_i: the same average as `value` over the weights alone (the
     /// self-normalized estimator's denominator term; 1 in expectation).
     pub weight_mass: F64,
-    /// n_supported / n_mentions; null without mentions.
+    /// n_supported / (n_mentions − n_rementions); null without such mentions.
     pub grounded_fraction: Option<F64>,
+    /// The entity of the last chain-of-thought mention; null without question or
+    /// chain-of-thought mentions.
+    pub answer_entity: Option<String>,
+    /// Whether a KG path of at most k hops leads to the answer entity from a question entity
+    /// other than itself; null when `answer_entity` is.
+    pub answer_reachable: Option<bool>,
     /// Σ of the importance weights π_θ/λ over the tokens.
     pub weight_sum: F64,
     /// Σ of their squares (with `weight_sum`, the effective sample size (Σw)²/Σw²).
@@ -70,10 +78,13 @@ impl Dataset for CotScore {
             field("n_tokens", DataType::UInt32, false, "number of tokens"),
             field("n_entity_tokens", DataType::UInt32, false, "number of entity tokens"),
             field("n_mentions", DataType::UInt32, false, "entity mentions"),
-            field("n_supported", DataType::UInt32, false, "mentions the KG supports"),
+            field("n_supported", DataType::UInt32, false, "mentions within k KG hops of the context"),
+            field("n_rementions", DataType::UInt32, false, "mentions of an entity already in context"),
             field("value", DataType::Float64, false, "KG-IPS term V_i of the CoT, <= 0"),
             field("weight_mass", DataType::Float64, false, "W_i: the same average over the weights alone"),
-            field("grounded_fraction", DataType::Float64, true, "n_supported / n_mentions"),
+            field("grounded_fraction", DataType::Float64, true, "n_supported / (n_mentions - n_rementions)"),
+            field("answer_entity", DataType::Utf8, true, "entity of the last cot mention"),
+            field("answer_reachable", DataType::Boolean, true, "answer within k KG hops of a question entity"),
             field("weight_sum", DataType::Float64, false, "sum of token weights pi_theta/lambda"),
             field("weight_sq_sum", DataType::Float64, false, "sum of squared token weights"),
             field("entity_weight_sum", DataType::Float64, false, "sum of entity-token weights"),

@@ -37,7 +37,14 @@ pub struct Mention {
     pub n_context: u32,
     /// Size of the closed KG neighbourhood of the context entities.
     pub context_size: u32,
-    /// True when the entity is in that neighbourhood: one KG edge from the context, or a repeat.
+    /// True when the entity is in that neighbourhood (one KG edge from the context, or in it):
+    /// what the adjacency KG policy reads.
+    pub in_reach: bool,
+    /// A chain-of-thought mention of an entity already in context (question or earlier mention):
+    /// neither supports nor refutes its step.
+    pub remention: bool,
+    /// Not a re-mention, and a KG path of at most k hops (`paths.max_hops`, at least 1) connects
+    /// an entity in context to it (cot part only).
     pub supported: bool,
     /// log μ(entity | context) of the KG policy, natural log (cot part only).
     pub kg_logprob: Option<F64>,
@@ -61,7 +68,9 @@ impl Dataset for Mention {
             field("step", DataType::UInt32, true, "step of the mention (cot only)"),
             field("n_context", DataType::UInt32, false, "entities in context before the mention"),
             field("context_size", DataType::UInt32, false, "closed KG neighbourhood size of the context"),
-            field("supported", DataType::Boolean, false, "entity within one KG edge of the context"),
+            field("in_reach", DataType::Boolean, false, "entity within one KG edge of the context, or in it"),
+            field("remention", DataType::Boolean, false, "entity already in context (cot only)"),
+            field("supported", DataType::Boolean, false, "not a re-mention; within k KG hops of the context"),
             field("kg_logprob", DataType::Float64, true, "ln mu(entity | context) (cot only)"),
         ]
     }
@@ -81,6 +90,8 @@ impl Dataset for Mention {
             opt_u32s(rows, |r| r.step),
             u32s(rows, |r| r.n_context),
             u32s(rows, |r| r.context_size),
+            bools(rows, |r| r.in_reach),
+            bools(rows, |r| r.remention),
             bools(rows, |r| r.supported),
             opt_f64s(rows, |r| r.kg_logprob),
         ];

@@ -27,8 +27,10 @@ pub struct Step {
     pub n_entity_tokens: u32,
     /// Number of entity mentions in the step.
     pub n_mentions: u32,
-    /// Mentions in the step that the KG supports (one edge from the context).
+    /// Mentions in the step that the KG supports (within k hops of the context; see `mentions`).
     pub n_supported: u32,
+    /// Mentions in the step of an entity already in context.
+    pub n_rementions: u32,
     /// Pairs of consecutive mentions (the earlier one in the question or the chain of thought)
     /// of different entities whose later mention is in this step.
     pub n_pairs: u32,
@@ -60,7 +62,8 @@ impl Dataset for Step {
             field("token_end", DataType::UInt32, false, "one past the last token"),
             field("n_entity_tokens", DataType::UInt32, false, "entity tokens in the step"),
             field("n_mentions", DataType::UInt32, false, "entity mentions in the step"),
-            field("n_supported", DataType::UInt32, false, "mentions the KG supports"),
+            field("n_supported", DataType::UInt32, false, "mentions within k KG hops of the context"),
+            field("n_rementions", DataType::UInt32, false, "mentions of an entity already in context"),
             field(
                 "n_pairs",
                 DataType::UInt32,
@@ -87,6 +90,7 @@ impl Dataset for Step {
             u32s(rows, |r| r.n_entity_tokens),
             u32s(rows, |r| r.n_mentions),
             u32s(rows, |r| r.n_supported),
+            u32s(rows, |r| r.n_rementions),
             u32s(rows, |r| r.n_pairs),
             u32s(rows, |r| r.n_connected),
             u32s(rows, |r| r.n_unsearched),

@@ -450,6 +450,8 @@ mod tests {
             alias: String::new(),
             n_context: 1,
             context_size: 3,
+            in_reach: true,
+            remention: false,
             supported: true,
             pair: None,
         };
