@@ -501,6 +501,9 @@ enum KgCommand {
         /// Longest alias to index, in words (a run's `linker.max_alias_words` must match).
         #[arg(long, default_value_t = ocean_operators::linking::LinkerConfig::default().max_alias_words)]
         max_alias_words: usize,
+        /// Index aliases regardless of diacritics (a run must then link with --fold-diacritics).
+        #[arg(long)]
+        fold_diacritics: bool,
     },
     /// Write a KG in Wikidata5m's file format, size and shape (heavy-tailed degrees, Zipf-like
     /// relation frequencies, aliases shared, missing and non-ASCII): wikidata5m_entity.txt,
@@ -711,6 +714,10 @@ struct RunArgs {
     /// (`steps.paths`, `steps.unconnected`).
     #[arg(long, value_name = "N")]
     path_hops: Option<u8>,
+    /// Link regardless of diacritics (`Sao Paulo` names São Paulo; `linker.fold_diacritics`). A
+    /// KG snapshot must have been imported with the same flag.
+    #[arg(long)]
+    fold_diacritics: bool,
     /// Which triples a path may follow: `any` direction (default) or `forward` (head to tail,
     /// from the earlier mention to the later).
     #[arg(long, value_name = "DIRECTION")]
@@ -801,7 +808,9 @@ fn main() -> Result<()> {
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
-        Command::Kg(KgCommand::Import { dir, out, max_alias_words }) => kg_import(&dir, &out, max_alias_words),
+        Command::Kg(KgCommand::Import { dir, out, max_alias_words, fold_diacritics }) => {
+            kg_import(&dir, &out, &ocean_operators::linking::LinkerConfig { max_alias_words, fold_diacritics })
+        }
         Command::Kg(KgCommand::Synth { out, scale, seed }) => {
             let scale = ocean_pipeline::kg_synth::KgScale::parse(&scale)?;
             let s = ocean_pipeline::kg_synth::kg_synth(&out, scale, seed, |what, done, total| {
@@ -1495,6 +1504,9 @@ fn run(args: RunArgs) -> Result<()> {
     if let Some(h) = args.path_hops {
         config.paths.max_hops = h;
     }
+    if args.fold_diacritics {
+        config.linker.fold_diacritics = true;
+    }
     if let Some(d) = args.path_direction {
         config.paths.direction = match d.as_str() {
             "any" => ocean_operators::paths::PathDirection::Any,
@@ -1718,13 +1730,17 @@ fn print_summary(s: &RunSummary) {
 }
 
 /// `ocean kg import`: parse and index with a progress line, write the snapshot and the rejects.
-fn kg_import(dir: &std::path::Path, out: &std::path::Path, max_words: usize) -> Result<()> {
+fn kg_import(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    linker: &ocean_operators::linking::LinkerConfig,
+) -> Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     let total = ocean_pipeline::kg_files::kg_bytes(dir)?.max(1);
     let terminal = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let (mut done, mut shown, mut last) = (0u64, 0u64, started);
-    let (kg, rejects) = ocean_pipeline::kg_files::import_kg(dir, max_words, &mut |bytes| {
+    let (kg, rejects) = ocean_pipeline::kg_files::import_kg(dir, linker, &mut |bytes| {
         done += bytes;
         // A live line on a terminal; otherwise a line per tenth of the input.
         let step = if terminal { total / 200 } else { total / 10 };

@@ -1078,6 +1078,32 @@ fn kg_import_then_run_on_the_snapshot() {
     let out = ocean().args(["run", "--kg"]).arg(&short).arg("--out").arg(dir.path().join("d")).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("up to 3 words"), "{err}");
+    let out = ocean()
+        .args(["run", "--fold-diacritics", "--kg"])
+        .arg(&snapshot)
+        .arg("--out")
+        .arg(dir.path().join("e"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("imported without --fold-diacritics"), "{err}");
+    // Folding diacritics, from the folder or a snapshot imported so: the same links.
+    let folded = dir.path().join("folded.kg");
+    stdout(ocean().args(["kg", "import", "--fold-diacritics"]).arg(&kg).arg("--out").arg(&folded));
+    let (f1, f2) = (dir.path().join("f1"), dir.path().join("f2"));
+    for (source, out) in [(&kg, &f1), (&folded, &f2)] {
+        stdout(
+            ocean()
+                .args(["run", "--fold-diacritics", "--policy", "adjacency", "--kg"])
+                .arg(source)
+                .arg("--out")
+                .arg(out),
+        );
+    }
+    let q = "select cot_id, part, char_start, entity_id, alias from mentions order by 1, 2, 3";
+    assert_eq!(sql(&f1, q), sql(&f2, q));
+    let q = "select count(*) from mentions where alias = 'yaounde' and surface = 'Yaoundé'";
+    assert!(!sql(&f1, q).contains("| 0 "), "{}", sql(&f1, q));
 }
 
 #[test]

@@ -125,6 +125,11 @@ pub fn build_scoring<'scope>(
     kg_base: Arc<KgBase>,
 ) -> (ScoringInputs, ScoringOutputs<'scope>) {
     assert_eq!(kg_base.max_words(), config.linker.max_alias_words.max(1), "the KG's aliases indexed to another length");
+    assert_eq!(
+        kg_base.normalizer(),
+        config.linker.normalizer(),
+        "the KG's aliases indexed under another normalization"
+    );
     let (logs, log_stream) = scope.new_input::<LogInput>();
     let (aliases, alias_coll) = scope.new_collection();
     let (triples, triple_coll) = scope.new_collection();
@@ -185,7 +190,7 @@ mod tests {
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
     use crate::scoring::Retraction;
     use crate::store::MemoryStore;
-    use crate::text::normalize;
+    use crate::text::{is_stop_alias, normalize};
 
     /// The baseline μ with a fixed entity universe (the random KGs name up to 8 entities).
     fn policy_config() -> AdjacencyPolicyConfig {
@@ -283,7 +288,7 @@ mod tests {
         let mut by_alias: HashMap<String, Vec<String>> = HashMap::new();
         for (e, a) in aliases {
             let key = normalize(a);
-            if !key.is_empty() {
+            if !key.is_empty() && !is_stop_alias(&key) {
                 by_alias.entry(key).or_default().push(e.clone());
             }
         }

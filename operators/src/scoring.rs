@@ -50,7 +50,7 @@ use crate::paths::{PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
-use crate::text::{fnv1a, words, Word};
+use crate::text::{fnv1a, Word};
 use crate::{Diff, Time};
 
 /// A retraction of one chain of thought by id.
@@ -254,8 +254,8 @@ impl Scorer {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         for g in gs {
-            let question = words(g.question.as_deref().unwrap_or(""));
-            let content = words(&g.content);
+            let question = self.index.words(g.question.as_deref().unwrap_or(""));
+            let content = self.index.words(&g.content);
             let links = link_words(&self.index, &question, &content);
             deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
             grounded.push(ground(
@@ -276,8 +276,8 @@ impl Scorer {
 
     /// A generation's linked entities under the aliases as of now, sorted and distinct.
     fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
-        let question = words(g.question.as_deref().unwrap_or(""));
-        let content = words(&g.content);
+        let question = self.index.words(g.question.as_deref().unwrap_or(""));
+        let content = self.index.words(&g.content);
         distinct_entities(&link_words(&self.index, &question, &content))
     }
 

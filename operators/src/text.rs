@@ -1,5 +1,9 @@
 //! Text helpers shared by linking and segmentation: char offsets, words, alias normalization.
 
+use serde::{Deserialize, Serialize};
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization as _;
+
 /// Maps byte offsets of a UTF-8 text to offsets in chars (Unicode scalar values).
 #[derive(Debug, Clone)]
 pub struct CharIndex {
@@ -44,45 +48,176 @@ impl CharIndex {
     }
 }
 
-/// A word: a maximal run of alphanumeric chars, with its char span and lower-cased text.
+/// A word: a maximal run of word chars, with its char span and normal form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Word {
     /// Start, in chars.
     pub start: u32,
     /// End (exclusive), in chars.
     pub end: u32,
-    /// The word, lower-cased.
+    /// The word's normal form (see [`Normalizer`]).
     pub norm: String,
 }
 
-/// The words of `text`, in order.
-pub fn words(text: &str) -> Vec<Word> {
-    let mut out = Vec::with_capacity(text.len() / 5);
-    let mut current: Option<Word> = None;
-    for (i, ch) in text.chars().enumerate() {
-        let i = i as u32;
-        let word_char = if ch.is_ascii() { ch.is_ascii_alphanumeric() } else { ch.is_alphanumeric() };
-        if word_char {
-            let w = current.get_or_insert_with(|| Word { start: i, end: i, norm: String::with_capacity(12) });
-            if ch.is_ascii() {
-                w.norm.push(ch.to_ascii_lowercase());
-            } else {
-                w.norm.extend(ch.to_lowercase());
-            }
-            w.end = i + 1;
-        } else if let Some(w) = current.take() {
-            out.push(w);
-        }
-    }
-    out.extend(current);
-    out
+/// How the linker reads text and aliases into words; the same rules on both sides, so that an
+/// alias matches a span exactly when their words' normal forms are equal.
+///
+/// Fixed rules, in order:
+/// * **Word boundaries**: a word is a maximal run of letters, digits and combining marks (so
+///   Devanagari vowel signs and decomposed accents stay inside their word), in any script;
+///   everything else (spaces, punctuation, symbols) separates words and is dropped. In the scripts
+///   written without spaces that Unicode encodes as ideographs or kana (Han, Hiragana, Katakana)
+///   every char is a word of its own, so `東京` matches inside `東京都`; Thai, Lao, Khmer and
+///   Burmese, which need a dictionary to segment, split only at spaces and punctuation.
+/// * **Possessives**: an `s` right after an apostrophe (`'`, `’`, `ʼ`) that follows a word is
+///   dropped: `Peru's` and `Peru’s` are `peru`; other apostrophes split (`d'Ivoire` is
+///   `d ivoire`).
+/// * **Unicode NFKC**, then **full case folding** (`ß` → `ss`, `Σ`/`ς` → `σ`, fullwidth
+///   `Ｌｉｍａ` → `lima`, the ligature `ﬁ` → `fi`), then NFC; chars that NFKC turns into
+///   separators (`½` → `1⁄2`) are dropped from the word.
+///
+/// Option: `fold_diacritics` strips combining marks after canonical decomposition (`São` →
+/// `sao`, `Côte` → `cote`) and folds the Latin letters that do not decompose (`ø` → `o`,
+/// `ł` → `l`, `đ` → `d`, `ħ` → `h`, `ı` → `i`, `æ` → `ae`, `œ` → `oe`). Off by default:
+/// accents then distinguish (`Málaga` is not `Malaga`).
+///
+/// ASCII words take a fast path (lower-casing is their whole normal form).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Normalizer {
+    /// Match regardless of diacritics.
+    pub fold_diacritics: bool,
 }
 
-/// The linker's normal form of an alias or a text span: its words, lower-cased, joined by one
-/// space. Punctuation and spacing do not matter ("Côte d'Ivoire" → "côte d ivoire"); accents do.
+fn is_word_char(ch: char) -> bool {
+    if ch.is_ascii() {
+        ch.is_ascii_alphanumeric()
+    } else {
+        ch.is_alphanumeric() || is_combining_mark(ch)
+    }
+}
+
+/// Han ideographs, Hiragana and Katakana: each char is a word.
+fn is_unspaced(ch: char) -> bool {
+    matches!(
+        u32::from(ch),
+        0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3134F
+    )
+}
+
+fn is_apostrophe(ch: char) -> bool {
+    matches!(ch, '\'' | '\u{2019}' | '\u{02BC}')
+}
+
+impl Normalizer {
+    /// The words of `text`, in order (see the type's docs).
+    pub fn words(self, text: &str) -> Vec<Word> {
+        let mut out = Vec::with_capacity(text.len() / 5);
+        // The current word: start char, start byte, and whether it follows a word and an
+        // apostrophe directly (a possessive `s` candidate).
+        let mut current: Option<(u32, usize, bool)> = None;
+        let mut last_end: Option<u32> = None;
+        let mut prev: Option<char> = None;
+        let mut chars = 0u32;
+        for (b, ch) in text.char_indices() {
+            let i = chars;
+            chars += 1;
+            if is_word_char(ch) && !is_unspaced(ch) {
+                if current.is_none() {
+                    let possessive = i > 0 && last_end == Some(i - 1) && prev.is_some_and(is_apostrophe);
+                    current = Some((i, b, possessive));
+                }
+            } else {
+                if let Some((start, sb, possessive)) = current.take() {
+                    self.push(&mut out, &text[sb..b], start, i, possessive);
+                    last_end = Some(i);
+                }
+                if is_unspaced(ch) {
+                    self.push(&mut out, &text[b..b + ch.len_utf8()], i, i + 1, false);
+                    last_end = Some(i + 1);
+                }
+            }
+            prev = Some(ch);
+        }
+        if let Some((start, sb, possessive)) = current {
+            self.push(&mut out, &text[sb..], start, chars, possessive);
+        }
+        out
+    }
+
+    fn push(self, out: &mut Vec<Word>, raw: &str, start: u32, end: u32, possessive: bool) {
+        if possessive && (raw == "s" || raw == "S") {
+            return;
+        }
+        let norm = self.normal_form(raw);
+        if !norm.is_empty() {
+            out.push(Word { start, end, norm });
+        }
+    }
+
+    /// The normal form of one word as written.
+    pub fn normal_form(self, raw: &str) -> String {
+        if raw.is_ascii() {
+            return raw.to_ascii_lowercase();
+        }
+        let folded = caseless::default_case_fold_str(&raw.nfkc().collect::<String>());
+        let folded: String = if self.fold_diacritics {
+            folded.nfd().filter(|c| !is_combining_mark(*c)).flat_map(fold_letter).collect()
+        } else {
+            folded
+        };
+        folded.nfc().filter(|c| is_word_char(*c)).collect()
+    }
+
+    /// The normal form of an alias or a text span: its words' normal forms joined by one space.
+    pub fn normalize(self, text: &str) -> String {
+        let ws: Vec<String> = self.words(text).into_iter().map(|w| w.norm).collect();
+        ws.join(" ")
+    }
+}
+
+/// The Latin letters that canonical decomposition leaves whole, folded to their base letters.
+fn fold_letter(c: char) -> impl Iterator<Item = char> {
+    let s: &'static str = match c {
+        'ø' => "o",
+        'ł' => "l",
+        'đ' => "d",
+        'ħ' => "h",
+        'ı' => "i",
+        'æ' => "ae",
+        'œ' => "oe",
+        _ => "",
+    };
+    let own = s.is_empty().then_some(c);
+    own.into_iter().chain(s.chars())
+}
+
+/// The words of `text` under the default rules ([`Normalizer`]).
+pub fn words(text: &str) -> Vec<Word> {
+    Normalizer::default().words(text)
+}
+
+/// The default normal form of an alias or a text span ([`Normalizer::normalize`]):
+/// `Côte d'Ivoire` → `côte d ivoire`, `Peru's` → `peru`.
 pub fn normalize(text: &str) -> String {
-    let ws: Vec<String> = words(text).into_iter().map(|w| w.norm).collect();
-    ws.join(" ")
+    Normalizer::default().normalize(text)
+}
+
+/// Common English words that are never indexed as aliases, even when a KG entity is named so
+/// (Wikidata has a film called "It" and a band called "The"): matched as a whole normalized
+/// alias, so "The Hague" is indexed and "The" is not. Sorted.
+const STOP_ALIASES: [&str; 96] = [
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been", "before", "but", "by",
+    "can", "could", "did", "do", "does", "down", "each", "few", "for", "from", "had", "has", "have", "he", "her",
+    "here", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "may", "me", "might", "more",
+    "most", "must", "my", "no", "not", "now", "of", "off", "on", "once", "one", "only", "or", "other", "our", "out",
+    "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "them", "then",
+    "there", "these", "they", "this", "those", "to", "too", "under", "up", "very", "was", "we", "were", "what", "when",
+    "where", "which", "who", "will",
+];
+
+/// Whether a normalized alias is a stop word and so not indexed ([`STOP_ALIASES`]).
+pub fn is_stop_alias(key: &str) -> bool {
+    STOP_ALIASES.binary_search(&key).is_ok()
 }
 
 /// FNV-1a (64 bits) over the concatenated parts: a hash that is stable across runs, processes
@@ -111,6 +246,107 @@ mod tests {
         assert_eq!(idx.span(6, 7), (3, 4));
         assert_eq!(idx.span(7, 7), (4, 4));
         assert_eq!(idx.len(), 4);
+    }
+
+    fn norms(text: &str) -> Vec<String> {
+        words(text).into_iter().map(|w| w.norm).collect()
+    }
+
+    #[test]
+    fn nfkc_and_full_case_folding() {
+        // Fullwidth letters, a ligature, sharp s, final sigma, a superscript digit.
+        assert_eq!(normalize("ＬＩＭＡ"), "lima");
+        assert_eq!(normalize("ﬁnland"), "finland");
+        assert_eq!(normalize("STRAẞE Straße"), "strasse strasse");
+        assert_eq!(normalize("ΟΔΥΣΣΕΥΣ Οδυσσευς"), "οδυσσευσ οδυσσευσ");
+        assert_eq!(normalize("km²"), "km2");
+        // Composed and decomposed accents are the same word; accents still distinguish.
+        assert_eq!(normalize("Sa\u{0303}o Paulo"), normalize("São Paulo"));
+        assert_ne!(normalize("Málaga"), normalize("Malaga"));
+        // A char NFKC turns into a separator is dropped from its word.
+        assert_eq!(normalize("½"), "12");
+    }
+
+    #[test]
+    fn folding_diacritics_is_an_option() {
+        let fold = Normalizer { fold_diacritics: true };
+        assert_eq!(fold.normalize("São Paulo, Côte d'Ivoire, Málaga"), "sao paulo cote d ivoire malaga");
+        assert_eq!(fold.normalize("Łódź Tromsø Æsir Œuvre"), "lodz tromso aesir oeuvre");
+        assert_eq!(fold.normalize("Sa\u{0303}o"), "sao");
+        assert_eq!(Normalizer::default().normalize("Łódź"), "łódź");
+    }
+
+    #[test]
+    fn word_boundaries_in_any_script() {
+        // Combining marks stay inside their word (Devanagari vowel signs, virama).
+        assert_eq!(norms("नई दिल्ली"), vec!["नई", "दिल्ली"]);
+        assert_eq!(norms("Москва, Россия"), vec!["москва", "россия"]);
+        assert_eq!(norms("القاهرة مصر"), vec!["القاهرة", "مصر"]);
+        // Ideographs and kana are a word each; spans are in chars.
+        let w = words("首都は東京です");
+        assert_eq!(
+            w.iter().map(|w| w.norm.as_str()).collect::<Vec<_>>(),
+            vec!["首", "都", "は", "東", "京", "で", "す"]
+        );
+        assert_eq!((w[3].start, w[3].end), (3, 4));
+        assert_eq!(normalize("東京"), "東 京");
+        // Latin next to ideographs splits there.
+        assert_eq!(norms("Tokyo東京"), vec!["tokyo", "東", "京"]);
+    }
+
+    #[test]
+    fn possessives_and_apostrophes() {
+        assert_eq!(norms("Peru's capital"), vec!["peru", "capital"]);
+        assert_eq!(norms("Peru’s capital, PERU'S"), vec!["peru", "capital", "peru"]);
+        assert_eq!(norms("Paris' mayor"), vec!["paris", "mayor"]);
+        assert_eq!(norms("Côte d'Ivoire"), vec!["côte", "d", "ivoire"]);
+        // Not a possessive: a lone s, an s after a space, a longer word after the apostrophe.
+        assert_eq!(norms("s 's Peru'sx"), vec!["s", "s", "peru", "sx"]);
+        let w = words("Peru's Lima");
+        assert_eq!((w[1].start, w[1].end), (7, 11));
+    }
+
+    #[test]
+    fn whitespace_and_punctuation_separate() {
+        assert_eq!(
+            norms("Lima\tPeru\u{00A0}Quito—Ecuador\n(Chile)"),
+            vec!["lima", "peru", "quito", "ecuador", "chile"]
+        );
+        assert_eq!(norms("U.S.A."), vec!["u", "s", "a"]);
+        assert_eq!(normalize("U.S.A."), normalize("U S A"));
+    }
+
+    #[test]
+    fn stop_aliases_are_whole_common_words() {
+        assert!(is_stop_alias("the") && is_stop_alias("it") && is_stop_alias("one"));
+        assert!(!is_stop_alias("the hague") && !is_stop_alias("us") && !is_stop_alias("lima"));
+        assert!(STOP_ALIASES.windows(2).all(|w| w[0] < w[1]), "the list must stay sorted");
+    }
+
+    /// Properties of the normal form on random strings of Latin, Greek, Cyrillic, CJK, accented,
+    /// decomposed, fullwidth and punctuation chars.
+    #[test]
+    fn normalization_properties_on_random_text() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let pool: Vec<char> =
+            "abcsSZ09 .,'’-_\t\néÉüÜçßẞσςΣдДнН東京はÅåøØﬁＬｉ²\u{0301}\u{0308}\u{0915}\u{093F}".chars().collect();
+        let fold = Normalizer { fold_diacritics: true };
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..3000 {
+            let text: String = (0..rng.gen_range(0..24)).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
+            let n = normalize(&text);
+            assert_eq!(normalize(&n), n, "idempotent on {text:?}");
+            assert_eq!(normalize(&text.nfd().collect::<String>()), n, "canonically equivalent text: {text:?}");
+            assert_eq!(normalize(&text.to_uppercase()), n, "case-insensitive on {text:?}");
+            let f = fold.normalize(&text);
+            assert!(f.nfd().all(|c| !is_combining_mark(c)), "no marks left in {f:?} of {text:?}");
+            assert_eq!(fold.normalize(&n), f, "folding commutes with normalizing: {text:?}");
+            let ws = words(&text);
+            let len = text.chars().count() as u32;
+            assert!(ws.iter().all(|w| w.start < w.end && w.end <= len && !w.norm.is_empty() && !w.norm.contains(' ')));
+            assert!(ws.windows(2).all(|p| p[0].end <= p[1].start), "ordered, disjoint spans in {text:?}");
+        }
     }
 
     #[test]

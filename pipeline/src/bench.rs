@@ -480,8 +480,7 @@ fn tempfile_dir(prefix: &str) -> Result<PathBuf> {
 pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
     let mut scoring = ScoringConfig::default();
     scoring.paths.max_hops = b.path_hops;
-    let max_words = scoring.linker.max_alias_words;
-    let kg = Arc::new(crate::kg_files::load_kg(&b.kg, max_words)?.0);
+    let kg = Arc::new(crate::kg_files::load_kg(&b.kg, &scoring.linker)?.0);
     let files = crate::sources::list_files(&b.logs, &[])?;
     let policy_config = AdjacencyPolicyConfig { entities: kg.entity_count(), ..Default::default() };
     // The changes link entities from the end of the entity list to each other.
@@ -904,10 +903,9 @@ pub struct KgBenchResult {
 /// Imports the KG folder `dir` (parse, intern, index), writes its snapshot to a temporary file
 /// and loads it back, timing each.
 pub fn bench_kg(dir: &Path) -> Result<KgBenchResult> {
-    let max_words = ScoringConfig::default().linker.max_alias_words;
     let file_bytes = crate::kg_files::kg_bytes(dir)?;
     let started = Instant::now();
-    let (kg, rejects) = crate::kg_files::import_kg(dir, max_words, &mut |_| {})?;
+    let (kg, rejects) = crate::kg_files::import_kg(dir, &ScoringConfig::default().linker, &mut |_| {})?;
     let import_seconds = started.elapsed().as_secs_f64();
     let import_rss_mb = peak_rss_mb();
     let snapshot_dir = tempfile_dir("ocean-bench-kg")?;
@@ -1076,14 +1074,15 @@ pub struct LinkingResult {
 pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     use ocean_operators::kg::{KgBuilder, KgIndex};
     use ocean_operators::policy::Part;
-    let max_words = ScoringConfig::default().linker.max_alias_words;
-    let (kg, _) = crate::kg_files::load_kg(&b.kg, max_words)?;
+    use ocean_operators::text::is_stop_alias;
+    let linker = ScoringConfig::default().linker;
+    let (kg, _) = crate::kg_files::load_kg(&b.kg, &linker)?;
     let aliases: Vec<(String, String)> = kg.aliases().map(|(e, a)| (e.to_owned(), a.to_owned())).collect();
     drop(kg);
     let started = Instant::now();
     let mut builder = KgBuilder::new();
     aliases.iter().for_each(|(e, a)| builder.alias(e, a));
-    let base = Arc::new(builder.finish(max_words));
+    let base = Arc::new(builder.finish_with(linker.max_alias_words, linker.normalizer()));
     let trie_build_seconds = started.elapsed().as_secs_f64();
     let trie_mb = base.heap_bytes() as f64 / 1e6;
     let index = KgIndex::with_base(base);
@@ -1113,7 +1112,7 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     let mut out = Vec::new();
     for text in &chains {
         out.clear();
-        index.link(Part::Cot, &ocean_operators::text::words(text), &mut out);
+        index.link(Part::Cot, &index.words(text), &mut out);
         mentions += out.len();
     }
     let link_seconds = started.elapsed().as_secs_f64();
@@ -1123,8 +1122,8 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     if b.aho_corasick {
         let mut patterns: Vec<String> = aliases
             .iter()
-            .map(|(_, a)| ocean_operators::text::normalize(a))
-            .filter(|k| !k.is_empty() && k.split(' ').count() <= max_words)
+            .map(|(_, a)| linker.normalizer().normalize(a))
+            .filter(|k| !k.is_empty() && k.split(' ').count() <= linker.max_alias_words && !is_stop_alias(k))
             .collect();
         patterns.sort_unstable();
         patterns.dedup();

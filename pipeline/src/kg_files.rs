@@ -11,6 +11,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use ocean_operators::kg::{KgBase, KgBuilder};
+use ocean_operators::linking::LinkerConfig;
 use ocean_schemas::{Reject, RejectReason};
 
 use crate::error::{Error, Result};
@@ -168,14 +169,14 @@ pub fn kg_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// Imports the KG folder `dir`: parses its files straight into interned ids and builds the
-/// index for aliases of at most `max_words` words. `read` hears of every line's bytes. Bad
-/// lines are returned as rejects.
-pub fn import_kg(dir: &Path, max_words: usize, read: &mut dyn FnMut(u64)) -> Result<(KgBase, Vec<Reject>)> {
+/// index for the linker's aliases (of at most `linker.max_alias_words` words, under its
+/// normalization). `read` hears of every line's bytes. Bad lines are returned as rejects.
+pub fn import_kg(dir: &Path, linker: &LinkerConfig, read: &mut dyn FnMut(u64)) -> Result<(KgBase, Vec<Reject>)> {
     let mut builder = KgBuilder::new();
     let mut rejects = Vec::new();
     read_kg_into(dir, &mut builder, &mut rejects, read)?;
     let (triples, aliases) = builder.counts();
-    let base = builder.finish(max_words);
+    let base = builder.finish_with(linker.max_alias_words, linker.normalizer());
     tracing::info!(dir = %dir.display(), triples, aliases, entities = base.entity_count(), rejects = rejects.len(), "imported KG");
     Ok((base, rejects))
 }
@@ -197,10 +198,21 @@ pub fn read_snapshot(path: &Path) -> Result<KgBase> {
 }
 
 /// The KG at `path`: a snapshot file, or a folder of Wikidata5m-format files to import, for
-/// aliases of at most `max_words` words; with the rejects of the import.
-pub fn load_kg(path: &Path, max_words: usize) -> Result<(KgBase, Vec<Reject>)> {
+/// the linker's aliases; with the rejects of the import.
+pub fn load_kg(path: &Path, linker: &LinkerConfig) -> Result<(KgBase, Vec<Reject>)> {
+    let max_words = linker.max_alias_words;
     if path.is_file() {
         let base = read_snapshot(path)?;
+        if base.normalizer() != linker.normalizer() {
+            let flag = |fold: bool| if fold { "with" } else { "without" };
+            return Err(Error::Config(format!(
+                "KG snapshot {} was imported {} --fold-diacritics, the run links {} it: import it again or set \
+                 linker.fold_diacritics to match",
+                path.display(),
+                flag(base.normalizer().fold_diacritics),
+                flag(linker.fold_diacritics),
+            )));
+        }
         if base.max_words() != max_words.max(1) {
             return Err(Error::Config(format!(
                 "KG snapshot {} indexes aliases of up to {} words, the run links up to {}: import it again with \
@@ -214,7 +226,7 @@ pub fn load_kg(path: &Path, max_words: usize) -> Result<(KgBase, Vec<Reject>)> {
         tracing::info!(snapshot = %path.display(), triples = base.triple_count(), entities = base.entity_count(), "loaded KG snapshot");
         return Ok((base, Vec::new()));
     }
-    import_kg(path, max_words, &mut |_| {})
+    import_kg(path, linker, &mut |_| {})
 }
 
 fn read_lines(

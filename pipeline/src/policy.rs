@@ -21,7 +21,7 @@ use ocean_operators::policy::learned::{
     build_corpus, corrupt, verbalize, walks::KgGraph, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
 use ocean_operators::policy::MixturePolicy;
-use ocean_operators::text::{fnv1a, words};
+use ocean_operators::text::fnv1a;
 use ocean_operators::{AdjacencyPolicy, AdjacencyPolicyConfig, KgPolicy, Part};
 use ocean_schemas::{Generation, Token, F64};
 use rand::seq::SliceRandom;
@@ -65,7 +65,7 @@ pub fn question_entities(kg: &KgData, logs: &[PathBuf]) -> Result<Vec<String>> {
     let mut links = Vec::new();
     for g in &logs.generations {
         links.clear();
-        index.link(Part::Question, &words(g.question.as_deref().unwrap_or("")), &mut links);
+        index.link(Part::Question, &index.words(g.question.as_deref().unwrap_or("")), &mut links);
         out.extend(links.iter().map(|(l, _)| l.entity.clone()));
     }
     Ok(out)

@@ -229,7 +229,7 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
     config.validate()?;
     let started = Instant::now();
     let out = config.sink.out.clone();
-    let (kg, kg_rejects) = load_kg(&config.kg.dir, config.linker.max_alias_words)?;
+    let (kg, kg_rejects) = load_kg(&config.kg.dir, &config.linker)?;
     let (kg_triples, kg_aliases) = (kg.triple_count(), kg.alias_count());
     let mut config = config.clone();
     if config.policy.entities == 0 {

@@ -11,7 +11,7 @@ use std::hash::BuildHasher as _;
 
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
-use crate::text::normalize;
+use crate::text::{is_stop_alias, Normalizer};
 
 /// Strings interned to dense keys `0..len`: one text buffer with end offsets, and a map from a
 /// 64-bit hash to the key and the string's place in the buffer (strings whose hash is taken by
@@ -220,6 +220,8 @@ pub const ROOT: u32 = 0;
 #[derive(Debug, Clone)]
 pub struct KgBase {
     pub(crate) max_words: usize,
+    /// How aliases (and the texts matched against them) are read into words.
+    pub(crate) normalizer: Normalizer,
     /// Entity ids (as in the files: `Q42`).
     pub(crate) entities: Interner,
     /// Relation ids (`P17`).
@@ -254,6 +256,17 @@ impl KgBase {
     /// Longest alias indexed, in words.
     pub fn max_words(&self) -> usize {
         self.max_words
+    }
+
+    /// The normalization the aliases were indexed under.
+    pub fn normalizer(&self) -> Normalizer {
+        self.normalizer
+    }
+
+    /// The normalized key an alias is indexed under, or `None` when it matches nothing: it has no
+    /// word, more than `max_words` words, or is a stop word ([`is_stop_alias`]).
+    pub(crate) fn alias_key(&self, alias: &str) -> Option<String> {
+        alias_key(self.normalizer, self.max_words, alias)
     }
 
     /// Entities named by an alias or a triple (counted, once per call).
@@ -337,6 +350,11 @@ impl KgBase {
     }
 }
 
+fn alias_key(normalizer: Normalizer, max_words: usize, alias: &str) -> Option<String> {
+    let key = normalizer.normalize(alias);
+    (!key.is_empty() && key.split(' ').count() <= max_words && !is_stop_alias(&key)).then_some(key)
+}
+
 /// Builds a [`KgBase`] from alias entries and triples given one at a time (ids as strings).
 #[derive(Debug, Default)]
 pub struct KgBuilder {
@@ -378,6 +396,11 @@ impl KgBuilder {
     /// `max_words` words (longer ones, and aliases without a word, name their entity but match
     /// nothing, as in [`crate::kg::KgIndex::apply`]).
     pub fn finish(self, max_words: usize) -> KgBase {
+        self.finish_with(max_words, Normalizer::default())
+    }
+
+    /// [`KgBuilder::finish`] under the given normalization of aliases.
+    pub fn finish_with(self, max_words: usize, normalizer: Normalizer) -> KgBase {
         let max_words = max_words.max(1);
         let n = self.entities.len();
         let mut refs = vec![0u32; n];
@@ -398,10 +421,9 @@ impl KgBuilder {
         let mut trie: HashMap<(u32, u32), u32> = HashMap::default();
         let mut text_node = vec![u32::MAX; self.alias_texts.len()];
         for (k, node_of) in text_node.iter_mut().enumerate() {
-            let key = normalize(self.alias_texts.get(k as u32));
-            if key.is_empty() || key.split(' ').count() > max_words {
+            let Some(key) = alias_key(normalizer, max_words, self.alias_texts.get(k as u32)) else {
                 continue;
-            }
+            };
             let mut node = ROOT;
             for w in key.split(' ') {
                 let word = words.intern(w);
@@ -427,6 +449,7 @@ impl KgBuilder {
         }
         KgBase {
             max_words,
+            normalizer,
             entities: self.entities,
             relations: self.relations,
             triples: self.triples,

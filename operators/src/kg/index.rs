@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::base::{label, Interner, KgBase, ROOT};
 use crate::linking::Link;
 use crate::policy::Part;
-use crate::text::{fnv1a, normalize, Word};
+use crate::text::{fnv1a, Word};
 use crate::EntityId;
 
 /// An interned entity: a dense index into the index's entity table.
@@ -179,10 +179,8 @@ impl KgIndex {
     pub fn describe(&self, update: &KgUpdate, change: &mut KgChange) {
         match update {
             KgUpdate::Alias(_, alias) => {
-                let key = normalize(alias);
-                let words: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split(' ').collect() };
-                if !words.is_empty() && words.len() <= self.base.max_words() {
-                    change.aliases.push(words.iter().map(|w| word_hash(w)).collect());
+                if let Some(key) = self.base.alias_key(alias) {
+                    change.aliases.push(key.split(' ').map(word_hash).collect());
                 }
             }
             KgUpdate::Triple(head, _, tail) => {
@@ -199,13 +197,9 @@ impl KgIndex {
             KgUpdate::Alias(entity, alias) => {
                 let e = self.entities.intern(&self.base.entities, entity);
                 self.reference(e, diff);
-                let key = normalize(alias);
-                let words: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split(' ').collect() };
-                if words.is_empty() || words.len() > self.base.max_words() {
-                    return;
-                }
+                let Some(key) = self.base.alias_key(alias) else { return };
                 let mut node = ROOT;
-                for w in &words {
+                for w in key.split(' ') {
                     let word = self.words.intern(&self.base.words, w);
                     node = match self.child(node, word) {
                         Some(child) => child,
@@ -270,6 +264,11 @@ impl KgIndex {
             .chain(delta.iter().map(|(e, _)| *e))
             .filter(|e| count(*e) != 0)
             .min_by(|a, b| self.name(*a).cmp(self.name(*b)))
+    }
+
+    /// The words of `text` under the normalization the aliases were indexed with.
+    pub fn words(&self, text: &str) -> Vec<Word> {
+        self.base.normalizer().words(text)
     }
 
     /// The resolved entity mentions of a text's words (see [`crate::linking`]): scanning left to
@@ -389,7 +388,7 @@ pub fn word_hash(word: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::kg::KgBuilder;
-    use crate::text::words;
+    use crate::text::{words, Normalizer};
 
     fn index(aliases: &[(&str, &str)], triples: &[(&str, &str)]) -> KgIndex {
         let mut idx = KgIndex::new(8);
@@ -413,6 +412,29 @@ mod tests {
         let idx = index(&[("Q2", "New York"), ("Q1", "York"), ("Q3", "york"), ("Q4", "New York City")], &[]);
         assert_eq!(linked(&idx, "New York is big; york too"), vec![("Q2".into(), 0, 8), ("Q1".into(), 17, 21)]);
         assert_eq!(linked(&idx, "New York City!"), vec![("Q4".into(), 0, 13)]);
+    }
+
+    #[test]
+    fn stop_aliases_never_match_and_diacritics_fold_as_indexed() {
+        // "The" names an entity (counted live) but is not indexed, built or added.
+        let mut b = KgBuilder::new();
+        b.alias("Q5", "The");
+        b.alias("Q6", "The Hague");
+        b.alias("Q7", "São Paulo");
+        let mut idx = KgIndex::with_base(Arc::new(b.finish(8)));
+        idx.apply(&KgUpdate::Alias("Q8".into(), "it".into()), 1);
+        assert_eq!(idx.entity_count(), 4);
+        let text = "The city: it is The Hague's twin, Sao Paulo or São Paulo.";
+        assert_eq!(linked(&idx, text), vec![("Q6".into(), 16, 25), ("Q7".into(), 47, 56)]);
+        // Folded: the words of the text are folded as the aliases were.
+        let mut b = KgBuilder::new();
+        b.alias("Q7", "São Paulo");
+        let folded = KgIndex::with_base(Arc::new(b.finish_with(8, Normalizer { fold_diacritics: true })));
+        let mut out = Vec::new();
+        folded.link(Part::Cot, &folded.words(text), &mut out);
+        let spans: Vec<(u32, u32)> = out.iter().map(|(l, _)| (l.start, l.end)).collect();
+        assert_eq!(spans, vec![(34, 43), (47, 56)]);
+        assert_eq!(out[0].0.alias, "sao paulo");
     }
 
     /// Links of each text, each entity's closed neighbourhood, the number of live entities.

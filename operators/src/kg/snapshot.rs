@@ -2,7 +2,7 @@
 //! interning its text files again.
 //!
 //! Layout (little-endian): the magic `OCEANKG\0`, the format version (u32), the longest alias in
-//! words (u32), then each part of the base in a fixed order — a string table is its text (u64
+//! words (u32), the normalization flags (u32: 1 = diacritics folded), then each part of the base in a fixed order — a string table is its text (u64
 //! length, bytes) and end offsets, an array is its length (u64) and elements — and the magic
 //! `OCEANEND`, so that a truncated file is an error rather than a smaller KG. The hash maps
 //! (interned strings, trie edges) are rebuilt on load; every key is checked against the tables
@@ -13,11 +13,12 @@ use std::io::{Read, Write};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::base::{Interner, KgBase, Rows};
+use crate::text::Normalizer;
 
 const MAGIC: &[u8; 8] = b"OCEANKG\0";
 const END: &[u8; 8] = b"OCEANEND";
 /// Bumped whenever the layout changes; a snapshot of another version is refused.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A value of the snapshot's fixed-size element types.
 trait Element: Sized + Copy {
@@ -156,6 +157,7 @@ impl KgBase {
         w.bytes(MAGIC)?;
         w.bytes(&SNAPSHOT_VERSION.to_le_bytes())?;
         w.bytes(&(self.max_words as u32).to_le_bytes())?;
+        w.bytes(&u32::from(self.normalizer.fold_diacritics).to_le_bytes())?;
         w.strings(&self.entities)?;
         w.strings(&self.relations)?;
         w.array(&self.triples)?;
@@ -187,6 +189,10 @@ impl KgBase {
             ));
         }
         let max_words = u32::take(&r.exact(4)?) as usize;
+        let normalizer = match u32::take(&r.exact(4)?) {
+            flags @ 0..=1 => Normalizer { fold_diacritics: flags == 1 },
+            other => return Err(format!("unknown normalization flags {other}")),
+        };
         let entities = r.strings("entities")?;
         let relations = r.strings("relations")?;
         let triples = r.array::<[u32; 3]>()?;
@@ -222,6 +228,7 @@ impl KgBase {
         trie.extend(edges.into_iter().map(|[n, w, c]| ((n, w), c)));
         Ok(KgBase {
             max_words,
+            normalizer,
             entities,
             relations,
             triples,
@@ -268,6 +275,15 @@ mod tests {
         assert_eq!((back.entity_count(), back.trie_nodes(), back.max_words()), (4, base.trie_nodes(), 8));
         let (q2, p17) = (back.key("Q2").unwrap(), back.relation_key("P17").unwrap());
         assert_eq!(back.adjacency.row(back.key("Q1").unwrap()), &[(q2, p17 << 1), (q2, p17 << 1)]);
+        assert_eq!(back.normalizer(), Normalizer::default());
+        // The normalization travels with the snapshot.
+        let mut b = KgBuilder::new();
+        b.alias("Q2", "República del Perú");
+        let mut bytes = Vec::new();
+        b.finish_with(8, Normalizer { fold_diacritics: true }).write_snapshot(&mut bytes).unwrap();
+        let back = KgBase::read_snapshot(bytes.as_slice()).unwrap();
+        assert!(back.normalizer().fold_diacritics);
+        assert_eq!(back.words.get(0), "republica");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Entity linking by exact match of normalized aliases (see [`crate::text::normalize`]).
+//! Entity linking by exact match of normalized aliases (see [`crate::text::Normalizer`]; aliases
+//! that are common words are not indexed, [`crate::text::is_stop_alias`]).
 //!
 //! Every run of 1 to `max_words` consecutive words of a question or chain of thought can match
 //! an alias of the KG index (a trie of normalized aliases, [`crate::kg::KgIndex`]). Overlaps are
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kg::{EntityKey, KgIndex};
 use crate::policy::Part;
-use crate::text::{words, Word};
+use crate::text::{words, Normalizer, Word};
 use crate::{CotId, EntityId};
 
 /// Settings of the linker.
@@ -21,11 +22,20 @@ use crate::{CotId, EntityId};
 pub struct LinkerConfig {
     /// Longest alias, in words, that can match.
     pub max_alias_words: usize,
+    /// Match regardless of diacritics (`Sao Paulo` links São Paulo); see [`Normalizer`].
+    pub fold_diacritics: bool,
 }
 
 impl Default for LinkerConfig {
     fn default() -> Self {
-        LinkerConfig { max_alias_words: 8 }
+        LinkerConfig { max_alias_words: 8, fold_diacritics: false }
+    }
+}
+
+impl LinkerConfig {
+    /// How texts and aliases are read into words.
+    pub fn normalizer(&self) -> Normalizer {
+        Normalizer { fold_diacritics: self.fold_diacritics }
     }
 }
 
@@ -90,7 +100,7 @@ pub fn resolve(mut matches: Vec<Link>) -> Vec<Link> {
 /// The resolved mentions of a generation's question, then of its chain of thought, each in text
 /// order, with their interned entities, against the KG index as of now.
 pub fn link_generation(index: &KgIndex, g: &Generation) -> Vec<(Link, EntityKey)> {
-    link_words(index, &words(g.question.as_deref().unwrap_or("")), &words(&g.content))
+    link_words(index, &index.words(g.question.as_deref().unwrap_or("")), &index.words(&g.content))
 }
 
 /// [`link_generation`] of a question's and a chain of thought's words.
