@@ -302,10 +302,26 @@ mod tests {
                 let mut matches = BTreeSet::new();
                 for (key, (_, part, start, end)) in candidates(g, 8) {
                     for e in by_alias.get(&key).into_iter().flatten() {
-                        matches.insert(Link { part, start, end, entity: e.clone(), alias: key.clone() });
+                        let entity = e.clone();
+                        matches.insert(Link { part, start, end, entity, alias: key.clone(), candidates: Vec::new() });
                     }
                 }
-                let links = resolve(matches.into_iter().collect());
+                let mut links = resolve(matches.into_iter().collect());
+                // Disambiguation by KG context, in order: the question's links, then the chain's.
+                for i in 0..links.len() {
+                    let names: BTreeSet<&String> = by_alias[&links[i].alias].iter().collect();
+                    if names.len() > 1 {
+                        let context: BTreeSet<&String> = links[..i].iter().map(|l| &l.entity).collect();
+                        let score = |c: &String| {
+                            context.iter().filter(|x| **x == c || adj.get(**x).is_some_and(|n| n.contains(c))).count()
+                        };
+                        let mut ranked: Vec<(String, u32)> =
+                            names.into_iter().map(|c| (c.clone(), score(c) as u32)).collect();
+                        ranked.sort_by_key(|(_, s)| std::cmp::Reverse(*s));
+                        links[i].entity = ranked[0].0.clone();
+                        links[i].candidates = ranked;
+                    }
+                }
                 let support = PathConfig { max_hops: config.paths.max_hops.clamp(1, 3), ..config.paths.clone() };
                 let connected =
                     |a: &str, b: &str| matches!(reference_path(triples, a, b, &support), PairPath::Connected(_));
@@ -331,6 +347,7 @@ mod tests {
                             end: m.end,
                             entity: m.entity.clone(),
                             alias: m.alias.clone(),
+                            candidates: m.candidates.clone(),
                             n_context: context.len() as u32,
                             context_size: reach.len() as u32,
                             in_reach: cot && reach.contains(&m.entity),
@@ -358,7 +375,8 @@ mod tests {
     #[test]
     fn incremental_scores_match_recomputation() {
         // What the seeds exercised, over all rounds: re-scoring after KG changes, retractions,
-        // hops of connected pairs, unconnected and unsearched pairs, each grounding verdict.
+        // hops of connected pairs, unconnected and unsearched pairs, each grounding verdict,
+        // ambiguous aliases decided by KG context and by id.
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for seed in 0..64u64 {
             for (kind, n) in check_seed(seed) {
@@ -379,6 +397,8 @@ mod tests {
             "unsupported",
             "answer reachable true",
             "answer reachable false",
+            "ambiguous, decided by context true",
+            "ambiguous, decided by context false",
         ] {
             assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind} pair in {kinds:?}");
         }
@@ -602,6 +622,10 @@ mod tests {
         }
         for r in expected.iter().flatten() {
             for m in &r.mentions {
+                if m.candidate_scores.len() > 1 {
+                    let decided = m.candidate_scores[0] > m.candidate_scores[1];
+                    *kinds.entry(format!("ambiguous, decided by context {decided}")).or_default() += 1;
+                }
                 let kind = match (m.remention, m.supported, m.in_reach) {
                     (true, _, _) => "remention",
                     (false, true, false) => "supported beyond one hop",

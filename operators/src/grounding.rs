@@ -93,6 +93,7 @@ pub fn ground(
             end: l.end,
             entity: l.entity.clone(),
             alias: l.alias.clone(),
+            candidates: l.candidates.clone(),
             n_context: if cot { context.len() as u32 } else { 0 },
             context_size: if cot { reach.len } else { 0 },
             in_reach,

@@ -257,7 +257,7 @@ impl Scorer {
             let question = self.index.words(g.question.as_deref().unwrap_or(""));
             let content = self.index.words(&g.content);
             let links = link_words(&self.index, &question, &content);
-            deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
+            deps.push((distinct_entities(&self.index, &links), WordFilter::of(&[&question, &content])));
             grounded.push(ground(
                 &self.index,
                 &links,
@@ -278,7 +278,7 @@ impl Scorer {
     fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
         let question = self.index.words(g.question.as_deref().unwrap_or(""));
         let content = self.index.words(&g.content);
-        distinct_entities(&link_words(&self.index, &question, &content))
+        distinct_entities(&self.index, &link_words(&self.index, &question, &content))
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -577,8 +577,11 @@ impl Job {
 }
 
 /// The entities of a chain's links, sorted and distinct (its entries in the dependency index).
-fn distinct_entities(links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
-    let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).collect();
+/// The entities a chain's links depend on: the linked ones and every candidate of an ambiguous
+/// alias (a triple touching a candidate can change the choice), sorted and distinct.
+fn distinct_entities(index: &KgIndex, links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
+    let candidates = links.iter().flat_map(|(l, _)| &l.candidates).filter_map(|(c, _)| index.key(c));
+    let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).chain(candidates).collect();
     es.sort_unstable();
     es.dedup();
     es

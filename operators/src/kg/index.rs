@@ -247,23 +247,37 @@ impl KgIndex {
         }
     }
 
-    /// The entity a trie node links to now: among those whose aliases end there (count above
-    /// zero), the smallest entity id.
-    fn node_entity(&self, node: u32) -> Option<EntityKey> {
+    /// The entities a trie node links to now (those whose aliases end there, count above zero),
+    /// by entity id.
+    fn node_entities(&self, node: u32) -> Vec<EntityKey> {
         let base = self.base.node_entities.row(node);
         let Some(delta) = self.node_delta.get(&node) else {
-            // Base rows are sorted by entity id: the first is the smallest.
-            return base.first().map(|(e, _)| *e);
+            // Base rows are sorted by entity id.
+            return base.iter().map(|(e, _)| *e).collect();
         };
         let count = |e: EntityKey| {
             let b = base.iter().find(|(k, _)| *k == e).map_or(0, |(_, c)| i64::from(*c));
             b + delta.iter().find(|(k, _)| *k == e).map_or(0, |(_, d)| *d)
         };
-        base.iter()
-            .map(|(e, _)| *e)
-            .chain(delta.iter().map(|(e, _)| *e))
-            .filter(|e| count(*e) != 0)
-            .min_by(|a, b| self.name(*a).cmp(self.name(*b)))
+        let mut out: Vec<EntityKey> =
+            base.iter().map(|(e, _)| *e).chain(delta.iter().map(|(e, _)| *e)).filter(|e| count(*e) != 0).collect();
+        out.sort_by(|a, b| self.name(*a).cmp(self.name(*b)));
+        out.dedup();
+        out
+    }
+
+    /// Whether the node links to some entity now (without listing them when the base says so).
+    fn node_links(&self, node: u32) -> bool {
+        match self.node_delta.get(&node) {
+            None => !self.base.node_entities.row(node).is_empty(),
+            Some(_) => !self.node_entities(node).is_empty(),
+        }
+    }
+
+    /// The context score of candidate `c`: how many of the distinct entities linked before it
+    /// (`context`) it is, or is one KG edge away from (either direction).
+    fn context_score(&self, c: EntityKey, context: &[EntityKey]) -> u32 {
+        context.iter().filter(|x| **x == c || !self.labels_between(c, **x).is_empty()).count() as u32
     }
 
     /// The words of `text` under the normalization the aliases were indexed with.
@@ -271,33 +285,48 @@ impl KgIndex {
         self.base.normalizer().words(text)
     }
 
-    /// The resolved entity mentions of a text's words (see [`crate::linking`]): scanning left to
-    /// right, the longest alias match starting at the earliest uncovered word wins; ties between
-    /// entities sharing an alias go to the smallest entity id.
+    /// The resolved entity mentions of a text's words, appended to `out` (see
+    /// [`crate::linking`]): scanning left to right, the longest alias match starting at the
+    /// earliest uncovered word wins. When its alias names several entities, the candidate with
+    /// the highest context score wins — how many distinct entities already in `out` (the
+    /// question's, then earlier mentions) it is or is one KG edge away from — ties going to the
+    /// smallest entity id; the link keeps every candidate with its score.
     pub fn link(&self, part: Part, words: &[Word], out: &mut Vec<(Link, EntityKey)>) {
         let mut i = 0;
         while i < words.len() {
             let mut node = ROOT;
-            let mut best: Option<(usize, EntityKey)> = None;
+            let mut best: Option<(usize, u32)> = None;
             for (j, w) in words.iter().enumerate().skip(i).take(self.base.max_words()) {
                 let Some(word) = self.word(&w.norm) else { break };
                 let Some(child) = self.child(node, word) else { break };
                 node = child;
-                if let Some(e) = self.node_entity(node) {
-                    best = Some((j, e));
+                if self.node_links(node) {
+                    best = Some((j, node));
                 }
             }
-            match best {
-                Some((j, e)) => {
-                    // The alias a node spells is the normalized words that lead to it.
-                    let alias = words[i..=j].iter().map(|w| w.norm.as_str()).collect::<Vec<_>>().join(" ");
-                    let link =
-                        Link { part, start: words[i].start, end: words[j].end, entity: self.name(e).to_owned(), alias };
-                    out.push((link, e));
-                    i = j + 1;
-                }
-                None => i += 1,
-            }
+            let Some((j, node)) = best else {
+                i += 1;
+                continue;
+            };
+            let entities = self.node_entities(node);
+            let (e, candidates) = if entities.len() == 1 {
+                (entities[0], Vec::new())
+            } else {
+                let mut context: Vec<EntityKey> = out.iter().map(|(_, e)| *e).collect();
+                context.sort_unstable();
+                context.dedup();
+                // By score, then by id (entities are in id order and the sort is stable).
+                let mut ranked: Vec<(EntityKey, u32)> =
+                    entities.iter().map(|c| (*c, self.context_score(*c, &context))).collect();
+                ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
+                let candidates = ranked.iter().map(|(c, score)| (self.name(*c).to_owned(), *score)).collect();
+                (ranked[0].0, candidates)
+            };
+            // The alias a node spells is the normalized words that lead to it.
+            let alias = words[i..=j].iter().map(|w| w.norm.as_str()).collect::<Vec<_>>().join(" ");
+            let (start, end, entity) = (words[i].start, words[j].end, self.name(e).to_owned());
+            out.push((Link { part, start, end, entity, alias, candidates }, e));
+            i = j + 1;
         }
     }
 
@@ -412,6 +441,37 @@ mod tests {
         let idx = index(&[("Q2", "New York"), ("Q1", "York"), ("Q3", "york"), ("Q4", "New York City")], &[]);
         assert_eq!(linked(&idx, "New York is big; york too"), vec![("Q2".into(), 0, 8), ("Q1".into(), 17, 21)]);
         assert_eq!(linked(&idx, "New York City!"), vec![("Q4".into(), 0, 13)]);
+    }
+
+    #[test]
+    fn ambiguous_aliases_go_to_the_candidate_the_context_supports() {
+        // Georgia: Q1 (a US state, bordering Q3 Alabama) and Q2 (the country, capital Q4 Tbilisi).
+        let mut idx = index(
+            &[("Q1", "Georgia"), ("Q2", "Georgia"), ("Q3", "Alabama"), ("Q4", "Tbilisi")],
+            &[("Q1", "Q3"), ("Q2", "Q4")],
+        );
+        let chosen = |idx: &KgIndex, question: &str, cot: &str| {
+            let mut out = Vec::new();
+            idx.link(Part::Question, &words(question), &mut out);
+            idx.link(Part::Cot, &words(cot), &mut out);
+            let (l, _) = out.into_iter().find(|(l, _)| l.alias == "georgia" && l.part == Part::Cot).unwrap();
+            (l.entity, l.candidates)
+        };
+        let c = |e: &str, s: u32| (e.to_owned(), s);
+        // No context: a tie, the smallest id.
+        assert_eq!(chosen(&idx, "", "Georgia"), ("Q1".into(), vec![c("Q1", 0), c("Q2", 0)]));
+        // Tbilisi in the question, or earlier in the chain, makes it the country.
+        assert_eq!(chosen(&idx, "Where is Tbilisi?", "Georgia"), ("Q2".into(), vec![c("Q2", 1), c("Q1", 0)]));
+        assert_eq!(chosen(&idx, "", "Tbilisi is in Georgia"), ("Q2".into(), vec![c("Q2", 1), c("Q1", 0)]));
+        // Both supported: the higher count, then the smallest id.
+        assert_eq!(chosen(&idx, "Alabama or Tbilisi?", "Georgia"), ("Q1".into(), vec![c("Q1", 1), c("Q2", 1)]));
+        // A KG change moves the choice: Alabama now borders the country too (a silly KG).
+        idx.apply(&KgUpdate::Triple("Q2".into(), "P47".into(), "Q3".into()), 1);
+        assert_eq!(chosen(&idx, "Alabama or Tbilisi?", "Georgia"), ("Q2".into(), vec![c("Q2", 2), c("Q1", 1)]));
+        // Unambiguous aliases carry no candidates.
+        let mut out = Vec::new();
+        idx.link(Part::Cot, &words("Tbilisi"), &mut out);
+        assert!(out[0].0.candidates.is_empty());
     }
 
     #[test]

@@ -4,9 +4,16 @@
 //! Every run of 1 to `max_words` consecutive words of a question or chain of thought can match
 //! an alias of the KG index (a trie of normalized aliases, [`crate::kg::KgIndex`]). Overlaps are
 //! resolved per text, leftmost-longest: scanning left to right, the longest match starting at
-//! the earliest uncovered word wins; ties between entities sharing an alias go to the smallest
-//! entity id. [`candidates`] and [`resolve`] state the same rule by brute force; the tests check
-//! the index against them.
+//! the earliest uncovered word wins. [`candidates`] and [`resolve`] state the same rule by brute
+//! force (ties between entities sharing an alias going to the smallest entity id); the tests
+//! check the index against them.
+//!
+//! Disambiguation: when the winning alias names several entities, the index ranks them by KG
+//! context ([`crate::kg::KgIndex::link`]): a candidate scores one for each distinct entity linked
+//! before it in the same generation (the question's mentions, then the chain of thought's) that
+//! it is or is one KG edge away from; the highest score wins, ties go to the smallest id, and the
+//! link keeps every candidate with its score (`mentions.candidates`). Chains are re-scored when a
+//! triple touches any candidate, so the choice stays current under KG changes.
 
 use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
@@ -52,6 +59,9 @@ pub struct Link {
     pub entity: EntityId,
     /// The normalized alias.
     pub alias: String,
+    /// When the alias names several entities: each, with its context score, best first (the
+    /// chosen entity first); empty when it names one.
+    pub candidates: Vec<(EntityId, u32)>,
 }
 
 /// Candidate spans of a generation: `(normalized words, (cot_id, part, start, end))`.
@@ -116,7 +126,7 @@ mod tests {
     use super::*;
 
     fn link(part: Part, start: u32, end: u32, entity: &str) -> Link {
-        Link { part, start, end, entity: entity.into(), alias: String::new() }
+        Link { part, start, end, entity: entity.into(), alias: String::new(), candidates: Vec::new() }
     }
 
     #[test]

@@ -76,6 +76,7 @@ mod tests {
             end: 4,
             entity: "Q1".into(),
             alias: "lima".into(),
+            candidates: Vec::new(),
             n_context: u32::from(context_size > 0),
             context_size,
             in_reach,

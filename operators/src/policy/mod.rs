@@ -51,6 +51,10 @@ pub struct GroundedMention {
     pub entity: String,
     /// The normalized alias that matched.
     pub alias: String,
+    /// The entities the alias names, with their context scores, best first, when it names
+    /// several ([`crate::linking`]); empty otherwise.
+    #[serde(default)]
+    pub candidates: Vec<(String, u32)>,
     /// Distinct entities in context before the mention (question mentions, earlier CoT mentions).
     pub n_context: u32,
     /// Size of the closed KG neighbourhood N(C) of the context (context plus one-edge neighbours).

@@ -4,7 +4,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef};
 use serde::{Deserialize, Serialize};
 
-use super::columns::{bools, opt_f64s, opt_u32s, strings, u32s};
+use super::columns::{bools, opt_f64s, opt_u32s, string_list, string_lists, strings, u32_list, u32_lists, u32s};
 use super::{field, Dataset};
 use crate::{Result, F64};
 
@@ -21,6 +21,12 @@ pub struct Mention {
     pub entity_id: String,
     /// The normalized alias that matched.
     pub alias: String,
+    /// When the alias names several entities: each, best first by KG context score (the chosen
+    /// entity first); empty when it names one.
+    pub candidates: Vec<String>,
+    /// Their context scores, in the same order: how many distinct entities linked before the
+    /// mention the candidate is, or is one KG edge away from.
+    pub candidate_scores: Vec<u32>,
     /// The mention's text as written.
     pub surface: String,
     /// Start offset in Unicode scalar values (chars) within the part's text.
@@ -60,6 +66,8 @@ impl Dataset for Mention {
             field("mention_index", DataType::UInt32, false, "0-based index in the part, text order"),
             field("entity_id", DataType::Utf8, false, "linked KG entity id"),
             field("alias", DataType::Utf8, false, "normalized alias that matched"),
+            field("candidates", string_list(), false, "entities the alias names, best first, when several"),
+            field("candidate_scores", u32_list(), false, "their KG context scores, same order"),
             field("surface", DataType::Utf8, false, "the mention as written"),
             field("char_start", DataType::UInt32, false, "start, in chars of the part's text"),
             field("char_end", DataType::UInt32, false, "end (exclusive), in chars"),
@@ -82,6 +90,8 @@ impl Dataset for Mention {
             u32s(rows, |r| r.mention_index),
             strings(rows, |r| &r.entity_id),
             strings(rows, |r| &r.alias),
+            string_lists(rows, |r| &r.candidates),
+            u32_lists(rows, |r| &r.candidate_scores),
             strings(rows, |r| &r.surface),
             u32s(rows, |r| r.char_start),
             u32s(rows, |r| r.char_end),

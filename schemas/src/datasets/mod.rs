@@ -135,6 +135,25 @@ pub(crate) mod columns {
         Arc::new(builder.finish())
     }
 
+    /// Arrow type of a list of u32s (no nulls).
+    pub fn u32_list() -> arrow::datatypes::DataType {
+        arrow::datatypes::DataType::List(Arc::new(arrow::datatypes::Field::new(
+            "item",
+            arrow::datatypes::DataType::UInt32,
+            false,
+        )))
+    }
+
+    pub fn u32_lists<R>(rows: &[R], f: impl Fn(&R) -> &[u32]) -> ArrayRef {
+        let mut builder = arrow::array::ListBuilder::new(arrow::array::UInt32Builder::new())
+            .with_field(Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::UInt32, false)));
+        for r in rows {
+            builder.values().append_slice(f(r));
+            builder.append(true);
+        }
+        Arc::new(builder.finish())
+    }
+
     pub fn bools<R>(rows: &[R], f: impl Fn(&R) -> bool) -> ArrayRef {
         Arc::new(BooleanArray::from(rows.iter().map(f).collect::<Vec<_>>()))
     }
@@ -211,6 +230,8 @@ mod tests {
                 mention_index: i,
                 entity_id: format!("Q{i}"),
                 alias: "são paulo".into(),
+                candidates: if i == 2 { vec!["Q2".into(), "Q7".into()] } else { Vec::new() },
+                candidate_scores: if i == 2 { vec![2, 0] } else { Vec::new() },
                 surface: "São Paulo".into(),
                 char_start: i,
                 char_end: i + 9,
@@ -287,6 +308,8 @@ mod tests {
             mention_index: 0,
             entity_id: "Q1".into(),
             alias: "lima".into(),
+            candidates: vec!["Q1".into(), "Q9".into()],
+            candidate_scores: vec![1, 1],
             surface: "Lima".into(),
             char_start: 0,
             char_end: 4,

@@ -448,6 +448,7 @@ mod tests {
             end,
             entity: e.into(),
             alias: String::new(),
+            candidates: Vec::new(),
             n_context: 1,
             context_size: 3,
             in_reach: true,
