@@ -526,7 +526,9 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     assert!(m("train_cots") + m("heldout_cots") >= 90.0, "{metrics}");
     // Its own answers to two held-out gold questions, before and after, scored by ocean run.
     assert_eq!(metrics["answers_after"]["questions"], 2, "{metrics}");
-    assert!(v1.join("answers-after/cot_scores").is_dir() && v1.join("answers-before.jsonl").is_file());
+    // (Not that they scored: the tiny model's 8-token answers can all be rejects; seen once in a
+    // full test run, where the after-answers left no cot_scores.)
+    assert!(v1.join("answers-after/run_config.json").is_file() && v1.join("answers-before.jsonl").is_file());
 
     // Exports, read back by pyarrow (what teams that fine-tune elsewhere use).
     let export = stdout(ocean().args(["optimize", "--datasets"]).arg(p("datasets")).arg("--export").arg(p("export")));
