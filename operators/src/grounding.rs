@@ -80,12 +80,15 @@ pub fn ground(
             // N(C) decides 1 hop, and 2 hops through e's neighbours, in either direction;
             // otherwise (forward only, 3 hops, a hub) a search from each context entity.
             let any = support.direction == PathDirection::Any;
-            let two = any && support.max_hops >= 2 && index.degree(*e) <= SCAN_DEGREE && {
+            let scan = any && support.max_hops >= 2 && index.degree(*e) <= SCAN_DEGREE;
+            let two = scan && {
                 let mut hit = false;
                 index.for_each_neighbour(*e, |n| hit |= n != *e && reach.contains(n));
                 hit
             };
-            (any && in_reach) || two || context.iter().any(|c| connected(*c, *e, scratch))
+            // Up to 2 hops in either direction these two settle it; searches are for the rest.
+            let settled = any && (support.max_hops == 1 || (support.max_hops == 2 && scan));
+            (any && in_reach) || two || (!settled && context.iter().any(|c| connected(*c, *e, scratch)))
         };
         out.push(GroundedMention {
             part: l.part,
