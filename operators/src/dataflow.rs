@@ -185,7 +185,7 @@ mod tests {
     use crate::decode::GenerationBatch;
     use crate::grounding::Grounding;
     use crate::ips::{aggregate_row, score_cot, CotResult, CotStats, GroupKey, KgIpsStats, Normalization};
-    use crate::linking::{candidates, resolve, Link};
+    use crate::linking::{candidates, resolve, Link, MAX_CANDIDATES};
     use crate::paths::{PairPath, PathDirection};
     use crate::policy::{AdjacencyPolicy, AdjacencyPolicyConfig, GroundedMention, Part};
     use crate::scoring::Retraction;
@@ -310,7 +310,7 @@ mod tests {
                 // Disambiguation by KG context, in order: the question's links, then the chain's.
                 for i in 0..links.len() {
                     let names: BTreeSet<&String> = by_alias[&links[i].alias].iter().collect();
-                    if names.len() > 1 {
+                    if names.len() > 1 && names.len() <= MAX_CANDIDATES {
                         let context: BTreeSet<&String> = links[..i].iter().map(|l| &l.entity).collect();
                         let score = |c: &String| {
                             context.iter().filter(|x| **x == c || adj.get(**x).is_some_and(|n| n.contains(c))).count()

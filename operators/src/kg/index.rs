@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::base::{label, Interner, KgBase, ROOT};
-use crate::linking::Link;
+use crate::linking::{Link, MAX_CANDIDATES};
 use crate::policy::Part;
 use crate::text::{fnv1a, Word};
 use crate::EntityId;
@@ -248,11 +248,14 @@ impl KgIndex {
     }
 
     /// The entities a trie node links to now (those whose aliases end there, count above zero),
-    /// by entity id.
+    /// by entity id; more than [`MAX_CANDIDATES`] of them: only the smallest.
     fn node_entities(&self, node: u32) -> Vec<EntityKey> {
         let base = self.base.node_entities.row(node);
         let Some(delta) = self.node_delta.get(&node) else {
             // Base rows are sorted by entity id.
+            if base.len() > MAX_CANDIDATES {
+                return vec![base[0].0];
+            }
             return base.iter().map(|(e, _)| *e).collect();
         };
         let count = |e: EntityKey| {
@@ -263,6 +266,9 @@ impl KgIndex {
             base.iter().map(|(e, _)| *e).chain(delta.iter().map(|(e, _)| *e)).filter(|e| count(*e) != 0).collect();
         out.sort_by(|a, b| self.name(*a).cmp(self.name(*b)));
         out.dedup();
+        if out.len() > MAX_CANDIDATES {
+            out.truncate(1);
+        }
         out
     }
 
@@ -290,7 +296,8 @@ impl KgIndex {
     /// earliest uncovered word wins. When its alias names several entities, the candidate with
     /// the highest context score wins — how many distinct entities already in `out` (the
     /// question's, then earlier mentions) it is or is one KG edge away from — ties going to the
-    /// smallest entity id; the link keeps every candidate with its score.
+    /// smallest entity id; the link keeps every candidate with its score. An alias naming more
+    /// than [`MAX_CANDIDATES`] entities goes to the smallest id without ranking.
     pub fn link(&self, part: Part, words: &[Word], out: &mut Vec<(Link, EntityKey)>) {
         let mut i = 0;
         while i < words.len() {
@@ -316,8 +323,8 @@ impl KgIndex {
                 context.sort_unstable();
                 context.dedup();
                 // By score, then by id (entities are in id order and the sort is stable).
-                let mut ranked: Vec<(EntityKey, u32)> =
-                    entities.iter().map(|c| (*c, self.context_score(*c, &context))).collect();
+                let score = |c: EntityKey| if context.is_empty() { 0 } else { self.context_score(c, &context) };
+                let mut ranked: Vec<(EntityKey, u32)> = entities.iter().map(|c| (*c, score(*c))).collect();
                 ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
                 let candidates = ranked.iter().map(|(c, score)| (self.name(*c).to_owned(), *score)).collect();
                 (ranked[0].0, candidates)
@@ -472,6 +479,15 @@ mod tests {
         let mut out = Vec::new();
         idx.link(Part::Cot, &words("Tbilisi"), &mut out);
         assert!(out[0].0.candidates.is_empty());
+        // An alias of more than MAX_CANDIDATES entities is not ranked: the smallest id, even
+        // when the context supports another.
+        let names: Vec<String> = (10..11 + MAX_CANDIDATES).map(|i| format!("Q{i}")).collect();
+        let aliases: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "Smith")).chain([("Q5", "Bob")]).collect();
+        let last = names.last().unwrap().as_str();
+        let many = index(&aliases, &[(last, "Q5")]);
+        let mut out = Vec::new();
+        many.link(Part::Cot, &words("Bob Smith"), &mut out);
+        assert_eq!((out[1].0.entity.as_str(), out[1].0.candidates.len()), ("Q10", 0));
     }
 
     #[test]

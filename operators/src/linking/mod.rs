@@ -13,7 +13,8 @@
 //! before it in the same generation (the question's mentions, then the chain of thought's) that
 //! it is or is one KG edge away from; the highest score wins, ties go to the smallest id, and the
 //! link keeps every candidate with its score (`mentions.candidates`). Chains are re-scored when a
-//! triple touches any candidate, so the choice stays current under KG changes.
+//! triple touches any candidate, so the choice stays current under KG changes. An alias naming
+//! more than [`MAX_CANDIDATES`] entities is not ranked (the smallest id, no candidates kept).
 
 use ocean_schemas::Generation;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,12 @@ use crate::kg::{EntityKey, KgIndex};
 use crate::policy::Part;
 use crate::text::{words, Normalizer, Word};
 use crate::{CotId, EntityId};
+
+/// The most entities an alias may name and still be disambiguated: an alias naming more (a
+/// given name, a common word shared by thousands of Wikidata entities) goes to the smallest
+/// entity id, unranked, so that a mention costs a bounded number of KG lookups and a chain's
+/// dependencies stay small.
+pub const MAX_CANDIDATES: usize = 64;
 
 /// Settings of the linker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
