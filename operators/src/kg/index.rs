@@ -280,10 +280,40 @@ impl KgIndex {
         }
     }
 
-    /// The context score of candidate `c`: how many of the distinct entities linked before it
-    /// (`context`) it is, or is one KG edge away from (either direction).
-    fn context_score(&self, c: EntityKey, context: &[EntityKey]) -> u32 {
-        context.iter().filter(|x| **x == c || !self.labels_between(c, **x).is_empty()).count() as u32
+    /// The context scores of `candidates`: for each, how many of the distinct entities linked
+    /// before it (`context`) it is, or is one KG edge away from (either direction). Reads the
+    /// context's adjacency rows in sequence when they are short, else looks each (candidate,
+    /// context entity) pair up.
+    fn context_scores(&self, candidates: &[EntityKey], context: &[EntityKey]) -> Vec<u32> {
+        let rows: u64 = context.iter().map(|x| self.degree(*x)).sum();
+        self.context_scores_by(candidates, context, rows <= 8 * (candidates.len() * context.len()) as u64)
+    }
+
+    fn context_scores_by(&self, candidates: &[EntityKey], context: &[EntityKey], scan: bool) -> Vec<u32> {
+        if !scan {
+            let pair = |c: EntityKey| {
+                context.iter().filter(|x| **x == c || !self.labels_between(c, **x).is_empty()).count() as u32
+            };
+            return candidates.iter().map(|c| pair(*c)).collect();
+        }
+        let mut by_key: Vec<(EntityKey, usize)> = candidates.iter().copied().zip(0..).collect();
+        by_key.sort_unstable();
+        let mut scores = vec![0u32; candidates.len()];
+        // The context entity that last counted for each candidate: x's closed neighbourhood can
+        // name an entity twice (x itself, and x again over a self-loop).
+        let mut counted = vec![usize::MAX; candidates.len()];
+        for (k, x) in context.iter().enumerate() {
+            self.for_each_neighbour(*x, |n| {
+                if let Ok(i) = by_key.binary_search_by_key(&n, |(key, _)| *key) {
+                    let c = by_key[i].1;
+                    if counted[c] != k {
+                        counted[c] = k;
+                        scores[c] += 1;
+                    }
+                }
+            });
+        }
+        scores
     }
 
     /// The words of `text` under the normalization the aliases were indexed with.
@@ -323,8 +353,9 @@ impl KgIndex {
                 context.sort_unstable();
                 context.dedup();
                 // By score, then by id (entities are in id order and the sort is stable).
-                let score = |c: EntityKey| if context.is_empty() { 0 } else { self.context_score(c, &context) };
-                let mut ranked: Vec<(EntityKey, u32)> = entities.iter().map(|c| (*c, score(*c))).collect();
+                let scores =
+                    if context.is_empty() { vec![0; entities.len()] } else { self.context_scores(&entities, &context) };
+                let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
                 ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
                 let candidates = ranked.iter().map(|(c, score)| (self.name(*c).to_owned(), *score)).collect();
                 (ranked[0].0, candidates)
@@ -488,6 +519,41 @@ mod tests {
         let mut out = Vec::new();
         many.link(Part::Cot, &words("Bob Smith"), &mut out);
         assert_eq!((out[1].0.entity.as_str(), out[1].0.candidates.len()), ("Q10", 0));
+    }
+
+    #[test]
+    fn context_scores_read_rows_or_pairs_alike() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..50 {
+            let names: Vec<String> = (0..8).map(|i| format!("Q{i}")).collect();
+            let aliases: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+            let triples: Vec<(&str, &str)> = (0..rng.gen_range(0..20))
+                .map(|_| (names[rng.gen_range(0..8)].as_str(), names[rng.gen_range(0..8)].as_str()))
+                .collect();
+            let idx = index(&aliases, &triples);
+            let keys: Vec<EntityKey> = names.iter().map(|n| idx.key(n).unwrap()).collect();
+            let candidates: Vec<EntityKey> = keys.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
+            let context: Vec<EntityKey> = keys.iter().copied().filter(|_| rng.gen_bool(0.4)).collect();
+            let want: Vec<u32> = candidates
+                .iter()
+                .map(|c| {
+                    context
+                        .iter()
+                        .filter(|x| {
+                            *x == c
+                                || triples.iter().any(|(h, t)| {
+                                    let (h, t) = (idx.key(h).unwrap(), idx.key(t).unwrap());
+                                    (h, t) == (*c, **x) || (t, h) == (*c, **x)
+                                })
+                        })
+                        .count() as u32
+                })
+                .collect();
+            assert_eq!(idx.context_scores_by(&candidates, &context, true), want, "{triples:?}");
+            assert_eq!(idx.context_scores_by(&candidates, &context, false), want, "{triples:?}");
+        }
     }
 
     #[test]
