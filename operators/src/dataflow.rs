@@ -428,6 +428,17 @@ mod tests {
         }
     }
 
+    /// Sets its flag when dropped by a panicking thread.
+    struct Poison(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for Poison {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
     fn check_seed(seed: u64) -> BTreeMap<String, usize> {
         let mut rng = StdRng::seed_from_u64(seed);
         let config = config_for(seed, &mut rng);
@@ -504,7 +515,11 @@ mod tests {
         let agg_sink = Arc::clone(&captured_aggs);
         let dataflow_config = config.clone();
         let plan = Arc::new(plan);
+        // A worker that panics sets this, so that the other stops waiting for its progress and
+        // the test fails instead of hanging.
+        let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let _poison = Poison(Arc::clone(&poisoned));
             let probe = ProbeHandle::new();
             let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config()));
             let (sink, agg_sink) = (Arc::clone(&sink), Arc::clone(&agg_sink));
@@ -551,7 +566,10 @@ mod tests {
                     }
                 }
                 inputs.advance_to(round + 1);
-                worker.step_while(|| probe.less_than(&(round + 1)));
+                worker.step_while(|| {
+                    assert!(!_poison.0.load(std::sync::atomic::Ordering::SeqCst), "the other worker panicked");
+                    probe.less_than(&(round + 1))
+                });
             }
         })
         .unwrap();
