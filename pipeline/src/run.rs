@@ -209,6 +209,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// Files a followed run read.
     followed: Mutex<usize>,
+    /// Set when a worker of this process panicked: the others stop waiting for its progress.
+    failed: Arc<AtomicBool>,
 }
 
 /// Runs the whole job described by `config`.
@@ -276,9 +278,10 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
         read: Mutex::new((0, 0)),
         stop,
         followed: Mutex::new(0),
+        failed: Arc::default(),
     });
     let in_workers = Arc::clone(&shared);
-    execute_workers(timely_config, move |worker| run_worker(worker, &in_workers))?;
+    execute_workers(timely_config, Arc::clone(&shared.failed), move |worker| run_worker(worker, &in_workers))?;
     // This process's store; the folder goes once no process of the cluster has one left.
     let _ = std::fs::remove_dir_all(out.join(".store").join(format!("process-{}", shared.config.runtime.process)));
     let _ = std::fs::remove_dir(out.join(".store"));
@@ -328,8 +331,10 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
 }
 
 /// Runs `work` on every worker of `config` and waits for them. A worker that panics makes this
-/// an error carrying the panic's message (timely alone reports its payload as `Any { .. }`).
-fn execute_workers<F>(config: timely::Config, work: F) -> Result<()>
+/// an error carrying the panic's message (timely alone reports its payload as `Any { .. }`), and
+/// sets `failed`, which the other workers' waits ([`step_while`]) check, so that they stop
+/// waiting for the progress of a worker that is gone instead of hanging.
+fn execute_workers<F>(config: timely::Config, failed: Arc<AtomicBool>, work: F) -> Result<()>
 where
     F: Fn(&mut Worker) + Send + Sync + 'static,
 {
@@ -338,6 +343,7 @@ where
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker))) {
+            failed.store(true, Ordering::SeqCst);
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()
@@ -355,6 +361,15 @@ where
             let panics = panics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             Err(Error::Dataflow(if panics.is_empty() { timely_message } else { panics.join("; ") }))
         }
+    }
+}
+
+/// Steps `worker` while `condition` holds; panics once another worker of the process has
+/// failed (`failed`), whose progress would never come.
+fn step_while(worker: &mut Worker, failed: &AtomicBool, mut condition: impl FnMut() -> bool) {
+    while condition() {
+        assert!(!failed.load(Ordering::Relaxed), "stopped: another worker failed");
+        worker.step_or_park(Some(std::time::Duration::from_millis(100)));
     }
 }
 
@@ -415,6 +430,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         rows: Vec::new(),
         rejects: Vec::new(),
         stop: Arc::clone(&shared.stop),
+        failed: Arc::clone(&shared.failed),
         progress: Arc::clone(&shared.progress),
     };
     // The KG as loaded is every worker's already; its changes come through worker 0, which
@@ -566,6 +582,7 @@ fn follow_logs(
                 if now >= until {
                     break;
                 }
+                assert!(!feeder.failed.load(Ordering::Relaxed), "stopped: another worker failed");
                 feeder.worker.step_or_park(Some(until - now));
             }
         }
@@ -591,6 +608,7 @@ struct Feeder<'w> {
     rows: Vec<Generation>,
     rejects: Vec<Reject>,
     stop: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
     progress: Arc<Progress>,
 }
 
@@ -612,9 +630,8 @@ impl Feeder<'_> {
         self.in_epoch_bytes = 0;
         self.inputs.advance_to(self.epoch);
         let done_through = (self.epoch + 1).saturating_sub(self.in_flight);
-        while self.probe.less_than(&done_through) {
-            self.worker.step();
-        }
+        let probe = &self.probe;
+        step_while(self.worker, &self.failed, || probe.less_than(&done_through));
     }
 
     /// Feeds a KG change file (worker 0); `present` counts what the KG holds.
@@ -750,13 +767,40 @@ mod tests {
 
     #[test]
     fn a_worker_panic_is_reported_with_its_message() {
-        let err = execute_workers(timely::Config::process(2), |worker| {
+        let err = execute_workers(timely::Config::process(2), Arc::default(), |worker| {
             if worker.index() == 1 {
                 panic!("writing the generation store: No space left on device");
             }
         })
         .unwrap_err();
         assert!(err.to_string().contains("worker 1: writing the generation store: No space left on device"), "{err}");
-        assert!(execute_workers(timely::Config::process(2), |_| {}).is_ok());
+        assert!(execute_workers(timely::Config::process(2), Arc::default(), |_| {}).is_ok());
+    }
+
+    #[test]
+    fn a_worker_waiting_for_a_failed_worker_stops() {
+        use timely::dataflow::operators::vec::Input as _;
+        use timely::dataflow::operators::Probe as _;
+        // Worker 1 dies before it builds the dataflow, so the progress worker 0 waits for can
+        // never come: worker 0 must give up rather than hang.
+        let failed = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&failed);
+        let err = execute_workers(timely::Config::process(2), failed, move |worker| {
+            if worker.index() == 1 {
+                panic!("the disk is full");
+            }
+            let probe = ProbeHandle::new();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<u64>();
+                stream.probe_with(&probe);
+                input
+            });
+            input.advance_to(1);
+            step_while(worker, &seen, || probe.less_than(&1));
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("worker 1: the disk is full"), "{message}");
+        assert!(message.contains("worker 0: stopped: another worker failed"), "{message}");
     }
 }
