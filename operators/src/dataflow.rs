@@ -183,7 +183,7 @@ mod tests {
 
     use super::*;
     use crate::decode::GenerationBatch;
-    use crate::grounding::Grounding;
+    use crate::grounding::{support_hops, Grounding};
     use crate::ips::{aggregate_row, score_cot, CotResult, CotStats, GroupKey, KgIpsStats, Normalization};
     use crate::linking::{candidates, resolve, Link, MAX_CANDIDATES};
     use crate::paths::{PairPath, PathDirection};
@@ -322,7 +322,7 @@ mod tests {
                         links[i].candidates = ranked;
                     }
                 }
-                let support = PathConfig { max_hops: config.paths.max_hops.clamp(1, 3), ..config.paths.clone() };
+                let support = PathConfig { max_hops: support_hops(&config.paths), ..config.paths.clone() };
                 let connected =
                     |a: &str, b: &str| matches!(reference_path(triples, a, b, &support), PairPath::Connected(_));
                 let mentions: Vec<GroundedMention> = links

@@ -18,8 +18,6 @@
 //!
 //! Grounding reads the KG index as of the chain's time; it keeps nothing.
 
-use rustc_hash::FxHashSet as HashSet;
-
 use crate::kg::{EntityKey, KgIndex};
 use crate::linking::Link;
 use crate::paths::{find_path, PairPath, PathConfig, PathDirection, PathScratch};
@@ -62,7 +60,7 @@ pub fn ground(
     let connected = |a: EntityKey, b: EntityKey, scratch: &mut PathScratch| {
         matches!(find_path(index, a, b, &support, scratch), PairPath::Connected(_))
     };
-    let mut seen: HashSet<EntityKey> = HashSet::with_capacity_and_hasher(links.len(), Default::default());
+    // The distinct entities in context, in the order they came (a chain names a few dozen).
     let mut context: Vec<EntityKey> = Vec::with_capacity(links.len());
     let mut out = Vec::with_capacity(links.len());
     let mut previous: Option<(&str, EntityKey)> = None;
@@ -75,7 +73,7 @@ pub fn ground(
             _ => None,
         };
         let in_reach = cot && reach.contains(*e);
-        let remention = cot && seen.contains(e);
+        let remention = cot && context.contains(e);
         let supported = cot && !remention && {
             // N(C) decides 1 hop, and 2 hops through e's neighbours, in either direction;
             // otherwise (forward only, 3 hops, a hub) a search from each context entity.
@@ -104,7 +102,7 @@ pub fn ground(
             supported,
             pair,
         });
-        if seen.insert(*e) {
+        if !context.contains(e) {
             context.push(*e);
             index.for_each_neighbour(*e, |n| reach.insert(n));
         }

@@ -45,7 +45,7 @@ use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Grounding, Reach};
 use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
-use crate::linking::link_words;
+use crate::linking::{link_generation, link_words};
 use crate::paths::{PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
@@ -276,9 +276,7 @@ impl Scorer {
 
     /// A generation's linked entities under the aliases as of now, sorted and distinct.
     fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
-        let question = self.index.words(g.question.as_deref().unwrap_or(""));
-        let content = self.index.words(&g.content);
-        distinct_entities(&self.index, &link_words(&self.index, &question, &content))
+        distinct_entities(&self.index, &link_generation(&self.index, g))
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {

@@ -1074,7 +1074,6 @@ pub struct LinkingResult {
 pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     use ocean_operators::kg::{KgBuilder, KgIndex};
     use ocean_operators::policy::Part;
-    use ocean_operators::text::is_stop_alias;
     let linker = ScoringConfig::default().linker;
     let (kg, _) = crate::kg_files::load_kg(&b.kg, &linker)?;
     let aliases: Vec<(String, String)> = kg.aliases().map(|(e, a)| (e.to_owned(), a.to_owned())).collect();
@@ -1122,8 +1121,7 @@ pub fn bench_linking(b: &LinkingBench) -> Result<LinkingResult> {
     if b.aho_corasick {
         let mut patterns: Vec<String> = aliases
             .iter()
-            .map(|(_, a)| linker.normalizer().normalize(a))
-            .filter(|k| !k.is_empty() && k.split(' ').count() <= linker.max_alias_words && !is_stop_alias(k))
+            .filter_map(|(_, a)| ocean_operators::kg::alias_key(linker.normalizer(), linker.max_alias_words, a))
             .collect();
         patterns.sort_unstable();
         patterns.dedup();

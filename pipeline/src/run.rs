@@ -368,9 +368,15 @@ where
 /// failed (`failed`), whose progress would never come.
 fn step_while(worker: &mut Worker, failed: &AtomicBool, mut condition: impl FnMut() -> bool) {
     while condition() {
-        assert!(!failed.load(Ordering::Relaxed), "stopped: another worker failed");
-        worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+        step_or_park(worker, failed, std::time::Duration::from_millis(100));
     }
+}
+
+/// One step of `worker`, parking up to `wait` when there is nothing to do; panics once another
+/// worker of the process has failed (`failed`).
+fn step_or_park(worker: &mut Worker, failed: &AtomicBool, wait: std::time::Duration) {
+    assert!(!failed.load(Ordering::Relaxed), "stopped: another worker failed");
+    worker.step_or_park(Some(wait));
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -582,8 +588,7 @@ fn follow_logs(
                 if now >= until {
                     break;
                 }
-                assert!(!feeder.failed.load(Ordering::Relaxed), "stopped: another worker failed");
-                feeder.worker.step_or_park(Some(until - now));
+                step_or_park(feeder.worker, &feeder.failed, until - now);
             }
         }
     }

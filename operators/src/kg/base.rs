@@ -263,8 +263,7 @@ impl KgBase {
         self.normalizer
     }
 
-    /// The normalized key an alias is indexed under, or `None` when it matches nothing: it has no
-    /// word, more than `max_words` words, or is a stop word ([`is_stop_alias`]).
+    /// [`alias_key`] under this base's normalization and longest alias.
     pub(crate) fn alias_key(&self, alias: &str) -> Option<String> {
         alias_key(self.normalizer, self.max_words, alias)
     }
@@ -350,7 +349,9 @@ impl KgBase {
     }
 }
 
-fn alias_key(normalizer: Normalizer, max_words: usize, alias: &str) -> Option<String> {
+/// The normalized key an alias is indexed under, or `None` when it matches nothing: it has no
+/// word, more than `max_words` words, or is a stop word ([`is_stop_alias`]).
+pub fn alias_key(normalizer: Normalizer, max_words: usize, alias: &str) -> Option<String> {
     let key = normalizer.normalize(alias);
     (!key.is_empty() && key.split(' ').count() <= max_words && !is_stop_alias(&key)).then_some(key)
 }

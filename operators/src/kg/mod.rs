@@ -5,7 +5,7 @@ mod base;
 mod index;
 mod snapshot;
 
-pub use base::{label, Interner, KgBase, KgBuilder, Rows};
+pub use base::{alias_key, label, Interner, KgBase, KgBuilder, Rows};
 pub use index::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
 pub use snapshot::SNAPSHOT_VERSION;
 

@@ -114,18 +114,19 @@ pub(crate) mod columns {
         Arc::new(rows.iter().map(|r| f(r).map(|x| x.0)).collect::<Float64Array>())
     }
 
+    /// The item field of a list column (items are never null).
+    fn item(data_type: arrow::datatypes::DataType) -> arrow::datatypes::FieldRef {
+        Arc::new(arrow::datatypes::Field::new("item", data_type, false))
+    }
+
     /// Arrow type of a list of strings (no nulls).
     pub fn string_list() -> arrow::datatypes::DataType {
-        arrow::datatypes::DataType::List(Arc::new(arrow::datatypes::Field::new(
-            "item",
-            arrow::datatypes::DataType::Utf8,
-            false,
-        )))
+        arrow::datatypes::DataType::List(item(arrow::datatypes::DataType::Utf8))
     }
 
     pub fn string_lists<R>(rows: &[R], f: impl Fn(&R) -> &[String]) -> ArrayRef {
         let mut builder = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new())
-            .with_field(Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false)));
+            .with_field(item(arrow::datatypes::DataType::Utf8));
         for r in rows {
             for s in f(r) {
                 builder.values().append_value(s);
@@ -137,16 +138,12 @@ pub(crate) mod columns {
 
     /// Arrow type of a list of u32s (no nulls).
     pub fn u32_list() -> arrow::datatypes::DataType {
-        arrow::datatypes::DataType::List(Arc::new(arrow::datatypes::Field::new(
-            "item",
-            arrow::datatypes::DataType::UInt32,
-            false,
-        )))
+        arrow::datatypes::DataType::List(item(arrow::datatypes::DataType::UInt32))
     }
 
     pub fn u32_lists<R>(rows: &[R], f: impl Fn(&R) -> &[u32]) -> ArrayRef {
         let mut builder = arrow::array::ListBuilder::new(arrow::array::UInt32Builder::new())
-            .with_field(Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::UInt32, false)));
+            .with_field(item(arrow::datatypes::DataType::UInt32));
         for r in rows {
             builder.values().append_slice(f(r));
             builder.append(true);
