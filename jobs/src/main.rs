@@ -100,6 +100,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
     },
+    /// Measure parts of the pipeline against labelled data.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Answer questions with a model and write OpenAI JSONL with per-token log-probs.
     ///
     /// KV-cached decoding, greedy or sampled; `ocean run` reads the output.
@@ -208,6 +211,27 @@ struct GenerateArgs {
     /// `metadata.model_version` of the records.
     #[arg(long, default_value = "generated")]
     version: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Entity linking and step grounding against hand-checked labels: precision, recall and F1
+    /// of linked mentions, accuracy of step grounding, and every error.
+    ///
+    /// Without --out it runs `ocean run` on the embedded data into a temporary folder first; with
+    /// --out it evaluates that output (run it with the linker settings to measure, over the logs
+    /// the labels come from). The labels and how they were made: data/README.md.
+    Linking {
+        /// The labelled mentions.
+        #[arg(long, value_name = "FILE", default_value = "data/gold/mentions.jsonl")]
+        labels: PathBuf,
+        /// An output folder of `ocean run` to evaluate.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print one JSON object (precision, recall, f1, grounding_accuracy, …, errors).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -805,6 +829,7 @@ fn main() -> Result<()> {
         Command::Synth(SynthCommand::Validate(args)) => validate(args),
         Command::Bench(bench) => run_bench(bench),
         Command::Policy(cmd) => policy(cmd),
+        Command::Eval(EvalCommand::Linking { labels, out, json }) => eval_linking(&labels, out, json),
         Command::Target(cmd) => target(cmd),
         Command::Generate(args) => generate(args),
         Command::Optimize(args) => optimize(args),
@@ -1434,6 +1459,71 @@ fn scale(args: ScaleArgs) -> Result<()> {
     })
     .context("ocean synth scale failed")?;
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn eval_linking(labels: &std::path::Path, out: Option<PathBuf>, json: bool) -> Result<()> {
+    let chains = ocean_pipeline::eval::read_labels(labels)?;
+    let (out, temporary) = match out {
+        Some(out) => (out, false),
+        None => {
+            let dir = std::env::temp_dir().join(format!("ocean-eval-linking-{}", std::process::id()));
+            // μ does not touch linking or grounding; the adjacency baseline is the quickest.
+            let mut config = RunConfig { kg_policy: "adjacency".into(), ..RunConfig::default() };
+            config.sink.out = dir.clone();
+            ocean_pipeline::run(&config).context("ocean run on the embedded data")?;
+            (dir, true)
+        }
+    };
+    let result = ocean_pipeline::eval::eval_linking(&out, &chains);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let e = result.with_context(|| format!("evaluating {} against {}", out.display(), labels.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&e)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} chains of thought, {} labelled mentions in them, {} in their questions",
+        labels.display(),
+        e.chains,
+        e.mentions,
+        e.question.tp + e.question.fn_
+    );
+    let line = |name: &str, p: &ocean_pipeline::eval::Prf| {
+        println!(
+            "{name:<28} precision {:.3}  recall {:.3}  f1 {:.3}  (right {}, wrong or spurious {}, missed {})",
+            p.precision, p.recall, p.f1, p.tp, p.fp, p.fn_
+        )
+    };
+    line("linking, chains of thought", &e.cot);
+    line("  spans only", &e.cot_spans);
+    line("linking, questions", &e.question);
+    println!(
+        "grounding (k = {}): steps {:.3} ({} steps with a mention), mention verdicts {:.3} ({} mentions; {:.3} of {} \
+         in chains linked without error)",
+        e.hops,
+        e.grounding_accuracy,
+        e.grounding_steps,
+        e.mention_grounding_accuracy,
+        e.mention_grounding_n,
+        e.clean_chain_grounding_accuracy,
+        e.clean_chain_grounding_n
+    );
+    if !e.errors.is_empty() {
+        println!("errors:");
+    }
+    for x in &e.errors {
+        let at = format!("{} {}@{}", x.at, x.part, x.start);
+        let what = match (&x.linked, &x.label) {
+            (Some(l), Some(g)) => format!("linked {l}, label {g}"),
+            (Some(l), None) => format!("linked {l}, no label"),
+            (None, Some(g)) => format!("not linked, label {g}"),
+            (None, None) => String::new(),
+        };
+        println!("  {:<12} {at:<36} {:<24} {what}", x.kind, format!("\"{}\"", x.surface));
+    }
     Ok(())
 }
 

@@ -1138,3 +1138,26 @@ fn paths_between_mentions_and_their_flags() {
         assert!(!out.status.success() && err.contains(says), "{err}");
     }
 }
+
+/// `ocean eval linking` as a user runs it: without --out it scores the embedded data itself;
+/// `--json` prints one object with the fields; with --out it reads a run's output, and a
+/// folder that is not one gets a message that says so.
+#[test]
+fn eval_linking_reports_precision_recall_f1_and_grounding() {
+    let json = stdout(ocean().args(["eval", "linking", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    for key in ["precision", "recall", "f1", "grounding_accuracy"] {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {json}"));
+        assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+    }
+    assert!(v["errors"].as_array().is_some_and(|e| !e.is_empty()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    stdout(ocean().args(["run", "--policy", "adjacency", "--out"]).arg(&out));
+    let text = stdout(ocean().args(["eval", "linking", "--out"]).arg(&out));
+    assert!(text.contains("linking, chains of thought") && text.contains("errors:"), "{text}");
+    assert!(text.contains(&format!("f1 {:.3}", v["f1"].as_f64().unwrap())), "{text}");
+    let bad = ocean().args(["eval", "linking", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("output folder of `ocean run`"));
+}

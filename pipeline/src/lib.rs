@@ -6,6 +6,7 @@ pub mod chart;
 pub mod compare;
 pub mod config;
 mod error;
+pub mod eval;
 pub mod kg_files;
 pub mod kg_synth;
 pub mod optimize;

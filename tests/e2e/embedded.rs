@@ -126,3 +126,45 @@ fn progress_counters_match_the_summary() {
     let newest = scalar(dir.path(), "select cast(max(event_time) as bigint) from generations").unwrap();
     assert_eq!(s.newest_event_us.map(|t| t as f64), Some(newest));
 }
+
+/// `ocean eval linking`'s measure on the labelled set (data/gold/mentions.jsonl): the goal of
+/// linking F1 ≥ 0.9 holds, the counts add up, the pipeline's grounding agrees with the
+/// independent reference wherever linking made no error, and perturbed labels move the counts
+/// by exactly what they should.
+#[test]
+fn linking_meets_its_goal_on_the_labelled_set() {
+    use ocean_pipeline::eval::{eval_linking, read_labels, LabelMention};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let mut config = default_config(out);
+    config.kg_policy = "adjacency".into();
+    run(&config).unwrap();
+    let labels = read_labels(&repo_root().join("data/gold/mentions.jsonl")).unwrap();
+    let e = eval_linking(out, &labels).unwrap();
+    assert!(e.chains >= 80 && e.mentions >= 300, "{} chains, {} mentions", e.chains, e.mentions);
+    assert!(e.f1 >= 0.9, "linking F1 {:.3} below the goal", e.f1);
+    assert_eq!(e.cot.tp + e.cot.fn_, e.mentions);
+    let kinds = |kind: &str, part: &str| e.errors.iter().filter(|x| x.kind == kind && x.part == part).count();
+    assert_eq!(e.cot.fp, kinds("wrong-entity", "cot") + kinds("spurious", "cot"));
+    assert_eq!(e.cot.fn_, kinds("wrong-entity", "cot") + kinds("missed", "cot"));
+    assert!(e.grounding_steps > 100 && e.grounding_accuracy >= 0.9, "{e:?}");
+    assert!(e.clean_chain_grounding_n > 200);
+    assert_eq!(e.clean_chain_grounding_accuracy, 1.0, "grounding disagrees with the reference BFS");
+
+    // One right label given another entity, one right label dropped, one label on a span the
+    // linker leaves alone.
+    let clean: Vec<usize> = (0..labels.len())
+        .filter(|&i| {
+            let at = format!("{}:{}", labels[i].file, labels[i].line);
+            labels[i].cot.len() >= 2 && e.errors.iter().all(|x| x.at != at)
+        })
+        .collect();
+    let (i, j) = (clean[0], clean[1]);
+    let mut perturbed = labels.clone();
+    perturbed[i].cot[0].entity = "no-such-entity".into();
+    perturbed[j].cot.remove(0);
+    let end = perturbed[j].cot.last().unwrap().end;
+    perturbed[j].cot.push(LabelMention { start: end + 1000, end: end + 1001, surface: "x".into(), entity: "x".into() });
+    let p = eval_linking(out, &perturbed).unwrap();
+    assert_eq!((p.cot.tp, p.cot.fp, p.cot.fn_), (e.cot.tp - 2, e.cot.fp + 2, e.cot.fn_ + 2));
+}
