@@ -91,7 +91,9 @@ impl KgLines for KgBuilder {
     fn alias(&mut self, e: &str, a: &str) {
         KgBuilder::alias(self, e, a);
     }
-    fn relation_alias(&mut self, _: &str, _: &str) {}
+    fn relation_alias(&mut self, r: &str, a: &str) {
+        KgBuilder::relation_alias(self, r, a);
+    }
 }
 
 /// The files of the KG folder `dir` (triples first, then entity and relation aliases), with an

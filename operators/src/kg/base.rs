@@ -245,6 +245,37 @@ pub struct KgBase {
     pub(crate) adjacency: Rows<(u32, u32)>,
     /// Per entity: aliases + triple ends that name it.
     pub(crate) refs: Vec<u32>,
+    /// Relation alias texts, as in the files.
+    pub(crate) relation_alias_texts: Interner,
+    /// Relation alias entries: (relation, text in `relation_alias_texts`).
+    pub(crate) relation_aliases: Vec<(u32, u32)>,
+    /// Normalized relation alias → its relations, sorted (derived from the two above).
+    pub(crate) relation_phrases: HashMap<String, Vec<u32>>,
+    /// The longest normalized relation alias, in words.
+    pub(crate) relation_phrase_words: usize,
+}
+
+/// The normalized relation aliases of `entries` and their relations, and the longest in words.
+pub(crate) fn relation_phrases(
+    normalizer: Normalizer,
+    texts: &Interner,
+    entries: &[(u32, u32)],
+) -> (HashMap<String, Vec<u32>>, usize) {
+    let mut phrases: HashMap<String, Vec<u32>> = HashMap::default();
+    let mut longest = 0;
+    for &(relation, text) in entries {
+        let key = normalizer.normalize(texts.get(text));
+        if key.is_empty() {
+            continue;
+        }
+        longest = longest.max(key.split(' ').count());
+        phrases.entry(key).or_default().push(relation);
+    }
+    for relations in phrases.values_mut() {
+        relations.sort_unstable();
+        relations.dedup();
+    }
+    (phrases, longest)
 }
 
 impl KgBase {
@@ -283,7 +314,17 @@ impl KgBase {
         self.triples.len()
     }
 
-    /// Number of relations named by a triple.
+    /// The relations a normalized relation alias names (empty when none).
+    pub fn relation_phrase(&self, key: &str) -> &[u32] {
+        self.relation_phrases.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The longest normalized relation alias, in words (0 without relation aliases).
+    pub fn relation_phrase_words(&self) -> usize {
+        self.relation_phrase_words
+    }
+
+    /// Number of relations named by a triple or a relation alias.
     pub fn relation_count(&self) -> usize {
         self.relations.len()
     }
@@ -365,6 +406,8 @@ pub struct KgBuilder {
     alias_entities: Vec<u32>,
     alias_texts: Interner,
     alias_text_keys: Vec<u32>,
+    relation_alias_texts: Interner,
+    relation_aliases: Vec<(u32, u32)>,
 }
 
 impl KgBuilder {
@@ -386,6 +429,14 @@ impl KgBuilder {
         let r = self.relations.intern(relation);
         let t = self.entities.intern(tail);
         self.triples.push([h, r, t]);
+    }
+
+    /// Adds a relation alias entry `(relation, alias)`: a phrase that names the relation
+    /// (`capital of`), read by the linker's relation-aware disambiguation.
+    pub fn relation_alias(&mut self, relation: &str, alias: &str) {
+        let r = self.relations.intern(relation);
+        let text = self.relation_alias_texts.intern(alias);
+        self.relation_aliases.push((r, text));
     }
 
     /// Triples and alias entries added so far.
@@ -448,6 +499,8 @@ impl KgBuilder {
             let names = &self.entities;
             node_entities.values[s..e].sort_by(|a, b| names.get(a.0).cmp(names.get(b.0)));
         }
+        let (relation_phrases, relation_phrase_words) =
+            relation_phrases(normalizer, &self.relation_alias_texts, &self.relation_aliases);
         KgBase {
             max_words,
             normalizer,
@@ -462,6 +515,10 @@ impl KgBuilder {
             node_entities,
             adjacency,
             refs,
+            relation_alias_texts: self.relation_alias_texts,
+            relation_aliases: self.relation_aliases,
+            relation_phrases,
+            relation_phrase_words,
         }
     }
 }

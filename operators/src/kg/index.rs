@@ -316,6 +316,47 @@ impl KgIndex {
         scores
     }
 
+    /// What the words right before a mention say about a relation it takes part in, as edge
+    /// [`label`]s its entity should have: after an alias of relation r (`capital of X`,
+    /// `borders X`) the mention is the tail of an r triple, `label(r, true)`; after an alias of r
+    /// and `of` (`capital of X`, `official language of X`) its head, `label(r, false)`. Sorted,
+    /// distinct; empty without relation aliases. English word order.
+    fn relation_votes(&self, before: &[Word]) -> Vec<u32> {
+        let longest = self.base.relation_phrase_words();
+        let mut votes = Vec::new();
+        if longest == 0 {
+            return votes;
+        }
+        let mut suffixes = |ws: &[Word], backwards: bool| {
+            let mut key = String::new();
+            for start in (ws.len().saturating_sub(longest)..ws.len()).rev() {
+                key = if key.is_empty() { ws[start].norm.clone() } else { format!("{} {key}", ws[start].norm) };
+                votes.extend(self.base.relation_phrase(&key).iter().map(|r| label(*r, backwards)));
+            }
+        };
+        suffixes(before, true);
+        if let [rest @ .., last] = before {
+            if last.norm == "of" {
+                suffixes(rest, false);
+            }
+        }
+        votes.sort_unstable();
+        votes.dedup();
+        votes
+    }
+
+    /// How many of `votes` (edge labels, see [`KgIndex::relation_votes`]) `candidate` has an
+    /// edge of.
+    fn relation_agreement(&self, candidate: EntityKey, votes: &[u32]) -> u32 {
+        let mut seen = vec![false; votes.len()];
+        self.for_each_edge(candidate, |_, l| {
+            if let Ok(i) = votes.binary_search(&l) {
+                seen[i] = true;
+            }
+        });
+        seen.iter().filter(|s| **s).count() as u32
+    }
+
     /// The words of `text` under the normalization the aliases were indexed with.
     pub fn words(&self, text: &str) -> Vec<Word> {
         self.base.normalizer().words(text)
@@ -324,9 +365,11 @@ impl KgIndex {
     /// The resolved entity mentions of a text's words, appended to `out` (see
     /// [`crate::linking`]): scanning left to right, the longest alias match starting at the
     /// earliest uncovered word wins. When its alias names several entities, the candidate with
-    /// the highest context score wins — how many distinct entities already in `out` (the
-    /// question's, then earlier mentions) it is or is one KG edge away from — ties going to the
-    /// smallest entity id; the link keeps every candidate with its score. An alias naming more
+    /// the highest score wins — how many distinct entities already in `out` (the question's,
+    /// then earlier mentions) it is or is one KG edge away from, plus how many of the relations
+    /// the words before the mention ask about it takes part in on the asked side
+    /// ([`KgIndex::relation_votes`]) — ties going to the smallest entity id; the link keeps
+    /// every candidate with its score. An alias naming more
     /// than [`MAX_CANDIDATES`] entities goes to the smallest id without ranking.
     pub fn link(&self, part: Part, words: &[Word], out: &mut Vec<(Link, EntityKey)>) {
         let mut i = 0;
@@ -353,8 +396,14 @@ impl KgIndex {
                 context.sort_unstable();
                 context.dedup();
                 // By score, then by id (entities are in id order and the sort is stable).
-                let scores =
+                let mut scores =
                     if context.is_empty() { vec![0; entities.len()] } else { self.context_scores(&entities, &context) };
+                let votes = self.relation_votes(&words[..i]);
+                if !votes.is_empty() {
+                    for (score, c) in scores.iter_mut().zip(&entities) {
+                        *score += self.relation_agreement(*c, &votes);
+                    }
+                }
                 let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
                 ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
                 let candidates = ranked.iter().map(|(c, score)| (self.name(*c).to_owned(), *score)).collect();
@@ -479,6 +528,45 @@ mod tests {
         let idx = index(&[("Q2", "New York"), ("Q1", "York"), ("Q3", "york"), ("Q4", "New York City")], &[]);
         assert_eq!(linked(&idx, "New York is big; york too"), vec![("Q2".into(), 0, 8), ("Q1".into(), 17, 21)]);
         assert_eq!(linked(&idx, "New York City!"), vec![("Q4".into(), 0, 13)]);
+    }
+
+    #[test]
+    fn the_relation_the_words_before_ask_about_picks_the_side() {
+        // Gibraltar: Q1 the city, capital of Q2 the territory; both are called Gibraltar.
+        let mut b = KgBuilder::new();
+        for e in ["Q1", "Q2"] {
+            b.alias(e, "Gibraltar");
+        }
+        b.alias("Q3", "Spain");
+        b.triple("Q2", "P36", "Q1");
+        b.triple("Q1", "P1376", "Q2");
+        b.triple("Q3", "P47", "Q2");
+        b.relation_alias("P36", "capital");
+        b.relation_alias("P1376", "capital of");
+        b.relation_alias("P1376", "is the capital of");
+        b.relation_alias("P47", "borders");
+        let with = KgIndex::with_base(std::sync::Arc::new(b.finish(8)));
+        let chosen = |idx: &KgIndex, text: &str| {
+            let mut out = Vec::new();
+            idx.link(Part::Question, &words(text), &mut out);
+            out.into_iter().map(|(l, _)| (l.entity, l.candidates)).collect::<Vec<_>>()
+        };
+        let c = |e: &str, s: u32| (e.to_owned(), s);
+        // "capital of X": X is the tail of P1376 and the head of P36 — the territory, twice.
+        assert_eq!(
+            chosen(&with, "What is the capital of Gibraltar?"),
+            vec![("Q2".into(), vec![c("Q2", 2), c("Q1", 0)])]
+        );
+        // "borders X": the tail of P47.
+        assert_eq!(chosen(&with, "Which country borders Gibraltar?")[0].1, vec![c("Q2", 1), c("Q1", 0)]);
+        // No relation before it: a tie, the smallest id; then the context counts as before and
+        // adds to the relation's vote.
+        let both = chosen(&with, "Gibraltar is the capital of Gibraltar");
+        assert_eq!(both[0], ("Q1".into(), vec![c("Q1", 0), c("Q2", 0)]));
+        assert_eq!(both[1], ("Q2".into(), vec![c("Q2", 3), c("Q1", 1)]));
+        // Without relation aliases nothing votes.
+        let plain = index(&[("Q1", "Gibraltar"), ("Q2", "Gibraltar")], &[("Q1", "Q2")]);
+        assert_eq!(chosen(&plain, "What is the capital of Gibraltar?")[0].0, "Q1");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! interning its text files again.
 //!
 //! Layout (little-endian): the magic `OCEANKG\0`, the format version (u32), the longest alias in
-//! words (u32), the normalization flags (u32: 1 = diacritics folded), then each part of the base in a fixed order — a string table is its text (u64
+//! words (u32), the normalization flags (u32: 1 = diacritics folded), then each part of the base in a fixed order (relation aliases last) — a string table is its text (u64
 //! length, bytes) and end offsets, an array is its length (u64) and elements — and the magic
 //! `OCEANEND`, so that a truncated file is an error rather than a smaller KG. The hash maps
 //! (interned strings, trie edges) are rebuilt on load; every key is checked against the tables
@@ -18,7 +18,7 @@ use crate::text::Normalizer;
 const MAGIC: &[u8; 8] = b"OCEANKG\0";
 const END: &[u8; 8] = b"OCEANEND";
 /// Bumped whenever the layout changes; a snapshot of another version is refused.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// A value of the snapshot's fixed-size element types.
 trait Element: Sized + Copy {
@@ -171,6 +171,8 @@ impl KgBase {
         w.rows(&self.node_entities)?;
         w.rows(&self.adjacency)?;
         w.array(&self.refs)?;
+        w.strings(&self.relation_alias_texts)?;
+        w.array(&self.relation_aliases)?;
         w.bytes(END)?;
         w.inner.flush()
     }
@@ -204,6 +206,8 @@ impl KgBase {
         let node_entities = r.rows("trie nodes")?;
         let adjacency = r.rows("adjacency")?;
         let refs = r.array::<u32>()?;
+        let relation_alias_texts = r.strings("relation alias texts")?;
+        let relation_aliases = r.array::<(u32, u32)>()?;
         if r.exact(8)? != END {
             return Err("the snapshot does not end with OCEANEND".into());
         }
@@ -219,6 +223,10 @@ impl KgBase {
             ),
             ("adjacency", adjacency.len() == ne as usize && adjacency.parts().1.iter().all(|(e, _)| *e < ne)),
             ("references", refs.len() == ne as usize),
+            (
+                "relation aliases",
+                relation_aliases.iter().all(|(rel, t)| *rel < nr && (*t as usize) < relation_alias_texts.len()),
+            ),
         ];
         if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(format!("{what}: keys out of range"));
@@ -226,6 +234,8 @@ impl KgBase {
         let mut trie: HashMap<(u32, u32), u32> = HashMap::default();
         trie.reserve(edges.len());
         trie.extend(edges.into_iter().map(|[n, w, c]| ((n, w), c)));
+        let (relation_phrases, relation_phrase_words) =
+            super::base::relation_phrases(normalizer, &relation_alias_texts, &relation_aliases);
         Ok(KgBase {
             max_words,
             normalizer,
@@ -240,6 +250,10 @@ impl KgBase {
             node_entities,
             adjacency,
             refs,
+            relation_alias_texts,
+            relation_aliases,
+            relation_phrases,
+            relation_phrase_words,
         })
     }
 }
@@ -258,6 +272,8 @@ mod tests {
         b.triple("Q1", "P17", "Q2");
         b.triple("Q1", "P17", "Q2");
         b.triple("Q4", "P31", "Q4");
+        b.relation_alias("P17", "located in the country");
+        b.relation_alias("P36", "Capital");
         b.finish(8)
     }
 
@@ -276,6 +292,9 @@ mod tests {
         let (q2, p17) = (back.key("Q2").unwrap(), back.relation_key("P17").unwrap());
         assert_eq!(back.adjacency.row(back.key("Q1").unwrap()), &[(q2, p17 << 1), (q2, p17 << 1)]);
         assert_eq!(back.normalizer(), Normalizer::default());
+        assert_eq!(back.relation_phrase("located in the country"), &[p17]);
+        assert_eq!(back.relation_phrase("capital"), &[back.relation_key("P36").unwrap()]);
+        assert_eq!(back.relation_phrase_words(), 4);
         // The normalization travels with the snapshot.
         let mut b = KgBuilder::new();
         b.alias("Q2", "República del Perú");

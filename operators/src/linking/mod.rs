@@ -11,8 +11,11 @@
 //! Disambiguation: when the winning alias names several entities, the index ranks them by KG
 //! context ([`crate::kg::KgIndex::link`]): a candidate scores one for each distinct entity linked
 //! before it in the same generation (the question's mentions, then the chain of thought's) that
-//! it is or is one KG edge away from; the highest score wins, ties go to the smallest id, and the
-//! link keeps every candidate with its score (`mentions.candidates`). Chains are re-scored when a
+//! it is or is one KG edge away from, plus one per relation that the words right before the
+//! mention ask about and that it takes part in on the asked side (`capital of X`: X is the tail
+//! of a `capital of` triple and the head of a `capital` triple; [`crate::kg::KgIndex::link`]);
+//! the highest score wins, ties go to the smallest id, and the link keeps every candidate with
+//! its score (`mentions.candidates`). Chains are re-scored when a
 //! triple touches any candidate, so the choice stays current under KG changes. An alias naming
 //! more than [`MAX_CANDIDATES`] entities is not ranked (the smallest id, no candidates kept).
 
