@@ -545,7 +545,7 @@ mod tests {
         b.relation_alias("P1376", "capital of");
         b.relation_alias("P1376", "is the capital of");
         b.relation_alias("P47", "borders");
-        let with = KgIndex::with_base(std::sync::Arc::new(b.finish(8)));
+        let with = KgIndex::with_base(Arc::new(b.finish(8)));
         let chosen = |idx: &KgIndex, text: &str| {
             let mut out = Vec::new();
             idx.link(Part::Question, &words(text), &mut out);
