@@ -249,7 +249,8 @@ pub struct KgBase {
     pub(crate) relation_alias_texts: Interner,
     /// Relation alias entries: (relation, text in `relation_alias_texts`).
     pub(crate) relation_aliases: Vec<(u32, u32)>,
-    /// Normalized relation alias → its relations, sorted (derived from the two above).
+    /// Normalized relation alias → its relations, sorted; every word suffix of an alias is a key
+    /// too, with no relations unless it is an alias itself (derived from the two above).
     pub(crate) relation_phrases: HashMap<String, Vec<u32>>,
     /// The longest normalized relation alias, in words.
     pub(crate) relation_phrase_words: usize,
@@ -269,6 +270,9 @@ pub(crate) fn relation_phrases(
             continue;
         }
         longest = longest.max(key.split(' ').count());
+        for (at, _) in key.match_indices(' ') {
+            phrases.entry(key[at + 1..].to_owned()).or_default();
+        }
         phrases.entry(key).or_default().push(relation);
     }
     for relations in phrases.values_mut() {
@@ -316,7 +320,13 @@ impl KgBase {
 
     /// The relations a normalized relation alias names (empty when none).
     pub fn relation_phrase(&self, key: &str) -> &[u32] {
-        self.relation_phrases.get(key).map_or(&[], Vec::as_slice)
+        self.relation_suffix(key).unwrap_or(&[])
+    }
+
+    /// Like [`KgBase::relation_phrase`], but `None` when `key` is not even the end of a
+    /// relation alias (so no longer phrase ending with it is one either).
+    pub fn relation_suffix(&self, key: &str) -> Option<&[u32]> {
+        self.relation_phrases.get(key).map(Vec::as_slice)
     }
 
     /// The longest normalized relation alias, in words (0 without relation aliases).

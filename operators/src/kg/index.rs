@@ -57,7 +57,7 @@ struct Overlay(Interner);
 
 impl Overlay {
     fn key(&self, base: &Interner, s: &str) -> Option<u32> {
-        base.key(s).or_else(|| self.0.key(s).map(|k| Self::after(base, k)))
+        base.key(s).or_else(|| if self.0.is_empty() { None } else { self.0.key(s).map(|k| Self::after(base, k)) })
     }
 
     fn intern(&mut self, base: &Interner, s: &str) -> u32 {
@@ -170,7 +170,8 @@ impl KgIndex {
     }
 
     fn child(&self, node: u32, word: u32) -> Option<u32> {
-        self.base.trie.get(&(node, word)).or_else(|| self.trie.get(&(node, word))).copied()
+        let changed = || if self.trie.is_empty() { None } else { self.trie.get(&(node, word)) };
+        self.base.trie.get(&(node, word)).or_else(changed).copied()
     }
 
     /// Records in `change` what applying `update` will change, without applying it: the ends of
@@ -251,7 +252,8 @@ impl KgIndex {
     /// by entity id; more than [`MAX_CANDIDATES`] of them: only the smallest.
     fn node_entities(&self, node: u32) -> Vec<EntityKey> {
         let base = self.base.node_entities.row(node);
-        let Some(delta) = self.node_delta.get(&node) else {
+        let delta = if self.node_delta.is_empty() { None } else { self.node_delta.get(&node) };
+        let Some(delta) = delta else {
             // Base rows are sorted by entity id.
             if base.len() > MAX_CANDIDATES {
                 return vec![base[0].0];
@@ -274,7 +276,8 @@ impl KgIndex {
 
     /// Whether the node links to some entity now (without listing them when the base says so).
     fn node_links(&self, node: u32) -> bool {
-        match self.node_delta.get(&node) {
+        let delta = if self.node_delta.is_empty() { None } else { self.node_delta.get(&node) };
+        match delta {
             None => !self.base.node_entities.row(node).is_empty(),
             Some(_) => !self.node_entities(node).is_empty(),
         }
@@ -331,7 +334,9 @@ impl KgIndex {
             let mut key = String::new();
             for start in (ws.len().saturating_sub(longest)..ws.len()).rev() {
                 key = if key.is_empty() { ws[start].norm.clone() } else { format!("{} {key}", ws[start].norm) };
-                votes.extend(self.base.relation_phrase(&key).iter().map(|r| label(*r, backwards)));
+                // Stop as soon as no relation alias ends with these words.
+                let Some(relations) = self.base.relation_suffix(&key) else { break };
+                votes.extend(relations.iter().map(|r| label(*r, backwards)));
             }
         };
         suffixes(before, true);
