@@ -569,6 +569,15 @@ mod tests {
         let both = chosen(&with, "Gibraltar is the capital of Gibraltar");
         assert_eq!(both[0], ("Q1".into(), vec![c("Q1", 0), c("Q2", 0)]));
         assert_eq!(both[1], ("Q2".into(), vec![c("Q2", 3), c("Q1", 1)]));
+        // The votes read the KG as of now: retract the capital triples and the tie is back.
+        let mut with = with;
+        with.apply(&KgUpdate::Triple("Q2".into(), "P36".into(), "Q1".into()), -1);
+        assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q2", 1), c("Q1", 0)]);
+        with.apply(&KgUpdate::Triple("Q1".into(), "P1376".into(), "Q2".into()), -1);
+        assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q1", 0), c("Q2", 0)]);
+        // A city gains the capital triple: the vote follows it.
+        with.apply(&KgUpdate::Triple("Q1".into(), "P36".into(), "Q3".into()), 1);
+        assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q1", 1), c("Q2", 0)]);
         // Without relation aliases nothing votes.
         let plain = index(&[("Q1", "Gibraltar"), ("Q2", "Gibraltar")], &[("Q1", "Q2")]);
         assert_eq!(chosen(&plain, "What is the capital of Gibraltar?")[0].0, "Q1");
