@@ -1471,7 +1471,10 @@ fn eval_linking(labels: &std::path::Path, out: Option<PathBuf>, json: bool) -> R
             // μ does not touch linking or grounding; the adjacency baseline is the quickest.
             let mut config = RunConfig { kg_policy: "adjacency".into(), ..RunConfig::default() };
             config.sink.out = dir.clone();
-            ocean_pipeline::run(&config).context("ocean run on the embedded data")?;
+            if let Err(e) = ocean_pipeline::run(&config) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(anyhow::Error::from(e).context("ocean run on the embedded data"));
+            }
             (dir, true)
         }
     };

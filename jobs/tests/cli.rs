@@ -980,7 +980,9 @@ fn follow_applies_kg_change_files_as_they_appear() {
         }
     }
     std::fs::write(kg1.join("triples.tsv"), kept).unwrap();
-    std::fs::copy("../data/kg/entity_aliases.tsv", kg1.join("entity_aliases.tsv")).unwrap();
+    for file in ["entity_aliases.tsv", "relation_aliases.tsv"] {
+        std::fs::copy(format!("../data/kg/{file}"), kg1.join(file)).unwrap();
+    }
     // The same entity universe for μ's smoothing as a run on the whole KG.
     let config = dir.path().join("ocean.toml");
     std::fs::write(&config, "kg_policy = \"adjacency\"\n[policy]\nentities = 1212\n").unwrap();

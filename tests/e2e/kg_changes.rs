@@ -26,6 +26,8 @@ fn kg_change_files_end_where_a_fresh_run_does() {
             std::fs::create_dir(&d).unwrap();
             std::fs::write(d.join("triples.tsv"), triples.join("\n") + "\n").unwrap();
             std::fs::write(d.join("entity_aliases.tsv"), aliases.join("\n") + "\n").unwrap();
+            // Relation aliases too: disambiguation reads them, and KG changes move its votes.
+            std::fs::copy(kg.join("relation_aliases.tsv"), d.join("relation_aliases.tsv")).unwrap();
             d
         };
         let kg1 = write_kg("kg1", &kept, &kept_aliases);
