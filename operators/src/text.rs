@@ -69,9 +69,11 @@ pub struct Word {
 ///   written without spaces that Unicode encodes as ideographs or kana (Han, Hiragana, Katakana)
 ///   every char is a word of its own, so `東京` matches inside `東京都`; Thai, Lao, Khmer and
 ///   Burmese, which need a dictionary to segment, split only at spaces and punctuation.
-/// * **Possessives**: an `s` right after an apostrophe (`'`, `’`, `ʼ`) that follows a word is
-///   dropped: `Peru's` and `Peru’s` are `peru`; other apostrophes split (`d'Ivoire` is
-///   `d ivoire`).
+/// * **Apostrophes** (`'`, `’`, `ʼ`) between two runs of word chars: an `s` alone after one is a
+///   possessive and is dropped (`Peru's` and `Peru’s` are `peru`); any other run after one joins
+///   the word before it, the apostrophe dropped (`Sana'a` is `sanaa`, `N'Djamena` is
+///   `ndjamena`, `Inch'on` is `inchon`, `d'Ivoire` is `divoire`), so that transliterations
+///   match with or without their apostrophes' (`O'sh` and `Osh`).
 /// * **Unicode NFKC**, then **full case folding** (`ß` → `ss`, `Σ`/`ς` → `σ`, fullwidth
 ///   `Ｌｉｍａ` → `lima`, the ligature `ﬁ` → `fi`), then NFC; chars that NFKC turns into
 ///   separators (`½` → `1⁄2`) are dropped from the word.
@@ -101,7 +103,7 @@ fn is_word_char(ch: char) -> bool {
 /// `s` or `S` right after a word and an apostrophe is dropped.
 fn ascii_words(text: &str) -> Vec<Word> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() / 5);
+    let mut out: Vec<Word> = Vec::with_capacity(bytes.len() / 5);
     let mut i = 0;
     while i < bytes.len() {
         if !bytes[i].is_ascii_alphanumeric() {
@@ -112,12 +114,17 @@ fn ascii_words(text: &str) -> Vec<Word> {
         while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
             i += 1;
         }
-        let possessive = start >= 2 && bytes[start - 1] == b'\'' && bytes[start - 2].is_ascii_alphanumeric();
-        if possessive && i - start == 1 && (bytes[start] | 0x20) == b's' {
+        let after_apostrophe = start >= 2 && bytes[start - 1] == b'\'' && bytes[start - 2].is_ascii_alphanumeric();
+        if after_apostrophe && i - start == 1 && (bytes[start] | 0x20) == b's' {
             continue;
         }
-        let norm = text[start..i].to_ascii_lowercase();
-        out.push(Word { start: start as u32, end: i as u32, norm });
+        match out.last_mut() {
+            Some(last) if after_apostrophe && last.end as usize == start - 1 => {
+                last.norm.push_str(&text[start..i].to_ascii_lowercase());
+                last.end = i as u32;
+            }
+            _ => out.push(Word { start: start as u32, end: i as u32, norm: text[start..i].to_ascii_lowercase() }),
+        }
     }
     out
 }
@@ -147,8 +154,10 @@ impl Normalizer {
     fn words_any(self, text: &str) -> Vec<Word> {
         let mut out = Vec::with_capacity(text.len() / 5);
         // The current word: start char, start byte, and whether it follows a word and an
-        // apostrophe directly (a possessive `s` candidate).
+        // apostrophe directly (a possessive `s`, or a part to join).
         let mut current: Option<(u32, usize, bool)> = None;
+        // The start byte of the last word pushed, when a part after an apostrophe can join it.
+        let mut joinable: Option<usize> = None;
         let mut last_end: Option<u32> = None;
         let mut prev: Option<char> = None;
         let mut chars = 0u32;
@@ -161,30 +170,57 @@ impl Normalizer {
                     current = Some((i, b, possessive));
                 }
             } else {
-                if let Some((start, sb, possessive)) = current.take() {
-                    self.push(&mut out, &text[sb..b], start, i, possessive);
+                if let Some((start, sb, after_apostrophe)) = current.take() {
+                    self.push(&mut out, &mut joinable, text, (sb, b), (start, i), after_apostrophe);
                     last_end = Some(i);
                 }
                 if is_unspaced(ch) {
-                    self.push(&mut out, &text[b..b + ch.len_utf8()], i, i + 1, false);
+                    self.push(&mut out, &mut None, text, (b, b + ch.len_utf8()), (i, i + 1), false);
+                    joinable = None;
                     last_end = Some(i + 1);
                 }
             }
             prev = Some(ch);
         }
-        if let Some((start, sb, possessive)) = current {
-            self.push(&mut out, &text[sb..], start, chars, possessive);
+        if let Some((start, sb, after_apostrophe)) = current {
+            self.push(&mut out, &mut joinable, text, (sb, text.len()), (start, chars), after_apostrophe);
         }
         out
     }
 
-    fn push(self, out: &mut Vec<Word>, raw: &str, start: u32, end: u32, possessive: bool) {
-        if possessive && (raw == "s" || raw == "S") {
+    /// Adds the run of word chars at `bytes` (`chars`) of `text`: dropped when it is a possessive
+    /// `s`, joined to the last word when it follows it across an apostrophe, else a new word.
+    /// `joinable` is the start byte of the last word when it can be joined.
+    fn push(
+        self,
+        out: &mut Vec<Word>,
+        joinable: &mut Option<usize>,
+        text: &str,
+        (sb, eb): (usize, usize),
+        (start, end): (u32, u32),
+        after_apostrophe: bool,
+    ) {
+        let raw = &text[sb..eb];
+        if after_apostrophe && (raw == "s" || raw == "S") {
+            return;
+        }
+        let join = match (out.last(), *joinable) {
+            (Some(last), Some(from)) if after_apostrophe && last.end + 1 == start => Some(from),
+            _ => None,
+        };
+        if let Some(from) = join {
+            let whole: String = text[from..eb].chars().filter(|c| !is_apostrophe(*c)).collect();
+            let last = out.last_mut().expect("a word to join");
+            last.norm = self.normal_form(&whole);
+            last.end = end;
             return;
         }
         let norm = self.normal_form(raw);
-        if !norm.is_empty() {
+        if norm.is_empty() {
+            *joinable = None;
+        } else {
             out.push(Word { start, end, norm });
+            *joinable = Some(sb);
         }
     }
 
@@ -231,7 +267,7 @@ pub fn words(text: &str) -> Vec<Word> {
 }
 
 /// The default normal form of an alias or a text span ([`Normalizer::normalize`]):
-/// `Côte d'Ivoire` → `côte d ivoire`, `Peru's` → `peru`.
+/// `Côte d'Ivoire` → `côte divoire`, `Peru's` → `peru`.
 pub fn normalize(text: &str) -> String {
     Normalizer::default().normalize(text)
 }
@@ -304,7 +340,7 @@ mod tests {
     #[test]
     fn folding_diacritics_is_an_option() {
         let fold = Normalizer { fold_diacritics: true };
-        assert_eq!(fold.normalize("São Paulo, Côte d'Ivoire, Málaga"), "sao paulo cote d ivoire malaga");
+        assert_eq!(fold.normalize("São Paulo, Côte d'Ivoire, Málaga"), "sao paulo cote divoire malaga");
         assert_eq!(fold.normalize("Łódź Tromsø Æsir Œuvre"), "lodz tromso aesir oeuvre");
         assert_eq!(fold.normalize("Sa\u{0303}o"), "sao");
         assert_eq!(Normalizer::default().normalize("Łódź"), "łódź");
@@ -333,11 +369,19 @@ mod tests {
         assert_eq!(norms("Peru's capital"), vec!["peru", "capital"]);
         assert_eq!(norms("Peru’s capital, PERU'S"), vec!["peru", "capital", "peru"]);
         assert_eq!(norms("Paris' mayor"), vec!["paris", "mayor"]);
-        assert_eq!(norms("Côte d'Ivoire"), vec!["côte", "d", "ivoire"]);
-        // Not a possessive: a lone s, an s after a space, a longer word after the apostrophe.
-        assert_eq!(norms("s 's Peru'sx"), vec!["s", "s", "peru", "sx"]);
-        let w = words("Peru's Lima");
+        // Any other part after an apostrophe joins the word before it.
+        assert_eq!(norms("Côte d'Ivoire"), vec!["côte", "divoire"]);
+        assert_eq!(norms("Sana'a, N’Djamena, V'ent'jan, O'sh"), vec!["sanaa", "ndjamena", "ventjan", "osh"]);
+        assert_eq!(normalize("Inch'ŏn"), normalize("Inchŏn"));
+        // Not a possessive: a lone s, an s after a space; a longer part joins.
+        assert_eq!(norms("s 's Peru'sx"), vec!["s", "s", "perusx"]);
+        // A part after a dropped possessive, or after a space and an apostrophe, stays apart.
+        assert_eq!(norms("x's'a 'b"), vec!["x", "a", "b"]);
+        let w = words("Peru's Lima Sana'a");
         assert_eq!((w[1].start, w[1].end), (7, 11));
+        assert_eq!((w[2].start, w[2].end, w[2].norm.as_str()), (12, 18, "sanaa"));
+        // An apostrophe next to an ideograph joins nothing.
+        assert_eq!(norms("東'a"), vec!["東", "a"]);
     }
 
     #[test]
@@ -401,7 +445,7 @@ mod tests {
 
     #[test]
     fn normalization_ignores_case_and_punctuation() {
-        assert_eq!(normalize("Côte d'Ivoire"), "côte d ivoire");
+        assert_eq!(normalize("Côte d'Ivoire"), "côte divoire");
         assert_eq!(normalize("  The  capital,  LIMA! "), "the capital lima");
         assert_eq!(normalize("...!"), "");
         let w = words("Hi, São Paulo");

@@ -18,7 +18,7 @@ use crate::text::Normalizer;
 const MAGIC: &[u8; 8] = b"OCEANKG\0";
 const END: &[u8; 8] = b"OCEANEND";
 /// Bumped whenever the layout changes; a snapshot of another version is refused.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// A value of the snapshot's fixed-size element types.
 trait Element: Sized + Copy {
