@@ -73,7 +73,7 @@ pub struct Word {
 ///   possessive and is dropped (`Peru's` and `Peru’s` are `peru`); any other run after one joins
 ///   the word before it, the apostrophe dropped (`Sana'a` is `sanaa`, `N'Djamena` is
 ///   `ndjamena`, `Inch'on` is `inchon`, `d'Ivoire` is `divoire`), so that transliterations
-///   match with or without their apostrophes' (`O'sh` and `Osh`).
+///   match with or without their apostrophes (`O'sh` and `Osh`).
 /// * **Unicode NFKC**, then **full case folding** (`ß` → `ss`, `Σ`/`ς` → `σ`, fullwidth
 ///   `Ｌｉｍａ` → `lima`, the ligature `ﬁ` → `fi`), then NFC; chars that NFKC turns into
 ///   separators (`½` → `1⁄2`) are dropped from the word.

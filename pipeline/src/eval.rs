@@ -95,6 +95,7 @@ pub struct Prf {
     /// Links that no label has.
     pub fp: usize,
     /// Labels that no link has.
+    #[serde(rename = "fn")]
     pub fn_: usize,
     /// tp / (tp + fp).
     pub precision: f64,

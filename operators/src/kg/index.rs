@@ -351,7 +351,8 @@ impl KgIndex {
     }
 
     /// How many of `votes` (edge labels, see [`KgIndex::relation_votes`]) `candidate` has an
-    /// edge of.
+    /// edge of. Reads the candidate's whole adjacency row: only ambiguous mentions right after a
+    /// relation alias pay it, at most [`MAX_CANDIDATES`] rows each.
     fn relation_agreement(&self, candidate: EntityKey, votes: &[u32]) -> u32 {
         let mut seen = vec![false; votes.len()];
         self.for_each_edge(candidate, |_, l| {
