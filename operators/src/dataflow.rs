@@ -307,7 +307,9 @@ mod tests {
                     }
                 }
                 let mut links = resolve(matches.into_iter().collect());
-                // Disambiguation by KG context, in order: the question's links, then the chain's.
+                // Disambiguation by KG context, in order: the question's links, then the chain's;
+                // each link's ranked candidates by id.
+                let mut named: Vec<Vec<(String, u32)>> = vec![Vec::new(); links.len()];
                 for i in 0..links.len() {
                     let names: BTreeSet<&String> = by_alias[&links[i].alias].iter().collect();
                     if names.len() > 1 && names.len() <= MAX_CANDIDATES {
@@ -319,7 +321,7 @@ mod tests {
                             names.into_iter().map(|c| (c.clone(), score(c) as u32)).collect();
                         ranked.sort_by_key(|(_, s)| std::cmp::Reverse(*s));
                         links[i].entity = ranked[0].0.clone();
-                        links[i].candidates = ranked;
+                        named[i] = ranked;
                     }
                 }
                 let support = PathConfig { max_hops: support_hops(&config.paths), ..config.paths.clone() };
@@ -347,7 +349,7 @@ mod tests {
                             end: m.end,
                             entity: m.entity.clone(),
                             alias: m.alias.clone(),
-                            candidates: m.candidates.clone(),
+                            candidates: named[i].clone(),
                             n_context: context.len() as u32,
                             context_size: reach.len() as u32,
                             in_reach: cot && reach.contains(&m.entity),

@@ -94,7 +94,7 @@ pub fn ground(
             end: l.end,
             entity: l.entity.clone(),
             alias: l.alias.clone(),
-            candidates: l.candidates.clone(),
+            candidates: l.candidates.iter().map(|(k, score)| (index.name(*k).to_owned(), *score)).collect(),
             n_context: if cot { context.len() as u32 } else { 0 },
             context_size: if cot { reach.len } else { 0 },
             in_reach,

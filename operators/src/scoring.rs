@@ -257,7 +257,7 @@ impl Scorer {
             let question = self.index.words(g.question.as_deref().unwrap_or(""));
             let content = self.index.words(&g.content);
             let links = link_words(&self.index, &question, &content);
-            deps.push((distinct_entities(&self.index, &links), WordFilter::of(&[&question, &content])));
+            deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
             grounded.push(ground(
                 &self.index,
                 &links,
@@ -276,7 +276,7 @@ impl Scorer {
 
     /// A generation's linked entities under the aliases as of now, sorted and distinct.
     fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
-        distinct_entities(&self.index, &link_generation(&self.index, g))
+        distinct_entities(&link_generation(&self.index, g))
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -577,8 +577,8 @@ impl Job {
 /// The entities of a chain's links, sorted and distinct (its entries in the dependency index).
 /// The entities a chain's links depend on: the linked ones and every candidate of an ambiguous
 /// alias (a triple touching a candidate can change the choice), sorted and distinct.
-fn distinct_entities(index: &KgIndex, links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
-    let candidates = links.iter().flat_map(|(l, _)| &l.candidates).filter_map(|(c, _)| index.key(c));
+fn distinct_entities(links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
+    let candidates = links.iter().flat_map(|(l, _)| &l.candidates).map(|(c, _)| *c);
     let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).chain(candidates).collect();
     es.sort_unstable();
     es.dedup();

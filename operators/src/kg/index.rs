@@ -412,8 +412,7 @@ impl KgIndex {
                 }
                 let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
                 ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
-                let candidates = ranked.iter().map(|(c, score)| (self.name(*c).to_owned(), *score)).collect();
-                (ranked[0].0, candidates)
+                (ranked[0].0, ranked)
             };
             // The alias a node spells is the normalized words that lead to it.
             let alias = words[i..=j].iter().map(|w| w.norm.as_str()).collect::<Vec<_>>().join(" ");
@@ -523,6 +522,11 @@ mod tests {
         idx
     }
 
+    /// A link's candidates with their entity ids.
+    fn named(idx: &KgIndex, candidates: &[(EntityKey, u32)]) -> Vec<(String, u32)> {
+        candidates.iter().map(|(k, s)| (idx.name(*k).to_owned(), *s)).collect()
+    }
+
     fn linked(idx: &KgIndex, text: &str) -> Vec<(String, u32, u32)> {
         let mut out = Vec::new();
         idx.link(Part::Cot, &words(text), &mut out);
@@ -555,7 +559,7 @@ mod tests {
         let chosen = |idx: &KgIndex, text: &str| {
             let mut out = Vec::new();
             idx.link(Part::Question, &words(text), &mut out);
-            out.into_iter().map(|(l, _)| (l.entity, l.candidates)).collect::<Vec<_>>()
+            out.into_iter().map(|(l, _)| (l.entity, named(idx, &l.candidates))).collect::<Vec<_>>()
         };
         let c = |e: &str, s: u32| (e.to_owned(), s);
         // "capital of X": X is the tail of P1376 and the head of P36 — the territory, twice.
@@ -596,7 +600,7 @@ mod tests {
             idx.link(Part::Question, &words(question), &mut out);
             idx.link(Part::Cot, &words(cot), &mut out);
             let (l, _) = out.into_iter().find(|(l, _)| l.alias == "georgia" && l.part == Part::Cot).unwrap();
-            (l.entity, l.candidates)
+            (l.entity, named(idx, &l.candidates))
         };
         let c = |e: &str, s: u32| (e.to_owned(), s);
         // No context: a tie, the smallest id.

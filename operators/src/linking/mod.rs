@@ -69,9 +69,10 @@ pub struct Link {
     pub entity: EntityId,
     /// The normalized alias.
     pub alias: String,
-    /// When the alias names several entities: each, with its context score, best first (the
-    /// chosen entity first); empty when it names one.
-    pub candidates: Vec<(EntityId, u32)>,
+    /// When the alias names several entities: each (interned in the KG index that linked it,
+    /// [`KgIndex::name`] gives its id), with its score, best first (the chosen entity first);
+    /// empty when it names one.
+    pub candidates: Vec<(EntityKey, u32)>,
 }
 
 /// Candidate spans of a generation: `(normalized words, (cot_id, part, start, end))`.
