@@ -259,33 +259,22 @@ impl Tally {
             let linked_at: HashMap<(u32, u32), &RunMention> = linked.iter().map(|m| ((m.start, m.end), *m)).collect();
             let counts = self.counts.entry(part).or_default();
             for m in &linked {
-                match label_at.get(&(m.start, m.end)) {
-                    Some(l) if l.entity == m.entity => counts[0] += 1,
-                    Some(l) => {
-                        counts[1] += 1;
-                        self.errors.push(LinkError {
-                            kind: "wrong-entity",
-                            at: at.clone(),
-                            part,
-                            surface: m.surface.clone(),
-                            start: m.start,
-                            linked: Some(m.entity.clone()),
-                            label: Some(l.entity.clone()),
-                        });
-                    }
-                    None => {
-                        counts[1] += 1;
-                        self.errors.push(LinkError {
-                            kind: "spurious",
-                            at: at.clone(),
-                            part,
-                            surface: m.surface.clone(),
-                            start: m.start,
-                            linked: Some(m.entity.clone()),
-                            label: None,
-                        });
-                    }
+                let label = label_at.get(&(m.start, m.end));
+                if label.is_some_and(|l| l.entity == m.entity) {
+                    counts[0] += 1;
+                    continue;
                 }
+                // A wrong entity at a labelled span is reported once, here (it is also a miss).
+                counts[1] += 1;
+                self.errors.push(LinkError {
+                    kind: if label.is_some() { "wrong-entity" } else { "spurious" },
+                    at: at.clone(),
+                    part,
+                    surface: m.surface.clone(),
+                    start: m.start,
+                    linked: Some(m.entity.clone()),
+                    label: label.map(|l| l.entity.clone()),
+                });
             }
             for l in labels {
                 match linked_at.get(&(l.start, l.end)) {
@@ -327,7 +316,7 @@ impl Tally {
                 Verdict::Unsupported
             };
             label_verdicts.push(verdict);
-            if !context.contains(&l.entity.as_str()) {
+            if verdict != Verdict::Remention {
                 context.push(&l.entity);
             }
         }

@@ -252,7 +252,7 @@ impl KgIndex {
     /// by entity id; more than [`MAX_CANDIDATES`] of them: only the smallest.
     fn node_entities(&self, node: u32) -> Vec<EntityKey> {
         let base = self.base.node_entities.row(node);
-        let delta = if self.node_delta.is_empty() { None } else { self.node_delta.get(&node) };
+        let delta = self.node_changes(node);
         let Some(delta) = delta else {
             // Base rows are sorted by entity id.
             if base.len() > MAX_CANDIDATES {
@@ -274,9 +274,18 @@ impl KgIndex {
         out
     }
 
+    /// The alias changes of a trie node's entities, if any (no lookup while there are none).
+    fn node_changes(&self, node: u32) -> Option<&Vec<(EntityKey, i64)>> {
+        if self.node_delta.is_empty() {
+            None
+        } else {
+            self.node_delta.get(&node)
+        }
+    }
+
     /// Whether the node links to some entity now (without listing them when the base says so).
     fn node_links(&self, node: u32) -> bool {
-        let delta = if self.node_delta.is_empty() { None } else { self.node_delta.get(&node) };
+        let delta = self.node_changes(node);
         match delta {
             None => !self.base.node_entities.row(node).is_empty(),
             Some(_) => !self.node_entities(node).is_empty(),
