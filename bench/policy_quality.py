@@ -69,7 +69,7 @@ def main():
                 "n": m["n"],
                 "estimate": m["estimate"],
                 "std_error": m["std_error"],
-                "reliable": m.get("ci") is not None,
+                "reliable": m["reliable"],
                 "entity_ess": m["entity_ess"],
                 "entity_tokens": m["n_entity_tokens"],
             }

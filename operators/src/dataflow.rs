@@ -293,9 +293,12 @@ mod tests {
             }
         }
         let mut adj: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut degree: HashMap<&str, u64> = HashMap::new();
         for (h, _, t) in triples {
             adj.entry(h.clone()).or_default().insert(t.clone());
             adj.entry(t.clone()).or_default().insert(h.clone());
+            *degree.entry(h).or_default() += 1;
+            *degree.entry(t).or_default() += 1;
         }
         gens.iter()
             .map(|g| {
@@ -308,7 +311,8 @@ mod tests {
                 }
                 let mut links = resolve(matches.into_iter().collect());
                 // Disambiguation by KG context, in order: the question's links, then the chain's;
-                // each link's ranked candidates by id.
+                // each link's candidates ranked by score, then by their number of triples, then
+                // by id.
                 let mut named: Vec<Vec<(String, u32)>> = vec![Vec::new(); links.len()];
                 for i in 0..links.len() {
                     let names: BTreeSet<&String> = by_alias[&links[i].alias].iter().collect();
@@ -319,7 +323,8 @@ mod tests {
                         };
                         let mut ranked: Vec<(String, u32)> =
                             names.into_iter().map(|c| (c.clone(), score(c) as u32)).collect();
-                        ranked.sort_by_key(|(_, s)| std::cmp::Reverse(*s));
+                        let degree = |c: &String| degree.get(c.as_str()).copied().unwrap_or(0);
+                        ranked.sort_by_key(|(c, s)| (std::cmp::Reverse(*s), std::cmp::Reverse(degree(c))));
                         links[i].entity = ranked[0].0.clone();
                         named[i] = ranked;
                     }

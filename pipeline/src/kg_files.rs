@@ -263,7 +263,7 @@ fn read_lines(
     Ok(())
 }
 
-/// One line of a KG change file.
+/// One change of a KG change file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KgChangeLine {
     /// `±<TAB>triple<TAB>head<TAB>relation<TAB>tail`.
@@ -272,16 +272,36 @@ pub enum KgChangeLine {
     Alias(i64, (String, String)),
 }
 
-/// A change file read: `(line, change)` in file order, and the lines that were not changes.
-pub type KgChanges = (Vec<(u64, KgChangeLine)>, Vec<Reject>);
+/// A change with where it came from and when it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KgChangeRow {
+    /// 1-based line (text) or row (Parquet) in its file.
+    pub line: u64,
+    /// When the change holds, µs since the Unix epoch (UTC); `None`: when the file is read.
+    pub time_us: Option<i64>,
+    /// The change.
+    pub change: KgChangeLine,
+}
 
-/// Reads a KG change file: one change per line, `+` (add) or `-` (retract), then `triple`
-/// with head, relation and tail, or `alias` with entity and alias, tab-separated; blank lines
-/// and `#` comments skipped. Bad lines become rejects with their line number.
+/// A change file read: its changes in file order, and the lines that were not changes.
+pub type KgChanges = (Vec<KgChangeRow>, Vec<Reject>);
+
+/// Reads a KG change file. Text (any name but `*.parquet`): one change per line, `+` (add) or
+/// `-` (retract), then `triple` with head, relation and tail, or `alias` with entity and alias,
+/// tab-separated, optionally one more field with the change's time; blank lines and `#`
+/// comments skipped. Parquet: columns `diff` (+1 or −1), `head`, `relation`, `tail` (a triple
+/// change) or `entity`, `alias` (an alias change) — a file may hold both kinds, the other
+/// kind's columns null or absent — and optionally `time`. A time is a timestamp column, whole
+/// seconds since the Unix epoch, or text in RFC 3339 (`2026-11-27T09:00:00Z`) or
+/// `2026-11-27[ 09:00:00]` (UTC). Bad lines or rows become rejects with their number; a
+/// Parquet file without the columns it needs, or unreadable, is an error.
 pub fn read_kg_changes(path: &Path) -> Result<KgChanges> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        return read_parquet_changes(path);
+    }
     let mut changes = Vec::new();
     let mut rejects = Vec::new();
-    read_lines(path, &mut rejects, &mut |_| {}, |line_no, fields| {
+    read_lines(path, &mut rejects, &mut |_| {}, |line, fields| {
         if fields.first().is_some_and(|f| f.starts_with('#')) {
             return Ok(());
         }
@@ -290,21 +310,178 @@ pub fn read_kg_changes(path: &Path) -> Result<KgChanges> {
             Some(&"-") => -1,
             _ => return Err("a change starts with + or -, then a tab".to_owned()),
         };
-        let change = match &fields[1..] {
-            ["triple", h, r, t] if !h.is_empty() && !r.is_empty() && !t.is_empty() => {
-                KgChangeLine::Triple(diff, (h.to_string(), r.to_string(), t.to_string()))
+        let (change, time) = match &fields[1..] {
+            ["triple", h, r, t, time @ ..] if !h.is_empty() && !r.is_empty() && !t.is_empty() && time.len() <= 1 => {
+                (KgChangeLine::Triple(diff, (h.to_string(), r.to_string(), t.to_string())), time.first())
             }
-            ["alias", e, a] if !e.is_empty() && !a.trim().is_empty() => {
-                KgChangeLine::Alias(diff, (e.to_string(), a.to_string()))
+            ["alias", e, a, time @ ..] if !e.is_empty() && !a.trim().is_empty() && time.len() <= 1 => {
+                (KgChangeLine::Alias(diff, (e.to_string(), a.to_string())), time.first())
             }
             _ => {
-                return Err(
-                    "expected ±<TAB>triple<TAB>head<TAB>relation<TAB>tail or ±<TAB>alias<TAB>entity<TAB>alias".into()
-                )
+                return Err("expected ±<TAB>triple<TAB>head<TAB>relation<TAB>tail[<TAB>time] or \
+                     ±<TAB>alias<TAB>entity<TAB>alias[<TAB>time]"
+                    .into())
             }
         };
-        changes.push((line_no, change));
+        let time_us = time.map(|t| parse_change_time(t)).transpose()?;
+        changes.push(KgChangeRow { line, time_us, change });
         Ok(())
     })?;
     Ok((changes, rejects))
+}
+
+/// A change's time as text: whole seconds since the Unix epoch, RFC 3339, or a date with an
+/// optional time of day (UTC); µs since the epoch.
+fn parse_change_time(text: &str) -> std::result::Result<i64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return seconds.checked_mul(1_000_000).ok_or_else(|| format!("time {text} is out of range"));
+    }
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text)
+        .map(|ns| ns.div_euclid(1000))
+        .map_err(|_| format!("time {text:?} is neither seconds since the epoch nor RFC 3339"))
+}
+
+/// Reads a Parquet KG change file (see [`read_kg_changes`]).
+fn read_parquet_changes(path: &Path) -> Result<KgChanges> {
+    use arrow::array::{Array, AsArray, RecordBatchReader};
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let schema = reader.schema();
+    if schema.column_with_name("diff").is_none() {
+        return Err(Error::Config(format!("{}: a Parquet KG change file needs a `diff` column", path.display())));
+    }
+    let has = |name: &str| schema.column_with_name(name).is_some();
+    if !(has("head") && has("relation") && has("tail")) && !(has("entity") && has("alias")) {
+        let message = "a Parquet KG change file needs `head`, `relation`, `tail` or `entity`, `alias` columns";
+        return Err(Error::Config(format!("{}: {message}", path.display())));
+    }
+    let source = path.display().to_string();
+    let (mut changes, mut rejects) = (Vec::new(), Vec::new());
+    let mut line = 0u64;
+    for batch in reader {
+        let batch = batch?;
+        let n = batch.num_rows();
+        let cast = |name: &str, to: &DataType| -> Result<Option<arrow::array::ArrayRef>> {
+            match batch.column_by_name(name) {
+                Some(column) => Ok(Some(arrow::compute::cast(column, to)?)),
+                None => Ok(None),
+            }
+        };
+        let diff = cast("diff", &DataType::Int64)?.expect("checked above");
+        let diff = diff.as_primitive::<Int64Type>();
+        let text: Vec<Option<arrow::array::ArrayRef>> = ["head", "relation", "tail", "entity", "alias"]
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8))
+            .collect::<Result<_>>()?;
+        let field = |k: usize, row: usize| -> Option<&str> {
+            let column = text[k].as_ref()?.as_string::<i32>();
+            (column.is_valid(row) && !column.value(row).trim().is_empty()).then(|| column.value(row))
+        };
+        // Times: timestamps of any unit, whole seconds, or text.
+        let time: Option<Vec<std::result::Result<Option<i64>, String>>> = match batch.column_by_name("time") {
+            None => None,
+            Some(column) => Some(match column.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    let column = arrow::compute::cast(column, &DataType::Utf8)?;
+                    let column = column.as_string::<i32>();
+                    (0..n).map(|i| column.is_valid(i).then(|| parse_change_time(column.value(i))).transpose()).collect()
+                }
+                DataType::Timestamp(..) => {
+                    let column = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                    let column = column.as_primitive::<TimestampMicrosecondType>();
+                    (0..n).map(|i| Ok(column.is_valid(i).then(|| column.value(i)))).collect()
+                }
+                _ => {
+                    let column = arrow::compute::cast(column, &DataType::Int64)?;
+                    let column = column.as_primitive::<Int64Type>();
+                    (0..n)
+                        .map(|i| {
+                            column
+                                .is_valid(i)
+                                .then(|| column.value(i).checked_mul(1_000_000).ok_or("time out of range".to_owned()))
+                                .transpose()
+                        })
+                        .collect()
+                }
+            }),
+        };
+        for row in 0..n {
+            line += 1;
+            let d = if diff.is_valid(row) { diff.value(row) } else { 0 };
+            let triple = (field(0, row), field(1, row), field(2, row));
+            let alias = (field(3, row), field(4, row));
+            let change = match (d, triple, alias) {
+                (1 | -1, (Some(h), Some(r), Some(t)), (None, None)) => {
+                    Ok(KgChangeLine::Triple(d, (h.to_owned(), r.to_owned(), t.to_owned())))
+                }
+                (1 | -1, (None, None, None), (Some(e), Some(a))) => {
+                    Ok(KgChangeLine::Alias(d, (e.to_owned(), a.to_owned())))
+                }
+                (1 | -1, ..) => {
+                    Err("a row sets head, relation and tail (a triple) or entity and alias (an alias)".to_owned())
+                }
+                _ => Err("diff must be 1 (add) or -1 (retract)".to_owned()),
+            };
+            let time_us = time.as_ref().map_or(Ok(None), |t| t[row].clone());
+            match change.and_then(|change| time_us.map(|time_us| KgChangeRow { line, time_us, change })) {
+                Ok(row) => changes.push(row),
+                Err(reason) => {
+                    rejects.push(Reject::new(&source, Some(line), "kg-changes", RejectReason::BadKgLine, reason, &[]))
+                }
+            }
+        }
+    }
+    Ok((changes, rejects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_times_read_as_seconds_rfc3339_or_dates() {
+        assert_eq!(parse_change_time("1795000000"), Ok(1_795_000_000_000_000));
+        assert_eq!(parse_change_time("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        assert_eq!(parse_change_time("1970-01-01T01:00:00+01:00"), Ok(0));
+        assert_eq!(parse_change_time(" 1970-01-02 "), Ok(86_400_000_000));
+        assert_eq!(parse_change_time("1970-01-01 00:00:00.5"), Ok(500_000));
+        assert!(parse_change_time("yesterday").is_err());
+        assert!(parse_change_time("99999999999999999").is_err());
+    }
+
+    #[test]
+    fn change_lines_take_an_optional_time_and_bad_lines_are_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changes.tsv");
+        let text = "# comment\n\
+                    +\ttriple\tQ1\tP17\tQ2\n\
+                    -\talias\tQ1\tParis\t2026-11-27T09:00:00Z\n\
+                    +\ttriple\tQ1\tP17\tQ3\t60\n\
+                    +\ttriple\tQ1\tP17\n\
+                    +\talias\tQ1\tParis\tnot a time\n\
+                    *\ttriple\tQ1\tP17\tQ2\n\
+                    +\ttriple\tQ1\tP17\tQ2\t60\textra\n";
+        std::fs::write(&path, text).unwrap();
+        let (changes, rejects) = read_kg_changes(&path).unwrap();
+        let triple = |d, t: &str| KgChangeLine::Triple(d, ("Q1".into(), "P17".into(), t.into()));
+        assert_eq!(
+            changes,
+            vec![
+                KgChangeRow { line: 2, time_us: None, change: triple(1, "Q2") },
+                KgChangeRow {
+                    line: 3,
+                    time_us: Some(1_795_770_000_000_000),
+                    change: KgChangeLine::Alias(-1, ("Q1".into(), "Paris".into())),
+                },
+                KgChangeRow { line: 4, time_us: Some(60_000_000), change: triple(1, "Q3") },
+            ]
+        );
+        let lines: Vec<Option<u64>> = rejects.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![Some(5), Some(6), Some(7), Some(8)]);
+        assert!(rejects[1].reason.contains("not a time"), "{}", rejects[1].reason);
+    }
 }

@@ -110,10 +110,26 @@ pub struct RunSummary {
     pub kg_aliases: usize,
     /// V̂ per model and version.
     pub models: Vec<ModelSummary>,
+    /// The KG changes applied, one entry per input epoch (per distinct time of a change file):
+    /// the aggregates changelog's `time` of the changes.
+    pub kg_changes: Vec<KgChangeEpoch>,
     /// The output folder.
     pub out: String,
     /// Wall-clock seconds.
     pub seconds: f64,
+}
+
+/// KG changes applied in one input epoch: one file's changes of one time.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KgChangeEpoch {
+    /// The input epoch (`aggregates.time`).
+    pub epoch: u64,
+    /// The change file.
+    pub source: String,
+    /// The changes' time, µs since the Unix epoch (UTC); `None` for changes without one.
+    pub time_us: Option<i64>,
+    /// Changes applied (retractions of what the KG does not hold are rejects, not counted).
+    pub applied: usize,
 }
 
 /// Live counters of a run, for a progress display: the workers update them, any thread reads
@@ -209,6 +225,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// Files a followed run read.
     followed: Mutex<usize>,
+    /// The KG changes applied, by epoch (worker 0 of process 0 writes them).
+    kg_changes: Mutex<Vec<KgChangeEpoch>>,
     /// Set when a worker of this process panicked: the others stop waiting for its progress.
     failed: Arc<AtomicBool>,
 }
@@ -278,6 +296,7 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
         read: Mutex::new((0, 0)),
         stop,
         followed: Mutex::new(0),
+        kg_changes: Mutex::new(Vec::new()),
         failed: Arc::default(),
     });
     let in_workers = Arc::clone(&shared);
@@ -321,6 +340,9 @@ pub fn run_observed(config: &RunConfig, stop: Arc<AtomicBool>, progress: Arc<Pro
         kg_triples,
         kg_aliases,
         models,
+        kg_changes: std::mem::take(
+            &mut *shared.kg_changes.lock().map_err(|_| Error::Dataflow("a worker panicked".into()))?,
+        ),
         out: out.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -457,7 +479,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         }
     }
     if config.source.follow {
-        let files = follow_logs(&mut feeder, config, shared.requests.as_ref(), &mut kg_present);
+        let files = follow_logs(&mut feeder, config, shared, &mut kg_present);
         *shared.followed.lock().expect("followed lock") = files;
     }
     for path in &shared.files {
@@ -490,10 +512,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) {
         if feeder.stopped() {
             break;
         }
+        let applied = feeder.change_kg(path, &mut kg_present, index == 0);
         if index == 0 {
-            feeder.change_kg(path, &mut kg_present);
+            shared.kg_changes.lock().expect("kg changes lock").extend(applied);
         }
-        feeder.next_epoch();
     }
     for path in &config.source.retract {
         if feeder.stopped() {
@@ -547,13 +569,15 @@ fn file_reject(path: &Path, e: &Error) -> Reject {
 /// `ocean run --follow`: reads what is new in the log folders every `follow_poll_ms`, closes
 /// the epoch whenever a look finds nothing new (so what arrived is committed within about one
 /// poll interval), and keeps the dataflow stepping while it waits, until the run is stopped.
-/// KG change files (`source.kg_changes`) are applied as they settle, each in an epoch of its own.
+/// KG change files (`source.kg_changes`) are applied as they settle, each distinct time of a
+/// file in an epoch of its own.
 fn follow_logs(
     feeder: &mut Feeder<'_>,
     config: &RunConfig,
-    requests: Option<&HashMap<String, Value>>,
+    shared: &Shared,
     kg_present: &mut HashMap<u64, u32>,
 ) -> usize {
+    let requests = shared.requests.as_ref();
     let mut follower = crate::sources::Follower::default();
     // KG change files, each applied once it has settled.
     let mut changes: HashMap<PathBuf, crate::sources::Settle> = HashMap::new();
@@ -574,8 +598,8 @@ fn follow_logs(
             if feeder.in_epoch > 0 {
                 feeder.next_epoch();
             }
-            feeder.change_kg(&path, kg_present);
-            feeder.next_epoch();
+            let epochs = feeder.change_kg(&path, kg_present, true);
+            shared.kg_changes.lock().expect("kg changes lock").extend(epochs);
             applied = true;
         }
         if feeder.claims == claims && !applied {
@@ -639,36 +663,63 @@ impl Feeder<'_> {
         step_while(self.worker, &self.failed, || probe.less_than(&done_through));
     }
 
-    /// Feeds a KG change file (worker 0); `present` counts what the KG holds.
-    fn change_kg(&mut self, path: &Path, present: &mut HashMap<u64, u32>) {
-        let (changes, rejects) = match crate::kg_files::read_kg_changes(path) {
-            Ok(read) => read,
-            Err(e) => {
-                self.rejects.push(file_reject(path, &e));
-                return;
-            }
-        };
-        self.rejects.extend(rejects);
+    /// Applies a KG change file: its changes grouped by time in time order (changes without a
+    /// time first: they hold from when the file is read; equal times keep file order), each
+    /// group in an input epoch of its own, so that the aggregates changelog moves once per
+    /// distinct time. Every worker reads the file, to close the same epochs; `feed` (worker 0)
+    /// feeds the changes and reports the rejects. `present` counts what the KG holds.
+    fn change_kg(&mut self, path: &Path, present: &mut HashMap<u64, u32>, feed: bool) -> Vec<KgChangeEpoch> {
         let source = path.display().to_string();
-        for (line, change) in changes {
-            let (key, diff, what) = match &change {
-                KgChangeLine::Triple(d, (h, r, t)) => (triple_key(h, r, t), *d, "triple"),
-                KgChangeLine::Alias(d, (e, a)) => (alias_key(e, a), *d, "alias"),
-            };
-            let count = present.entry(key).or_default();
-            if diff < 0 && *count == 0 {
-                let reason = format!("retracts a {what} that is not in the KG");
-                let reject =
-                    Reject::new(&source, Some(line), "kg-changes", ocean_schemas::RejectReason::BadKgLine, reason, &[]);
-                self.rejects.push(reject);
-                continue;
-            }
-            *count = if diff < 0 { *count - 1 } else { *count + 1 };
-            match change {
-                KgChangeLine::Triple(d, t) => self.inputs.triples.update(t, d as isize),
-                KgChangeLine::Alias(d, a) => self.inputs.aliases.update(a, d as isize),
-            }
+        let (mut changes, rejects) = match crate::kg_files::read_kg_changes(path) {
+            Ok(read) => read,
+            Err(e) => (Vec::new(), if feed { vec![file_reject(path, &e)] } else { Vec::new() }),
+        };
+        if feed {
+            self.rejects.extend(rejects);
         }
+        changes.sort_by_key(|c| c.time_us);
+        let mut epochs = Vec::new();
+        for group in changes.chunk_by(|a, b| a.time_us == b.time_us) {
+            let mut applied = 0;
+            for row in group.iter().filter(|_| feed) {
+                let (key, diff, what) = match &row.change {
+                    KgChangeLine::Triple(d, (h, r, t)) => (triple_key(h, r, t), *d, "triple"),
+                    KgChangeLine::Alias(d, (e, a)) => (alias_key(e, a), *d, "alias"),
+                };
+                let count = present.entry(key).or_default();
+                if diff < 0 && *count == 0 {
+                    let reason = format!("retracts a {what} that is not in the KG");
+                    let reject = Reject::new(
+                        &source,
+                        Some(row.line),
+                        "kg-changes",
+                        ocean_schemas::RejectReason::BadKgLine,
+                        reason,
+                        &[],
+                    );
+                    self.rejects.push(reject);
+                    continue;
+                }
+                *count = if diff < 0 { *count - 1 } else { *count + 1 };
+                applied += 1;
+                match &row.change {
+                    KgChangeLine::Triple(d, t) => self.inputs.triples.update(t.clone(), *d as isize),
+                    KgChangeLine::Alias(d, a) => self.inputs.aliases.update(a.clone(), *d as isize),
+                }
+            }
+            epochs.push(KgChangeEpoch {
+                epoch: self.epoch,
+                source: source.clone(),
+                time_us: group[0].time_us,
+                applied,
+            });
+            self.next_epoch();
+        }
+        if changes.is_empty() {
+            // An empty or unreadable file still takes its epoch (its rejects go out in it).
+            self.next_epoch();
+        }
+        epochs
     }
 
     /// Feeds this worker's share of the lines of a retraction file (one `cot_id` per line).

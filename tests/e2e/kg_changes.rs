@@ -1,8 +1,13 @@
 //! KG changes from files (`ocean run --kg-changes`): a run on a KG with triples and aliases
-//! missing, then given them (and some retractions) as a change file, ends where a run on the
-//! changed KG from scratch does — every score, row and aggregate.
+//! missing, then given them (and some retractions) as a change file — text lines or Parquet
+//! rows, with times — ends where a run on the changed KG from scratch does: every score, row and
+//! aggregate.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
 
 use ocean_pipeline::synth::SplitMix;
 use ocean_tests::{default_config, numeric_rows, repo_root, run, scalar};
@@ -33,20 +38,30 @@ fn kg_change_files_end_where_a_fresh_run_does() {
         let kg1 = write_kg("kg1", &kept, &kept_aliases);
         let after: Vec<String> = kept.iter().filter(|t| !retracted.contains(t)).chain(&added).cloned().collect();
         let kg2 = write_kg("kg2", &after, &aliases);
-        let mut changes = String::from("# the changes\n");
-        for t in &added {
-            writeln!(changes, "+\ttriple\t{t}").unwrap();
+        // The changes: added triples at three times, aliases without a time (they hold from when
+        // the file is read), a triple added at +10 s and retracted at +20 s — the retraction
+        // listed first, so only applying changes in time order keeps it from being a reject —
+        // a row that is no change and the retraction of a triple the KG lacks (2 rejects).
+        let t0 = 1_795_000_000i64;
+        let mut rows: Vec<Change> = Vec::new();
+        for (i, t) in added.iter().enumerate() {
+            let f: Vec<&str> = t.split('\t').collect();
+            rows.push(Change::triple(1, [f[0], f[1], f[2]], Some(t0 + (i % 3) as i64)));
         }
         for line in &added_aliases {
             let mut fields = line.split('\t');
             let entity = fields.next().unwrap();
             for alias in fields {
-                writeln!(changes, "+\talias\t{entity}\t{alias}").unwrap();
+                rows.push(Change::alias(1, entity, alias, None));
             }
         }
-        changes.push_str("not a change\n-\ttriple\tQnowhere\tP17\tQnever\n");
-        let path = dir.path().join("changes.tsv");
-        std::fs::write(&path, changes).unwrap();
+        let (h, t) = (added[0].split('\t').next().unwrap(), added[1].split('\t').next().unwrap());
+        rows.push(Change::triple(-1, [h, "P4711", t], Some(t0 + 20)));
+        rows.push(Change::triple(1, [h, "P4711", t], Some(t0 + 10)));
+        rows.push(Change::triple(0, ["Qnot", "Pa", "Qchange"], None));
+        rows.push(Change::triple(-1, ["Qnowhere", "P17", "Qnever"], None));
+        // Seed 1 as text lines (seconds), seed 2 as Parquet (a timestamp column).
+        let path = if seed == 1 { write_text(dir.path(), &rows) } else { write_parquet(dir.path(), &rows) };
         let retractions: String = retracted.iter().map(|t| format!("-\ttriple\t{t}\n")).collect();
         let path2 = dir.path().join("retractions.tsv");
         std::fs::write(&path2, retractions).unwrap();
@@ -56,12 +71,21 @@ fn kg_change_files_end_where_a_fresh_run_does() {
             c.kg.dir = kg.to_owned();
             c.kg_policy = "adjacency".into();
             // The same entity universe for μ's smoothing in both runs.
-            c.policy.entities = 1212;
+            c.policy.entities = aliases.len() as u64;
             c
         };
         let mut changed = config(&kg1, "changed");
         changed.source.kg_changes = vec![path, path2];
-        run(&changed).unwrap();
+        let summary = run(&changed).unwrap();
+        // One input epoch per distinct time of the first file (none, 3 times of the additions,
+        // +10 s, +20 s), then one for the second file, in consecutive epochs.
+        let times: Vec<Option<i64>> = summary.kg_changes.iter().map(|c| c.time_us).collect();
+        let s = |x: i64| Some((t0 + x) * 1_000_000);
+        assert_eq!(times, vec![None, s(0), s(1), s(2), s(10), s(20), None], "seed {seed}");
+        let epochs: Vec<u64> = summary.kg_changes.iter().map(|c| c.epoch).collect();
+        assert!(epochs.windows(2).all(|w| w[1] == w[0] + 1), "seed {seed}: {epochs:?}");
+        let applied: usize = summary.kg_changes.iter().map(|c| c.applied).sum();
+        assert_eq!(applied, rows.len() - 2 + retracted.len(), "seed {seed}");
         run(&config(&kg2, "fresh")).unwrap();
         let (a, b) = (dir.path().join("changed"), dir.path().join("fresh"));
         for q in [
@@ -83,6 +107,78 @@ fn kg_change_files_end_where_a_fresh_run_does() {
         assert_eq!(bad, 2.0, "seed {seed}");
         assert!(numeric_rows(&a, "select count(*) from cot_scores").unwrap()[0][0] > Some(100.0));
     }
+}
+
+/// One KG change of the test's change file.
+struct Change {
+    diff: i64,
+    triple: Option<[String; 3]>,
+    alias: Option<[String; 2]>,
+    time: Option<i64>,
+}
+
+impl Change {
+    fn triple(diff: i64, [h, r, t]: [&str; 3], time: Option<i64>) -> Self {
+        Change { diff, triple: Some([h.into(), r.into(), t.into()]), alias: None, time }
+    }
+
+    fn alias(diff: i64, entity: &str, alias: &str, time: Option<i64>) -> Self {
+        Change { diff, triple: None, alias: Some([entity.into(), alias.into()]), time }
+    }
+}
+
+/// The changes as text lines (`±<TAB>triple…[<TAB>seconds]`), with a comment and a line that is
+/// no change; `changes.tsv` in `dir`.
+fn write_text(dir: &std::path::Path, rows: &[Change]) -> std::path::PathBuf {
+    let mut text = String::from("# the changes\n");
+    for c in rows {
+        let sign = match c.diff {
+            1 => "+",
+            -1 => "-",
+            _ => "*",
+        };
+        let body = match (&c.triple, &c.alias) {
+            (Some([h, r, t]), _) => format!("triple\t{h}\t{r}\t{t}"),
+            (_, Some([e, a])) => format!("alias\t{e}\t{a}"),
+            _ => unreachable!(),
+        };
+        let time = c.time.map(|t| format!("\t{t}")).unwrap_or_default();
+        writeln!(text, "{sign}\t{body}{time}").unwrap();
+    }
+    let path = dir.join("changes.tsv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The changes as Parquet rows: `diff`, `head`, `relation`, `tail`, `entity`, `alias` (the
+/// other kind's columns null) and `time` as a UTC timestamp; `changes.parquet` in `dir`.
+fn write_parquet(dir: &std::path::Path, rows: &[Change]) -> std::path::PathBuf {
+    let text =
+        |f: &dyn Fn(&Change) -> Option<String>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("diff", Arc::new(rows.iter().map(|c| c.diff).collect::<Int64Array>())),
+        ("head", text(&|c| c.triple.as_ref().map(|t| t[0].clone()))),
+        ("relation", text(&|c| c.triple.as_ref().map(|t| t[1].clone()))),
+        ("tail", text(&|c| c.triple.as_ref().map(|t| t[2].clone()))),
+        ("entity", text(&|c| c.alias.as_ref().map(|a| a[0].clone()))),
+        ("alias", text(&|c| c.alias.as_ref().map(|a| a[1].clone()))),
+        (
+            "time",
+            Arc::new(
+                rows.iter()
+                    .map(|c| c.time.map(|t| t * 1_000_000))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let path = dir.join("changes.parquet");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    path
 }
 
 /// `lines` split into (kept, taken): each line taken with probability `p`, at most `at_most`.

@@ -383,8 +383,8 @@ impl KgIndex {
     /// the highest score wins — how many distinct entities already in `out` (the question's,
     /// then earlier mentions) it is or is one KG edge away from, plus how many of the relations
     /// the words before the mention ask about it takes part in on the asked side
-    /// ([`KgIndex::relation_votes`]) — ties going to the smallest entity id; the link keeps
-    /// every candidate with its score. An alias naming more
+    /// ([`KgIndex::relation_votes`]) — ties going to the candidate with more KG edges, then to
+    /// the smallest entity id; the link keeps every candidate with its score. An alias naming more
     /// than [`MAX_CANDIDATES`] entities goes to the smallest id without ranking.
     pub fn link(&self, part: Part, words: &[Word], out: &mut Vec<(Link, EntityKey)>) {
         let mut i = 0;
@@ -410,7 +410,9 @@ impl KgIndex {
                 let mut context: Vec<EntityKey> = out.iter().map(|(_, e)| *e).collect();
                 context.sort_unstable();
                 context.dedup();
-                // By score, then by id (entities are in id order and the sort is stable).
+                // By score, then by degree (the entity with more KG edges: a country before
+                // the town named like it), then by id (entities are in id order, the sort is
+                // stable).
                 let mut scores =
                     if context.is_empty() { vec![0; entities.len()] } else { self.context_scores(&entities, &context) };
                 let votes = self.relation_votes(&words[..i]);
@@ -420,7 +422,7 @@ impl KgIndex {
                     }
                 }
                 let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
-                ranked.sort_by_key(|(_, score)| std::cmp::Reverse(*score));
+                ranked.sort_by_key(|(e, score)| (std::cmp::Reverse(*score), std::cmp::Reverse(self.degree(*e))));
                 (ranked[0].0, ranked)
             };
             // The alias a node spells is the normalized words that lead to it.
@@ -578,17 +580,21 @@ mod tests {
         );
         // "borders X": the tail of P47.
         assert_eq!(chosen(&with, "Which country borders Gibraltar?")[0].1, vec![c("Q2", 1), c("Q1", 0)]);
-        // No relation before it: a tie, the smallest id; then the context counts as before and
-        // adds to the relation's vote.
+        // No relation before it: a tie on score, which the territory's 3 KG edges (to the
+        // city's 2) decide; then the context counts as before and adds to the relation's vote.
         let both = chosen(&with, "Gibraltar is the capital of Gibraltar");
-        assert_eq!(both[0], ("Q1".into(), vec![c("Q1", 0), c("Q2", 0)]));
+        assert_eq!(both[0], ("Q2".into(), vec![c("Q2", 0), c("Q1", 0)]));
         assert_eq!(both[1], ("Q2".into(), vec![c("Q2", 3), c("Q1", 1)]));
         // The votes read the KG as of now: retract the capital triples and the tie is back.
         let mut with = with;
         with.apply(&KgUpdate::Triple("Q2".into(), "P36".into(), "Q1".into()), -1);
         assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q2", 1), c("Q1", 0)]);
         with.apply(&KgUpdate::Triple("Q1".into(), "P1376".into(), "Q2".into()), -1);
-        assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q1", 0), c("Q2", 0)]);
+        assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q2", 0), c("Q1", 0)]);
+        // Equal scores and equal degrees: the smallest id.
+        with.apply(&KgUpdate::Triple("Q1".into(), "P47".into(), "Q3".into()), 1);
+        assert_eq!(chosen(&with, "Gibraltar")[0].1, vec![c("Q1", 0), c("Q2", 0)]);
+        with.apply(&KgUpdate::Triple("Q1".into(), "P47".into(), "Q3".into()), -1);
         // A city gains the capital triple: the vote follows it.
         with.apply(&KgUpdate::Triple("Q1".into(), "P36".into(), "Q3".into()), 1);
         assert_eq!(chosen(&with, "What is the capital of Gibraltar?")[0].1, vec![c("Q1", 1), c("Q2", 0)]);

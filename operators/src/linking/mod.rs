@@ -14,8 +14,9 @@
 //! it is or is one KG edge away from, plus one per relation that the words right before the
 //! mention ask about and that it takes part in on the asked side (`capital of X`: X is the tail
 //! of a `capital of` triple and the head of a `capital` triple; [`crate::kg::KgIndex::link`]);
-//! the highest score wins, ties go to the smallest id, and the link keeps every candidate with
-//! its score (`mentions.candidates`). Chains are re-scored when a
+//! the highest score wins, ties go to the candidate with more KG edges (a popularity prior: the
+//! country before the town named like it, the capital before a namesake town), then to the
+//! smallest id, and the link keeps every candidate with its score (`mentions.candidates`). Chains are re-scored when a
 //! triple touches any candidate, so the choice stays current under KG changes. An alias naming
 //! more than [`MAX_CANDIDATES`] entities is not ranked (the smallest id, no candidates kept).
 
