@@ -355,7 +355,8 @@ fn read_parquet_changes(path: &Path) -> Result<KgChanges> {
         return Err(Error::Config(format!("{}: a Parquet KG change file needs a `diff` column", path.display())));
     }
     let has = |name: &str| schema.column_with_name(name).is_some();
-    if !(has("head") && has("relation") && has("tail")) && !(has("entity") && has("alias")) {
+    let (triples, aliases) = (has("head") && has("relation") && has("tail"), has("entity") && has("alias"));
+    if !(triples || aliases) {
         let message = "a Parquet KG change file needs `head`, `relation`, `tail` or `entity`, `alias` columns";
         return Err(Error::Config(format!("{}: {message}", path.display())));
     }
