@@ -422,7 +422,7 @@ impl KgIndex {
                     }
                 }
                 let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
-                ranked.sort_by_key(|(e, score)| (std::cmp::Reverse(*score), std::cmp::Reverse(self.degree(*e))));
+                ranked.sort_by_cached_key(|(e, score)| (std::cmp::Reverse(*score), std::cmp::Reverse(self.degree(*e))));
                 (ranked[0].0, ranked)
             };
             // The alias a node spells is the normalized words that lead to it.
