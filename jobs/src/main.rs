@@ -259,6 +259,9 @@ enum TargetCommand {
         /// Compare the records whose model name starts with this.
         #[arg(long, default_value = "SmolLM2-135M-Instruct")]
         records_of: String,
+        /// Compare only the first N of those records (in file order; default: all of them).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -1074,7 +1077,7 @@ fn target(cmd: TargetCommand) -> Result<()> {
             println!("wrote {} ({} parameters) to {}", llm.name, llm.config.n_params(), out.display());
             Ok(())
         }
-        TargetCommand::Parity { model, logs, records_of, json } => {
+        TargetCommand::Parity { model, logs, records_of, limit, json } => {
             let model = model.unwrap_or_else(ocean_pipeline::target::default_model);
             let started = std::time::Instant::now();
             let llm = ocean_pipeline::target::load(&model)?;
@@ -1085,10 +1088,11 @@ fn target(cmd: TargetCommand) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             let bar = progress_bar(0, "records");
-            let report = ocean_pipeline::target::parity(&llm, &model, &logs, &records_of, &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            })?;
+            let report =
+                ocean_pipeline::target::parity(&llm, &model, &logs, &records_of, limit, &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })?;
             bar.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -176,15 +176,21 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Teacher-forces `llm` on every record of `logs` whose model name starts with `records_of`
-/// and compares with the logged log-probs. `progress(done, total)` is called per batch.
+/// (the first `limit` of them, in file order, when given) and compares with the logged
+/// log-probs. `progress(done, total)` is called per batch.
 pub fn parity(
     llm: &Llm<Cpu>,
     model_file: &Path,
     logs: &[PathBuf],
     records_of: &str,
+    limit: Option<usize>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ParityReport> {
-    let logged: Vec<Logged> = read_logged(logs)?.into_iter().filter(|r| r.model.starts_with(records_of)).collect();
+    let logged: Vec<Logged> = read_logged(logs)?
+        .into_iter()
+        .filter(|r| r.model.starts_with(records_of))
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
     let tok = &llm.tokenizer;
     let mut unscorable = Vec::new();
     let mut items: Vec<(Vec<u32>, Vec<u32>, usize)> = Vec::new();
