@@ -319,18 +319,25 @@ fn free_port() -> u16 {
 #[test]
 fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |name: &str, workers: &str| {
+    let run = |name: &str, flags: &[&str]| {
         let out = dir.path().join(name);
-        stdout(ocean().args(["run", "--epoch-records", "64", "--workers", workers, "--out"]).arg(&out));
+        stdout(ocean().arg("run").args(flags).arg("--out").arg(&out));
         out
     };
-    let one = dataset_digest(&run("one", "1"));
-    let two = dataset_digest(&run("two", "2"));
+    // The default policy (μ_φ mixed with the adjacency baseline): its batches differ with the
+    // number of workers, its scores do not.
+    let one = dataset_digest(&run("one", &["--epoch-records", "64", "--workers", "1"]));
+    let two = dataset_digest(&run("two", &["--epoch-records", "64", "--workers", "2"]));
     assert_eq!(one, two, "1 worker vs 2 workers");
-    // Epochs cut by input bytes instead of records: the same datasets, in more epochs.
-    let by_bytes = dir.path().join("bytes");
-    stdout(ocean().args(["run", "--epoch-bytes", "200000", "--workers", "2", "--out"]).arg(&by_bytes));
-    assert_eq!(one, dataset_digest(&by_bytes), "epochs by records vs by bytes");
+    let policy = sql(&dir.path().join("one"), "select distinct kg_policy from cot_scores");
+    assert!(policy.contains("kg-transformer@"), "{policy}");
+    // The rest with the adjacency policy alone (μ_φ's forward is most of a run's time in a debug
+    // build): epochs cut by input bytes instead of records give the same datasets, in more epochs.
+    let adjacency =
+        dataset_digest(&run("adjacency", &["--policy", "adjacency", "--epoch-records", "64", "--workers", "2"]));
+    let by_bytes = run("bytes", &["--policy", "adjacency", "--epoch-bytes", "200000", "--workers", "2"]);
+    assert_eq!(adjacency, dataset_digest(&by_bytes), "epochs by records vs by bytes");
+    assert_ne!(one, adjacency, "μ_φ moves the scores");
     let epochs = |out: &std::path::Path| std::fs::read_dir(out.join("cot_scores")).unwrap().count();
     let log_bytes: u64 = std::fs::read_dir("../data/logs").unwrap().map(|f| f.unwrap().metadata().unwrap().len()).sum();
     // Each epoch but the last holds at least 200,000 bytes and ends with the line that reaches it.
@@ -343,7 +350,8 @@ fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
     let out = dir.path().join("cluster");
     let spawn = |process: &str| {
         ocean()
-            .args(["run", "--epoch-records", "64", "--workers", "1", "--processes", "2", "--process", process])
+            .args(["run", "--policy", "adjacency", "--epoch-records", "64", "--workers", "1", "--processes", "2"])
+            .args(["--process", process])
             .arg("--hostfile")
             .arg(&hostfile)
             .arg("--out")
@@ -361,8 +369,8 @@ fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
         let result = child.wait_with_output().unwrap();
         assert!(result.status.success(), "a cluster process failed: {}", String::from_utf8_lossy(&result.stderr));
     }
-    assert!(one.contains("SmolLM2-135M-Instruct") && one.contains("token_mismatch"), "{one}");
-    assert_eq!(one, dataset_digest(&out), "1 worker vs 2 processes");
+    assert!(adjacency.contains("SmolLM2-135M-Instruct") && adjacency.contains("token_mismatch"), "{adjacency}");
+    assert_eq!(adjacency, dataset_digest(&out), "2 workers vs 2 processes");
 }
 
 /// SmolLM2-135M-Instruct's GGUF file, fetched once per test process by the repository's setup
@@ -489,7 +497,7 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     let optimize = || {
         stdout(
             ocean()
-                .args(["optimize", "--epochs", "2", "--lr", "1e-3", "--max-perplexity-increase", "10"])
+                .args(["optimize", "--epochs", "1", "--lr", "1e-3", "--max-perplexity-increase", "10"])
                 .args(["--answers", "2", "--answer-tokens", "8", "--datasets"])
                 .arg(p("datasets"))
                 .arg("--policies")
@@ -501,7 +509,7 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     run("data/logs/smollm2-prompt-v1.jsonl");
     // Killed (SIGKILL) mid-run: no state is written, and the next run starts over cleanly.
     let mut child = ocean()
-        .args(["optimize", "--epochs", "2", "--answers", "0", "--datasets"])
+        .args(["optimize", "--epochs", "1", "--answers", "0", "--datasets"])
         .arg(p("datasets"))
         .arg("--policies")
         .arg(p("policies"))
