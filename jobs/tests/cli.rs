@@ -326,10 +326,11 @@ fn one_worker_two_workers_and_two_processes_write_the_same_datasets() {
     };
     // The default policy (μ_φ mixed with the adjacency baseline): its batches differ with the
     // number of workers, its scores do not.
-    let one = dataset_digest(&run("one", &["--epoch-records", "64", "--workers", "1"]));
+    let one_out = run("one", &["--epoch-records", "64", "--workers", "1"]);
+    let one = dataset_digest(&one_out);
     let two = dataset_digest(&run("two", &["--epoch-records", "64", "--workers", "2"]));
     assert_eq!(one, two, "1 worker vs 2 workers");
-    let policy = sql(&dir.path().join("one"), "select distinct kg_policy from cot_scores");
+    let policy = sql(&one_out, "select distinct kg_policy from cot_scores");
     assert!(policy.contains("kg-transformer@"), "{policy}");
     // The rest with the adjacency policy alone (μ_φ's forward is most of a run's time in a debug
     // build): epochs cut by input bytes instead of records give the same datasets, in more epochs.
