@@ -191,6 +191,7 @@ mod tests {
     use crate::scoring::Retraction;
     use crate::store::MemoryStore;
     use crate::text::{is_stop_alias, normalize};
+    use ocean_schemas::TokenScore;
 
     /// The baseline μ with a fixed entity universe (the random KGs name up to 8 entities).
     fn policy_config() -> AdjacencyPolicyConfig {
@@ -391,7 +392,8 @@ mod tests {
             }
         }
         for kind in [
-            "rescored",
+            "rescored, entity tokens only",
+            "rescored, every row",
             "retracted",
             "1 hops",
             "2 hops",
@@ -594,16 +596,38 @@ mod tests {
             rows.iter().filter(|(s, _)| matches!(s, Scored::Tombstone(t) if t.retracted == retracted)).count()
         };
         let (rescored, retracted) = (tombstones(false), tombstones(true));
+        let mut partial = 0;
         let mut state: BTreeMap<String, CotResult> = BTreeMap::new();
+        // The non-entity token rows an `entity_tokens_only` tombstone leaves standing, until the
+        // chain's new rows come.
+        let mut kept: BTreeMap<String, Vec<TokenScore>> = BTreeMap::new();
         let mut rows = rows.into_iter().peekable();
         for (round, want) in expected.iter().enumerate() {
             while let Some((row, _)) = rows.next_if(|(_, t)| *t <= round as u64) {
                 match row {
-                    Scored::Tombstone(t) => assert!(state.remove(&t.cot_id).is_some(), "seed {seed}: stray tombstone"),
-                    Scored::Result(r) => assert!(state.insert(r.score.cot_id.clone(), *r).is_none()),
+                    Scored::Tombstone(t) => {
+                        let old = state.remove(&t.cot_id);
+                        assert!(old.is_some(), "seed {seed}: stray tombstone");
+                        if t.entity_tokens_only {
+                            assert!(!t.retracted);
+                            let tokens = old.unwrap().tokens.into_iter().filter(|x| !x.is_entity).collect();
+                            kept.insert(t.cot_id, tokens);
+                            partial += 1;
+                        }
+                    }
+                    Scored::Result(mut r) => {
+                        if let Some(mut tokens) = kept.remove(&r.score.cot_id) {
+                            assert!(r.tokens.iter().all(|x| x.is_entity), "seed {seed}: a non-entity row re-written");
+                            tokens.append(&mut r.tokens);
+                            tokens.sort_by_key(|x| x.token_index);
+                            r.tokens = tokens;
+                        }
+                        assert!(state.insert(r.score.cot_id.clone(), *r).is_none());
+                    }
                     _ => {}
                 }
             }
+            assert!(kept.is_empty(), "seed {seed} round {round}: a partial tombstone without new rows");
             let got: Vec<&CotResult> = state.values().collect();
             assert_eq!(got.len(), want.len(), "seed {seed} round {round}");
             for (g, w) in got.iter().zip(want) {
@@ -637,7 +661,12 @@ mod tests {
                 assert_eq!(a.estimator, config.estimator.label());
             }
         }
-        let mut kinds = BTreeMap::from([("rescored".to_owned(), rescored), ("retracted".to_owned(), retracted)]);
+        let mut kinds = BTreeMap::from([
+            ("rescored".to_owned(), rescored),
+            ("retracted".to_owned(), retracted),
+            ("rescored, entity tokens only".to_owned(), partial),
+            ("rescored, every row".to_owned(), rescored - partial),
+        ]);
         for step in expected.iter().flatten().flat_map(|r| &r.steps) {
             for p in &step.paths {
                 *kinds.entry(format!("{} hops", p.split(' ').count() / 2)).or_default() += 1;

@@ -19,7 +19,9 @@
 //!    their linked entities under the aliases as they were;
 //! 3. applies the KG's net updates to its [`KgIndex`];
 //! 4. re-scores the listed chains from the store (−stored summary, +new summary, a `rescored`
-//!    tombstone, new rows), so a triple change scores each touched chain once;
+//!    tombstone, new rows), so a triple change scores each touched chain once; after a change of
+//!    triples alone the new `token_scores` rows are the entity tokens' only (the tombstone says
+//!    `entity_tokens_only`: mention spans follow the aliases, so the other rows cannot move);
 //! 5. scores the additions (a chain already live is a `duplicate_id`).
 //!
 //! Steps 4 and 5 run in slices of 1,024 chains per invocation (the operator re-activates
@@ -43,7 +45,7 @@ use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Grounding, Reach};
-use crate::ips::{score_batch, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums};
+use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::{link_generation, link_words};
 use crate::paths::{PathConfig, PathScratch};
@@ -248,9 +250,9 @@ impl Scorer {
     }
 
     /// Links, grounds and scores generations against the index as of now (one policy batch):
-    /// each chain's result, its linked entities and its word filter (one pass over its words
-    /// serves linking and the filter).
-    fn score_many(&self, gs: &[&Generation]) -> Vec<Fresh> {
+    /// each chain's result (with the `token_scores` rows that `rows` says), its linked entities
+    /// and its word filter (one pass over its words serves linking and the filter).
+    fn score_many(&self, gs: &[&Generation], rows: TokenRows) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         for g in gs {
@@ -267,7 +269,7 @@ impl Scorer {
             ));
         }
         let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
-        score_batch(&chains, self.policy.as_ref(), &self.config)
+        score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
             .map(|(result, (entities, filter))| Fresh { result, entities, filter })
@@ -431,7 +433,7 @@ impl Scorer {
                 let entities = self.entities_of(&g);
                 self.remove(slot, &r.cot_id, &entities);
                 emit(Scored::Summary(old, t, -1));
-                emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true }));
+                emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true, entity_tokens_only: false }));
             } else if let Some(same_time) = adds.get_mut(&r.cot_id).filter(|gs| !gs.is_empty()) {
                 same_time.remove(0);
             } else {
@@ -467,6 +469,10 @@ impl Scorer {
             change.entities.dedup();
         }
         let mut rescore = VecDeque::new();
+        // A change of triples alone moves no mention (spans follow the aliases), so which tokens
+        // are entity tokens stays, and so does every non-entity token's row: only the entity
+        // tokens' rows are written again.
+        let rows = if change.aliases.is_empty() { TokenRows::Entity } else { TokenRows::All };
         if !change.is_empty() {
             for slot in self.touched(&change) {
                 // Links move only with aliases: then the entities a chain is listed under are
@@ -484,7 +490,7 @@ impl Scorer {
             self.index.apply(&u, d);
         }
         // 4. and 5. (re-scoring, additions) are done by `step`.
-        Job { time: t, rescore, adds: adds.into_iter().collect() }
+        Job { time: t, rescore, rows, adds: adds.into_iter().collect() }
     }
 
     /// Does up to `budget` chains of `job`: re-scoring first, then additions (of two records of
@@ -497,7 +503,7 @@ impl Scorer {
             budget -= n;
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>());
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows);
             for ((item, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&result);
                 let old = self.stored_summary(item.slot, &g);
@@ -509,7 +515,11 @@ impl Scorer {
                 self.put_summary(item.slot, &summary);
                 emit(Scored::Summary(old, t, -1));
                 emit(Scored::Summary(summary, t, 1));
-                emit(Scored::Tombstone(Tombstone { cot_id: g.cot_id.clone(), retracted: false }));
+                emit(Scored::Tombstone(Tombstone {
+                    cot_id: g.cot_id.clone(),
+                    retracted: false,
+                    entity_tokens_only: job.rows == TokenRows::Entity,
+                }));
                 emit(Scored::Result(Box::new(result)));
             }
         }
@@ -541,7 +551,7 @@ impl Scorer {
             if let Some(target) = &self.target {
                 target.fill(&mut accepted);
             }
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>());
+            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All);
             for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&result);
                 self.insert(&g, &entities, &filter, &summary);
@@ -565,6 +575,8 @@ struct Rescore {
 struct Job {
     time: Time,
     rescore: VecDeque<Rescore>,
+    /// The `token_scores` rows a re-scoring writes.
+    rows: TokenRows,
     adds: VecDeque<(String, Vec<Generation>)>,
 }
 

@@ -47,10 +47,15 @@ const VERSIONED: [&str; 5] = [Generation::NAME, Mention::NAME, Step::NAME, Token
 
 /// The current-state view of a versioned dataset (see schemas/README.md, `tombstones`).
 pub fn current_view_sql(name: &str) -> String {
-    let retracted_only = if name == Generation::NAME { " and t.retracted" } else { "" };
+    let which = match name {
+        n if n == Generation::NAME => " and t.retracted",
+        // A re-scoring after a change of triples only leaves the non-entity token rows standing.
+        n if n == TokenScore::NAME => " and (r.is_entity or not coalesce(t.entity_tokens_only, false))",
+        _ => "",
+    };
     format!(
         "create view {name} as select r.* from {name}_log r where not exists \
-         (select 1 from tombstones t where t.cot_id = r.cot_id and t.epoch > r.epoch{retracted_only})"
+         (select 1 from tombstones t where t.cot_id = r.cot_id and t.epoch > r.epoch{which})"
     )
 }
 

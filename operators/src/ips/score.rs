@@ -91,12 +91,33 @@ pub fn score_cot(g: &Generation, grounding: &Grounding, policy: &dyn KgPolicy, c
     score_batch(&[(g, grounding)], policy, config).pop().expect("one result per chain")
 }
 
+/// Which `token_scores` rows scoring builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRows {
+    /// Every token's.
+    All,
+    /// The entity tokens' only: a re-scoring after a change of triples, where the non-entity
+    /// tokens' rows cannot have moved (see the `tombstones` dataset, `entity_tokens_only`).
+    Entity,
+}
+
 /// Scores chains of thought with their grounded mentions, asking the policy once for the whole
 /// batch (a model policy batches its forward passes).
 pub fn score_batch(
     chains: &[(&Generation, &Grounding)],
     policy: &dyn KgPolicy,
     config: &ScoreConfig,
+) -> Vec<CotResult> {
+    score_batch_rows(chains, policy, config, TokenRows::All)
+}
+
+/// [`score_batch`], building the `token_scores` rows that `rows` says (every other result is
+/// the same).
+pub fn score_batch_rows(
+    chains: &[(&Generation, &Grounding)],
+    policy: &dyn KgPolicy,
+    config: &ScoreConfig,
+    rows: TokenRows,
 ) -> Vec<CotResult> {
     let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, &m.mentions)).collect();
     let inputs: Vec<PolicyInput<'_>> = chains
@@ -111,7 +132,7 @@ pub fn score_batch(
         .iter()
         .zip(prepared)
         .zip(scores)
-        .map(|(((g, grounding), p), s)| finish(g, p, s, grounding.answer.as_ref(), &name, config))
+        .map(|(((g, grounding), p), s)| finish(g, p, s, grounding.answer.as_ref(), &name, config, rows))
         .collect()
 }
 
@@ -122,6 +143,7 @@ fn finish(
     answer: Option<&(String, bool)>,
     policy_name: &str,
     config: &ScoreConfig,
+    rows: TokenRows,
 ) -> CotResult {
     let Prepared { spans, steps, question, cot } = prepared;
     let chars: Vec<char> = g.content.chars().collect();
@@ -154,7 +176,7 @@ fn finish(
     mention_rows.extend(cot_rows);
 
     let estimator = &config.estimator;
-    let mut tokens = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(if rows == TokenRows::All { n } else { 0 });
     let cot_id: Arc<str> = g.cot_id.as_str().into();
     let mut acc = CotAccumulator::default();
     let mut stats = WeightStats::default();
@@ -164,6 +186,9 @@ fn finish(
         let w = term.weight;
         stats.push(w, kg[i].is_some());
         acc.push(steps[i], term.contribution, w);
+        if rows == TokenRows::Entity && kg[i].is_none() {
+            continue;
+        }
         tokens.push(TokenScore {
             cot_id: Arc::clone(&cot_id),
             step: steps[i],

@@ -414,7 +414,10 @@ mod tests {
         }]);
         round_trip(vec![Reject::new("f", Some(3), "jsonl", RejectReason::InvalidJson, "bad", b"{oops")]);
         round_trip(Vec::<Reject>::new());
-        round_trip(vec![Tombstone { cot_id: "c".into(), retracted: true }]);
+        round_trip(vec![
+            Tombstone { cot_id: "c".into(), retracted: true, entity_tokens_only: false },
+            Tombstone { cot_id: "d".into(), retracted: false, entity_tokens_only: true },
+        ]);
     }
 
     #[test]
