@@ -6,10 +6,12 @@
 //! wrong answer), the key of its text in a [`CotStore`] and its entries in the dependency index
 //! (entity → chains) — about 60 bytes for a chain with six entities. The store (on disk in a
 //! run) holds, by slot, its text, a 512-bit filter of its words, which an alias change scans to
-//! find the chains it may touch, and the sums and extremes it last added to the aggregates
-//! (its group follows from its text). Its linked entities are not kept: linking reads only the
-//! aliases, so linking the text again gives them back, under the aliases as they were. At each
-//! time the operator
+//! find the chains it may touch, the sums and extremes it last added to the aggregates (its
+//! group follows from its text), and its links as last scored. Those are always the links the
+//! index gives now — every KG change that could move them re-scores the chain, which keeps its
+//! new ones — so a retraction or an alias change reads from them the entities the chain is
+//! listed under, and a re-scoring after triple changes that touch no candidate of its ambiguous
+//! links grounds them without linking the text again. At each time the operator
 //!
 //! 1. retracts: a live chain leaves (−its stored summary, a `retracted` tombstone); a
 //!    retraction of a chain added at the same time cancels that addition; any other is an
@@ -47,7 +49,7 @@ use crate::decode::GenerationBatch;
 use crate::grounding::{ground, Grounding, Reach};
 use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
-use crate::linking::{link_generation, link_words};
+use crate::linking::{link_words, Link};
 use crate::paths::{PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
@@ -196,10 +198,16 @@ impl WordFilter {
 /// A chain of thought scored under the index as it is now.
 struct Fresh {
     result: CotResult,
+    /// Its links (question, then chain of thought), with their interned entities.
+    links: Links,
     /// Its linked entities, sorted and distinct (its entries in the dependency index).
     entities: Vec<EntityKey>,
+    /// Its word filter (empty when the chain was scored from given links).
     filter: WordFilter,
 }
+
+/// A chain's links with their interned entities, as [`link_words`] gives them.
+type Links = Vec<(Link, EntityKey)>;
 
 /// A worker's scoring state: the KG index and the live chains.
 struct Scorer {
@@ -250,16 +258,22 @@ impl Scorer {
     }
 
     /// Links, grounds and scores generations against the index as of now (one policy batch):
-    /// each chain's result (with the `token_scores` rows that `rows` says), its linked entities
-    /// and its word filter (one pass over its words serves linking and the filter).
-    fn score_many(&self, gs: &[&Generation], rows: TokenRows) -> Vec<Fresh> {
+    /// each chain's result (with the `token_scores` rows that `rows` says), its links, linked
+    /// entities and word filter (one pass over its words serves linking and the filter). A
+    /// chain given its links (still those the index would give) is not linked again.
+    fn score_many(&self, gs: &[&Generation], rows: TokenRows, given: Vec<Option<Links>>) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
-        for g in gs {
-            let question = self.index.words(g.question.as_deref().unwrap_or(""));
-            let content = self.index.words(&g.content);
-            let links = link_words(&self.index, &question, &content);
-            deps.push((distinct_entities(&links), WordFilter::of(&[&question, &content])));
+        for (g, given) in gs.iter().zip(given) {
+            let (links, filter) = match given {
+                Some(links) => (links, WordFilter::default()),
+                None => {
+                    let question = self.index.words(g.question.as_deref().unwrap_or(""));
+                    let content = self.index.words(&g.content);
+                    let links = link_words(&self.index, &question, &content);
+                    (links, WordFilter::of(&[&question, &content]))
+                }
+            };
             grounded.push(ground(
                 &self.index,
                 &links,
@@ -267,18 +281,20 @@ impl Scorer {
                 &self.paths,
                 &mut self.path_scratch.borrow_mut(),
             ));
+            deps.push((distinct_entities(&links), filter, links));
         }
         let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
         score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
-            .map(|(result, (entities, filter))| Fresh { result, entities, filter })
+            .map(|(result, (entities, filter, links))| Fresh { result, links, entities, filter })
             .collect()
     }
 
-    /// A generation's linked entities under the aliases as of now, sorted and distinct.
-    fn entities_of(&self, g: &Generation) -> Vec<EntityKey> {
-        distinct_entities(&link_generation(&self.index, g))
+    /// The entities the chain in `slot` is listed under: those of its stored links, which are
+    /// the index's as of now (see [`Scorer::stored_links`]).
+    fn entities_of(&mut self, slot: u32) -> Vec<EntityKey> {
+        distinct_entities(&self.stored_links(slot))
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -302,6 +318,17 @@ impl Scorer {
             *x = e.0;
         }
         self.store.put_stats(slot, &stats);
+    }
+
+    fn put_links(&mut self, slot: u32, links: &Links) {
+        let bytes = bincode::serialize(links).expect("links should serialize");
+        self.store.put_links(slot, &bytes);
+    }
+
+    /// The links of the chain in `slot` as last scored: those the index gives now, since every
+    /// KG change that could move them re-scores the chain (and keeps its new links).
+    fn stored_links(&mut self, slot: u32) -> Links {
+        bincode::deserialize(&self.store.get_links(slot)).expect("the store should hold the links it was given")
     }
 
     fn link_deps(&mut self, slot: u32, entities: &[EntityKey]) {
@@ -360,7 +387,7 @@ impl Scorer {
         self.free.push(slot);
     }
 
-    fn insert(&mut self, g: &Generation, entities: &[EntityKey], filter: &WordFilter, summary: &CotSummary) {
+    fn insert(&mut self, g: &Generation, fresh: &Fresh, summary: &CotSummary) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -378,9 +405,10 @@ impl Scorer {
             }
         }
         self.slots[slot as usize] = self.store.put(g);
-        self.store.put_filter(slot, &filter.0);
+        self.store.put_filter(slot, &fresh.filter.0);
         self.put_summary(slot, summary);
-        self.link_deps(slot, entities);
+        self.put_links(slot, &fresh.links);
+        self.link_deps(slot, &fresh.entities);
     }
 
     /// The live chains a KG change may touch, in slot order.
@@ -430,7 +458,7 @@ impl Scorer {
         for r in retracts {
             if let Some((slot, g)) = self.live(&r.cot_id) {
                 let old = self.stored_summary(slot, &g);
-                let entities = self.entities_of(&g);
+                let entities = self.entities_of(slot);
                 self.remove(slot, &r.cot_id, &entities);
                 emit(Scored::Summary(old, t, -1));
                 emit(Scored::Tombstone(Tombstone { cot_id: r.cot_id, retracted: true, entity_tokens_only: false }));
@@ -474,14 +502,22 @@ impl Scorer {
         // tokens' rows are written again.
         let rows = if change.aliases.is_empty() { TokenRows::Entity } else { TokenRows::All };
         if !change.is_empty() {
+            let changed: HashSet<EntityKey> = change.entities.iter().copied().collect();
             for slot in self.touched(&change) {
                 // Links move only with aliases: then the entities a chain is listed under are
-                // found again under the aliases as they were.
-                let entities = (!change.aliases.is_empty()).then(|| {
-                    let g = self.stored(slot);
-                    self.entities_of(&g)
-                });
-                rescore.push_back(Rescore { slot, entities });
+                // found again under the aliases as they were. Under triple changes alone the
+                // spans stay and only a ranked choice can move — when a changed entity is one
+                // of its candidates (its score and degree change only through its own triples,
+                // and the context before it is the earlier links): otherwise the stored links
+                // still hold and the text is not linked again.
+                let (entities, links) = if change.aliases.is_empty() {
+                    let links = self.stored_links(slot);
+                    let moves = links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| changed.contains(c)));
+                    (None, (!moves).then_some(links))
+                } else {
+                    (Some(self.entities_of(slot)), None)
+                };
+                rescore.push_back(Rescore { slot, entities, links });
             }
         }
 
@@ -503,16 +539,23 @@ impl Scorer {
             budget -= n;
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows);
-            for ((item, g), Fresh { result, entities, .. }) in items.into_iter().zip(gs).zip(scored) {
+            let (items, given): (Vec<_>, Vec<_>) = items.into_iter().map(|r| ((r.slot, r.entities), r.links)).unzip();
+            let relinked: Vec<bool> = given.iter().map(Option::is_none).collect();
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows, given);
+            for ((((slot, old_entities), relinked), g), Fresh { result, links, entities, .. }) in
+                items.into_iter().zip(relinked).zip(gs).zip(scored)
+            {
                 let summary = self.summary(&result);
-                let old = self.stored_summary(item.slot, &g);
+                let old = self.stored_summary(slot, &g);
                 debug_assert_eq!(old.group, summary.group, "a chain's group follows from its text");
-                if let Some(old_entities) = item.entities.filter(|es| *es != entities) {
-                    self.unlink_deps(item.slot, &old_entities);
-                    self.link_deps(item.slot, &entities);
+                if let Some(old_entities) = old_entities.filter(|es| *es != entities) {
+                    self.unlink_deps(slot, &old_entities);
+                    self.link_deps(slot, &entities);
                 }
-                self.put_summary(item.slot, &summary);
+                if relinked {
+                    self.put_links(slot, &links);
+                }
+                self.put_summary(slot, &summary);
                 emit(Scored::Summary(old, t, -1));
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Tombstone(Tombstone {
@@ -551,10 +594,12 @@ impl Scorer {
             if let Some(target) = &self.target {
                 target.fill(&mut accepted);
             }
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All);
-            for (g, Fresh { result, entities, filter }) in accepted.into_iter().zip(scored) {
-                let summary = self.summary(&result);
-                self.insert(&g, &entities, &filter, &summary);
+            let given = vec![None; accepted.len()];
+            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All, given);
+            for (g, fresh) in accepted.into_iter().zip(scored) {
+                let summary = self.summary(&fresh.result);
+                self.insert(&g, &fresh, &summary);
+                let result = fresh.result;
                 emit(Scored::Summary(summary, t, 1));
                 emit(Scored::Result(Box::new(result)));
                 emit(Scored::Generation(Box::new(g)));
@@ -565,10 +610,11 @@ impl Scorer {
 }
 
 /// A chain to re-score, with the entities it was listed under before the change when aliases
-/// changed (otherwise its links did not move).
+/// changed (otherwise its links did not move), and its stored links when they still hold.
 struct Rescore {
     slot: u32,
     entities: Option<Vec<EntityKey>>,
+    links: Option<Links>,
 }
 
 /// The work of one time that is left: chains to re-score and additions.
@@ -586,10 +632,10 @@ impl Job {
     }
 }
 
-/// The entities of a chain's links, sorted and distinct (its entries in the dependency index).
-/// The entities a chain's links depend on: the linked ones and every candidate of an ambiguous
-/// alias (a triple touching a candidate can change the choice), sorted and distinct.
-fn distinct_entities(links: &[(crate::linking::Link, EntityKey)]) -> Vec<EntityKey> {
+/// The entities a chain's links depend on (its entries in the dependency index): the linked
+/// ones and every candidate of an ambiguous alias (a triple touching a candidate can change the
+/// choice), sorted and distinct.
+fn distinct_entities(links: &[(Link, EntityKey)]) -> Vec<EntityKey> {
     let candidates = links.iter().flat_map(|(l, _)| &l.candidates).map(|(c, _)| *c);
     let mut es: Vec<EntityKey> = links.iter().map(|(_, e)| *e).chain(candidates).collect();
     es.sort_unstable();

@@ -1,7 +1,8 @@
 //! Where a worker keeps the text of its live chains of thought, for re-scoring them when a KG
 //! change touches them; their word filters, for finding the chains an alias change may touch;
-//! and what each last added to the aggregates, so that a change takes it back without scoring
-//! the chain twice. Scoring keeps only the chains' ids and dependency index in memory; the rest
+//! what each last added to the aggregates, so that a change takes it back without scoring the
+//! chain twice; and each chain's links, so that a change of triples that cannot move them does
+//! not link the text again. Scoring keeps only the chains' ids and dependency index in memory; the rest
 //! goes to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
 //! the pipeline provides a store on disk.
 
@@ -28,6 +29,11 @@ pub trait CotStore {
     fn put_stats(&mut self, slot: u32, stats: &SlotStats);
     /// What [`CotStore::put_stats`] last kept under `slot`. Panics when the store cannot be read.
     fn get_stats(&mut self, slot: u32) -> SlotStats;
+    /// Keeps the chain in `slot`'s links (encoded by the scorer), replacing what the slot held.
+    fn put_links(&mut self, slot: u32, links: &[u8]);
+    /// What [`CotStore::put_links`] last kept under `slot`. Panics when the slot never got links
+    /// or the store cannot be read.
+    fn get_links(&mut self, slot: u32) -> Vec<u8>;
 }
 
 /// The bits of a chain's word filter (512).
@@ -46,6 +52,7 @@ pub struct MemoryStore {
     rows: HashMap<u64, Generation>,
     filters: Vec<WordFilterBits>,
     stats: Vec<SlotStats>,
+    links: Vec<Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -94,5 +101,17 @@ impl CotStore for MemoryStore {
 
     fn get_stats(&mut self, slot: u32) -> SlotStats {
         self.stats[slot as usize]
+    }
+
+    fn put_links(&mut self, slot: u32, links: &[u8]) {
+        let slot = slot as usize;
+        if self.links.len() <= slot {
+            self.links.resize(slot + 1, Vec::new());
+        }
+        self.links[slot] = links.to_vec();
+    }
+
+    fn get_links(&mut self, slot: u32) -> Vec<u8> {
+        self.links[slot as usize].clone()
     }
 }

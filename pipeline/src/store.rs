@@ -4,7 +4,9 @@
 //! fixed-size records by slot: the chains' 64-byte word filters, which an alias change reads in
 //! one sequential pass (64 MB per million live chains, usually from the page cache), and the
 //! 144 bytes each chain last added to the aggregates, read back when a change re-scores or
-//! retracts it.
+//! retracts it. Each chain's links (a few hundred bytes) are records of the append-only file
+//! too, a new one whenever they change, found by slot through an offset in memory (8 bytes a
+//! chain).
 //!
 //! Retracted records are not reclaimed: the file grows with every chain added during the run
 //! (about the size of the JSONL it came from); slots of retracted chains are reused by the
@@ -29,6 +31,8 @@ pub struct FileStore {
     dirty: bool,
     filters: SlotFile,
     stats: SlotFile,
+    /// Where each slot's links start in the append-only file.
+    links: Vec<u64>,
 }
 
 /// Bytes of a filter record.
@@ -122,6 +126,7 @@ impl FileStore {
             dirty: false,
             filters: SlotFile::create(path.with_extension("filters"), FILTER_BYTES)?,
             stats: SlotFile::create(path.with_extension("stats"), STATS_BYTES)?,
+            links: Vec::new(),
         })
     }
 
@@ -137,21 +142,22 @@ impl FileStore {
     }
 }
 
-impl CotStore for FileStore {
-    fn put(&mut self, generation: &Generation) -> u64 {
-        let bytes = bincode::serialize(generation).expect("a generation should serialize");
+impl FileStore {
+    /// Appends one length-prefixed record; returns its offset.
+    fn append(&mut self, bytes: &[u8]) -> u64 {
         let key = self.end;
-        let len = u32::try_from(bytes.len()).expect("a generation should be under 4 GiB");
+        let len = u32::try_from(bytes.len()).expect("a store record should be under 4 GiB");
         self.writer
             .write_all(&len.to_le_bytes())
-            .and_then(|()| self.writer.write_all(&bytes))
+            .and_then(|()| self.writer.write_all(bytes))
             .unwrap_or_else(|e| panic!("writing the generation store {}: {e}", self.path.display()));
         self.end += 4 + u64::from(len);
         self.dirty = true;
         key
     }
 
-    fn get(&mut self, key: u64) -> Generation {
+    /// The record at offset `key`.
+    fn record(&mut self, key: u64) -> Vec<u8> {
         if self.dirty {
             self.writer.flush().unwrap_or_else(|e| panic!("writing the generation store {}: {e}", self.path.display()));
             self.dirty = false;
@@ -165,7 +171,18 @@ impl CotStore for FileStore {
         read(&mut len, key);
         let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
         read(&mut bytes, key + 4);
-        bincode::deserialize(&bytes).expect("the generation store should hold what was put")
+        bytes
+    }
+}
+
+impl CotStore for FileStore {
+    fn put(&mut self, generation: &Generation) -> u64 {
+        let bytes = bincode::serialize(generation).expect("a generation should serialize");
+        self.append(&bytes)
+    }
+
+    fn get(&mut self, key: u64) -> Generation {
+        bincode::deserialize(&self.record(key)).expect("the generation store should hold what was put")
     }
 
     fn remove(&mut self, _key: u64) {}
@@ -186,6 +203,20 @@ impl CotStore for FileStore {
         let mut words = [0u64; 18];
         self.stats.read(slot, &mut words);
         words.map(f64::from_bits)
+    }
+
+    fn put_links(&mut self, slot: u32, links: &[u8]) {
+        let at = self.append(links);
+        let slot = slot as usize;
+        if self.links.len() <= slot {
+            self.links.resize(slot + 1, u64::MAX);
+        }
+        self.links[slot] = at;
+    }
+
+    fn get_links(&mut self, slot: u32) -> Vec<u8> {
+        let at = self.links.get(slot as usize).copied().filter(|&at| at != u64::MAX);
+        self.record(at.unwrap_or_else(|| panic!("slot {slot} of the generation store has no links")))
     }
 }
 
@@ -230,6 +261,13 @@ mod tests {
         let c = Generation { cot_id: "c".into(), ..Default::default() };
         let kc = store.put(&c);
         assert_eq!(store.get(kc), c);
+        // Links by slot, between generations in the same file; a slot's newest links win.
+        store.put_links(4, b"four");
+        store.put_links(0, b"");
+        let kd = store.put(&b);
+        store.put_links(4, b"four again");
+        assert_eq!((store.get_links(4), store.get_links(0)), (b"four again".to_vec(), Vec::new()));
+        assert_eq!((store.get(kd), store.get(ka)), (b, a));
     }
 
     #[test]
