@@ -55,6 +55,30 @@ pub fn ground(
     paths: &PathConfig,
     scratch: &mut PathScratch,
 ) -> Grounding {
+    ground_reusing(index, links, reach, paths, scratch, None)
+}
+
+/// The pair paths of an earlier grounding of the same links, and which entities a KG change
+/// since then touched (with `paths.max_hops` 3, their neighbours too): a pair with neither end
+/// touched keeps its path, as a search would find it again (every edge of a path of ≤ 2 hops
+/// touches an end; a 3-hop path's middle edge touches neighbours of both ends; the searched
+/// rows and degrees are those of the ends and, for 3 hops, of their neighbours).
+pub struct PairReuse<'a> {
+    /// Each link's pair path as the earlier grounding found it (`None` where it had no pair).
+    pub pairs: &'a [Option<PairPath>],
+    /// Whether an entity was touched.
+    pub touched: &'a dyn Fn(EntityKey) -> bool,
+}
+
+/// [`ground`], re-using the earlier pair paths that `reuse` says still hold.
+pub fn ground_reusing(
+    index: &KgIndex,
+    links: &[(Link, EntityKey)],
+    reach: &mut Reach,
+    paths: &PathConfig,
+    scratch: &mut PathScratch,
+    reuse: Option<&PairReuse<'_>>,
+) -> Grounding {
     reach.clear(index.key_bound());
     let support = PathConfig { max_hops: support_hops(paths), ..paths.clone() };
     let connected = |a: EntityKey, b: EntityKey, scratch: &mut PathScratch| {
@@ -64,11 +88,14 @@ pub fn ground(
     let mut context: Vec<EntityKey> = Vec::with_capacity(links.len());
     let mut out = Vec::with_capacity(links.len());
     let mut previous: Option<(&str, EntityKey)> = None;
-    for (l, e) in links {
+    for (i, (l, e)) in links.iter().enumerate() {
         let cot = l.part == Part::Cot;
         let pair = match previous {
             Some((name, p)) if cot && p != *e && paths.max_hops > 0 => {
-                Some((name.to_owned(), find_path(index, p, *e, paths, scratch)))
+                let kept = reuse
+                    .filter(|r| !(r.touched)(p) && !(r.touched)(*e))
+                    .and_then(|r| r.pairs.get(i).cloned().flatten());
+                Some((name.to_owned(), kept.unwrap_or_else(|| find_path(index, p, *e, paths, scratch))))
             }
             _ => None,
         };

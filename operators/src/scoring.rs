@@ -46,11 +46,11 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
-use crate::grounding::{ground, Grounding, Reach};
+use crate::grounding::{ground_reusing, Grounding, PairReuse, Reach};
 use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::{link_words, Link};
-use crate::paths::{PathConfig, PathScratch};
+use crate::paths::{PairPath, PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
 use crate::target::TargetPolicy;
@@ -200,6 +200,8 @@ struct Fresh {
     result: CotResult,
     /// Its links (question, then chain of thought), with their interned entities.
     links: Links,
+    /// Each link's pair path (as in its grounding).
+    pairs: Vec<Option<PairPath>>,
     /// Its linked entities, sorted and distinct (its entries in the dependency index).
     entities: Vec<EntityKey>,
     /// Its word filter (empty when the chain was scored from given links).
@@ -208,6 +210,13 @@ struct Fresh {
 
 /// A chain's links with their interned entities, as [`link_words`] gives them.
 type Links = Vec<(Link, EntityKey)>;
+
+/// What the store keeps of a chain's last scoring: its links and each link's pair path.
+#[derive(Serialize, Deserialize)]
+struct Linked {
+    links: Links,
+    pairs: Vec<Option<PairPath>>,
+}
 
 /// A worker's scoring state: the KG index and the live chains.
 struct Scorer {
@@ -260,41 +269,53 @@ impl Scorer {
     /// Links, grounds and scores generations against the index as of now (one policy batch):
     /// each chain's result (with the `token_scores` rows that `rows` says), its links, linked
     /// entities and word filter (one pass over its words serves linking and the filter). A
-    /// chain given its links (still those the index would give) is not linked again.
-    fn score_many(&self, gs: &[&Generation], rows: TokenRows, given: Vec<Option<Links>>) -> Vec<Fresh> {
+    /// chain given its last scoring's links (still those the index would give) is not linked
+    /// again, and keeps those of its pair paths whose ends `touched` does not hold.
+    fn score_many(
+        &self,
+        gs: &[&Generation],
+        rows: TokenRows,
+        given: Vec<Option<Linked>>,
+        touched: &HashSet<EntityKey>,
+    ) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
+        let is_touched = |e: EntityKey| touched.contains(&e);
         for (g, given) in gs.iter().zip(given) {
-            let (links, filter) = match given {
-                Some(links) => (links, WordFilter::default()),
+            let (links, filter, pairs) = match given {
+                Some(Linked { links, pairs }) => (links, WordFilter::default(), Some(pairs)),
                 None => {
                     let question = self.index.words(g.question.as_deref().unwrap_or(""));
                     let content = self.index.words(&g.content);
                     let links = link_words(&self.index, &question, &content);
-                    (links, WordFilter::of(&[&question, &content]))
+                    (links, WordFilter::of(&[&question, &content]), None)
                 }
             };
-            grounded.push(ground(
+            let reuse = pairs.as_deref().map(|pairs| PairReuse { pairs, touched: &is_touched });
+            let grounding = ground_reusing(
                 &self.index,
                 &links,
                 &mut self.reach.borrow_mut(),
                 &self.paths,
                 &mut self.path_scratch.borrow_mut(),
-            ));
-            deps.push((distinct_entities(&links), filter, links));
+                reuse.as_ref(),
+            );
+            let pairs = grounding.mentions.iter().map(|m| m.pair.as_ref().map(|(_, p)| p.clone())).collect();
+            grounded.push(grounding);
+            deps.push((distinct_entities(&links), filter, links, pairs));
         }
         let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
         score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
-            .map(|(result, (entities, filter, links))| Fresh { result, links, entities, filter })
+            .map(|(result, (entities, filter, links, pairs))| Fresh { result, links, pairs, entities, filter })
             .collect()
     }
 
     /// The entities the chain in `slot` is listed under: those of its stored links, which are
     /// the index's as of now (see [`Scorer::stored_links`]).
     fn entities_of(&mut self, slot: u32) -> Vec<EntityKey> {
-        distinct_entities(&self.stored_links(slot))
+        distinct_entities(&self.stored_links(slot).links)
     }
 
     fn summary(&self, result: &CotResult) -> CotSummary {
@@ -320,14 +341,16 @@ impl Scorer {
         self.store.put_stats(slot, &stats);
     }
 
-    fn put_links(&mut self, slot: u32, links: &Links) {
-        let bytes = bincode::serialize(links).expect("links should serialize");
+    /// Keeps a chain's links and pair paths as just scored.
+    fn put_links(&mut self, slot: u32, fresh: &Fresh) {
+        let bytes = bincode::serialize(&(&fresh.links, &fresh.pairs)).expect("links should serialize");
         self.store.put_links(slot, &bytes);
     }
 
-    /// The links of the chain in `slot` as last scored: those the index gives now, since every
-    /// KG change that could move them re-scores the chain (and keeps its new links).
-    fn stored_links(&mut self, slot: u32) -> Links {
+    /// The links of the chain in `slot` as last scored, with their pair paths: those the index
+    /// gives now, since every KG change that could move them re-scores the chain (and keeps its
+    /// new links).
+    fn stored_links(&mut self, slot: u32) -> Linked {
         bincode::deserialize(&self.store.get_links(slot)).expect("the store should hold the links it was given")
     }
 
@@ -407,7 +430,7 @@ impl Scorer {
         self.slots[slot as usize] = self.store.put(g);
         self.store.put_filter(slot, &fresh.filter.0);
         self.put_summary(slot, summary);
-        self.put_links(slot, &fresh.links);
+        self.put_links(slot, fresh);
         self.link_deps(slot, &fresh.entities);
     }
 
@@ -511,9 +534,9 @@ impl Scorer {
                 // and the context before it is the earlier links): otherwise the stored links
                 // still hold and the text is not linked again.
                 let (entities, links) = if change.aliases.is_empty() {
-                    let links = self.stored_links(slot);
-                    let moves = links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| changed.contains(c)));
-                    (None, (!moves).then_some(links))
+                    let linked = self.stored_links(slot);
+                    let moves = linked.links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| changed.contains(c)));
+                    (None, (!moves).then_some(linked))
                 } else {
                     (Some(self.entities_of(slot)), None)
                 };
@@ -526,7 +549,8 @@ impl Scorer {
             self.index.apply(&u, d);
         }
         // 4. and 5. (re-scoring, additions) are done by `step`.
-        Job { time: t, rescore, rows, adds: adds.into_iter().collect() }
+        let touched = change.entities.into_iter().collect();
+        Job { time: t, rescore, rows, touched, adds: adds.into_iter().collect() }
     }
 
     /// Does up to `budget` chains of `job`: re-scoring first, then additions (of two records of
@@ -540,21 +564,16 @@ impl Scorer {
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
             let (items, given): (Vec<_>, Vec<_>) = items.into_iter().map(|r| ((r.slot, r.entities), r.links)).unzip();
-            let relinked: Vec<bool> = given.iter().map(Option::is_none).collect();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows, given);
-            for ((((slot, old_entities), relinked), g), Fresh { result, links, entities, .. }) in
-                items.into_iter().zip(relinked).zip(gs).zip(scored)
-            {
-                let summary = self.summary(&result);
+            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows, given, &job.touched);
+            for (((slot, old_entities), g), fresh) in items.into_iter().zip(gs).zip(scored) {
+                let summary = self.summary(&fresh.result);
                 let old = self.stored_summary(slot, &g);
                 debug_assert_eq!(old.group, summary.group, "a chain's group follows from its text");
-                if let Some(old_entities) = old_entities.filter(|es| *es != entities) {
+                if let Some(old_entities) = old_entities.filter(|es| *es != fresh.entities) {
                     self.unlink_deps(slot, &old_entities);
-                    self.link_deps(slot, &entities);
+                    self.link_deps(slot, &fresh.entities);
                 }
-                if relinked {
-                    self.put_links(slot, &links);
-                }
+                self.put_links(slot, &fresh);
                 self.put_summary(slot, &summary);
                 emit(Scored::Summary(old, t, -1));
                 emit(Scored::Summary(summary, t, 1));
@@ -563,7 +582,7 @@ impl Scorer {
                     retracted: false,
                     entity_tokens_only: job.rows == TokenRows::Entity,
                 }));
-                emit(Scored::Result(Box::new(result)));
+                emit(Scored::Result(Box::new(fresh.result)));
             }
         }
         // Additions: of two records of one chain at one time, the first in (source, line) order
@@ -594,8 +613,9 @@ impl Scorer {
             if let Some(target) = &self.target {
                 target.fill(&mut accepted);
             }
-            let given = vec![None; accepted.len()];
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All, given);
+            let given = accepted.iter().map(|_| None).collect();
+            let scored =
+                self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All, given, &HashSet::default());
             for (g, fresh) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&fresh.result);
                 self.insert(&g, &fresh, &summary);
@@ -614,7 +634,7 @@ impl Scorer {
 struct Rescore {
     slot: u32,
     entities: Option<Vec<EntityKey>>,
-    links: Option<Links>,
+    links: Option<Linked>,
 }
 
 /// The work of one time that is left: chains to re-score and additions.
@@ -623,6 +643,8 @@ struct Job {
     rescore: VecDeque<Rescore>,
     /// The `token_scores` rows a re-scoring writes.
     rows: TokenRows,
+    /// The entities the KG change touched (pair paths with an end among them are searched again).
+    touched: HashSet<EntityKey>,
     adds: VecDeque<(String, Vec<Generation>)>,
 }
 
