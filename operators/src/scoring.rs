@@ -7,11 +7,12 @@
 //! (entity → chains) — about 60 bytes for a chain with six entities. The store (on disk in a
 //! run) holds, by slot, its text, a 512-bit filter of its words, which an alias change scans to
 //! find the chains it may touch, the sums and extremes it last added to the aggregates (its
-//! group follows from its text), and its links as last scored. Those are always the links the
-//! index gives now — every KG change that could move them re-scores the chain, which keeps its
+//! group follows from its text), and its links with their pair paths as last scored. The links
+//! are always the ones the index gives now — every KG change that could move them re-scores the chain, which keeps its
 //! new ones — so a retraction or an alias change reads from them the entities the chain is
 //! listed under, and a re-scoring after triple changes that touch no candidate of its ambiguous
-//! links grounds them without linking the text again. At each time the operator
+//! links grounds them without linking the text again, searching only the pair paths with a
+//! touched end. At each time the operator
 //!
 //! 1. retracts: a live chain leaves (−its stored summary, a `retracted` tombstone); a
 //!    retraction of a chain added at the same time cancels that addition; any other is an
@@ -198,10 +199,8 @@ impl WordFilter {
 /// A chain of thought scored under the index as it is now.
 struct Fresh {
     result: CotResult,
-    /// Its links (question, then chain of thought), with their interned entities.
-    links: Links,
-    /// Each link's pair path (as in its grounding).
-    pairs: Vec<Option<PairPath>>,
+    /// Its links and their pair paths, as the store keeps them.
+    linked: Linked,
     /// Its linked entities, sorted and distinct (its entries in the dependency index).
     entities: Vec<EntityKey>,
     /// Its word filter (empty when the chain was scored from given links).
@@ -211,7 +210,8 @@ struct Fresh {
 /// A chain's links with their interned entities, as [`link_words`] gives them.
 type Links = Vec<(Link, EntityKey)>;
 
-/// What the store keeps of a chain's last scoring: its links and each link's pair path.
+/// What the store keeps of a chain's last scoring: its links (question, then chain of thought,
+/// with their interned entities) and each link's pair path (as in its grounding).
 #[derive(Serialize, Deserialize)]
 struct Linked {
     links: Links,
@@ -308,7 +308,12 @@ impl Scorer {
         score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
-            .map(|(result, (entities, filter, links, pairs))| Fresh { result, links, pairs, entities, filter })
+            .map(|(result, (entities, filter, links, pairs))| Fresh {
+                result,
+                linked: Linked { links, pairs },
+                entities,
+                filter,
+            })
             .collect()
     }
 
@@ -343,7 +348,7 @@ impl Scorer {
 
     /// Keeps a chain's links and pair paths as just scored.
     fn put_links(&mut self, slot: u32, fresh: &Fresh) {
-        let bytes = bincode::serialize(&(&fresh.links, &fresh.pairs)).expect("links should serialize");
+        let bytes = bincode::serialize(&fresh.linked).expect("links should serialize");
         self.store.put_links(slot, &bytes);
     }
 
@@ -524,8 +529,9 @@ impl Scorer {
         // are entity tokens stays, and so does every non-entity token's row: only the entity
         // tokens' rows are written again.
         let rows = if change.aliases.is_empty() { TokenRows::Entity } else { TokenRows::All };
+        // The entities the change touched (pair paths with an end among them are searched again).
+        let touched: HashSet<EntityKey> = change.entities.iter().copied().collect();
         if !change.is_empty() {
-            let changed: HashSet<EntityKey> = change.entities.iter().copied().collect();
             for slot in self.touched(&change) {
                 // Links move only with aliases: then the entities a chain is listed under are
                 // found again under the aliases as they were. Under triple changes alone the
@@ -535,7 +541,7 @@ impl Scorer {
                 // still hold and the text is not linked again.
                 let (entities, links) = if change.aliases.is_empty() {
                     let linked = self.stored_links(slot);
-                    let moves = linked.links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| changed.contains(c)));
+                    let moves = linked.links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| touched.contains(c)));
                     (None, (!moves).then_some(linked))
                 } else {
                     (Some(self.entities_of(slot)), None)
@@ -549,7 +555,6 @@ impl Scorer {
             self.index.apply(&u, d);
         }
         // 4. and 5. (re-scoring, additions) are done by `step`.
-        let touched = change.entities.into_iter().collect();
         Job { time: t, rescore, rows, touched, adds: adds.into_iter().collect() }
     }
 
@@ -619,9 +624,8 @@ impl Scorer {
             for (g, fresh) in accepted.into_iter().zip(scored) {
                 let summary = self.summary(&fresh.result);
                 self.insert(&g, &fresh, &summary);
-                let result = fresh.result;
                 emit(Scored::Summary(summary, t, 1));
-                emit(Scored::Result(Box::new(result)));
+                emit(Scored::Result(Box::new(fresh.result)));
                 emit(Scored::Generation(Box::new(g)));
             }
         }

@@ -1,8 +1,8 @@
 //! Where a worker keeps the text of its live chains of thought, for re-scoring them when a KG
 //! change touches them; their word filters, for finding the chains an alias change may touch;
 //! what each last added to the aggregates, so that a change takes it back without scoring the
-//! chain twice; and each chain's links, so that a change of triples that cannot move them does
-//! not link the text again. Scoring keeps only the chains' ids and dependency index in memory; the rest
+//! chain twice; and each chain's links and pair paths, so that a change of triples that cannot
+//! move them does not link the text or search those paths again. Scoring keeps only the chains' ids and dependency index in memory; the rest
 //! goes to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
 //! the pipeline provides a store on disk.
 
@@ -29,7 +29,8 @@ pub trait CotStore {
     fn put_stats(&mut self, slot: u32, stats: &SlotStats);
     /// What [`CotStore::put_stats`] last kept under `slot`. Panics when the store cannot be read.
     fn get_stats(&mut self, slot: u32) -> SlotStats;
-    /// Keeps the chain in `slot`'s links (encoded by the scorer), replacing what the slot held.
+    /// Keeps the chain in `slot`'s links and pair paths (encoded by the scorer), replacing what
+    /// the slot held.
     fn put_links(&mut self, slot: u32, links: &[u8]);
     /// What [`CotStore::put_links`] last kept under `slot`. Panics when the slot never got links
     /// or the store cannot be read.

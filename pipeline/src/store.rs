@@ -4,9 +4,9 @@
 //! fixed-size records by slot: the chains' 64-byte word filters, which an alias change reads in
 //! one sequential pass (64 MB per million live chains, usually from the page cache), and the
 //! 144 bytes each chain last added to the aggregates, read back when a change re-scores or
-//! retracts it. Each chain's links (a few hundred bytes) are records of the append-only file
-//! too, a new one whenever they change, found by slot through an offset in memory (8 bytes a
-//! chain).
+//! retracts it. Each chain's links and pair paths (a few hundred bytes) are records of the
+//! append-only file too, a new one at each scoring, found by slot through an offset in memory
+//! (8 bytes a chain).
 //!
 //! Retracted records are not reclaimed: the file grows with every chain added during the run
 //! (about the size of the JSONL it came from); slots of retracted chains are reused by the
@@ -140,9 +140,7 @@ impl FileStore {
             Box::new(store) as Box<dyn CotStore>
         })
     }
-}
 
-impl FileStore {
     /// Appends one length-prefixed record; returns its offset.
     fn append(&mut self, bytes: &[u8]) -> u64 {
         let key = self.end;
