@@ -50,7 +50,7 @@ use crate::decode::GenerationBatch;
 use crate::grounding::{ground_reusing, Grounding, PairReuse, Reach};
 use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
-use crate::linking::{link_words, Link};
+use crate::linking::{link_words_with_votes, Link};
 use crate::paths::{PairPath, PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
@@ -207,15 +207,18 @@ struct Fresh {
     filter: WordFilter,
 }
 
-/// A chain's links with their interned entities, as [`link_words`] gives them.
+/// A chain's links with their interned entities, as [`crate::linking::link_words`] gives them.
 type Links = Vec<(Link, EntityKey)>;
 
 /// What the store keeps of a chain's last scoring: its links (question, then chain of thought,
-/// with their interned entities) and each link's pair path (as in its grounding).
+/// with their interned entities), each link's pair path (as in its grounding; `None` for every
+/// link when they must be searched again) and the relation votes of its ambiguous links (for
+/// ranking them again without the text, [`KgIndex::rerank`]).
 #[derive(Serialize, Deserialize)]
 struct Linked {
     links: Links,
     pairs: Vec<Option<PairPath>>,
+    votes: Vec<(u32, Vec<u32>)>,
 }
 
 /// A worker's scoring state: the KG index and the live chains.
@@ -269,8 +272,10 @@ impl Scorer {
     /// Links, grounds and scores generations against the index as of now (one policy batch):
     /// each chain's result (with the `token_scores` rows that `rows` says), its links, linked
     /// entities and word filter (one pass over its words serves linking and the filter). A
-    /// chain given its last scoring's links (still those the index would give) is not linked
-    /// again, and keeps those of its pair paths whose ends `touched` does not hold.
+    /// chain given its last scoring's links (after a change of triples alone: their spans and
+    /// candidates still those the index would give) is not linked again: the links with a
+    /// touched candidate are ranked again ([`KgIndex::rerank`]), and it keeps those of its pair
+    /// paths whose ends `touched` does not hold (none when a ranked choice moved).
     fn score_many(
         &self,
         gs: &[&Generation],
@@ -282,13 +287,19 @@ impl Scorer {
         let mut grounded = Vec::with_capacity(gs.len());
         let is_touched = |e: EntityKey| touched.contains(&e);
         for (g, given) in gs.iter().zip(given) {
-            let (links, filter, pairs) = match given {
-                Some(Linked { links, pairs }) => (links, WordFilter::default(), Some(pairs)),
+            let (links, filter, pairs, votes) = match given {
+                Some(Linked { mut links, mut pairs, votes }) => {
+                    let moves = links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| touched.contains(c)));
+                    if moves && self.index.rerank(&mut links, &votes) {
+                        pairs.iter_mut().for_each(|p| *p = None);
+                    }
+                    (links, WordFilter::default(), Some(pairs), votes)
+                }
                 None => {
                     let question = self.index.words(g.question.as_deref().unwrap_or(""));
                     let content = self.index.words(&g.content);
-                    let links = link_words(&self.index, &question, &content);
-                    (links, WordFilter::of(&[&question, &content]), None)
+                    let (links, votes) = link_words_with_votes(&self.index, &question, &content);
+                    (links, WordFilter::of(&[&question, &content]), None, votes)
                 }
             };
             let reuse = pairs.as_deref().map(|pairs| PairReuse { pairs, touched: &is_touched });
@@ -302,15 +313,15 @@ impl Scorer {
             );
             let pairs = grounding.mentions.iter().map(|m| m.pair.as_ref().map(|(_, p)| p.clone())).collect();
             grounded.push(grounding);
-            deps.push((distinct_entities(&links), filter, links, pairs));
+            deps.push((distinct_entities(&links), filter, links, pairs, votes));
         }
         let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
         score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
-            .map(|(result, (entities, filter, links, pairs))| Fresh {
+            .map(|(result, (entities, filter, links, pairs, votes))| Fresh {
                 result,
-                linked: Linked { links, pairs },
+                linked: Linked { links, pairs, votes },
                 entities,
                 filter,
             })
@@ -535,14 +546,16 @@ impl Scorer {
             for slot in self.touched(&change) {
                 // Links move only with aliases: then the entities a chain is listed under are
                 // found again under the aliases as they were. Under triple changes alone the
-                // spans stay and only a ranked choice can move — when a changed entity is one
-                // of its candidates (its score and degree change only through its own triples,
-                // and the context before it is the earlier links): otherwise the stored links
-                // still hold and the text is not linked again.
+                // spans and candidate sets stay and only a ranked choice can move — when a
+                // changed entity is one of its candidates (its score and degree change only
+                // through its own triples, and the context before it is the earlier links):
+                // those are ranked again from the stored candidates and votes, and the text is
+                // not linked again. The entities the chain is listed under (chosen and
+                // candidates alike) stay; where a choice moved, every pair path is searched
+                // again.
+                // (`score_many` ranks them, under the index as it is after the change.)
                 let (entities, links) = if change.aliases.is_empty() {
-                    let linked = self.stored_links(slot);
-                    let moves = linked.links.iter().any(|(l, _)| l.candidates.iter().any(|(c, _)| touched.contains(c)));
-                    (None, (!moves).then_some(linked))
+                    (None, Some(self.stored_links(slot)))
                 } else {
                     (Some(self.entities_of(slot)), None)
                 };
@@ -634,7 +647,7 @@ impl Scorer {
 }
 
 /// A chain to re-score, with the entities it was listed under before the change when aliases
-/// changed (otherwise its links did not move), and its stored links when they still hold.
+/// changed (otherwise they did not move), and its stored links when only triples changed.
 struct Rescore {
     slot: u32,
     entities: Option<Vec<EntityKey>>,
@@ -879,5 +892,44 @@ mod tests {
         let out = run(&mut scorer, 2, vec![triple], vec![]);
         assert_eq!(tally(&out), (0, 0, 1, Vec::<String>::new()));
         assert_eq!(scorer.deps.len(), 2);
+    }
+
+    /// A change of triples that moves a ranked choice without touching the new choice: the
+    /// stored links are ranked again, the pair paths searched again, and the chain's rows are
+    /// those of scoring it fresh under the changed KG.
+    #[test]
+    fn a_ranked_choice_moved_by_triples_is_ranked_and_grounded_again() {
+        let alias = |e: &str, a: &str| (KgUpdate::Alias(e.into(), a.into()), 1);
+        let triple = |h: &str, t: &str, d: Diff| (KgUpdate::Triple(h.into(), "P47".into(), t.into()), d);
+        // "Paris" names Q9 (two edges) and Q5 (one edge, two hops from Q1 = Bolivia).
+        let kg = vec![
+            alias("Q1", "Bolivia"),
+            alias("Q9", "Paris"),
+            alias("Q5", "Paris"),
+            triple("Q1", "Q3", 1),
+            triple("Q3", "Q5", 1),
+            triple("Q9", "Q7", 1),
+            triple("Q9", "Q8", 1),
+        ];
+        let chain = || LogUpdate::Add(generation("c", "Bolivia then Paris ."));
+        let rows = |out: &[Scored]| {
+            out.iter()
+                .find_map(|s| match s {
+                    Scored::Result(r) => Some((r.score.clone(), r.steps.clone(), r.mentions.clone())),
+                    _ => None,
+                })
+                .expect("the chain is scored")
+        };
+        let mut incremental = scorer(cot_hash);
+        let before = rows(&run(&mut incremental, 0, kg.clone(), vec![chain()]));
+        assert_eq!(before.2.last().map(|m| m.entity_id.as_str()), Some("Q9"), "more edges win the tie");
+        // Q9 loses an edge: the tie goes to the smaller id, Q5, which the change does not touch.
+        let change = vec![triple("Q9", "Q8", -1)];
+        let after = rows(&run(&mut incremental, 1, change.clone(), vec![]));
+        let mut fresh = scorer(cot_hash);
+        let want = rows(&run(&mut fresh, 0, kg.into_iter().chain(change).collect(), vec![chain()]));
+        assert_eq!(want.2.last().map(|m| m.entity_id.as_str()), Some("Q5"));
+        assert_ne!(before.1, want.1, "the step's path moved with the choice");
+        assert_eq!(after, want);
     }
 }

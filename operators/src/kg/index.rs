@@ -387,6 +387,19 @@ impl KgIndex {
     /// the smallest entity id; the link keeps every candidate with its score. An alias naming more
     /// than [`MAX_CANDIDATES`] entities goes to the smallest id without ranking.
     pub fn link(&self, part: Part, words: &[Word], out: &mut Vec<(Link, EntityKey)>) {
+        self.link_with_votes(part, words, out, None);
+    }
+
+    /// [`KgIndex::link`], also giving, for each ambiguous link, its place in `out` and the
+    /// relation votes of the words before it ([`KgIndex::relation_votes`]): what
+    /// [`KgIndex::rerank`] needs to rank its candidates again without the text.
+    pub fn link_with_votes(
+        &self,
+        part: Part,
+        words: &[Word],
+        out: &mut Vec<(Link, EntityKey)>,
+        mut votes_out: Option<&mut Vec<(u32, Vec<u32>)>>,
+    ) {
         let mut i = 0;
         while i < words.len() {
             let mut node = ROOT;
@@ -407,22 +420,11 @@ impl KgIndex {
             let (e, candidates) = if entities.len() == 1 {
                 (entities[0], Vec::new())
             } else {
-                let mut context: Vec<EntityKey> = out.iter().map(|(_, e)| *e).collect();
-                context.sort_unstable();
-                context.dedup();
-                // By score, then by degree (the entity with more KG edges: a country before
-                // the town named like it), then by id (entities are in id order, the sort is
-                // stable).
-                let mut scores =
-                    if context.is_empty() { vec![0; entities.len()] } else { self.context_scores(&entities, &context) };
                 let votes = self.relation_votes(&words[..i]);
-                if !votes.is_empty() {
-                    for (score, c) in scores.iter_mut().zip(&entities) {
-                        *score += self.relation_agreement(*c, &votes);
-                    }
+                let ranked = self.rank(&entities, out, &votes);
+                if let Some(all) = votes_out.as_deref_mut() {
+                    all.push((out.len() as u32, votes));
                 }
-                let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
-                ranked.sort_by_cached_key(|(e, score)| (std::cmp::Reverse(*score), std::cmp::Reverse(self.degree(*e))));
                 (ranked[0].0, ranked)
             };
             // The alias a node spells is the normalized words that lead to it.
@@ -431,6 +433,50 @@ impl KgIndex {
             out.push((Link { part, start, end, entity, alias, candidates }, e));
             i = j + 1;
         }
+    }
+
+    /// Ranks the entities an alias names (`entities`, in the trie node's order: by id) after the
+    /// links `before` it: by score — how many distinct entities of `before` each is or is one
+    /// edge away from, plus its agreement with `votes` — then by degree (the entity with more KG
+    /// edges: a country before the town named like it), then by id (the sort is stable).
+    fn rank(&self, entities: &[EntityKey], before: &[(Link, EntityKey)], votes: &[u32]) -> Vec<(EntityKey, u32)> {
+        let mut context: Vec<EntityKey> = before.iter().map(|(_, e)| *e).collect();
+        context.sort_unstable();
+        context.dedup();
+        let mut scores =
+            if context.is_empty() { vec![0; entities.len()] } else { self.context_scores(entities, &context) };
+        if !votes.is_empty() {
+            for (score, c) in scores.iter_mut().zip(entities) {
+                *score += self.relation_agreement(*c, votes);
+            }
+        }
+        let mut ranked: Vec<(EntityKey, u32)> = entities.iter().copied().zip(scores).collect();
+        ranked.sort_by_cached_key(|(e, score)| (std::cmp::Reverse(*score), std::cmp::Reverse(self.degree(*e))));
+        ranked
+    }
+
+    /// Ranks the ambiguous links of `links` (question links, then chain-of-thought links, as
+    /// [`crate::linking::link_words`] gives them) again under the index as it is now, in order,
+    /// each after the links before it as re-ranked: what linking the texts again would give
+    /// after a change of triples alone (spans and candidate sets follow the aliases; only the
+    /// ranking reads triples). `votes` are [`KgIndex::link_with_votes`]'s. Returns whether a
+    /// chosen entity changed.
+    pub fn rerank(&self, links: &mut [(Link, EntityKey)], votes: &[(u32, Vec<u32>)]) -> bool {
+        let mut changed = false;
+        for (at, votes) in votes {
+            let at = *at as usize;
+            let mut entities: Vec<EntityKey> = links[at].0.candidates.iter().map(|(c, _)| *c).collect();
+            entities.sort_by(|a, b| self.name(*a).cmp(self.name(*b)));
+            let ranked = self.rank(&entities, &links[..at], votes);
+            let (link, e) = &mut links[at];
+            if ranked[0].0 != *e {
+                changed = true;
+                *e = ranked[0].0;
+                link.entity = self.name(*e).to_owned();
+            }
+            link.candidates = ranked;
+        }
+        changed
     }
 
     /// Calls `f` with the closed neighbourhood of `e`: itself, if it exists, then every entity

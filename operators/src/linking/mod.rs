@@ -133,6 +133,19 @@ pub fn link_words(index: &KgIndex, question: &[Word], content: &[Word]) -> Vec<(
     out
 }
 
+/// [`link_words`], with the relation votes of each ambiguous link ([`KgIndex::link_with_votes`]),
+/// so that [`KgIndex::rerank`] can rank them again after a change of triples.
+pub fn link_words_with_votes(
+    index: &KgIndex,
+    question: &[Word],
+    content: &[Word],
+) -> (Vec<(Link, EntityKey)>, Vec<(u32, Vec<u32>)>) {
+    let (mut out, mut votes) = (Vec::new(), Vec::new());
+    index.link_with_votes(Part::Question, question, &mut out, Some(&mut votes));
+    index.link_with_votes(Part::Cot, content, &mut out, Some(&mut votes));
+    (out, votes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
