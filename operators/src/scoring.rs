@@ -50,7 +50,7 @@ use crate::decode::GenerationBatch;
 use crate::grounding::{ground_reusing, Grounding, PairReuse, Reach};
 use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
-use crate::linking::{link_words_with_votes, Link};
+use crate::linking::{link_words_with_votes, Link, LinkVotes};
 use crate::paths::{PairPath, PathConfig, PathScratch};
 use crate::policy::KgPolicy;
 use crate::store::{CotStore, SlotStats, StoreFactory, WordFilterBits};
@@ -218,7 +218,7 @@ type Links = Vec<(Link, EntityKey)>;
 struct Linked {
     links: Links,
     pairs: Vec<Option<PairPath>>,
-    votes: Vec<(u32, Vec<u32>)>,
+    votes: LinkVotes,
 }
 
 /// A worker's scoring state: the KG index and the live chains.

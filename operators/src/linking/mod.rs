@@ -133,13 +133,17 @@ pub fn link_words(index: &KgIndex, question: &[Word], content: &[Word]) -> Vec<(
     out
 }
 
+/// The relation votes of a chain's ambiguous links: (the link's place among the chain's links,
+/// the edge labels the words before it ask for; see [`KgIndex::link_with_votes`]).
+pub type LinkVotes = Vec<(u32, Vec<u32>)>;
+
 /// [`link_words`], with the relation votes of each ambiguous link ([`KgIndex::link_with_votes`]),
 /// so that [`KgIndex::rerank`] can rank them again after a change of triples.
 pub fn link_words_with_votes(
     index: &KgIndex,
     question: &[Word],
     content: &[Word],
-) -> (Vec<(Link, EntityKey)>, Vec<(u32, Vec<u32>)>) {
+) -> (Vec<(Link, EntityKey)>, LinkVotes) {
     let (mut out, mut votes) = (Vec::new(), Vec::new());
     index.link_with_votes(Part::Question, question, &mut out, Some(&mut votes));
     index.link_with_votes(Part::Cot, content, &mut out, Some(&mut votes));
