@@ -7,12 +7,13 @@
 //! (entity → chains) — about 60 bytes for a chain with six entities. The store (on disk in a
 //! run) holds, by slot, its text, a 512-bit filter of its words, which an alias change scans to
 //! find the chains it may touch, the sums and extremes it last added to the aggregates (its
-//! group follows from its text), and its links with their pair paths as last scored. The links
-//! are always the ones the index gives now — every KG change that could move them re-scores the chain, which keeps its
-//! new ones — so a retraction or an alias change reads from them the entities the chain is
-//! listed under, and a re-scoring after triple changes that touch no candidate of its ambiguous
-//! links grounds them without linking the text again, searching only the pair paths with a
-//! touched end. At each time the operator
+//! group follows from its text), and its links with their pair paths and relation votes as last
+//! scored. The links are always the ones the index gives now — every KG change that could move
+//! them re-scores the chain, which keeps its new ones — so a retraction or an alias change
+//! reads from them the entities the chain is listed under, and a re-scoring after triple
+//! changes alone grounds them without linking the text again: it ranks again the ambiguous
+//! links with a touched candidate and searches only the pair paths with a touched end (every
+//! one when a choice moved). At each time the operator
 //!
 //! 1. retracts: a live chain leaves (−its stored summary, a `retracted` tombstone); a
 //!    retraction of a chain added at the same time cancels that addition; any other is an
@@ -544,16 +545,13 @@ impl Scorer {
         let touched: HashSet<EntityKey> = change.entities.iter().copied().collect();
         if !change.is_empty() {
             for slot in self.touched(&change) {
-                // Links move only with aliases: then the entities a chain is listed under are
-                // found again under the aliases as they were. Under triple changes alone the
-                // spans and candidate sets stay and only a ranked choice can move — when a
-                // changed entity is one of its candidates (its score and degree change only
-                // through its own triples, and the context before it is the earlier links):
-                // those are ranked again from the stored candidates and votes, and the text is
-                // not linked again. The entities the chain is listed under (chosen and
-                // candidates alike) stay; where a choice moved, every pair path is searched
-                // again.
-                // (`score_many` ranks them, under the index as it is after the change.)
+                // Spans and candidate sets move only with aliases: then the entities a chain is
+                // listed under are found again under the aliases as they were. Under triple
+                // changes alone they stay (chosen and candidates alike) and only a ranked choice
+                // can move — when a changed entity is one of its candidates (its score and
+                // degree change only through its own triples, and the context before it is the
+                // earlier links): `score_many` ranks those links again from the stored
+                // candidates and votes, under the index as it is after the change.
                 let (entities, links) = if change.aliases.is_empty() {
                     (None, Some(self.stored_links(slot)))
                 } else {

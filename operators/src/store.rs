@@ -1,9 +1,9 @@
 //! Where a worker keeps the text of its live chains of thought, for re-scoring them when a KG
 //! change touches them; their word filters, for finding the chains an alias change may touch;
 //! what each last added to the aggregates, so that a change takes it back without scoring the
-//! chain twice; and each chain's links and pair paths, so that a change of triples that cannot
-//! move them does not link the text or search those paths again. Scoring keeps only the chains' ids and dependency index in memory; the rest
-//! goes to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
+//! chain twice; and each chain's links, pair paths and relation votes, so that a change of
+//! triples does not link the text again nor search the paths it cannot move. Scoring keeps only
+//! the chains' ids and dependency index in memory; the rest goes to a [`CotStore`]. [`MemoryStore`] keeps them in memory (tests, small runs);
 //! the pipeline provides a store on disk.
 
 use std::collections::HashMap;

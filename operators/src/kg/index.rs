@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::base::{label, Interner, KgBase, ROOT};
-use crate::linking::{Link, MAX_CANDIDATES};
+use crate::linking::{Link, LinkVotes, MAX_CANDIDATES};
 use crate::policy::Part;
 use crate::text::{fnv1a, Word};
 use crate::EntityId;
@@ -398,7 +398,7 @@ impl KgIndex {
         part: Part,
         words: &[Word],
         out: &mut Vec<(Link, EntityKey)>,
-        mut votes_out: Option<&mut Vec<(u32, Vec<u32>)>>,
+        mut votes_out: Option<&mut LinkVotes>,
     ) {
         let mut i = 0;
         while i < words.len() {
@@ -461,7 +461,7 @@ impl KgIndex {
     /// after a change of triples alone (spans and candidate sets follow the aliases; only the
     /// ranking reads triples). `votes` are [`KgIndex::link_with_votes`]'s. Returns whether a
     /// chosen entity changed.
-    pub fn rerank(&self, links: &mut [(Link, EntityKey)], votes: &[(u32, Vec<u32>)]) -> bool {
+    pub fn rerank(&self, links: &mut [(Link, EntityKey)], votes: &LinkVotes) -> bool {
         let mut changed = false;
         for (at, votes) in votes {
             let at = *at as usize;
