@@ -358,6 +358,9 @@ enum PolicyCommand {
         /// Held-out walks used for the ranking metrics.
         #[arg(long, default_value_t = 1000)]
         pairs: usize,
+        /// Write every compared pair (texts and values) to this JSON-lines file.
+        #[arg(long, value_name = "FILE")]
+        dump: Option<PathBuf>,
     },
 }
 
@@ -782,6 +785,10 @@ struct RunArgs {
     /// Smoothing α of the KG-adjacency policy μ, in (0, 1] (default 0.1).
     #[arg(long)]
     smoothing: Option<f64>,
+    /// Re-mention mass ρ of the KG-adjacency policy μ, in [0, 1): the chance that a mention names
+    /// again an entity already in context (default 0.5; `ocean synth`'s truth needs 0).
+    #[arg(long)]
+    copy: Option<f64>,
     /// Model name for records that carry none (vLLM offline output).
     #[arg(long, value_name = "NAME")]
     default_model: Option<String>,
@@ -1208,8 +1215,8 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Eval { policy, kg, logs, pairs } => {
-            let report = ocean_pipeline::policy::evaluate(&policy, &kg, &logs, pairs)?;
+        PolicyCommand::Eval { policy, kg, logs, pairs, dump } => {
+            let report = ocean_pipeline::policy::evaluate(&policy, &kg, &logs, pairs, dump.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -1335,7 +1342,7 @@ fn synth(args: SynthArgs) -> Result<()> {
         println!("{name:<10} {:<16} {:>14.6} {:>18.3}", t.model, t.value, t.log_ratio_sd);
     }
     println!(
-        "next: ocean run --logs {0}/logs --kg {0}/kg --out {0}/run --smoothing {1}",
+        "next: ocean run --logs {0}/logs --kg {0}/kg --out {0}/run --smoothing {1} --copy 0",
         config.out.display(),
         config.smoothing
     );
@@ -1640,6 +1647,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(s) = args.smoothing {
         config.policy.smoothing = s;
+    }
+    if let Some(c) = args.copy {
+        config.policy.copy = c;
     }
     if let Some(m) = args.default_model {
         config.source.default_model = m;

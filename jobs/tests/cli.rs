@@ -29,6 +29,7 @@ fn help_documents_commands_and_flags() {
         "--workers",
         "--window",
         "--smoothing",
+        "--copy",
         "--json",
         "--retract",
         "--segment-by",

@@ -295,6 +295,9 @@ impl RunConfig {
         if !(self.policy.smoothing > 0.0 && self.policy.smoothing <= 1.0) {
             problems.push(format!("policy.smoothing must be in (0, 1], got {}", self.policy.smoothing));
         }
+        if !(0.0..1.0).contains(&self.policy.copy) {
+            problems.push(format!("policy.copy must be in [0, 1), got {}", self.policy.copy));
+        }
         if let Err(e) = self.estimator.validate() {
             problems.push(e);
         }

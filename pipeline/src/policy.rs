@@ -18,7 +18,9 @@ use ocean_operators::linking::{link_generation, LinkerConfig};
 use ocean_operators::model::{Cpu, CpuTrain};
 use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
-    build_corpus, corrupt, verbalize, walks::KgGraph, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
+    build_corpus, corrupt, verbalize,
+    walks::{answers, KgGraph},
+    CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
 use ocean_operators::policy::MixturePolicy;
 use ocean_operators::text::fnv1a;
@@ -266,8 +268,15 @@ fn flat_generation(id: &str, question: &str, cot: &str) -> Generation {
 }
 
 /// Evaluates a checkpoint on its held-out walks (see [`EvalReport`]); `max_pairs` bounds the
-/// number of held-out walks used for the ranking metrics.
-pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: usize) -> Result<EvalReport> {
+/// number of held-out walks used for the ranking metrics. With `dump`, every compared pair is
+/// written there as a JSON line (`kind` `walk` or `answer`, the texts and each side's value).
+pub fn evaluate(
+    checkpoint: &Path,
+    kg_dir: &Path,
+    logs: &[PathBuf],
+    max_pairs: usize,
+    dump: Option<&Path>,
+) -> Result<EvalReport> {
     let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?;
     let meta = policy.meta().clone();
     let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
@@ -327,11 +336,32 @@ pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: u
         ..AdjacencyPolicyConfig::default()
     });
     let index = kg_index(&corpus.kg, true);
-    let learned_auc = answer_auc(&index, &answer, &policy);
-    let adjacency_auc = answer_auc(&index, &answer, &adjacency);
+    let learned_values = answer_values(&index, &answer, &policy);
+    let adjacency_values = answer_values(&index, &answer, &adjacency);
     let policy = Arc::new(policy);
     let mixture = MixturePolicy::new(Arc::clone(&policy) as Arc<dyn KgPolicy>, adjacency.clone(), DEFAULT_MIX);
-    let mixture_auc = answer_auc(&index, &answer, &mixture);
+    let mixture_values = answer_values(&index, &answer, &mixture);
+    if let Some(path) = dump {
+        use std::io::Write as _;
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut line = |v: serde_json::Value| writeln!(out, "{v}").map_err(|e| Error::io(path, e));
+        for (((i, bad, entity_swap), t), c) in pairs_text.iter().zip(&t).zip(&c) {
+            line(serde_json::json!({
+                "kind": "walk", "entity_swap": entity_swap, "question": corpus.rows[*i].question,
+                "true": corpus.rows[*i].cot, "corrupted": bad, "loglik_true": t, "loglik_corrupted": c,
+            }))?;
+        }
+        for (k, (q, good, bad)) in answer.iter().enumerate() {
+            line(serde_json::json!({
+                "kind": "answer", "question": q, "true": good, "corrupted": bad,
+                "learned": [learned_values[k].0, learned_values[k].1],
+                "adjacency": [adjacency_values[k].0, adjacency_values[k].1],
+                "mixture": [mixture_values[k].0, mixture_values[k].1],
+            }))?;
+        }
+        out.flush().map_err(|e| Error::io(path, e))?;
+    }
     Ok(EvalReport {
         policy: policy.name(),
         heldout_walks: held.len(),
@@ -342,24 +372,27 @@ pub fn evaluate(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], max_pairs: u
         walk_auc_entity: paired_auc(&ent),
         walk_auc_relation: paired_auc(&rel),
         answer_pairs: answer.len(),
-        answer_auc_learned: learned_auc,
-        answer_auc_adjacency: adjacency_auc,
-        answer_auc_mixture: mixture_auc,
+        answer_auc_learned: paired_auc(&learned_values),
+        answer_auc_adjacency: paired_auc(&adjacency_values),
+        answer_auc_mixture: paired_auc(&mixture_values),
     })
 }
 
 /// For held-out walks: (question, chain of thought with the true answer, the same with the
-/// answer's alias replaced by an alias of another entity of its type).
+/// answer's alias replaced by an alias of another entity of its type that is not an answer of
+/// the question: not reached from the walk's start by its relation sequence).
 fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> Vec<(String, String, String)> {
     let g = &corpus.graph;
     let mut out = Vec::new();
     for &i in sample {
         let row = &corpus.rows[i];
-        let end = corpus.walks[i].end();
+        let walk = &corpus.walks[i];
+        let end = walk.end();
         let Some(alias) = g.aliases(end).iter().filter(|a| row.cot.contains(a.as_str())).max_by_key(|a| a.len()) else {
             continue;
         };
-        let others = g.same_type(end);
+        let valid = answers(g, walk.start, &walk.hops, usize::MAX).unwrap_or_default();
+        let others: Vec<_> = g.same_type(end).into_iter().filter(|e| valid.binary_search(e).is_err()).collect();
         let Some(&other) = others.choose(rng) else { continue };
         let Some(other_alias) = g.aliases(other).choose(rng) else { continue };
         if row.cot.contains(other_alias.as_str()) {
@@ -370,7 +403,8 @@ fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> 
     out
 }
 
-fn answer_auc(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> f64 {
+/// The per-CoT KG-IPS value of each pair's (true, corrupted) chain of thought.
+fn answer_values(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> Vec<(f64, f64)> {
     let mut reach = Reach::default();
     let mut value = |g: &Generation| {
         let links = link_generation(index, g);
@@ -384,15 +418,14 @@ fn answer_auc(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn 
         .value
         .0
     };
-    let scored: Vec<(f64, f64)> = pairs
+    pairs
         .iter()
         .enumerate()
         .map(|(k, (q, good, bad))| {
             let good = value(&flat_generation(&format!("t{k}"), q, good));
             (good, value(&flat_generation(&format!("c{k}"), q, bad)))
         })
-        .collect();
-    paired_auc(&scored)
+        .collect()
 }
 
 /// The KG policy of a run: `adjacency`, a checkpoint folder, or `auto` (the embedded checkpoint

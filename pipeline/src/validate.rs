@@ -171,6 +171,8 @@ fn run_over(
     config.kg.dir = dir.join("kg");
     config.sink.out = dir.join("run");
     config.policy.smoothing = synth.smoothing;
+    // The synthetic truth scores a re-mention like any entity of its neighbourhood.
+    config.policy.copy = 0.0;
     config.runtime.workers = workers;
     if let Some(records) = epoch_records {
         config.source.epoch_records = records;

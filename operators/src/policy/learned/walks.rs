@@ -303,21 +303,26 @@ fn walk_from(
 
 /// `1 / |ends reachable from start by the relation sequence of path|`, 0 above `max_answers`.
 pub fn answerability(g: &KgGraph, start: Ent, path: &[Hop], max_answers: usize) -> f64 {
+    match answers(g, start, path, max_answers) {
+        Some(ends) if !ends.is_empty() => 1.0 / ends.len() as f64,
+        _ => 0.0,
+    }
+}
+
+/// The distinct entities (sorted) reached from `start` by the relation sequence of `path`: the
+/// answers of the walk's question; `None` when a hop's frontier grows past `max_answers`.
+pub fn answers(g: &KgGraph, start: Ent, path: &[Hop], max_answers: usize) -> Option<Vec<Ent>> {
     let mut frontier: Vec<Ent> = vec![start];
     for hop in path {
         let mut next: Vec<Ent> = frontier.iter().flat_map(|&e| g.neighbours(e, hop.relation, hop.forward)).collect();
         next.sort_unstable();
         next.dedup();
         if next.len() > max_answers {
-            return 0.0;
+            return None;
         }
         frontier = next;
     }
-    if frontier.is_empty() {
-        0.0
-    } else {
-        1.0 / frontier.len() as f64
-    }
+    Some(frontier)
 }
 
 #[cfg(test)]
