@@ -120,7 +120,7 @@ mod tests {
 
         let p = AdjacencyPolicy::new(AdjacencyPolicyConfig { smoothing: 0.1, entities: 100, copy: 0.5 });
         // a re-mention, 2 entities in context, N(C) of 40: 0.5/2 + 0.5 (0.9/40 + 0.1/100)
-        assert!((p.logprob(&mention(2, 40, true, true)) - (0.25f64 + 0.5 * 0.0235)).ln().abs() < 1e-12);
+        assert!((p.logprob(&mention(2, 40, true, true)) - (0.25f64 + 0.5 * 0.0235).ln()).abs() < 1e-12);
         // a new entity of N(C): 0.5 (0.9/40 + 0.1/100)
         assert!((p.logprob(&mention(2, 40, true, false)) - (0.5f64 * 0.0235).ln()).abs() < 1e-12);
         assert!(p.name().contains("copy=0.5"), "{}", p.name());
