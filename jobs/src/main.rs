@@ -285,6 +285,9 @@ struct CorpusArgs {
     /// Share of walks held out for evaluation.
     #[arg(long, default_value_t = 0.05)]
     heldout: f64,
+    /// Also read every triple as a 1-hop walk (never held out), so μ_φ reads every fact.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    cover_triples: bool,
     /// Random seed of the walks.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -295,6 +298,7 @@ impl CorpusArgs {
         ocean_operators::policy::learned::ExploreConfig {
             walks: self.walks,
             max_hops: self.max_hops,
+            cover_triples: self.cover_triples,
             seed: self.seed,
             ..Default::default()
         }
@@ -1139,10 +1143,12 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             ocean_pipeline::policy::write_corpus(&c.rows, &out)?;
             let held = c.rows.iter().filter(|r| r.heldout).count();
             let on = c.rows.iter().filter(|r| r.on_policy).count();
+            let covering = c.rows.iter().filter(|r| r.covering).count();
             let mean_r = c.rows.iter().map(|r| r.reward).sum::<f64>() / c.rows.len() as f64;
             println!(
-                "wrote {} walks ({} held out, {} on-policy, mean reward {:.3}) to {}",
+                "wrote {} walks ({} covering triples, {} held out, {} on-policy, mean reward {:.3}) to {}",
                 c.rows.len(),
+                covering,
                 held,
                 on,
                 mean_r,
@@ -1153,7 +1159,8 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
         PolicyCommand::Train { corpus, out, resume, steps, d_model, layers, heads, vocab, batch, lr } => {
             let explore = corpus.explore();
             let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
-            eprintln!("corpus: {} walks from {}", c.rows.len(), corpus.kg.display());
+            let covering = c.rows.iter().filter(|r| r.covering).count();
+            eprintln!("corpus: {} walks ({covering} covering triples) from {}", c.rows.len(), corpus.kg.display());
             let config = TrainConfig {
                 steps,
                 d_model,

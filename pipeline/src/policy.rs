@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use ocean_operators::grounding::{ground, Reach};
-use ocean_operators::ips::{score_cot, ScoreConfig};
+use ocean_operators::grounding::{ground, Grounding, Reach};
+use ocean_operators::ips::{score_batch, ScoreConfig};
 use ocean_operators::kg::{KgIndex, KgUpdate};
 use ocean_operators::linking::{link_generation, LinkerConfig};
 use ocean_operators::model::{Cpu, CpuTrain};
@@ -111,6 +111,7 @@ pub fn write_corpus(rows: &[CorpusRow], path: &Path) -> Result<()> {
         ("hops", Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.hops))) as ArrayRef),
         ("reward", Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.reward))) as ArrayRef),
         ("on_policy", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.on_policy)))) as ArrayRef),
+        ("covering", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.covering)))) as ArrayRef),
         ("question", s(|r| &r.question)),
         ("cot", s(|r| &r.cot)),
         ("heldout", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.heldout)))) as ArrayRef),
@@ -336,11 +337,12 @@ pub fn evaluate(
         ..AdjacencyPolicyConfig::default()
     });
     let index = kg_index(&corpus.kg, true);
-    let learned_values = answer_values(&index, &answer, &policy);
-    let adjacency_values = answer_values(&index, &answer, &adjacency);
+    let chains = answer_chains(&index, &answer);
+    let learned_values = answer_values(&chains, &policy);
+    let adjacency_values = answer_values(&chains, &adjacency);
     let policy = Arc::new(policy);
     let mixture = MixturePolicy::new(Arc::clone(&policy) as Arc<dyn KgPolicy>, adjacency.clone(), DEFAULT_MIX);
-    let mixture_values = answer_values(&index, &answer, &mixture);
+    let mixture_values = answer_values(&chains, &mixture);
     if let Some(path) = dump {
         use std::io::Write as _;
         let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
@@ -403,29 +405,30 @@ fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> 
     out
 }
 
-/// The per-CoT KG-IPS value of each pair's (true, corrupted) chain of thought.
-fn answer_values(index: &KgIndex, pairs: &[(String, String, String)], policy: &dyn KgPolicy) -> Vec<(f64, f64)> {
+/// The answer pairs' chains of thought as generations, linked and grounded once (neither
+/// depends on the policy): true and corrupted chains alternate.
+fn answer_chains(index: &KgIndex, pairs: &[(String, String, String)]) -> Vec<(Generation, Grounding)> {
     let mut reach = Reach::default();
-    let mut value = |g: &Generation| {
-        let links = link_generation(index, g);
-        score_cot(
-            g,
-            &ground(index, &links, &mut reach, &Default::default(), &mut Default::default()),
-            policy,
-            &ScoreConfig::default(),
-        )
-        .score
-        .value
-        .0
+    let mut scratch = Default::default();
+    let mut chain = |id: String, q: &str, cot: &str| {
+        let g = flat_generation(&id, q, cot);
+        let grounding = ground(index, &link_generation(index, &g), &mut reach, &Default::default(), &mut scratch);
+        (g, grounding)
     };
     pairs
         .iter()
         .enumerate()
-        .map(|(k, (q, good, bad))| {
-            let good = value(&flat_generation(&format!("t{k}"), q, good));
-            (good, value(&flat_generation(&format!("c{k}"), q, bad)))
-        })
+        .flat_map(|(k, (q, good, bad))| [chain(format!("t{k}"), q, good), chain(format!("c{k}"), q, bad)])
         .collect()
+}
+
+/// The per-CoT KG-IPS value of each pair's (true, corrupted) chain of thought under `policy`,
+/// scored in one batch (one μ_φ pass over all chains for a learned policy).
+fn answer_values(chains: &[(Generation, Grounding)], policy: &dyn KgPolicy) -> Vec<(f64, f64)> {
+    let batch: Vec<(&Generation, &Grounding)> = chains.iter().map(|(g, gr)| (g, gr)).collect();
+    let values: Vec<f64> =
+        score_batch(&batch, policy, &ScoreConfig::default()).iter().map(|r| r.score.value.0).collect();
+    values.chunks_exact(2).map(|p| (p[0], p[1])).collect()
 }
 
 /// The KG policy of a run: `adjacency`, a checkpoint folder, or `auto` (the embedded checkpoint

@@ -127,12 +127,14 @@ pub struct CorpusRow {
     pub question: String,
     /// The verbalized chain of thought y.
     pub cot: String,
+    /// A covering walk (one triple read forward): never held out.
+    pub covering: bool,
     /// Held out from training (for evaluation).
     pub heldout: bool,
 }
 
-/// Draws walks and verbalizes them; a walk is held out when a hash of its path falls in
-/// `heldout_fraction` (so a held-out path never appears in training).
+/// Draws walks and verbalizes them; a walk other than a covering one is held out when a hash of
+/// its path falls in `heldout_fraction` (so a held-out path never appears in training).
 pub fn build_corpus(
     g: &KgGraph,
     on_policy: &[String],
@@ -148,7 +150,7 @@ pub fn build_corpus(
             let path = w.path_string(g);
             let mut vrng = rand::rngs::StdRng::seed_from_u64(config.seed ^ fnv1a(&[path.as_bytes()]));
             let ex = verbalize(g, w, &mut vrng);
-            let heldout = (fnv1a(&[path.as_bytes()]) % 10_000) as f64 / 10_000.0 < heldout_fraction;
+            let heldout = !w.covering && (fnv1a(&[path.as_bytes()]) % 10_000) as f64 / 10_000.0 < heldout_fraction;
             CorpusRow {
                 walk_id: i as u64,
                 start_entity: g.entity_id(w.start).to_owned(),
@@ -157,6 +159,7 @@ pub fn build_corpus(
                 hops: w.hops.len() as u32,
                 reward: w.reward,
                 on_policy: w.on_policy,
+                covering: w.covering,
                 question: ex.question,
                 cot: ex.cot,
                 heldout,

@@ -226,6 +226,7 @@ mod tests {
             ],
             reward: 1.0,
             on_policy: false,
+            covering: false,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let ex = verbalize(&g, &walk, &mut rng);
