@@ -18,7 +18,7 @@ use ocean_operators::linking::{link_generation, LinkerConfig};
 use ocean_operators::model::{Cpu, CpuTrain};
 use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
-    build_corpus, corrupt, verbalize,
+    build_corpus, corrupt, verbalize_pair,
     walks::{answers, KgGraph},
     CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
@@ -301,8 +301,10 @@ pub fn evaluate(
     }
     let heldout_nll = nll / n.max(1) as f64;
 
-    // True vs corrupted walks: the corrupted chain of thought is verbalized with the same
-    // random choices and read after the true question.
+    // True vs corrupted walks: the corrupted chain of thought is verbalized with the true walk's
+    // random choices replayed slot by slot (same templates, connectors, separators; see
+    // `verbalize_pair`), so the two texts differ only where the walks do, and it is read after
+    // the true question.
     let n_relations = corpus.graph.n_relations();
     let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xA11C);
     let mut sample = held.clone();
@@ -316,7 +318,8 @@ pub fn evaluate(
         let entity_swap = c.hops.iter().map(|h| h.relation).collect::<Vec<_>>() == before;
         let path = w.path_string(&corpus.graph);
         let mut vrng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ fnv1a(&[path.as_bytes()]));
-        let ex = verbalize(&corpus.graph, &c, &mut vrng);
+        let (same, ex) = verbalize_pair(&corpus.graph, w, &c, &mut vrng);
+        debug_assert_eq!(same.cot, corpus.rows[i].cot);
         pairs_text.push((i, ex.cot, entity_swap));
     }
     let true_items: Vec<(&str, &str)> =

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::{KgPolicy, PolicyInput, PolicyScores};
 use crate::model::{Transformer, TransformerConfig};
 use crate::text::fnv1a;
-pub use verbalize::{corrupt, verbalize, Example};
+pub use verbalize::{corrupt, verbalize, verbalize_pair, Example};
 pub use vocab::{align, frame, Vocab};
 pub use walks::{explore, ExploreConfig, KgGraph, Walk};
 

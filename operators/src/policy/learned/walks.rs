@@ -7,11 +7,14 @@
 //! must be verbalizable), skips relations the config excludes, and at a hub looks at no more than
 //! `max_fan_out` of its edges (sampled), so a step costs O(cap) whatever the degree.
 //!
-//! **Covering walks** (on by default, `cover_triples`): besides the random walks, every triple
+//! **Covering walks** (off by default, `cover_triples`): besides the random walks, every triple
 //! whose two ends have an alias is also a 1-hop walk read forward, drawn before the random ones,
 //! so μ_φ reads every fact of the KG at least once. A KG of 35k triples gets ≈ 13k distinct random
-//! walks of 24k drawn, and most of its city triples would otherwise never be read. Covering walks
-//! are never held out: held-out walks are paths training never read, whose facts it did.
+//! walks of 24k drawn, and most of its city triples are otherwise never read. Covering walks are
+//! never held out: held-out walks are paths training never read, whose facts it did. Measured on
+//! the embedded KG (README, *The learned KG policy*): at the 1,300-step budget they take 97 % of
+//! the reward-sampled training mass, buy little entity knowledge (about two readings per triple)
+//! and cost the multi-hop walks their relation ranking, so they are an option, not the default.
 //!
 //! **Reward** (ours; the paper's self-consistency reward needs an LLM): answerability,
 //! `R = 1 / |{ends reachable from e₀ by the walk's relation sequence}|`. A walk whose question
@@ -233,8 +236,8 @@ pub struct ExploreConfig {
     pub max_answers: usize,
     /// Relations walks never take (ids).
     pub exclude_relations: Vec<String>,
-    /// Add a covering walk for every triple (see the module docs). Off in checkpoints written
-    /// before it existed, so their corpus is re-drawn as it was.
+    /// Add a covering walk for every triple (see the module docs); absent (off) in checkpoints
+    /// written before it existed.
     #[serde(default)]
     pub cover_triples: bool,
     /// Random seed.
@@ -250,7 +253,7 @@ impl Default for ExploreConfig {
             max_fan_out: 64,
             max_answers: 4096,
             exclude_relations: Vec::new(),
-            cover_triples: true,
+            cover_triples: false,
             seed: 7,
         }
     }
@@ -418,7 +421,7 @@ mod tests {
     fn covering_walks_read_every_triple_once() {
         let g = graph();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let config = ExploreConfig { walks: 500, max_hops: 4, ..ExploreConfig::default() };
+        let config = ExploreConfig { walks: 500, max_hops: 4, cover_triples: true, ..ExploreConfig::default() };
         let walks = explore(&g, &[s("lima")], &config, &mut rng);
         let covering: Vec<&Walk> = walks.iter().filter(|w| w.covering).collect();
         assert_eq!(covering.len(), 5, "one per triple");
