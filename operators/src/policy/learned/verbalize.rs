@@ -307,16 +307,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_walk_reads_as_question_and_steps() {
-        let s = |x: &str| x.to_owned();
-        let g = KgGraph::new(
-            &[(s("takeo"), s("P17"), s("kh")), (s("kh"), s("P36"), s("pp"))],
-            &[(s("takeo"), s("Takeo")), (s("kh"), s("Cambodia")), (s("pp"), s("Phnom Penh"))],
-            &[(s("P17"), s("country")), (s("P36"), s("capital"))],
-        );
+    /// takeo -P17-> kh -P36-> pp, relations interned in that order: "the capital of the country
+    /// of Takeo".
+    fn takeo_capital(g: &KgGraph) -> Walk {
         let k = |x: &str| g.entity_key(x).unwrap();
-        let walk = Walk {
+        Walk {
             start: k("takeo"),
             hops: vec![
                 Hop { relation: 0, forward: true, to: k("kh") },
@@ -325,7 +320,18 @@ mod tests {
             reward: 1.0,
             on_policy: false,
             covering: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_walk_reads_as_question_and_steps() {
+        let s = |x: &str| x.to_owned();
+        let g = KgGraph::new(
+            &[(s("takeo"), s("P17"), s("kh")), (s("kh"), s("P36"), s("pp"))],
+            &[(s("takeo"), s("Takeo")), (s("kh"), s("Cambodia")), (s("pp"), s("Phnom Penh"))],
+            &[(s("P17"), s("country")), (s("P36"), s("capital"))],
+        );
+        let walk = takeo_capital(&g);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let ex = verbalize(&g, &walk, &mut rng);
         assert!(ex.question.starts_with("What is the capital of the country of Takeo?"), "{}", ex.question);
@@ -362,16 +368,7 @@ mod tests {
             ],
         );
         let k = |x: &str| g.entity_key(x).unwrap();
-        let walk = Walk {
-            start: k("takeo"),
-            hops: vec![
-                Hop { relation: 0, forward: true, to: k("kh") },
-                Hop { relation: 1, forward: true, to: k("pp") },
-            ],
-            reward: 1.0,
-            on_policy: false,
-            covering: false,
-        };
+        let walk = takeo_capital(&g);
         for seed in 0..40 {
             // The true side is exactly the walk's verbalization with the same generator.
             let mut entity = walk.clone();
