@@ -64,10 +64,11 @@ enum Form {
 
 fn form(alias: &str) -> Form {
     let first = alias.split_whitespace().next().unwrap_or("");
-    if alias.ends_with(" of") {
-        Form::Of
-    } else if VERBS.contains(&first) {
+    // A verb phrase first: "is the capital of" is a whole predicate, not a noun "… of".
+    if VERBS.contains(&first) {
         Form::Verb
+    } else if alias.ends_with(" of") {
+        Form::Of
     } else if PARTICIPLES.contains(&first) {
         Form::Participle
     } else {
@@ -296,10 +297,12 @@ mod tests {
         assert_eq!(form("capital"), Form::Noun);
         assert_eq!(form("capital of"), Form::Of);
         assert_eq!(form("is in"), Form::Verb);
+        assert_eq!(form("is the capital of"), Form::Verb);
         assert_eq!(form("located in the country"), Form::Participle);
         let first = |_| 0;
         assert_eq!(sentence("Lima", "capital of", "Peru", first), "Lima is the capital of Peru.");
         assert_eq!(sentence("Takeo", "is in", "Cambodia", first), "Takeo is in Cambodia.");
+        assert_eq!(sentence("Lima", "is the capital of", "Peru", first), "Lima is the capital of Peru.");
         assert_eq!(sentence("Peru", "capital", "Lima", |_| 1), "Peru's capital is Lima.");
         assert_eq!(
             sentence("Takeo", "located in the country", "Cambodia", first),
