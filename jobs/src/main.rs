@@ -141,6 +141,11 @@ struct OptimizeArgs {
     /// Trust-region penalty β/2·(log π_θ − log π_start)² on the logged tokens (ours; labelled).
     #[arg(long, value_name = "BETA")]
     trust_region: Option<f64>,
+    /// Ascend the self-normalized value Σ V_i / Σ W_i instead of Eq. 4's mean (ours; labelled):
+    /// raises the logged tokens the logging model was surer of than average instead of lowering
+    /// every logged token; early stopping then follows the held-out self-normalized value.
+    #[arg(long)]
+    self_normalized: bool,
     /// Stop after this many epochs without a better held-out V̂.
     #[arg(long, default_value_t = 2)]
     patience: usize,
@@ -954,6 +959,7 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
             kl: args.trust_region,
             patience: args.patience,
             max_perplexity_increase: args.max_perplexity_increase,
+            self_normalized: args.self_normalized,
         },
         answers: args.answers,
         answer_tokens: args.answer_tokens,
@@ -961,21 +967,20 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
         kg: args.kg,
     };
     let bar = progress_bar(args.epochs, "epochs");
-    let outcome =
-        ocean_pipeline::optimize::optimize(
-            &config,
-            &mut |r| {
-                bar.set_position(r.epoch as u64);
-                say(
+    let outcome = ocean_pipeline::optimize::optimize(
+        &config,
+        &mut |r| {
+            bar.set_position(r.epoch as u64);
+            say(
                     &bar,
                     &format!(
-                "epoch {}: loss {:.5}  train V̂ {:.4}  held-out V̂ {:.4} ± {:.4}  perplexity {:.3}  {:.0} tokens/s",
-                r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity, r.tokens_per_s
+                "epoch {}: loss {:.5}  train V̂ {:.4}  held-out V̂ {:.4} ± {:.4} (self-normalized {:.4})  perplexity {:.3}  {:.0} tokens/s",
+                r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_vhat_sn.0, r.heldout_perplexity, r.tokens_per_s
             ),
                 );
-            },
-            &mut |line| say(&bar, line),
-        )?;
+        },
+        &mut |line| say(&bar, line),
+    )?;
     bar.finish_and_clear();
     match outcome {
         Outcome::NothingNew { partitions } => {

@@ -496,10 +496,11 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     let run = |logs: &str| {
         stdout(ocean().args(["run", "--policy", "adjacency", "--logs", logs, "--out"]).arg(p("datasets")));
     };
-    let optimize = || {
+    let optimize = |extra: &[&str]| {
         stdout(
             ocean()
                 .args(["optimize", "--epochs", "1", "--lr", "1e-3", "--max-perplexity-increase", "10"])
+                .args(extra)
                 .args(["--answers", "2", "--answer-tokens", "8", "--datasets"])
                 .arg(p("datasets"))
                 .arg("--policies")
@@ -525,7 +526,7 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!p("policies/state.json").exists(), "a killed run must not move the state");
-    let first = optimize();
+    let first = optimize(&[]);
     assert!(first.contains("wrote") && first.contains("v0001"), "{first}");
     let v1 = p("policies/v0001");
     for f in ["policy.json", "metrics.json", "top.mpk", "curves.csv", "curves.png", "report.md"] {
@@ -563,17 +564,23 @@ fn optimize_is_incremental_idempotent_and_versioned() {
 
     // The same partitions again: nothing to do, nothing written.
     let state = std::fs::read_to_string(p("policies/state.json")).unwrap();
-    assert!(optimize().contains("nothing to do"));
+    assert!(optimize(&[]).contains("nothing to do"));
     assert_eq!(state, std::fs::read_to_string(p("policies/state.json")).unwrap());
 
     // A crashed attempt left a partial v0002; new data arrives; the next run writes v0002 whole.
     std::fs::create_dir_all(p("policies/v0002")).unwrap();
     std::fs::write(p("policies/v0002/top.mpk"), b"partial").unwrap();
     run("data/logs/smollm2-prompt-v2.jsonl");
-    assert!(optimize().contains("v0002"));
+    // This one ascends the self-normalized value, labelled as such, and reports both values.
+    assert!(optimize(&["--self-normalized"]).contains("v0002"));
     let policy: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/policy.json")).unwrap()).unwrap();
     assert_eq!(policy["layers"], serde_json::json!([1, 2]));
+    assert!(policy["settings"]["objective"].as_str().unwrap().contains("self-normalized"), "{policy}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/metrics.json")).unwrap()).unwrap();
+    let sn = |k: &str| metrics[k][0].as_f64().unwrap_or_else(|| panic!("{k}: {metrics}"));
+    assert!(sn("heldout_vhat_sn_after") >= sn("heldout_vhat_sn_before"), "{metrics}");
     assert_eq!(std::fs::read_to_string(p("policies/registry.jsonl")).unwrap().lines().count(), 2);
 
     // A version is a target model: `ocean run --target-model policies/v0002`.

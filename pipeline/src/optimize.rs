@@ -23,7 +23,7 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, UInt32Type};
 use ocean_operators::model::finetune::{
-    non_entity_perplexity, vhat, EpochReport, Example, Finetune, FinetuneConfig, Top,
+    non_entity_perplexity, vhat, vhat_sn, EpochReport, Example, Finetune, FinetuneConfig, Top,
 };
 use ocean_operators::model::llm::Llm;
 use ocean_operators::model::{Cpu, CpuTrain};
@@ -109,6 +109,13 @@ pub struct Metrics {
     pub heldout_vhat_std_error: f64,
     /// Standard error of the held-out V̂ of the starting policy.
     pub heldout_vhat_std_error_before: f64,
+    /// Held-out self-normalized V̂ (ours, `Σ V_i / Σ W_i`) under the starting policy, with its
+    /// standard error …
+    #[serde(default)]
+    pub heldout_vhat_sn_before: (f64, f64),
+    /// … and under the trained policy.
+    #[serde(default)]
+    pub heldout_vhat_sn_after: (f64, f64),
     /// Perplexity of the held-out non-entity tokens before.
     pub non_entity_perplexity_before: f64,
     /// … and after.
@@ -479,10 +486,15 @@ pub fn optimize(
     let (v0, se0) = vhat(&held_refs, &held_before, config.train.clip);
     let ppl0 = non_entity_perplexity(&held_refs, &held_before);
     let tv0 = vhat(&train_refs, &train_before, config.train.clip).0;
-    log(&format!("held-out V̂ before {v0:.4} ± {se0:.4}, non-entity perplexity {ppl0:.3}"));
+    let sn0 = vhat_sn(&held_refs, &held_before, config.train.clip);
+    log(&format!(
+        "held-out V̂ before {v0:.4} ± {se0:.4} (self-normalized {:.4} ± {:.4}), non-entity perplexity {ppl0:.3}",
+        sn0.0, sn0.1
+    ));
     let reports = ft.train(&examples, &train, &heldout, &config.train, on_epoch);
     let held_after = ft.logprobs(&examples, &heldout, config.train.batch_tokens);
     let (v1, se1) = vhat(&held_refs, &held_after, config.train.clip);
+    let sn1 = vhat_sn(&held_refs, &held_after, config.train.clip);
     let ppl1 = non_entity_perplexity(&held_refs, &held_after);
     let tv1 = vhat(&train_refs, &ft.logprobs(&examples, &train, config.train.batch_tokens), config.train.clip).0;
 
@@ -507,7 +519,14 @@ pub fn optimize(
         ("max_perplexity_increase", t.max_perplexity_increase.to_string()),
         ("heldout", config.heldout.to_string()),
         ("records_of", config.records_of.clone()),
-        ("objective", "kg-ips, per-step normalization (Eq. 3/4)".into()),
+        (
+            "objective",
+            if t.self_normalized {
+                "kg-ips self-normalized (ours): Σ V_i / Σ W_i, per-step normalization".into()
+            } else {
+                "kg-ips, per-step normalization (Eq. 3/4)".into()
+            },
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -540,6 +559,8 @@ pub fn optimize(
         heldout_vhat_after: v1,
         heldout_vhat_std_error: se1,
         heldout_vhat_std_error_before: se0,
+        heldout_vhat_sn_before: sn0,
+        heldout_vhat_sn_after: sn1,
         non_entity_perplexity_before: ppl0,
         non_entity_perplexity_after: ppl1,
         train_vhat_before: tv0,
@@ -557,12 +578,20 @@ pub fn optimize(
     std::fs::write(dir.join("metrics.json"), pretty(serde_json::to_string_pretty(&metrics)))
         .map_err(|e| Error::io(&dir, e))?;
     let mut csv =
-        String::from("epoch,loss,train_vhat,heldout_vhat,heldout_std_error,heldout_perplexity,tokens_per_s\n");
-    csv.push_str(&format!("0,,{tv0},{v0},{se0},{ppl0},\n"));
+        String::from("epoch,loss,train_vhat,heldout_vhat,heldout_std_error,heldout_perplexity,tokens_per_s,heldout_vhat_sn,heldout_sn_std_error\n");
+    csv.push_str(&format!("0,,{tv0},{v0},{se0},{ppl0},,{},{}\n", sn0.0, sn0.1));
     for r in &reports {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
-            r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity, r.tokens_per_s
+            "{},{},{},{},{},{},{},{},{}\n",
+            r.epoch,
+            r.loss,
+            r.train_vhat,
+            r.heldout_vhat.0,
+            r.heldout_vhat.1,
+            r.heldout_perplexity,
+            r.tokens_per_s,
+            r.heldout_vhat_sn.0,
+            r.heldout_vhat_sn.1
         ));
     }
     std::fs::write(dir.join("curves.csv"), &csv).map_err(|e| Error::io(&dir, e))?;
@@ -610,7 +639,8 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
     };
     let mut s = format!(
         "# Policy {}\n\nBase `{}`, trained layers {:?}, inputs {}.\n\n| metric | before | after |\n|---|---|---|\n\
-         | held-out V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n| training V̂ | {:.4} | {:.4} |\n\
+         | held-out V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n\
+         | held-out self-normalized V̂ (ours) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n| training V̂ | {:.4} | {:.4} |\n\
          | non-entity perplexity (held out) | {:.3} | {:.3} |\n\nHeld-out V̂ {verdict} ({rise:+.4}). \
          {} chains trained on, {} held out, {} skipped; {} epochs, {:.0} training tokens/s, {:.0} s in all.\n\n\
          ![V̂ per epoch (blue: training, red: held out)](curves.png)\n",
@@ -622,6 +652,10 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
         m.heldout_vhat_std_error_before,
         m.heldout_vhat_after,
         m.heldout_vhat_std_error,
+        m.heldout_vhat_sn_before.0,
+        m.heldout_vhat_sn_before.1,
+        m.heldout_vhat_sn_after.0,
+        m.heldout_vhat_sn_after.1,
         m.train_vhat_before,
         m.train_vhat_after,
         m.non_entity_perplexity_before,
@@ -640,7 +674,7 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
              | | before | after |\n|---|---|---|\n| KG-IPS value V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n\
              | grounded fraction | {} | {} |\n| names a gold answer | {:.1} % | {:.1} % |\n\n\
              Answers: `answers-before.jsonl`, `answers-after.jsonl`; their datasets: `answers-before/`, `answers-after/`.\n\n\
-             | epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n",
+             | epoch | loss | training V̂ | held-out V̂ | held-out V̂, self-normalized | perplexity |\n|---|---|---|---|---|---|\n",
             b.questions,
             b.vhat,
             b.vhat_std_error,
@@ -652,12 +686,21 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
             100.0 * a.accuracy
         );
     } else {
-        s.push_str("| epoch | loss | training V̂ | held-out V̂ | perplexity |\n|---|---|---|---|---|\n");
+        s.push_str(
+            "| epoch | loss | training V̂ | held-out V̂ | held-out V̂, self-normalized | perplexity |\n|---|---|---|---|---|---|\n",
+        );
     }
     for r in reports {
         s.push_str(&format!(
-            "| {} | {:.5} | {:.4} | {:.4} ± {:.4} | {:.3} |\n",
-            r.epoch, r.loss, r.train_vhat, r.heldout_vhat.0, r.heldout_vhat.1, r.heldout_perplexity
+            "| {} | {:.5} | {:.4} | {:.4} ± {:.4} | {:.4} ± {:.4} | {:.3} |\n",
+            r.epoch,
+            r.loss,
+            r.train_vhat,
+            r.heldout_vhat.0,
+            r.heldout_vhat.1,
+            r.heldout_vhat_sn.0,
+            r.heldout_vhat_sn.1,
+            r.heldout_perplexity
         ));
     }
     s

@@ -5,8 +5,18 @@
 //! estimator's `1/(N·T_i·|c_t|)`. The loss minimized is `−Σ_v stopgrad(∂V̂/∂log π_θ(v))·log π_θ(v)`
 //! over the logged tokens of a minibatch, whose gradient is exactly `−∇V̂`. Options (ours,
 //! labelled): weight clipping at C (a clipped weight passes no gradient, as in the clipped
-//! estimator), and a trust-region penalty `β/2·mean_v (log π_θ(v) − log π_start(v))²` over the
-//! logged tokens, which keeps π_θ near where it started.
+//! estimator), a trust-region penalty `β/2·mean_v (log π_θ(v) − log π_start(v))²` over the
+//! logged tokens, which keeps π_θ near where it started, and the **self-normalized** objective
+//! `V̂_sn = Σ_i V_i / Σ_i W_i` ([`vhat_sn`], the estimator's `+sn` variant).
+//!
+//! Why the self-normalized objective: every KG-IPS term is `w·log π₀ ≤ 0`, so the plain
+//! gradient lowers `π_θ` on *every* logged token, most where `|w·log π₀|` is largest — the entity
+//! tokens the KG policy finds unlikely. V̂ then rises most cheaply by moving mass away from what
+//! was logged (propensity overfitting: Swaminathan & Joachims, 2015). The gradient of `V̂_sn`
+//! is `scale·w·(log π₀ − V̂_sn)/(N·W̄)` per token: tokens the logging model was surer of than the
+//! weighted average are raised, the others lowered. During an epoch `V̂_sn` and `W̄` are held at
+//! their values on the training chains at the epoch's start (a fixed baseline, refreshed each
+//! epoch).
 //!
 //! **Trainable parameters**: the top `k` decoder layers and the final norm; the embedding (also
 //! the tied head) and the lower layers stay frozen, so their output — the hidden states entering
@@ -43,23 +53,39 @@ pub struct Example {
 /// The KG-IPS value of examples under given `log π_θ`, with its standard error: per CoT
 /// `Σ_v scale·min(exp(log π_θ − log λ), C)·log π₀`, averaged.
 pub fn vhat(examples: &[&Example], logp: &[Vec<f32>], clip: Option<f64>) -> (f64, f64) {
-    let values: Vec<f64> = examples
-        .iter()
-        .zip(logp)
-        .map(|(e, lp)| {
-            (0..e.completion.len())
-                .map(|i| {
-                    let w = (f64::from(lp[i]) - f64::from(e.log_lambda[i])).exp();
-                    let w = clip.map_or(w, |c| w.min(c));
-                    f64::from(e.scale[i]) * w * f64::from(e.behavior[i])
-                })
-                .sum()
-        })
-        .collect();
+    let values: Vec<f64> = examples.iter().zip(logp).map(|(e, lp)| chain_terms(e, lp, clip).0).collect();
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
     (mean, (var / n).sqrt())
+}
+
+/// The self-normalized KG-IPS value `Σ_i V_i / Σ_i W_i` (ours, the estimator's `+sn`), `W_i` the
+/// chain's weight mass `Σ_v scale·min(w, C)`, with its linearized standard error
+/// `sd((V_i − V̂ W_i)/W̄)/√N`.
+pub fn vhat_sn(examples: &[&Example], logp: &[Vec<f32>], clip: Option<f64>) -> (f64, f64) {
+    let terms: Vec<(f64, f64)> = examples.iter().zip(logp).map(|(e, lp)| chain_terms(e, lp, clip)).collect();
+    let (sv, sw) = terms.iter().fold((0.0, 0.0), |(a, b), (v, w)| (a + v, b + w));
+    if sw <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let estimate = sv / sw;
+    let n = terms.len() as f64;
+    let w_bar = sw / n;
+    let z: Vec<f64> = terms.iter().map(|(v, w)| (v - estimate * w) / w_bar).collect();
+    let z_bar = z.iter().sum::<f64>() / n;
+    let var = z.iter().map(|x| (x - z_bar).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (estimate, (var / n).sqrt())
+}
+
+/// `(V_i, W_i)` of one chain under `log π_θ = lp`: `Σ_v scale·w·log π₀` and `Σ_v scale·w`, with
+/// `w = min(π_θ/λ, C)`.
+fn chain_terms(e: &Example, lp: &[f32], clip: Option<f64>) -> (f64, f64) {
+    (0..e.completion.len()).fold((0.0, 0.0), |(v, m), i| {
+        let w = (f64::from(lp[i]) - f64::from(e.log_lambda[i])).exp();
+        let w = f64::from(e.scale[i]) * clip.map_or(w, |c| w.min(c));
+        (v + w * f64::from(e.behavior[i]), m + w)
+    })
 }
 
 /// Perplexity of the non-entity tokens under given `log π_θ`.
@@ -150,6 +176,21 @@ pub struct FinetuneConfig {
     /// Tolerance on the held-out non-entity perplexity: an epoch whose perplexity exceeds the
     /// starting one by more than this fraction ends training and is not kept (general ability).
     pub max_perplexity_increase: f64,
+    /// Ascend the self-normalized value `Σ V_i / Σ W_i` instead of Eq. 4's mean (ours;
+    /// labelled); early stopping then follows the held-out self-normalized value.
+    pub self_normalized: bool,
+}
+
+impl FinetuneConfig {
+    /// The estimate this configuration ascends (and stops early on): [`vhat_sn`] when
+    /// self-normalized, else [`vhat`].
+    pub fn objective(&self, examples: &[&Example], logp: &[Vec<f32>]) -> (f64, f64) {
+        if self.self_normalized {
+            vhat_sn(examples, logp, self.clip)
+        } else {
+            vhat(examples, logp, self.clip)
+        }
+    }
 }
 
 impl Default for FinetuneConfig {
@@ -163,6 +204,7 @@ impl Default for FinetuneConfig {
             kl: None,
             patience: 2,
             max_perplexity_increase: 0.05,
+            self_normalized: false,
         }
     }
 }
@@ -178,6 +220,8 @@ pub struct EpochReport {
     pub train_vhat: f64,
     /// Held-out V̂ after the epoch and its standard error.
     pub heldout_vhat: (f64, f64),
+    /// Held-out self-normalized V̂ after the epoch and its standard error.
+    pub heldout_vhat_sn: (f64, f64),
     /// Held-out non-entity perplexity after the epoch.
     pub heldout_perplexity: f64,
     /// Training tokens per second of the epoch (top layers and head, forward and backward).
@@ -335,7 +379,8 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
     }
 
     /// Trains on `train` (indices into `examples`) with early stopping on `heldout`; calls
-    /// `on_epoch` after each epoch. Keeps the top with the best held-out V̂ among the epochs
+    /// `on_epoch` after each epoch. Keeps the top with the best held-out objective
+    /// ([`FinetuneConfig::objective`]) among the epochs
     /// within the perplexity tolerance (the starting one when none improves on it); an epoch
     /// beyond the tolerance ends training.
     pub fn train(
@@ -350,14 +395,24 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
         let start: std::collections::HashMap<usize, Vec<f32>> = train.iter().copied().zip(start_logp).collect();
         let held_refs: Vec<&Example> = heldout.iter().map(|&i| &examples[i]).collect();
         let held_start = self.logprobs(examples, heldout, config.batch_tokens);
-        let mut best = vhat(&held_refs, &held_start, config.clip).0;
+        let mut best = config.objective(&held_refs, &held_start).0;
         let max_ppl = non_entity_perplexity(&held_refs, &held_start) * (1.0 + config.max_perplexity_increase);
         let mut best_top = self.top.clone();
         let mut since_best = 0;
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<A, Top<A>>();
         let mut reports = Vec::new();
         let train_examples: Vec<Example> = train.iter().map(|&i| examples[i].clone()).collect();
+        let train_refs: Vec<&Example> = train.iter().map(|&i| &examples[i]).collect();
         let n_train = train.len().max(1) as f32;
+        // The self-normalized gradient's baseline V̂_sn and mean weight mass W̄ on the training
+        // chains, refreshed after every epoch.
+        let baseline = |logp: &[Vec<f32>]| {
+            let (v, _) = vhat_sn(&train_refs, logp, config.clip);
+            let w: f64 = train_refs.iter().zip(logp).map(|(e, lp)| chain_terms(e, lp, config.clip).1).sum();
+            (v, (w / f64::from(n_train)).max(f64::MIN_POSITIVE))
+        };
+        let train_start: Vec<Vec<f32>> = train.iter().map(|i| start[i].clone()).collect();
+        let mut reference = baseline(&train_start);
         for epoch in 1..=config.epochs {
             let started = std::time::Instant::now();
             let (mut loss_sum, mut n_batches, mut tokens) = (0.0, 0usize, 0usize);
@@ -365,7 +420,9 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
                 let idx: Vec<usize> = batch.iter().map(|&j| train[j]).collect();
                 let logp = self.forward(examples, &idx);
                 let values: Vec<f32> = logp.clone().into_data().convert::<f32>().into_vec().expect("f32");
-                // ∂V̂/∂log π_θ(v) = scale·w·log π₀ / N (0 where the weight is clipped).
+                // ∂V̂/∂log π_θ(v) = scale·w·log π₀ / N (0 where the weight is clipped);
+                // self-normalized: scale·w·(log π₀ − V̂_sn) / (N·W̄).
+                let (shift, mass) = if config.self_normalized { reference } else { (0.0, 1.0) };
                 let (mut coef, mut anchor) = (Vec::with_capacity(values.len()), Vec::new());
                 let mut at = 0;
                 for &i in &idx {
@@ -376,7 +433,7 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
                         let g = if config.clip.is_some_and(|c| w > c) {
                             0.0
                         } else {
-                            f64::from(scale) * w * f64::from(behavior)
+                            f64::from(scale) * w * (f64::from(behavior) - shift) / mass
                         };
                         coef.push((g / f64::from(n_train)) as f32);
                         anchor.push(start_logp);
@@ -399,15 +456,19 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
                 self.top = optim.step(config.lr, self.top.clone(), grads);
             }
             let secs = started.elapsed().as_secs_f64();
-            let train_refs: Vec<&Example> = train.iter().map(|&i| &examples[i]).collect();
-            let train_vhat = vhat(&train_refs, &self.logprobs(examples, train, config.batch_tokens), config.clip).0;
+            let train_logp = self.logprobs(examples, train, config.batch_tokens);
+            let train_vhat = vhat(&train_refs, &train_logp, config.clip).0;
+            reference = baseline(&train_logp);
             let held_logp = self.logprobs(examples, heldout, config.batch_tokens);
             let heldout_vhat = vhat(&held_refs, &held_logp, config.clip);
+            let heldout_vhat_sn = vhat_sn(&held_refs, &held_logp, config.clip);
+            let objective = if config.self_normalized { heldout_vhat_sn } else { heldout_vhat };
             let report = EpochReport {
                 epoch,
                 loss: loss_sum / n_batches.max(1) as f64,
                 train_vhat,
                 heldout_vhat,
+                heldout_vhat_sn,
                 heldout_perplexity: non_entity_perplexity(&held_refs, &held_logp),
                 tokens_per_s: tokens as f64 / secs,
             };
@@ -417,8 +478,8 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
             if too_far {
                 break;
             }
-            if heldout_vhat.0 > best {
-                best = heldout_vhat.0;
+            if objective.0 > best {
+                best = objective.0;
                 best_top = self.top.clone();
                 since_best = 0;
             } else {
@@ -506,6 +567,82 @@ mod tests {
             .collect()
     }
 
+    /// Mean log π_θ of the entity tokens of `chains`.
+    fn mean_entity(chains: &[&Example], lp: &[Vec<f32>]) -> f32 {
+        let (mut s, mut n) = (0.0, 0);
+        for (e, l) in chains.iter().zip(lp) {
+            for (k, &x) in l.iter().enumerate() {
+                if e.entity[k] {
+                    s += x;
+                    n += 1;
+                }
+            }
+        }
+        s / n as f32
+    }
+
+    #[test]
+    fn self_normalized_value_is_the_weighted_mean_and_ignores_a_common_scale() {
+        let all = examples(12, 5);
+        let refs: Vec<&Example> = all.iter().collect();
+        // π_θ = λ on every token: every weight is 1, W_i = 1 (up to f32 rounding of the scales),
+        // so V̂_sn = V̂.
+        let at_lambda: Vec<Vec<f32>> = all.iter().map(|e| e.log_lambda.clone()).collect();
+        let (plain, _) = vhat(&refs, &at_lambda, None);
+        let (sn, se) = vhat_sn(&refs, &at_lambda, None);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+        assert!(close(plain, sn) && se > 0.0, "{plain} vs {sn}");
+        // Every weight ×e² (log π_θ + 2 in f32): V̂ scales by e², V̂_sn and its standard error do
+        // not move.
+        let shifted: Vec<Vec<f32>> = at_lambda.iter().map(|l| l.iter().map(|x| x + 2.0).collect()).collect();
+        let (plain2, _) = vhat(&refs, &shifted, None);
+        let (sn2, se2) = vhat_sn(&refs, &shifted, None);
+        assert!(close(plain2, plain * 2f64.exp()), "{plain2} vs {}", plain * 2f64.exp());
+        assert!(close(sn2, sn) && close(se2, se), "{sn}±{se} vs {sn2}±{se2}");
+        // By hand, two one-token chains: weights 1 and 3, log π₀ −1 and −2 → (−1 − 6) / 4.
+        let one = |b: f32| Example {
+            prompt: vec![1],
+            completion: vec![2],
+            behavior: vec![b],
+            log_lambda: vec![0.0],
+            scale: vec![1.0],
+            entity: vec![true],
+        };
+        let (a, b) = (one(-1.0), one(-2.0));
+        let (v, _) = vhat_sn(&[&a, &b], &[vec![0.0], vec![3f32.ln()]], None);
+        assert!((v + 7.0 / 4.0).abs() < 1e-6, "{v}");
+    }
+
+    /// In [`examples`] the logging model was sure of the entity token (log π₀ −0.2, the other
+    /// tokens −2): the plain objective lowers it (every term is ≤ 0), the self-normalized one
+    /// raises it (its log π₀ is above the weighted mean).
+    #[test]
+    fn self_normalized_ascent_raises_what_the_logging_model_was_sure_of() {
+        let all = examples(48, 3);
+        let (train, held): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 4 != 0);
+        let mut ft = Finetune::<Cpu, CpuTrain>::new(tiny_llm(), 2, &all, 256).unwrap();
+        let held_refs: Vec<&Example> = held.iter().map(|&i| &all[i]).collect();
+        let before = ft.logprobs(&all, &held, 256);
+        let (v0, _) = vhat_sn(&held_refs, &before, None);
+        let config = FinetuneConfig {
+            layers: 2,
+            epochs: 6,
+            lr: 3e-3,
+            batch_tokens: 256,
+            patience: 6,
+            max_perplexity_increase: f64::INFINITY,
+            self_normalized: true,
+            ..Default::default()
+        };
+        let reports = ft.train(&all, &train, &held, &config, &mut |_| {});
+        assert!(!reports.is_empty());
+        let after = ft.logprobs(&all, &held, 256);
+        let (v1, se) = vhat_sn(&held_refs, &after, None);
+        assert!(v1 > v0 + se, "held-out V̂_sn {v0} → {v1} (se {se})");
+        let (e0, e1) = (mean_entity(&held_refs, &before), mean_entity(&held_refs, &after));
+        assert!(e1 > e0 + 0.5, "{e0} → {e1}");
+    }
+
     #[test]
     fn gradient_ascent_raises_the_heldout_value_in_the_known_direction() {
         let all = examples(48, 3);
@@ -529,19 +666,8 @@ mod tests {
         let (v1, se) = vhat(&held_refs, &after, None);
         assert!(v1 > v0 + se, "held-out V̂ {v0} → {v1} (se {se})");
         // The policy moved toward the known direction: less mass on the unlikely entity.
-        let mean_entity = |lp: &[Vec<f32>]| {
-            let (mut s, mut n) = (0.0, 0);
-            for (e, l) in held_refs.iter().zip(lp) {
-                for (k, &x) in l.iter().enumerate() {
-                    if e.entity[k] {
-                        s += x;
-                        n += 1;
-                    }
-                }
-            }
-            s / n as f32
-        };
-        assert!(mean_entity(&after) < mean_entity(&before) - 0.5, "{} → {}", mean_entity(&before), mean_entity(&after));
+        let (e0, e1) = (mean_entity(&held_refs, &before), mean_entity(&held_refs, &after));
+        assert!(e1 < e0 - 0.5, "{e0} → {e1}");
         // The merged model scores like the trained top.
         let llm = ft.into_llm();
         let e = &all[held[0]];
