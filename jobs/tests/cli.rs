@@ -577,6 +577,8 @@ fn optimize_is_incremental_idempotent_and_versioned() {
         serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/policy.json")).unwrap()).unwrap();
     assert_eq!(policy["layers"], serde_json::json!([1, 2]));
     assert!(policy["settings"]["objective"].as_str().unwrap().contains("self-normalized"), "{policy}");
+    let report = std::fs::read_to_string(p("policies/v0002/report.md")).unwrap();
+    assert!(report.contains("Objective: kg-ips self-normalized (ours)"), "{report}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/metrics.json")).unwrap()).unwrap();
     let sn = |k: &str| metrics[k][0].as_f64().unwrap_or_else(|| panic!("{k}: {metrics}"));

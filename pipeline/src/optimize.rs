@@ -637,8 +637,10 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
     } else {
         "did NOT rise beyond its standard error"
     };
+    let setting = |k: &str| meta.settings.get(k).map_or("-", String::as_str);
     let mut s = format!(
-        "# Policy {}\n\nBase `{}`, trained layers {:?}, inputs {}.\n\n| metric | before | after |\n|---|---|---|\n\
+        "# Policy {}\n\nBase `{}`, trained layers {:?}, inputs {}.\n\nObjective: {}; clip {}, trust region {}, \
+         learning rate {}.\n\n| metric | before | after |\n|---|---|---|\n\
          | held-out V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n\
          | held-out self-normalized V̂ (ours) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n| training V̂ | {:.4} | {:.4} |\n\
          | non-entity perplexity (held out) | {:.3} | {:.3} |\n\nHeld-out V̂ {verdict} ({rise:+.4}). \
@@ -648,6 +650,10 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
         meta.base,
         meta.layers,
         meta.inputs.join(", "),
+        setting("objective"),
+        setting("clip"),
+        setting("trust_region"),
+        setting("lr"),
         m.heldout_vhat_before,
         m.heldout_vhat_std_error_before,
         m.heldout_vhat_after,
