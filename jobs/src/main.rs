@@ -157,9 +157,11 @@ struct OptimizeArgs {
     /// Clip importance weights at C (ours; labelled in policy.json).
     #[arg(long, value_name = "C")]
     clip: Option<f64>,
-    /// Trust-region penalty β/2·(log π_θ − log π_start)² on the logged tokens (ours; labelled).
-    #[arg(long, value_name = "BETA")]
-    trust_region: Option<f64>,
+    /// Trust-region penalty β/2·(log π_θ − log π_start)² on the logged tokens (ours; labelled;
+    /// 0: none). Without it Eq. 4 lowers every logged token and the policy's own answers drift
+    /// into entity-free text; 100 keeps them near the start while the held-out V̂ still rises.
+    #[arg(long, value_name = "BETA", default_value_t = 100.0)]
+    trust_region: f64,
     /// Ascend the self-normalized value Σ V_i / Σ W_i instead of Eq. 4's mean (ours; labelled):
     /// raises the logged tokens the logging model was surer of than average instead of lowering
     /// every logged token; early stopping then follows the held-out self-normalized value.
@@ -964,6 +966,11 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
         args.epochs > 0 && args.batch_tokens > 0 && args.lr > 0.0,
         "--epochs, --batch-tokens, --lr must be positive"
     );
+    anyhow::ensure!(
+        args.trust_region.is_finite() && args.trust_region >= 0.0,
+        "--trust-region must be ≥ 0 (0: none), got {}",
+        args.trust_region
+    );
     let config = OptimizeConfig {
         datasets: args.datasets,
         policies: args.policies,
@@ -976,7 +983,7 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
             lr: args.lr,
             batch_tokens: args.batch_tokens,
             clip: args.clip,
-            kl: args.trust_region,
+            kl: (args.trust_region > 0.0).then_some(args.trust_region),
             patience: args.patience,
             max_perplexity_increase: args.max_perplexity_increase,
             self_normalized: args.self_normalized,

@@ -532,6 +532,10 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     for f in ["policy.json", "metrics.json", "top.mpk", "curves.csv", "curves.png", "report.md"] {
         assert!(v1.join(f).is_file(), "v0001 lacks {f}");
     }
+    // The default trust region, labelled.
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(v1.join("policy.json")).unwrap()).unwrap();
+    assert_eq!(policy["settings"]["trust_region"], "100", "{policy}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(v1.join("metrics.json")).unwrap()).unwrap();
     let m = |k: &str| metrics[k].as_f64().unwrap_or_else(|| panic!("{k}: {metrics}"));
@@ -572,13 +576,16 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     std::fs::write(p("policies/v0002/top.mpk"), b"partial").unwrap();
     run("data/logs/smollm2-prompt-v2.jsonl");
     // This one ascends the self-normalized value, labelled as such, and reports both values.
-    assert!(optimize(&["--self-normalized"]).contains("v0002"));
+    assert!(optimize(&["--self-normalized", "--trust-region", "0"]).contains("v0002"));
     let policy: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/policy.json")).unwrap()).unwrap();
     assert_eq!(policy["layers"], serde_json::json!([1, 2]));
     assert!(policy["settings"]["objective"].as_str().unwrap().contains("self-normalized"), "{policy}");
     let report = std::fs::read_to_string(p("policies/v0002/report.md")).unwrap();
-    assert!(report.contains("Objective: kg-ips self-normalized (ours)"), "{report}");
+    assert!(
+        report.contains("Objective: kg-ips self-normalized (ours)") && report.contains("trust region none"),
+        "{report}"
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("policies/v0002/metrics.json")).unwrap()).unwrap();
     let sn = |k: &str| metrics[k][0].as_f64().unwrap_or_else(|| panic!("{k}: {metrics}"));

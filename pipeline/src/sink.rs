@@ -93,6 +93,9 @@ impl PartWriter {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
             }
         }
+        for name in D::incompressible() {
+            props = props.set_column_compression(ColumnPath::from(*name), Compression::UNCOMPRESSED);
+        }
         Ok(props.build())
     }
 

@@ -47,6 +47,12 @@ pub struct TokenScore {
 impl Dataset for TokenScore {
     const NAME: &'static str = "token_scores";
 
+    /// zstd level 1 stores these three in 95 % of their size (200k synthetic chains); they are
+    /// ~80 % of the dataset's bytes.
+    fn incompressible() -> &'static [&'static str] {
+        &["behavior_logprob", "log_lambda", "contribution"]
+    }
+
     fn fields() -> Vec<FieldRef> {
         vec![
             field("cot_id", DataType::Utf8, false, "chain of thought id"),
