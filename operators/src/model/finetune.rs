@@ -6,7 +6,8 @@
 //! over the logged tokens of a minibatch, whose gradient is exactly `−∇V̂`. Options (ours,
 //! labelled): weight clipping at C (a clipped weight passes no gradient, as in the clipped
 //! estimator), a trust-region penalty `β/2·mean_v (log π_θ(v) − log π_start(v))²` over the
-//! logged tokens, which keeps π_θ near where it started, and the **self-normalized** objective
+//! logged tokens, which keeps π_θ near where it started (on by default, β = 100: without it the
+//! policy's own answers drift into entity-free text), and the **self-normalized** objective
 //! `V̂_sn = Σ_i V_i / Σ_i W_i` ([`vhat_sn`], the estimator's `+sn` variant).
 //!
 //! Why the self-normalized objective: every KG-IPS term is `w·log π₀ ≤ 0`, so the plain
