@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use ocean_operators::model::finetune::FinetuneConfig;
 use ocean_pipeline::{RunConfig, RunSummary};
 
 /// mimalloc (without transparent huge pages): with glibc malloc, allocation and free took ~30 %
@@ -143,16 +144,16 @@ struct OptimizeArgs {
     #[arg(long, default_value = "SmolLM2-135M-Instruct")]
     records_of: String,
     /// Top layers trained (with the final norm).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = FinetuneConfig::default().layers)]
     layers: usize,
     /// Most passes over the training chains.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = FinetuneConfig::default().epochs)]
     epochs: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = FinetuneConfig::default().lr)]
     lr: f64,
     /// Padded tokens per minibatch.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = FinetuneConfig::default().batch_tokens)]
     batch_tokens: usize,
     /// Clip importance weights at C (ours; labelled in policy.json).
     #[arg(long, value_name = "C")]
@@ -160,7 +161,7 @@ struct OptimizeArgs {
     /// Trust-region penalty β/2·(log π_θ − log π_start)² on the logged tokens (ours; labelled;
     /// 0: none). Without it Eq. 4 lowers every logged token and the policy's own answers drift
     /// into entity-free text; 100 keeps them near the start while the held-out V̂ still rises.
-    #[arg(long, value_name = "BETA", default_value_t = 100.0)]
+    #[arg(long, value_name = "BETA", default_value_t = FinetuneConfig::default().kl.unwrap_or(0.0))]
     trust_region: f64,
     /// Ascend the self-normalized value Σ V_i / Σ W_i instead of Eq. 4's mean (ours; labelled):
     /// raises the logged tokens the logging model was surer of than average instead of lowering
@@ -168,14 +169,14 @@ struct OptimizeArgs {
     #[arg(long)]
     self_normalized: bool,
     /// Stop after this many epochs without a better held-out V̂.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = FinetuneConfig::default().patience)]
     patience: usize,
     /// Share of chains of thought held out (by a hash of the id).
     #[arg(long, default_value_t = 0.2)]
     heldout: f64,
     /// Tolerance on the held-out non-entity perplexity (fraction of its starting value): an
     /// epoch beyond it ends training and is not kept.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = FinetuneConfig::default().max_perplexity_increase)]
     max_perplexity_increase: f64,
     /// Held-out gold questions the policy answers greedily before and after training, scored by
     /// `ocean run` for the report (0: none).
@@ -948,7 +949,6 @@ fn main() -> Result<()> {
 }
 
 fn optimize(args: OptimizeArgs) -> Result<()> {
-    use ocean_operators::model::finetune::FinetuneConfig;
     use ocean_pipeline::optimize::{OptimizeConfig, Outcome};
     if let Some(out) = &args.export {
         let s = ocean_pipeline::optimize::export(&args.datasets, out)?;
