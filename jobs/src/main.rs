@@ -9,29 +9,10 @@ use clap::{Parser, Subcommand};
 use ocean_operators::model::finetune::FinetuneConfig;
 use ocean_pipeline::{RunConfig, RunSummary};
 
-/// mimalloc (without transparent huge pages): with glibc malloc, allocation and free took ~30 %
-/// of `ocean run` on 2 workers (perf).
+mod alloc;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3 alike; libmimalloc-sys names
-/// no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// mimalloc keeps freed pages for reuse instead of returning them to the OS after 1 s (its
-/// default purge delay): the dataflow frees each epoch's rows and allocates the next epoch's
-/// at the same sizes, and returning then faulting them back in cost ≈ 10 % of `ocean run` on
-/// 2 workers (200k CoTs, alternating runs; peak RSS ≈ 0.1 GB higher). Memory stays bounded by
-/// the epoch limits, as before. `MIMALLOC_PURGE_DELAY` in the environment (read by mimalloc at
-/// load) takes precedence.
-#[allow(unsafe_code)]
-fn allocator_settings() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's integer options; thread-safe, and nothing has started
-        // other threads yet.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 /// Ocean: offline evaluation of LLM chains of thought against a knowledge graph (KG-IPS).
 #[derive(Debug, Parser)]
@@ -850,7 +831,7 @@ struct SqlArgs {
 }
 
 fn main() -> Result<()> {
-    allocator_settings();
+    alloc::settings();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
