@@ -344,6 +344,11 @@ impl KgBase {
         self.alias_entities.len()
     }
 
+    /// Number of distinct normalized words in the indexed aliases (the alias trie's vocabulary).
+    pub fn alias_word_count(&self) -> usize {
+        self.words.len()
+    }
+
     /// Number of trie nodes.
     pub fn trie_nodes(&self) -> usize {
         self.trie.len() + 1
