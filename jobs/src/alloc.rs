@@ -29,14 +29,19 @@ static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
 pub struct Allocator;
 
 impl Allocator {
-    /// A large block, 2 MiB-aligned, advised huge pages before anything touches it.
+    /// A large block, 2 MiB-aligned, advised huge pages before anything touches it: a new one
+    /// (`zeroed` or not), or `old` (a block of this allocator, or null) reallocated to the
+    /// layout's size, its contents kept up to the smaller size.
     #[allow(unsafe_code)]
-    fn huge(layout: Layout, zeroed: bool) -> *mut u8 {
+    fn huge(layout: Layout, zeroed: bool, old: *mut u8) -> *mut u8 {
         let align = layout.align().max(HUGE_PAGE);
-        // SAFETY: mimalloc's aligned allocation takes any size and power-of-two alignment and
-        // returns null on failure; `mi_free` (MiMalloc::dealloc) frees aligned blocks too.
+        // SAFETY: mimalloc's aligned (re)allocation takes any size and power-of-two alignment
+        // and returns null on failure (leaving `old` as it was); `old` is live and its own, as
+        // the caller's contract says; `mi_free` (MiMalloc::dealloc) frees aligned blocks too.
         let p = unsafe {
-            if zeroed {
+            if !old.is_null() {
+                libmimalloc_sys::mi_realloc_aligned(old.cast(), layout.size(), align)
+            } else if zeroed {
                 libmimalloc_sys::mi_zalloc_aligned(layout.size(), align)
             } else {
                 libmimalloc_sys::mi_malloc_aligned(layout.size(), align)
@@ -64,7 +69,7 @@ impl Allocator {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if Self::is_huge(layout.size()) {
-            return Self::huge(layout, false);
+            return Self::huge(layout, false, std::ptr::null_mut());
         }
         // SAFETY: the caller's contract (non-zero size) is passed on.
         unsafe { MiMalloc.alloc(layout) }
@@ -72,7 +77,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if Self::is_huge(layout.size()) {
-            return Self::huge(layout, true);
+            return Self::huge(layout, true, std::ptr::null_mut());
         }
         // SAFETY: as in `alloc`.
         unsafe { MiMalloc.alloc_zeroed(layout) }
@@ -91,16 +96,7 @@ unsafe impl GlobalAlloc for Allocator {
         }
         // SAFETY: the caller guarantees `new_size`, rounded to `layout.align()`, fits an isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let new = Self::huge(new_layout, false);
-        if !new.is_null() {
-            // SAFETY: both blocks are live and distinct; the copy is the smaller of their sizes;
-            // the old block is freed once, as the caller's contract says.
-            unsafe {
-                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                MiMalloc.dealloc(ptr, layout);
-            }
-        }
-        new
+        Self::huge(new_layout, false, ptr)
     }
 }
 
@@ -157,7 +153,8 @@ mod tests {
             assert!(!p.is_null());
             assert!((p as usize).is_multiple_of(HUGE_PAGE), "a large block starts on a huge page");
             fill(p, size, 7);
-            // Grows (a new large block), then shrinks below the threshold (mimalloc's realloc).
+            // Grows (mimalloc's aligned realloc, in place or moved), then shrinks below the
+            // threshold (its plain realloc).
             let grown = a.realloc(p, layout, 2 * size);
             assert!(!grown.is_null() && (grown as usize).is_multiple_of(HUGE_PAGE));
             assert!(holds(grown, size, 7), "growing keeps the contents");

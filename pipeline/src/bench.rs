@@ -1052,7 +1052,8 @@ pub struct LinkingResult {
     pub aliases: usize,
     /// Distinct normalized words in the aliases: when they are few, looking words up hits the
     /// caches and the misses are in the trie's deeper edges and node rows (`ocean kg synth
-    /// --scale full` draws its 7.77M aliases from 121k words; real Wikidata5m aliases have far more).
+    /// --scale full` draws its 7.77M aliases from 121k words; real Wikidata5m aliases have far
+    /// more).
     pub alias_words: usize,
     /// Seconds to build the alias trie alone (aliases only, no triples), and the heap the
     /// aliases-only KG holds (MB: the alias texts, entity ids, words, trie).
