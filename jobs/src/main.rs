@@ -998,12 +998,13 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
             println!("wrote {dir}");
             if let (Some(b), Some(a)) = (&m.answers_before, &m.answers_after) {
                 println!(
-                    "own answers to {} held-out questions: V̂ {:.4} → {:.4}, names a gold answer {:.1} % → {:.1} %",
+                    "own answers to {} held-out questions: V̂ {:.4} → {:.4}, names a gold answer {:.1} % → {:.1} % ({})",
                     b.questions,
                     b.vhat,
                     a.vhat,
                     100.0 * b.accuracy,
-                    100.0 * a.accuracy
+                    100.0 * a.accuracy,
+                    ocean_pipeline::optimize::AnswerChange::of(b, a).describe()
                 );
             }
             println!(

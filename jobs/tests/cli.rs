@@ -544,6 +544,12 @@ fn optimize_is_incremental_idempotent_and_versioned() {
     assert!(m("train_cots") + m("heldout_cots") >= 90.0, "{metrics}");
     // Its own answers to two held-out gold questions, before and after, scored by ocean run.
     assert_eq!(metrics["answers_after"]["questions"], 2, "{metrics}");
+    // Compared question by question: at most 2 gained or lost, and a p-value.
+    let change = &metrics["answer_change"];
+    let (gained, lost) = (change["gained"].as_u64().unwrap(), change["lost"].as_u64().unwrap());
+    assert!(gained + lost <= 2 && (0.0..=1.0).contains(&change["p_value"].as_f64().unwrap()), "{metrics}");
+    let report = std::fs::read_to_string(v1.join("report.md")).unwrap();
+    assert!(report.contains("exact McNemar p = "), "{report}");
     // (Not that they scored: the tiny model's 8-token answers can all be rejects; seen once in a
     // full test run, where the after-answers left no cot_scores.)
     assert!(v1.join("answers-after/run_config.json").is_file() && v1.join("answers-before.jsonl").is_file());

@@ -76,6 +76,53 @@ pub struct AnswerMetrics {
     pub grounded_fraction: Option<f64>,
     /// Share of answers that name a gold answer (its label, case-insensitive).
     pub accuracy: f64,
+    /// The `qid`s of the answers that name a gold answer.
+    #[serde(default)]
+    pub right: Vec<String>,
+}
+
+/// How the answers to the same questions changed, before → after: a paired comparison, because
+/// with a few dozen questions a difference of one or two answers right is noise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnswerChange {
+    /// Questions answered wrong before and right after.
+    pub gained: usize,
+    /// Questions answered right before and wrong after.
+    pub lost: usize,
+    /// Exact two-sided McNemar test of `gained` against `lost` (a sign test on the questions whose
+    /// verdict changed): the probability of a split at least this uneven if the trained policy
+    /// were no better and no worse.
+    pub p_value: f64,
+}
+
+impl AnswerChange {
+    /// The paired comparison of `after` with `before` (the same questions).
+    pub fn of(before: &AnswerMetrics, after: &AnswerMetrics) -> Self {
+        let gained = after.right.iter().filter(|q| !before.right.contains(q)).count();
+        let lost = before.right.iter().filter(|q| !after.right.contains(q)).count();
+        Self { gained, lost, p_value: sign_test(gained, lost) }
+    }
+
+    /// "gained 1, lost 2; exact McNemar p = 1.00: no significant change".
+    pub fn describe(&self) -> String {
+        let verdict = match self.p_value {
+            p if p >= 0.05 => "no significant change",
+            _ if self.gained > self.lost => "a significant gain",
+            _ => "a significant loss",
+        };
+        format!("gained {}, lost {}; exact McNemar p = {:.3}: {verdict}", self.gained, self.lost, self.p_value)
+    }
+}
+
+/// Two-sided exact sign test: P(a split of `a + b` fair coin flips at least as uneven as `a`:`b`).
+fn sign_test(a: usize, b: usize) -> f64 {
+    let n = a + b;
+    let k = a.min(b);
+    // P(X ≤ k) for X ~ Binomial(n, 1/2), in logs to stay exact enough for large n.
+    let ln_choose =
+        |n: usize, i: usize| -> f64 { (1..=i).map(|j| ((n + 1 - j) as f64).ln() - (j as f64).ln()).sum::<f64>() };
+    let tail: f64 = (0..=k).map(|i| (ln_choose(n, i) - n as f64 * std::f64::consts::LN_2).exp()).sum();
+    (2.0 * tail).min(1.0)
 }
 
 /// `policy.json` of a version.
@@ -140,6 +187,9 @@ pub struct Metrics {
     pub answers_before: Option<AnswerMetrics>,
     /// The trained policy's answers to the same questions.
     pub answers_after: Option<AnswerMetrics>,
+    /// The paired comparison of the two (which questions each got right).
+    #[serde(default)]
+    pub answer_change: Option<AnswerChange>,
 }
 
 /// What `ocean optimize` did.
@@ -370,13 +420,13 @@ fn answer_eval(
     let m = summary.models.first().cloned();
     // Accuracy: the answer names a gold answer.
     let text = std::fs::read_to_string(&answers).map_err(|e| Error::io(&answers, e))?;
-    let mut right = 0;
+    let mut right = Vec::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         let qid = v["request"]["metadata"]["qid"].as_str().unwrap_or_default();
         let content = v["response"]["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_lowercase();
         if gold.get(qid).is_some_and(|labels| labels.iter().any(|l| content.contains(l.as_str()))) {
-            right += 1;
+            right.push(qid.to_owned());
         }
     }
     Ok(AnswerMetrics {
@@ -384,7 +434,8 @@ fn answer_eval(
         vhat: m.as_ref().map_or(f64::NAN, |m| m.estimate),
         vhat_std_error: m.as_ref().map_or(f64::NAN, |m| m.std_error),
         grounded_fraction: m.and_then(|m| m.grounded_fraction),
-        accuracy: f64::from(right) / gold.len() as f64,
+        accuracy: right.len() as f64 / gold.len() as f64,
+        right,
     })
 }
 
@@ -553,6 +604,7 @@ pub fn optimize(
         (None, None)
     };
     let metrics = Metrics {
+        answer_change: answers_before.as_ref().zip(answers_after.as_ref()).map(|(b, a)| AnswerChange::of(b, a)),
         answers_before,
         answers_after,
         heldout_vhat_before: v0,
@@ -679,6 +731,7 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
             "{s}\n## Its own answers to {} held-out gold questions (greedy, scored by `ocean run`)\n\n\
              | | before | after |\n|---|---|---|\n| KG-IPS value V̂ (± std. error) | {:.4} ± {:.4} | {:.4} ± {:.4} |\n\
              | grounded fraction | {} | {} |\n| names a gold answer | {:.1} % | {:.1} % |\n\n\
+             Answers right, question by question: {}.\n\n\
              Answers: `answers-before.jsonl`, `answers-after.jsonl`; their datasets: `answers-before/`, `answers-after/`.\n\n\
              | epoch | loss | training V̂ | held-out V̂ | held-out V̂, self-normalized | perplexity |\n|---|---|---|---|---|---|\n",
             b.questions,
@@ -689,7 +742,8 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
             g(b.grounded_fraction),
             g(a.grounded_fraction),
             100.0 * b.accuracy,
-            100.0 * a.accuracy
+            100.0 * a.accuracy,
+            AnswerChange::of(b, a).describe(),
         );
     } else {
         s.push_str(
@@ -806,4 +860,52 @@ pub fn export(datasets: &Path, out: &Path) -> Result<ExportSummary> {
     }
     crate::sink::write_file(out, "preference_pairs.jsonl", lines.as_bytes())?;
     Ok(ExportSummary { token_rows, pairs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(right: &[&str]) -> AnswerMetrics {
+        AnswerMetrics { questions: 20, right: right.iter().map(|q| (*q).to_owned()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn the_sign_test_matches_the_binomial_tails() {
+        // No changed verdict, or an even split: nothing to see.
+        assert_eq!(sign_test(0, 0), 1.0);
+        assert_eq!(sign_test(3, 3), 1.0);
+        // 1 against 2: P(X ≤ 1) = 4/8, doubled and capped.
+        assert_eq!(sign_test(1, 2), 1.0);
+        // 0 against 5: 2 · 1/32.
+        assert!((sign_test(0, 5) - 0.0625).abs() < 1e-12);
+        assert!((sign_test(5, 0) - 0.0625).abs() < 1e-12);
+        // 1 against 9: 2 · (1 + 10)/1024.
+        assert!((sign_test(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+        // Large n stays finite and symmetric: 20 against 80.
+        let p = sign_test(20, 80);
+        assert!(p > 0.0 && p < 1e-8 && (p - sign_test(80, 20)).abs() < 1e-20, "{p}");
+    }
+
+    #[test]
+    fn answer_changes_are_paired_by_question() {
+        // The same count right (2 of 20) hides one question gained and one lost.
+        let change = AnswerChange::of(&answers(&["q1", "q2"]), &answers(&["q2", "q3"]));
+        assert_eq!((change.gained, change.lost), (1, 1));
+        assert!(change.describe().contains("no significant change"), "{}", change.describe());
+        // Nine questions gained and one lost is significant (p ≈ 0.021).
+        let before = answers(&["q0"]);
+        let after = answers(&["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9"]);
+        let change = AnswerChange::of(&before, &after);
+        assert_eq!((change.gained, change.lost), (9, 1));
+        assert!(change.describe().contains("a significant gain"), "{}", change.describe());
+        let change = AnswerChange::of(&after, &before);
+        assert!(change.describe().contains("a significant loss"), "{}", change.describe());
+        // Metrics written before the field existed still read.
+        let old: AnswerMetrics = serde_json::from_str(
+            r#"{"questions":20,"vhat":-1.0,"vhat_std_error":0.5,"grounded_fraction":null,"accuracy":0.2}"#,
+        )
+        .unwrap();
+        assert!(old.right.is_empty());
+    }
 }
