@@ -106,11 +106,7 @@ pub fn ground_reusing(
             // otherwise (forward only, 3 hops, a hub) a search from each context entity.
             let any = support.direction == PathDirection::Any;
             let scan = any && support.max_hops >= 2 && index.degree(*e) <= SCAN_DEGREE;
-            let two = scan && {
-                let mut hit = false;
-                index.for_each_neighbour(*e, |n| hit |= n != *e && reach.contains(n));
-                hit
-            };
+            let two = scan && index.any_neighbour(*e, |n| n != *e && reach.contains(n));
             // Up to 2 hops in either direction these two settle it; searches are for the rest.
             let settled = any && (support.max_hops == 1 || (support.max_hops == 2 && scan));
             (any && in_reach) || two || (!settled && context.iter().any(|c| connected(*c, *e, scratch)))

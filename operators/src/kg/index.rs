@@ -482,16 +482,47 @@ impl KgIndex {
     /// Calls `f` with the closed neighbourhood of `e`: itself, if it exists, then every entity
     /// one triple away in either direction, in key order.
     pub fn for_each_neighbour(&self, e: EntityKey, mut f: impl FnMut(EntityKey)) {
-        if self.refs(e) > 0 {
-            f(e);
+        self.neighbours_until(e, |n| {
+            f(n);
+            false
+        });
+    }
+
+    /// Whether `pred` holds for an entity of `e`'s closed neighbourhood ([`for_each_neighbour`]'s
+    /// order); stops at the first that does.
+    ///
+    /// [`for_each_neighbour`]: KgIndex::for_each_neighbour
+    pub fn any_neighbour(&self, e: EntityKey, pred: impl FnMut(EntityKey) -> bool) -> bool {
+        self.neighbours_until(e, pred)
+    }
+
+    /// Calls `f` on `e`'s closed neighbourhood until it returns true; returns whether it did.
+    fn neighbours_until(&self, e: EntityKey, mut f: impl FnMut(EntityKey) -> bool) -> bool {
+        if self.refs(e) > 0 && f(e) {
+            return true;
         }
+        let base = self.base.adjacency.row(e);
         let mut last = None;
+        if !self.adjacency_delta.contains_key(&e) {
+            // No change since the base was built (most entities): its row, duplicates skipped.
+            for &(n, _) in base {
+                if last != Some(n) {
+                    last = Some(n);
+                    if f(n) {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
+        let mut stop = false;
         self.for_each_edge(e, |n, _| {
-            if last != Some(n) {
+            if !stop && last != Some(n) {
                 last = Some(n);
-                f(n);
+                stop = f(n);
             }
         });
+        stop
     }
 
     /// Calls `f` with every edge of `e` as (neighbour, [`label`]) — each distinct edge once,
@@ -763,6 +794,20 @@ mod tests {
             .collect();
         let mut hoods: Vec<(String, Vec<String>)> = (0..idx.key_bound() as u32)
             .map(|k| {
+                // `any_neighbour` walks the same neighbourhood and stops at the first hit.
+                let mut all = Vec::new();
+                idx.for_each_neighbour(k, |e| all.push(e));
+                for target in &all {
+                    let mut calls = 0;
+                    assert!(idx.any_neighbour(k, |x| {
+                        calls += 1;
+                        x == *target
+                    }));
+                    // (An entity with a triple to itself comes twice: first as itself.)
+                    let first = all.iter().position(|x| x == target).unwrap_or_default();
+                    assert_eq!(calls, first + 1, "any_neighbour should stop at its first hit");
+                }
+                assert!(!idx.any_neighbour(k, |_| false));
                 let mut n = Vec::new();
                 idx.for_each_neighbour(k, |e| n.push(idx.name(e).to_owned()));
                 n.sort();
