@@ -8,12 +8,19 @@ use unicode_normalization::UnicodeNormalization as _;
 #[derive(Debug, Clone)]
 pub struct CharIndex {
     /// `char_of[b]` = index of the char that contains byte `b`; one extra entry for the end.
+    /// Empty for an ASCII text, where a byte is a char.
     char_of: Vec<u32>,
+    /// Bytes in the text.
+    bytes: u32,
 }
 
 impl CharIndex {
     /// Builds the index of `text`.
     pub fn new(text: &str) -> Self {
+        let bytes = u32::try_from(text.len()).expect("texts should have fewer than 2^32 bytes");
+        if text.is_ascii() {
+            return CharIndex { char_of: Vec::new(), bytes };
+        }
         let mut char_of = Vec::with_capacity(text.len() + 1);
         let mut n = 0u32;
         for (i, ch) in text.chars().enumerate() {
@@ -22,29 +29,66 @@ impl CharIndex {
             n = i + 1;
         }
         char_of.push(n);
-        CharIndex { char_of }
+        CharIndex { char_of, bytes }
+    }
+
+    /// The char containing byte `b` (the end's count past the last byte).
+    fn char_of(&self, b: usize) -> u32 {
+        match self.char_of.last() {
+            None => b.min(self.bytes as usize) as u32,
+            Some(_) => self.char_of[b.min(self.char_of.len() - 1)],
+        }
     }
 
     /// The char span `[start, end)` covering bytes `[bs, be)`: from the char containing byte
     /// `bs` to the char containing byte `be − 1`, inclusive. An empty byte range gives an empty
     /// span. A token that splits a multi-byte char therefore shares that char with its neighbour.
     pub fn span(&self, bs: usize, be: usize) -> (u32, u32) {
-        let last = self.char_of.len() - 1;
-        let start = self.char_of[bs.min(last)];
+        let start = self.char_of(bs);
         if be <= bs {
             return (start, start);
         }
-        (start, self.char_of[(be - 1).min(last)] + 1)
+        (start, self.char_of(be - 1) + 1)
     }
 
     /// Number of chars in the text.
     pub fn len(&self) -> u32 {
-        *self.char_of.last().expect("a char index is never empty")
+        self.char_of(self.bytes as usize)
     }
 
     /// True for an empty text.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Substrings of a text by char offsets (the datasets' unit) without decoding the text into
+/// chars: an ASCII text is sliced by byte, another through a table of its chars' byte offsets.
+pub struct CharSlices<'a> {
+    text: &'a str,
+    /// Byte offset of each char, then of the end; empty for an ASCII text.
+    starts: Vec<u32>,
+}
+
+impl<'a> CharSlices<'a> {
+    /// The slicer of `text`.
+    pub fn new(text: &'a str) -> Self {
+        let starts = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices().map(|(b, _)| b as u32).chain(std::iter::once(text.len() as u32)).collect()
+        };
+        CharSlices { text, starts }
+    }
+
+    /// Chars `[start, end)`, both clamped to the text (empty when `end ≤ start`).
+    pub fn slice(&self, start: u32, end: u32) -> &'a str {
+        let byte = |c: u32| match self.starts.last() {
+            None => (c as usize).min(self.text.len()),
+            Some(_) => self.starts[(c as usize).min(self.starts.len() - 1)] as usize,
+        };
+        let (s, e) = (byte(start), byte(end));
+        &self.text[s..e.max(s)]
     }
 }
 
@@ -316,6 +360,18 @@ mod tests {
         assert_eq!(idx.span(6, 7), (3, 4));
         assert_eq!(idx.span(7, 7), (4, 4));
         assert_eq!(idx.len(), 4);
+        // An ASCII text keeps no table (a byte is a char) and answers as the table would, past
+        // the end too.
+        let ascii = CharIndex::new("abc");
+        assert!(ascii.char_of.is_empty());
+        let table = CharIndex { char_of: vec![0, 1, 2, 3], bytes: 3 };
+        for bs in 0..7 {
+            for be in 0..7 {
+                assert_eq!(ascii.span(bs, be), table.span(bs, be), "[{bs}, {be})");
+            }
+        }
+        assert_eq!((ascii.span(0, 2), ascii.len()), ((0, 2), 3));
+        assert!(CharIndex::new("").is_empty());
     }
 
     fn norms(text: &str) -> Vec<String> {
@@ -451,5 +507,23 @@ mod tests {
         let w = words("Hi, São Paulo");
         assert_eq!(w.len(), 3);
         assert_eq!((w[1].start, w[1].end, w[1].norm.as_str()), (4, 7, "são"));
+    }
+
+    #[test]
+    fn char_slices_cut_by_chars_as_collecting_chars_does() {
+        for text in ["Lima is the capital of Peru.", "São Paulo — Åland's 東京, ok", "", "é"] {
+            let chars: Vec<char> = text.chars().collect();
+            let slices = CharSlices::new(text);
+            let n = chars.len() as u32;
+            for start in 0..=n {
+                for end in start..=n {
+                    let expected: String = chars[start as usize..end as usize].iter().collect();
+                    assert_eq!(slices.slice(start, end), expected, "{text:?} [{start}, {end})");
+                }
+            }
+            // Beyond the end, clamped; reversed, empty.
+            assert_eq!(slices.slice(0, n + 5), text);
+            assert_eq!(slices.slice(n.min(1), 0), "");
+        }
     }
 }

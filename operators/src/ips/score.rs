@@ -11,7 +11,7 @@ use crate::grounding::Grounding;
 use crate::paths::PairPath;
 use crate::policy::{covering, GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
-use crate::text::CharIndex;
+use crate::text::{CharIndex, CharSlices};
 
 /// Everything scoring one chain of thought produces: a row for each output dataset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -26,12 +26,8 @@ pub struct CotResult {
     pub mentions: Vec<Mention>,
 }
 
-fn substring(chars: &[char], start: u32, end: u32) -> String {
-    chars[start as usize..end as usize].iter().collect()
-}
-
-/// A `mentions` row of a grounded mention in `chars` (its part's text), without token fields.
-fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, chars: &[char]) -> Mention {
+/// A `mentions` row of a grounded mention in `text` (its part's text), without token fields.
+fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, text: &CharSlices<'_>) -> Mention {
     Mention {
         cot_id: cot_id.to_owned(),
         part: m.part.as_str().to_owned(),
@@ -40,7 +36,7 @@ fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, chars: &[char]) 
         alias: m.alias.clone(),
         candidates: m.candidates.iter().map(|(e, _)| e.clone()).collect(),
         candidate_scores: m.candidates.iter().map(|(_, s)| *s).collect(),
-        surface: substring(chars, m.start, m.end),
+        surface: text.slice(m.start, m.end).to_owned(),
         char_start: m.start,
         char_end: m.end,
         token_start: None,
@@ -146,7 +142,7 @@ fn finish(
     rows: TokenRows,
 ) -> CotResult {
     let Prepared { spans, steps, question, cot } = prepared;
-    let chars: Vec<char> = g.content.chars().collect();
+    let chars = CharSlices::new(&g.content);
     let n = g.tokens.len();
     assert!(
         scores.mentions.len() == cot.len() && scores.tokens.len() == n,
@@ -170,7 +166,7 @@ fn finish(
             ..mention_row(&g.cot_id, i, m, &chars)
         });
     }
-    let q_chars: Vec<char> = g.question.as_deref().unwrap_or("").chars().collect();
+    let q_chars = CharSlices::new(g.question.as_deref().unwrap_or(""));
     let mut mention_rows: Vec<Mention> =
         question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
     mention_rows.extend(cot_rows);
@@ -257,7 +253,7 @@ fn finish(
                 paths,
                 unconnected,
                 value: F64(*v),
-                text: substring(&chars, cs, ce.max(cs)),
+                text: chars.slice(cs, ce).to_owned(),
             }
         })
         .collect();
