@@ -389,14 +389,14 @@ impl Scorer {
     }
 
     /// The stored generation of a live slot.
-    fn stored(&mut self, slot: u32) -> Generation {
+    fn stored(&mut self, slot: u32) -> Arc<Generation> {
         let key = self.slots[slot as usize];
         debug_assert_ne!(key, FREE, "slot {slot} should be live");
         self.store.get(key)
     }
 
     /// The slot of a live chain, with its stored generation.
-    fn live(&mut self, cot_id: &str) -> Option<(u32, Generation)> {
+    fn live(&mut self, cot_id: &str) -> Option<(u32, Arc<Generation>)> {
         if let Some(&slot) = self.by_hash.get(&(self.id_hash)(cot_id)) {
             let g = self.stored(slot);
             if g.cot_id == cot_id {
@@ -578,9 +578,9 @@ impl Scorer {
         if n > 0 {
             budget -= n;
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
-            let gs: Vec<Generation> = items.iter().map(|r| self.stored(r.slot)).collect();
+            let gs: Vec<Arc<Generation>> = items.iter().map(|r| self.stored(r.slot)).collect();
             let (items, given): (Vec<_>, Vec<_>) = items.into_iter().map(|r| ((r.slot, r.entities), r.links)).unzip();
-            let scored = self.score_many(&gs.iter().collect::<Vec<_>>(), job.rows, given, &job.touched);
+            let scored = self.score_many(&gs.iter().map(|g| &**g).collect::<Vec<_>>(), job.rows, given, &job.touched);
             for (((slot, old_entities), g), fresh) in items.into_iter().zip(gs).zip(scored) {
                 let summary = self.summary(&fresh.result);
                 let old = self.stored_summary(slot, &g);

@@ -15,9 +15,10 @@ use ocean_schemas::Generation;
 pub trait CotStore {
     /// Stores a generation; returns its key.
     fn put(&mut self, generation: &Generation) -> u64;
-    /// The generation stored under `key`. Panics when the key was never returned by `put` or
-    /// was removed (a broken invariant of the caller), or when the store cannot be read.
-    fn get(&mut self, key: u64) -> Generation;
+    /// The generation stored under `key` (shared: a store in memory hands out its own copy).
+    /// Panics when the key was never returned by `put` or was removed (a broken invariant of
+    /// the caller), or when the store cannot be read.
+    fn get(&mut self, key: u64) -> Arc<Generation>;
     /// Forgets `key` (a retraction).
     fn remove(&mut self, key: u64);
     /// Keeps a chain's word filter under `slot`, replacing what the slot held.
@@ -50,7 +51,7 @@ pub type StoreFactory = Arc<dyn Fn(usize) -> Box<dyn CotStore> + Send + Sync>;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     next: u64,
-    rows: HashMap<u64, Generation>,
+    rows: HashMap<u64, Arc<Generation>>,
     filters: Vec<WordFilterBits>,
     stats: Vec<SlotStats>,
     links: Vec<Vec<u8>>,
@@ -66,12 +67,12 @@ impl MemoryStore {
 impl CotStore for MemoryStore {
     fn put(&mut self, generation: &Generation) -> u64 {
         self.next += 1;
-        self.rows.insert(self.next, generation.clone());
+        self.rows.insert(self.next, Arc::new(generation.clone()));
         self.next
     }
 
-    fn get(&mut self, key: u64) -> Generation {
-        self.rows.get(&key).cloned().expect("a live chain of thought should be in the store")
+    fn get(&mut self, key: u64) -> Arc<Generation> {
+        Arc::clone(self.rows.get(&key).expect("a live chain of thought should be in the store"))
     }
 
     fn remove(&mut self, key: u64) {

@@ -179,8 +179,8 @@ impl CotStore for FileStore {
         self.append(&bytes)
     }
 
-    fn get(&mut self, key: u64) -> Generation {
-        bincode::deserialize(&self.record(key)).expect("the generation store should hold what was put")
+    fn get(&mut self, key: u64) -> Arc<Generation> {
+        Arc::new(bincode::deserialize(&self.record(key)).expect("the generation store should hold what was put"))
     }
 
     fn remove(&mut self, _key: u64) {}
@@ -254,18 +254,18 @@ mod tests {
         };
         let b = Generation { cot_id: "b".into(), metadata: Some("{}".into()), ..Default::default() };
         let (ka, kb) = (store.put(&a), store.put(&b));
-        assert_eq!(store.get(kb), b);
-        assert_eq!(store.get(ka), a);
+        assert_eq!(*store.get(kb), b);
+        assert_eq!(*store.get(ka), a);
         let c = Generation { cot_id: "c".into(), ..Default::default() };
         let kc = store.put(&c);
-        assert_eq!(store.get(kc), c);
+        assert_eq!(*store.get(kc), c);
         // Links by slot, between generations in the same file; a slot's newest links win.
         store.put_links(4, b"four");
         store.put_links(0, b"");
         let kd = store.put(&b);
         store.put_links(4, b"four again");
         assert_eq!((store.get_links(4), store.get_links(0)), (b"four again".to_vec(), Vec::new()));
-        assert_eq!((store.get(kd), store.get(ka)), (b, a));
+        assert_eq!((&*store.get(kd), &*store.get(ka)), (&b, &a));
     }
 
     #[test]
