@@ -482,22 +482,15 @@ impl KgIndex {
     /// Calls `f` with the closed neighbourhood of `e`: itself, if it exists, then every entity
     /// one triple away in either direction, in key order.
     pub fn for_each_neighbour(&self, e: EntityKey, mut f: impl FnMut(EntityKey)) {
-        self.neighbours_until(e, |n| {
+        self.any_neighbour(e, |n| {
             f(n);
             false
         });
     }
 
-    /// Whether `pred` holds for an entity of `e`'s closed neighbourhood ([`for_each_neighbour`]'s
-    /// order); stops at the first that does.
-    ///
-    /// [`for_each_neighbour`]: KgIndex::for_each_neighbour
-    pub fn any_neighbour(&self, e: EntityKey, pred: impl FnMut(EntityKey) -> bool) -> bool {
-        self.neighbours_until(e, pred)
-    }
-
-    /// Calls `f` on `e`'s closed neighbourhood until it returns true; returns whether it did.
-    fn neighbours_until(&self, e: EntityKey, mut f: impl FnMut(EntityKey) -> bool) -> bool {
+    /// Whether `f` holds for an entity of `e`'s closed neighbourhood, asked in
+    /// [`KgIndex::for_each_neighbour`]'s order up to the first that it holds for.
+    pub fn any_neighbour(&self, e: EntityKey, mut f: impl FnMut(EntityKey) -> bool) -> bool {
         if self.refs(e) > 0 && f(e) {
             return true;
         }
