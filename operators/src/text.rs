@@ -51,6 +51,19 @@ impl CharIndex {
         (start, self.char_of(be - 1) + 1)
     }
 
+    /// Chars `[start, end)` of `text` (the text this index was built from), both clamped to it
+    /// (empty when `end ≤ start`): a substring by the datasets' char offsets, without decoding
+    /// the text into chars.
+    pub fn slice<'t>(&self, text: &'t str, start: u32, end: u32) -> &'t str {
+        // The first byte of char `c`: the first byte whose char is not before `c`.
+        let byte = |c: u32| match self.char_of.last() {
+            None => (c as usize).min(text.len()),
+            Some(_) => self.char_of.partition_point(|&x| x < c).min(text.len()),
+        };
+        let (s, e) = (byte(start), byte(end));
+        &text[s..e.max(s)]
+    }
+
     /// Number of chars in the text.
     pub fn len(&self) -> u32 {
         self.char_of(self.bytes as usize)
@@ -59,36 +72,6 @@ impl CharIndex {
     /// True for an empty text.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Substrings of a text by char offsets (the datasets' unit) without decoding the text into
-/// chars: an ASCII text is sliced by byte, another through a table of its chars' byte offsets.
-pub struct CharSlices<'a> {
-    text: &'a str,
-    /// Byte offset of each char, then of the end; empty for an ASCII text.
-    starts: Vec<u32>,
-}
-
-impl<'a> CharSlices<'a> {
-    /// The slicer of `text`.
-    pub fn new(text: &'a str) -> Self {
-        let starts = if text.is_ascii() {
-            Vec::new()
-        } else {
-            text.char_indices().map(|(b, _)| b as u32).chain(std::iter::once(text.len() as u32)).collect()
-        };
-        CharSlices { text, starts }
-    }
-
-    /// Chars `[start, end)`, both clamped to the text (empty when `end ≤ start`).
-    pub fn slice(&self, start: u32, end: u32) -> &'a str {
-        let byte = |c: u32| match self.starts.last() {
-            None => (c as usize).min(self.text.len()),
-            Some(_) => self.starts[(c as usize).min(self.starts.len() - 1)] as usize,
-        };
-        let (s, e) = (byte(start), byte(end));
-        &self.text[s..e.max(s)]
     }
 }
 
@@ -509,11 +492,21 @@ mod tests {
         assert_eq!((w[1].start, w[1].end, w[1].norm.as_str()), (4, 7, "são"));
     }
 
+    /// An index with the text it indexes, sliced as the tests below read it.
+    struct Slicer<'a>(&'a CharIndex, &'a str);
+
+    impl<'a> Slicer<'a> {
+        fn slice(&self, start: u32, end: u32) -> &'a str {
+            self.0.slice(self.1, start, end)
+        }
+    }
+
     #[test]
     fn char_slices_cut_by_chars_as_collecting_chars_does() {
         for text in ["Lima is the capital of Peru.", "São Paulo — Åland's 東京, ok", "", "é"] {
             let chars: Vec<char> = text.chars().collect();
-            let slices = CharSlices::new(text);
+            let index = CharIndex::new(text);
+            let slices = Slicer(&index, text);
             let n = chars.len() as u32;
             for start in 0..=n {
                 for end in start..=n {

@@ -11,7 +11,7 @@ use crate::grounding::Grounding;
 use crate::paths::PairPath;
 use crate::policy::{covering, GroundedMention, KgPolicy, Part, PolicyInput, PolicyScores};
 use crate::segment::token_steps;
-use crate::text::{CharIndex, CharSlices};
+use crate::text::CharIndex;
 
 /// Everything scoring one chain of thought produces: a row for each output dataset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -26,8 +26,9 @@ pub struct CotResult {
     pub mentions: Vec<Mention>,
 }
 
-/// A `mentions` row of a grounded mention in `text` (its part's text), without token fields.
-fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, text: &CharSlices<'_>) -> Mention {
+/// A `mentions` row of a grounded mention in `text` (its part's text, with its char index),
+/// without token fields.
+fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, text: (&str, &CharIndex)) -> Mention {
     Mention {
         cot_id: cot_id.to_owned(),
         part: m.part.as_str().to_owned(),
@@ -36,7 +37,7 @@ fn mention_row(cot_id: &str, index: usize, m: &GroundedMention, text: &CharSlice
         alias: m.alias.clone(),
         candidates: m.candidates.iter().map(|(e, _)| e.clone()).collect(),
         candidate_scores: m.candidates.iter().map(|(_, s)| *s).collect(),
-        surface: text.slice(m.start, m.end).to_owned(),
+        surface: text.1.slice(text.0, m.start, m.end).to_owned(),
         char_start: m.start,
         char_end: m.end,
         token_start: None,
@@ -64,6 +65,8 @@ pub struct ScoreConfig {
 
 /// A chain of thought split into tokens, steps and sorted mentions, before the policy speaks.
 struct Prepared {
+    /// The content's char index.
+    index: CharIndex,
     spans: Vec<(u32, u32)>,
     steps: Vec<u32>,
     question: Vec<GroundedMention>,
@@ -79,7 +82,7 @@ fn prepare(g: &Generation, mentions: &[GroundedMention]) -> Prepared {
     let mut cot: Vec<GroundedMention> = mentions.iter().filter(|m| m.part == Part::Cot).cloned().collect();
     question.sort();
     cot.sort();
-    Prepared { spans, steps, question, cot }
+    Prepared { index, spans, steps, question, cot }
 }
 
 /// Scores one chain of thought given its grounding (mentions in any order) and the KG policy μ.
@@ -141,8 +144,7 @@ fn finish(
     config: &ScoreConfig,
     rows: TokenRows,
 ) -> CotResult {
-    let Prepared { spans, steps, question, cot } = prepared;
-    let chars = CharSlices::new(&g.content);
+    let Prepared { index, spans, steps, question, cot } = prepared;
     let n = g.tokens.len();
     assert!(
         scores.mentions.len() == cot.len() && scores.tokens.len() == n,
@@ -163,12 +165,13 @@ fn finish(
             token_end: covering.last().map(|&t| t as u32 + 1),
             step: covering.first().map(|&t| steps[t]),
             kg_logprob: Some(F64(*lm)),
-            ..mention_row(&g.cot_id, i, m, &chars)
+            ..mention_row(&g.cot_id, i, m, (&g.content, &index))
         });
     }
-    let q_chars = CharSlices::new(g.question.as_deref().unwrap_or(""));
+    let q_text = g.question.as_deref().unwrap_or("");
+    let q_index = CharIndex::new(q_text);
     let mut mention_rows: Vec<Mention> =
-        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, &q_chars)).collect();
+        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, (q_text, &q_index))).collect();
     mention_rows.extend(cot_rows);
 
     let estimator = &config.estimator;
@@ -253,7 +256,7 @@ fn finish(
                 paths,
                 unconnected,
                 value: F64(*v),
-                text: chars.slice(cs, ce).to_owned(),
+                text: index.slice(&g.content, cs, ce).to_owned(),
             }
         })
         .collect();
