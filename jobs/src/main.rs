@@ -996,7 +996,7 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
         }
         Outcome::Version { dir, metrics: m } => {
             println!("wrote {dir}");
-            if let (Some(b), Some(a)) = (&m.answers_before, &m.answers_after) {
+            if let (Some(b), Some(a), Some(change)) = (&m.answers_before, &m.answers_after, &m.answer_change) {
                 println!(
                     "own answers to {} held-out questions: V̂ {:.4} → {:.4}, names a gold answer {:.1} % → {:.1} % ({})",
                     b.questions,
@@ -1004,7 +1004,7 @@ fn optimize(args: OptimizeArgs) -> Result<()> {
                     a.vhat,
                     100.0 * b.accuracy,
                     100.0 * a.accuracy,
-                    ocean_pipeline::optimize::AnswerChange::of(b, a).describe()
+                    change.describe()
                 );
             }
             println!(

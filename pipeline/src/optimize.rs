@@ -725,7 +725,7 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
         m.train_tokens_per_s,
         m.seconds,
     );
-    if let (Some(b), Some(a)) = (&m.answers_before, &m.answers_after) {
+    if let (Some(b), Some(a), Some(change)) = (&m.answers_before, &m.answers_after, &m.answer_change) {
         let g = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
         s = format!(
             "{s}\n## Its own answers to {} held-out gold questions (greedy, scored by `ocean run`)\n\n\
@@ -743,7 +743,7 @@ fn report(meta: &PolicyVersion, m: &Metrics, reports: &[EpochReport]) -> String 
             g(a.grounded_fraction),
             100.0 * b.accuracy,
             100.0 * a.accuracy,
-            AnswerChange::of(b, a).describe(),
+            change.describe(),
         );
     } else {
         s.push_str(
