@@ -297,6 +297,10 @@ struct CorpusArgs {
     /// default: at the default budget it costs the multi-hop walks more than it teaches; README).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     cover_triples: bool,
+    /// Facts retrieved from the KG for each question and read by μ_φ before the chain of
+    /// thought, at most this many (0: none; README "The learned KG policy")
+    #[arg(long, default_value_t = 8)]
+    facts: usize,
     /// Random seed of the walks.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -308,6 +312,7 @@ impl CorpusArgs {
             walks: self.walks,
             max_hops: self.max_hops,
             cover_triples: self.cover_triples,
+            facts: self.facts,
             seed: self.seed,
             ..Default::default()
         }

@@ -148,6 +148,12 @@ fn policy_corpus_train_resume_and_eval() {
     assert!(report["heldout_perplexity"].as_f64().is_some_and(|p| p > 1.0), "{report}");
     assert!(report["walk_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{report}");
     assert!(report["walk_pairs"].as_u64().is_some_and(|n| n > 0), "{report}");
+    // By default μ_φ reads up to 8 KG facts after the question; the report splits the walk
+    // pairs by whether their triples were read in training.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("policy.json")).unwrap()).unwrap();
+    assert_eq!(meta["explore"]["facts"], 8, "{meta}");
+    assert!(report["walk_pairs_facts_read"].as_u64().is_some_and(|n| n <= report["walk_pairs"].as_u64().unwrap()));
     // A run can use any checkpoint.
     let out = dir.path().join("out");
     stdout(ocean().args(["run", "--policy"]).arg(&ckpt).arg("--out").arg(&out));

@@ -6,6 +6,7 @@
 //! was trained on (its `policy.json` keeps the exploration settings), so its held-out walks are
 //! exactly the ones training never saw.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use ocean_operators::model::{Cpu, CpuTrain};
 use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
     build_corpus, corrupt, verbalize_pair,
-    walks::{answers, KgGraph},
+    walks::{answers, Ent, KgGraph, Rel},
     CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
 use ocean_operators::policy::MixturePolicy;
@@ -114,6 +115,7 @@ pub fn write_corpus(rows: &[CorpusRow], path: &Path) -> Result<()> {
         ("covering", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.covering)))) as ArrayRef),
         ("question", s(|r| &r.question)),
         ("cot", s(|r| &r.cot)),
+        ("facts", s(|r| &r.facts)),
         ("heldout", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.heldout)))) as ArrayRef),
     ])?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -208,6 +210,42 @@ pub struct EvalReport {
     pub answer_auc_adjacency: f64,
     /// Paired AUC of the per-CoT KG-IPS value with the run's default mixture (β = 0.5).
     pub answer_auc_mixture: f64,
+    /// The walk pairs whose true walk has every triple in a training walk of positive reward
+    /// (held out by path, its facts were read), and their AUC; `walk_auc_facts_unread` is the
+    /// AUC of the others, whose ranking can only come from what an entity's name looks like.
+    #[serde(default)]
+    pub walk_pairs_facts_read: usize,
+    #[serde(default = "nan")]
+    pub walk_auc_facts_read: f64,
+    #[serde(default = "nan")]
+    pub walk_auc_facts_unread: f64,
+    /// The answer pairs of walks whose facts were read, and μ_φ's answer AUC over them and over
+    /// the others.
+    #[serde(default)]
+    pub answer_pairs_facts_read: usize,
+    #[serde(default = "nan")]
+    pub answer_auc_learned_facts_read: f64,
+    #[serde(default = "nan")]
+    pub answer_auc_learned_facts_unread: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Pairs split by their flag: those with it, then the others.
+fn split_by(pairs: impl IntoIterator<Item = (bool, (f64, f64))>) -> [Vec<(f64, f64)>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for (flag, p) in pairs {
+        out[usize::from(!flag)].push(p);
+    }
+    out
+}
+
+/// The triples (head, relation, tail) a walk follows.
+fn walk_triples(w: &Walk) -> impl Iterator<Item = (Ent, Rel, Ent)> + '_ {
+    let froms = std::iter::once(w.start).chain(w.hops.iter().map(|h| h.to));
+    froms.zip(&w.hops).map(|(from, h)| if h.forward { (from, h.relation, h.to) } else { (h.to, h.relation, from) })
 }
 
 fn paired_auc(pairs: &[(f64, f64)]) -> f64 {
@@ -281,14 +319,23 @@ pub fn evaluate(
     let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?;
     let meta = policy.meta().clone();
     let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
+    let policy = policy.with_facts(Arc::new(corpus.graph.clone()));
     let held: Vec<usize> = (0..corpus.rows.len()).filter(|&i| corpus.rows[i].heldout).collect();
     if held.is_empty() {
         return Err(Error::Config("the checkpoint's corpus has no held-out walks".into()));
     }
 
+    // The triples the training walks read (a walk drawn in proportion to its reward is read
+    // only when its reward is positive).
+    let read: HashSet<(Ent, Rel, Ent)> = (0..corpus.rows.len())
+        .filter(|&i| !corpus.rows[i].heldout && corpus.walks[i].reward > 0.0)
+        .flat_map(|i| walk_triples(&corpus.walks[i]).collect::<Vec<_>>())
+        .collect();
+    let facts_read = |i: usize| walk_triples(&corpus.walks[i]).all(|t| read.contains(&t));
+
     // Held-out likelihood.
-    let items: Vec<(&str, &str)> =
-        held.iter().map(|&i| (corpus.rows[i].question.as_str(), corpus.rows[i].cot.as_str())).collect();
+    let prompts: Vec<String> = corpus.rows.iter().map(CorpusRow::prompt).collect();
+    let items: Vec<(&str, &str)> = held.iter().map(|&i| (prompts[i].as_str(), corpus.rows[i].cot.as_str())).collect();
     let scored = policy.framed_logprobs(&items);
     let (mut nll, mut n) = (0.0, 0usize);
     for (spans, start, lp) in &scored {
@@ -323,15 +370,16 @@ pub fn evaluate(
         pairs_text.push((i, ex.cot, entity_swap));
     }
     let true_items: Vec<(&str, &str)> =
-        pairs_text.iter().map(|(i, _, _)| (corpus.rows[*i].question.as_str(), corpus.rows[*i].cot.as_str())).collect();
+        pairs_text.iter().map(|(i, _, _)| (prompts[*i].as_str(), corpus.rows[*i].cot.as_str())).collect();
     let bad_items: Vec<(&str, &str)> =
-        pairs_text.iter().map(|(i, cot, _)| (corpus.rows[*i].question.as_str(), cot.as_str())).collect();
+        pairs_text.iter().map(|(i, cot, _)| (prompts[*i].as_str(), cot.as_str())).collect();
     let t = cot_loglik(&policy, &true_items);
     let c = cot_loglik(&policy, &bad_items);
     let pairs: Vec<(f64, f64, bool)> = t.iter().zip(&c).zip(&pairs_text).map(|((a, b), p)| (*a, *b, p.2)).collect();
     let all: Vec<(f64, f64)> = pairs.iter().map(|p| (p.0, p.1)).collect();
     let ent: Vec<(f64, f64)> = pairs.iter().filter(|p| p.2).map(|p| (p.0, p.1)).collect();
     let rel: Vec<(f64, f64)> = pairs.iter().filter(|p| !p.2).map(|p| (p.0, p.1)).collect();
+    let [walk_read, walk_unread] = split_by(pairs_text.iter().zip(&all).map(|((i, _, _), p)| (facts_read(*i), *p)));
 
     // True vs corrupted answers, through linking, grounding and KG-IPS.
     let answer = answer_pairs(&corpus, &sample, &mut rng);
@@ -346,6 +394,8 @@ pub fn evaluate(
     let policy = Arc::new(policy);
     let mixture = MixturePolicy::new(Arc::clone(&policy) as Arc<dyn KgPolicy>, adjacency.clone(), DEFAULT_MIX);
     let mixture_values = answer_values(&chains, &mixture);
+    let [answer_read, answer_unread] =
+        split_by(answer.iter().zip(&learned_values).map(|((i, ..), v)| (facts_read(*i), *v)));
     if let Some(path) = dump {
         use std::io::Write as _;
         let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
@@ -357,7 +407,7 @@ pub fn evaluate(
                 "true": corpus.rows[*i].cot, "corrupted": bad, "loglik_true": t, "loglik_corrupted": c,
             }))?;
         }
-        for (k, (q, good, bad)) in answer.iter().enumerate() {
+        for (k, (_, q, good, bad)) in answer.iter().enumerate() {
             line(serde_json::json!({
                 "kind": "answer", "question": q, "true": good, "corrupted": bad,
                 "learned": [learned_values[k].0, learned_values[k].1],
@@ -380,13 +430,19 @@ pub fn evaluate(
         answer_auc_learned: paired_auc(&learned_values),
         answer_auc_adjacency: paired_auc(&adjacency_values),
         answer_auc_mixture: paired_auc(&mixture_values),
+        walk_pairs_facts_read: walk_read.len(),
+        walk_auc_facts_read: paired_auc(&walk_read),
+        walk_auc_facts_unread: paired_auc(&walk_unread),
+        answer_pairs_facts_read: answer_read.len(),
+        answer_auc_learned_facts_read: paired_auc(&answer_read),
+        answer_auc_learned_facts_unread: paired_auc(&answer_unread),
     })
 }
 
 /// For held-out walks: (question, chain of thought with the true answer, the same with the
 /// answer's alias replaced by an alias of another entity of its type that is not an answer of
 /// the question: not reached from the walk's start by its relation sequence).
-fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> Vec<(String, String, String)> {
+fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> Vec<(usize, String, String, String)> {
     let g = &corpus.graph;
     let mut out = Vec::new();
     for &i in sample {
@@ -403,14 +459,14 @@ fn answer_pairs(corpus: &Corpus, sample: &[usize], rng: &mut impl rand::Rng) -> 
         if row.cot.contains(other_alias.as_str()) {
             continue;
         }
-        out.push((row.question.clone(), row.cot.clone(), row.cot.replace(alias.as_str(), other_alias)));
+        out.push((i, row.question.clone(), row.cot.clone(), row.cot.replace(alias.as_str(), other_alias)));
     }
     out
 }
 
 /// The answer pairs' chains of thought as generations, linked and grounded once (neither
 /// depends on the policy): true and corrupted chains alternate.
-fn answer_chains(index: &KgIndex, pairs: &[(String, String, String)]) -> Vec<(Generation, Grounding)> {
+fn answer_chains(index: &KgIndex, pairs: &[(usize, String, String, String)]) -> Vec<(Generation, Grounding)> {
     let mut reach = Reach::default();
     let mut scratch = Default::default();
     let mut chain = |id: String, q: &str, cot: &str| {
@@ -421,7 +477,7 @@ fn answer_chains(index: &KgIndex, pairs: &[(String, String, String)]) -> Vec<(Ge
     pairs
         .iter()
         .enumerate()
-        .flat_map(|(k, (q, good, bad))| [chain(format!("t{k}"), q, good), chain(format!("c{k}"), q, bad)])
+        .flat_map(|(k, (_, q, good, bad))| [chain(format!("t{k}"), q, good), chain(format!("c{k}"), q, bad)])
         .collect()
 }
 
@@ -440,8 +496,19 @@ fn answer_values(chains: &[(Generation, Grounding)], policy: &dyn KgPolicy) -> V
 /// 1 = μ_φ alone).
 pub fn resolve(spec: &str, kg_dir: &Path, adjacency: &AdjacencyPolicyConfig, mix: f64) -> Result<Arc<dyn KgPolicy>> {
     let learned = |dir: &Path| -> Result<Arc<dyn KgPolicy>> {
-        let p = LearnedPolicy::<Cpu>::load(dir, &Default::default()).map_err(Error::Config)?;
-        tracing::info!(policy = %p.name(), mix, "loaded the learned KG policy");
+        let mut p = LearnedPolicy::<Cpu>::load(dir, &Default::default()).map_err(Error::Config)?;
+        if p.reads_facts() {
+            if !kg_dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "the checkpoint {} reads KG facts, retrieved from a KG folder; {} is not one",
+                    dir.display(),
+                    kg_dir.display()
+                )));
+            }
+            let kg = read_kg(kg_dir)?;
+            p = p.with_facts(Arc::new(KgGraph::new(&kg.triples, &kg.aliases, &kg.relation_aliases)));
+        }
+        tracing::info!(policy = %p.name(), mix, facts = p.reads_facts(), "loaded the learned KG policy");
         if mix >= 1.0 {
             return Ok(Arc::new(p));
         }

@@ -122,7 +122,7 @@ pub fn score_batch_rows(
     let inputs: Vec<PolicyInput<'_>> = chains
         .iter()
         .zip(&prepared)
-        .map(|((g, _), p)| PolicyInput { generation: g, mentions: &p.cot, spans: &p.spans })
+        .map(|((g, _), p)| PolicyInput { generation: g, mentions: &p.cot, question: &p.question, spans: &p.spans })
         .collect();
     let scores = policy.score(&inputs);
     assert_eq!(scores.len(), chains.len(), "a KG policy should score every chain");

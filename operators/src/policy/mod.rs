@@ -86,6 +86,9 @@ pub struct PolicyInput<'a> {
     pub generation: &'a Generation,
     /// Its chain-of-thought mentions, sorted.
     pub mentions: &'a [GroundedMention],
+    /// Its question's mentions, sorted (a learned policy with KG facts retrieves them from the
+    /// question's entities).
+    pub question: &'a [GroundedMention],
     /// The char span in the chain of thought of each logged token.
     pub spans: &'a [(u32, u32)],
 }

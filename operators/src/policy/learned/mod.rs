@@ -12,6 +12,7 @@
 //! summary), `tokenizer.json`, `model.mpk` (burn's named MessagePack recorder, f32) and, for
 //! resuming, `optimizer.mpk`.
 
+pub mod facts;
 pub mod train;
 pub mod verbalize;
 pub mod vocab;
@@ -26,7 +27,7 @@ use burn::tensor::{Int, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::{KgPolicy, PolicyInput, PolicyScores};
+use super::{GroundedMention, KgPolicy, PolicyInput, PolicyScores};
 use crate::model::{Transformer, TransformerConfig};
 use crate::text::fnv1a;
 pub use verbalize::{corrupt, verbalize, verbalize_pair, Example};
@@ -127,10 +128,20 @@ pub struct CorpusRow {
     pub question: String,
     /// The verbalized chain of thought y.
     pub cot: String,
+    /// The KG facts retrieved for the question ([`facts`]; empty when the corpus has none).
+    #[serde(default)]
+    pub facts: String,
     /// A covering walk (one triple read forward): never held out.
     pub covering: bool,
     /// Held out from training (for evaluation).
     pub heldout: bool,
+}
+
+impl CorpusRow {
+    /// What μ_φ reads before the chain of thought: the question and its facts.
+    pub fn prompt(&self) -> String {
+        facts::prompt(&self.question, &self.facts)
+    }
 }
 
 /// Draws walks and verbalizes them; a walk other than a covering one is held out when a hash of
@@ -150,6 +161,12 @@ pub fn build_corpus(
             let path = w.path_string(g);
             let mut vrng = rand::rngs::StdRng::seed_from_u64(config.seed ^ fnv1a(&[path.as_bytes()]));
             let ex = verbalize(g, w, &mut vrng);
+            let facts = if config.facts > 0 {
+                let found = facts::retrieve(g, &[w.start], &ex.question, config.max_hops, config.facts);
+                facts::facts_text(g, &found)
+            } else {
+                String::new()
+            };
             let heldout = !w.covering && (fnv1a(&[path.as_bytes()]) % 10_000) as f64 / 10_000.0 < heldout_fraction;
             CorpusRow {
                 walk_id: i as u64,
@@ -162,6 +179,7 @@ pub fn build_corpus(
                 covering: w.covering,
                 question: ex.question,
                 cot: ex.cot,
+                facts,
                 heldout,
             }
         })
@@ -181,6 +199,9 @@ pub struct LearnedPolicy<B: Backend = crate::model::Cpu> {
     device: B::Device,
     /// Padded tokens per forward pass.
     pub batch_tokens: usize,
+    /// The KG its facts are retrieved from, for a checkpoint trained with facts
+    /// ([`LearnedPolicy::with_facts`]).
+    facts: Option<std::sync::Arc<KgGraph>>,
 }
 
 impl<B: Backend> std::fmt::Debug for LearnedPolicy<B> {
@@ -199,7 +220,39 @@ impl<B: Backend> LearnedPolicy<B> {
 
     /// A policy of a model in memory.
     pub fn new(model: Transformer<B>, vocab: Vocab, meta: PolicyMeta, device: B::Device) -> Self {
-        LearnedPolicy { model, vocab, meta, device, batch_tokens: 8192 }
+        LearnedPolicy { model, vocab, meta, device, batch_tokens: 8192, facts: None }
+    }
+
+    /// Whether the checkpoint was trained to read KG facts after the question ([`facts`]).
+    pub fn reads_facts(&self) -> bool {
+        self.meta.explore.facts > 0
+    }
+
+    /// Retrieves the facts it reads from `kg` (the KG as loaded when the run starts: like the
+    /// weights, a constant of the run, so a KG change moves μ_φ's scores only through the
+    /// mixture's adjacency part). Without it a checkpoint trained with facts reads none.
+    pub fn with_facts(mut self, kg: std::sync::Arc<KgGraph>) -> Self {
+        self.facts = Some(kg);
+        self
+    }
+
+    /// What μ_φ reads before the chain of thought of a generation with `question` whose
+    /// question mentions are `mentions`: the question, and the facts retrieved for their
+    /// entities when the checkpoint reads facts and has a KG.
+    pub fn prompt(&self, question: &str, mentions: &[GroundedMention]) -> String {
+        match &self.facts {
+            Some(g) if self.reads_facts() => {
+                let mut seeds: Vec<walks::Ent> = Vec::new();
+                for m in mentions {
+                    if let Some(e) = g.entity_key(&m.entity).filter(|e| !seeds.contains(e)) {
+                        seeds.push(e);
+                    }
+                }
+                let found = facts::retrieve(g, &seeds, question, self.meta.explore.max_hops, self.meta.explore.facts);
+                facts::prompt(question, &facts::facts_text(g, &found))
+            }
+            _ => question.to_owned(),
+        }
     }
 
     /// The checkpoint's description.
@@ -299,10 +352,12 @@ where
     /// ([`align`]); a mention's log μ is the sum over the tokens that cover it.
     fn score(&self, batch: &[PolicyInput<'_>]) -> Vec<PolicyScores> {
         let todo: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].mentions.is_empty()).collect();
-        let items: Vec<(&str, &str)> = todo
+        let prompts: Vec<String> = todo
             .iter()
-            .map(|&i| (batch[i].generation.question.as_deref().unwrap_or(""), batch[i].generation.content.as_str()))
+            .map(|&i| self.prompt(batch[i].generation.question.as_deref().unwrap_or(""), batch[i].question))
             .collect();
+        let items: Vec<(&str, &str)> =
+            todo.iter().zip(&prompts).map(|(&i, p)| (p.as_str(), batch[i].generation.content.as_str())).collect();
         let mut scored = self.framed_logprobs(&items).into_iter();
         let mut next = todo.iter().peekable();
         batch
@@ -334,6 +389,7 @@ mod tests {
     use crate::policy::learned::train::tests::{tiny_config, tiny_graph};
     use crate::policy::{GroundedMention, Part};
     use ocean_schemas::{Generation, Token, F64};
+    use std::sync::Arc;
 
     fn policy(context: usize) -> LearnedPolicy<Cpu> {
         let g = tiny_graph();
@@ -371,6 +427,67 @@ mod tests {
         let mut seq = vec![p.vocab().bos];
         seq.extend(p.vocab().encode(&text).0);
         seq
+    }
+
+    /// A checkpoint trained with facts reads, after the question, the facts retrieved for the
+    /// question's entities, and its scores are a direct forward pass over exactly that text.
+    #[test]
+    fn a_policy_with_facts_reads_them_after_the_question() {
+        let g = Arc::new(tiny_graph());
+        let mut p = policy(256);
+        p.meta.explore.facts = 4;
+        let q = "What is the capital of Aland?";
+        let cot = "Amar is the capital of Aland.";
+        let question = [GroundedMention {
+            part: Part::Question,
+            start: 23,
+            end: 28,
+            entity: "C0".into(),
+            alias: "aland".into(),
+            candidates: Vec::new(),
+            n_context: 0,
+            context_size: 0,
+            in_reach: false,
+            remention: false,
+            supported: false,
+            pair: None,
+        }];
+        // Without a KG it reads the question alone.
+        assert_eq!(p.prompt(q, &question), q);
+        let p = p.with_facts(Arc::clone(&g));
+        let prompt = p.prompt(q, &question);
+        let c0 = g.entity_key("C0").unwrap();
+        let found = facts::retrieve(&g, &[c0], q, p.meta.explore.max_hops, 4);
+        assert!(!found.is_empty() && found.len() <= 4);
+        assert_eq!(prompt, facts::prompt(q, &facts::facts_text(&g, &found)));
+        assert!(prompt.contains("The capital of Aland is Amar."), "{prompt}");
+        // No question entity, no facts.
+        assert_eq!(p.prompt(q, &[]), q);
+
+        let g0 = Generation {
+            cot_id: "c".into(),
+            question: Some(q.into()),
+            content: cot.into(),
+            tokens: vec![Token {
+                text: cot.into(),
+                byte_len: cot.len() as u32,
+                logprob: F64(-0.3),
+                target_logprob: None,
+            }],
+            ..Default::default()
+        };
+        let mention = GroundedMention { part: Part::Cot, start: 0, end: 4, entity: "T0".into(), ..question[0].clone() };
+        let spans = [(0, cot.chars().count() as u32)];
+        let mentions = [mention];
+        let out = p
+            .score(&[PolicyInput { generation: &g0, mentions: &mentions, question: &question, spans: &spans }])
+            .pop()
+            .unwrap();
+        let (text, start) = frame(&prompt, cot);
+        let (_, mu_spans) = p.vocab().encode(&text);
+        let want_lp: Vec<f64> = direct(&p, &framed_seq(&p, &prompt, cot)).into_iter().map(f64::from).collect();
+        let want = align(&mu_spans, &want_lp, &[(start, start + spans[0].1)]);
+        assert!((out.tokens[0].unwrap() - want[0].min(0.0)).abs() < 1e-4, "{:?} vs {want:?}", out.tokens);
     }
 
     #[test]
@@ -461,7 +578,7 @@ mod tests {
         };
         // "Amar" [0,4) and "Aland" [23,28) (two logged tokens: " Al", "and").
         let mentions = [m(0, 4, "T0"), m(23, 28, "C0")];
-        let input = PolicyInput { generation: &g, mentions: &mentions, spans: &spans };
+        let input = PolicyInput { generation: &g, mentions: &mentions, question: &[], spans: &spans };
         let out = p.score(&[input]).pop().unwrap();
         let entity: Vec<bool> = out.tokens.iter().map(Option::is_some).collect();
         assert_eq!(entity, [true, false, false, false, false, true, true, false]);
@@ -480,7 +597,8 @@ mod tests {
         }
         assert!((out.mentions[1] - (want[5] + want[6])).abs() < 1e-4);
         // A chain without mentions is not read at all.
-        let none = p.score(&[PolicyInput { generation: &g, mentions: &[], spans: &spans }]).pop().unwrap();
+        let none =
+            p.score(&[PolicyInput { generation: &g, mentions: &[], question: &[], spans: &spans }]).pop().unwrap();
         assert!(none.tokens.iter().all(Option::is_none) && none.mentions.is_empty());
     }
 }

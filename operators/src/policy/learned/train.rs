@@ -192,7 +192,7 @@ pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
         m.clear();
     };
     for row in rows {
-        let (text, start) = frame(&row.question, &row.cot);
+        let (text, start) = frame(&row.prompt(), &row.cot);
         let (ids, spans) = vocab.encode(&text);
         let mut seq = Vec::with_capacity(ids.len() + 2);
         let mut scored = Vec::with_capacity(ids.len() + 2);
@@ -277,7 +277,7 @@ use burn::tensor::ElementConversion as _;
 pub fn corpus_digest(rows: &[CorpusRow]) -> u64 {
     let mut h = 0u64;
     for r in rows {
-        h = fnv1a(&[&h.to_le_bytes(), r.question.as_bytes(), r.cot.as_bytes(), &r.reward.to_le_bytes()]);
+        h = fnv1a(&[&h.to_le_bytes(), r.prompt().as_bytes(), r.cot.as_bytes(), &r.reward.to_le_bytes()]);
     }
     h
 }
@@ -314,8 +314,7 @@ pub fn train<B: AutodiffBackend>(
         (meta, vocab, model, record)
     } else {
         B::seed(device, config.seed);
-        let vocab =
-            Vocab::train(train_rows.iter().flat_map(|r| [r.question.as_str(), r.cot.as_str()]), config.vocab_size)?;
+        let vocab = Vocab::train(train_rows.iter().flat_map(|r| [r.prompt(), r.cot.clone()]), config.vocab_size)?;
         let shape = config.model(vocab.size());
         let model = shape.init::<B>(device);
         let meta = PolicyMeta {

@@ -86,7 +86,7 @@ fn relation_label(g: &KgGraph, r: Rel) -> Vec<String> {
 }
 
 /// The sentence stating `(h, alias, t)`; `template(n)` picks one of n templates (noun aliases).
-fn sentence(h: &str, alias: &str, t: &str, mut template: impl FnMut(i32) -> usize) -> String {
+pub(super) fn sentence(h: &str, alias: &str, t: &str, mut template: impl FnMut(i32) -> usize) -> String {
     match form(alias) {
         Form::Of => format!("{h} is the {alias} {t}."),
         Form::Verb => format!("{h} {alias} {t}."),

@@ -164,6 +164,13 @@ impl KgGraph {
     }
 
     /// The entities reached from `from` over `(relation, forward)` edges.
+    /// `from`'s edges in one direction (out: `forward`), grouped by relation: (relation, its
+    /// `(relation, neighbour)` entries).
+    pub fn edges_by_relation(&self, from: Ent, forward: bool) -> impl Iterator<Item = (Rel, &[(Rel, Ent)])> + '_ {
+        let adj = if forward { &self.out[from as usize] } else { &self.inc[from as usize] };
+        adj.chunk_by(|a, b| a.0 == b.0).map(|c| (c[0].0, c))
+    }
+
     fn neighbours(&self, from: Ent, rel: Rel, forward: bool) -> impl Iterator<Item = Ent> + '_ {
         let adj = if forward { &self.out[from as usize] } else { &self.inc[from as usize] };
         let lo = adj.partition_point(|&(r, _)| r < rel);
@@ -240,6 +247,10 @@ pub struct ExploreConfig {
     /// written before it existed.
     #[serde(default)]
     pub cover_triples: bool,
+    /// Facts retrieved for each question and read before the chain of thought, at most this
+    /// many ([`super::facts`]); 0 (the default, and absent in older checkpoints): none.
+    #[serde(default)]
+    pub facts: usize,
     /// Random seed.
     pub seed: u64,
 }
@@ -254,6 +265,7 @@ impl Default for ExploreConfig {
             max_answers: 4096,
             exclude_relations: Vec::new(),
             cover_triples: false,
+            facts: 0,
             seed: 7,
         }
     }
