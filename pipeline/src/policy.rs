@@ -219,6 +219,15 @@ pub struct EvalReport {
     pub walk_auc_facts_read: f64,
     #[serde(default = "nan")]
     pub walk_auc_facts_unread: f64,
+    /// The walk pairs whose true walk has one answer (reward 1: the questions training reads
+    /// most), and the AUC over them and over the others (reward below 1, down to walks through
+    /// hubs such as "the entity whose country is Brazil", which training barely reads).
+    #[serde(default)]
+    pub walk_pairs_one_answer: usize,
+    #[serde(default = "nan")]
+    pub walk_auc_one_answer: f64,
+    #[serde(default = "nan")]
+    pub walk_auc_several_answers: f64,
     /// The answer pairs of walks whose facts were read, and μ_φ's answer AUC over them and over
     /// the others.
     #[serde(default)]
@@ -380,6 +389,8 @@ pub fn evaluate(
     let ent: Vec<(f64, f64)> = pairs.iter().filter(|p| p.2).map(|p| (p.0, p.1)).collect();
     let rel: Vec<(f64, f64)> = pairs.iter().filter(|p| !p.2).map(|p| (p.0, p.1)).collect();
     let [walk_read, walk_unread] = split_by(pairs_text.iter().zip(&all).map(|((i, _, _), p)| (facts_read(*i), *p)));
+    let [walk_one, walk_several] =
+        split_by(pairs_text.iter().zip(&all).map(|((i, _, _), p)| (corpus.walks[*i].reward >= 1.0, *p)));
 
     // True vs corrupted answers, through linking, grounding and KG-IPS.
     let answer = answer_pairs(&corpus, &sample, &mut rng);
@@ -433,6 +444,9 @@ pub fn evaluate(
         walk_pairs_facts_read: walk_read.len(),
         walk_auc_facts_read: paired_auc(&walk_read),
         walk_auc_facts_unread: paired_auc(&walk_unread),
+        walk_pairs_one_answer: walk_one.len(),
+        walk_auc_one_answer: paired_auc(&walk_one),
+        walk_auc_several_answers: paired_auc(&walk_several),
         answer_pairs_facts_read: answer_read.len(),
         answer_auc_learned_facts_read: paired_auc(&answer_read),
         answer_auc_learned_facts_unread: paired_auc(&answer_unread),
