@@ -39,12 +39,8 @@ pub fn retrieve(g: &KgGraph, seeds: &[Ent], question: &str, hops: usize, max: us
         .collect();
     let mut out: Vec<Fact> = Vec::new();
     let mut have: HashSet<Fact> = HashSet::new();
-    let mut visited: HashSet<Ent> = seeds.iter().copied().collect();
-    let mut frontier: Vec<Ent> = {
-        let mut s = seeds.to_vec();
-        s.dedup();
-        s
-    };
+    let mut visited: HashSet<Ent> = HashSet::new();
+    let mut frontier: Vec<Ent> = seeds.iter().copied().filter(|&e| visited.insert(e)).collect();
     let key = |e: Ent| fnv1a(&[g.entity_id(e).as_bytes()]);
     'levels: for _ in 0..hops {
         let mut next = Vec::new();
@@ -72,7 +68,8 @@ pub fn retrieve(g: &KgGraph, seeds: &[Ent], question: &str, hops: usize, max: us
         frontier = next;
     }
     // Distractors: one edge of each other relation of the seeds.
-    for &e in seeds {
+    let mut seen_seeds = HashSet::new();
+    for &e in seeds.iter().filter(|&&e| seen_seeds.insert(e)) {
         for forward in [true, false] {
             for (r, ends) in g.edges_by_relation(e, forward) {
                 if out.len() >= max {
@@ -180,6 +177,11 @@ mod tests {
         // The cap holds, and no question entity means no facts.
         assert_eq!(retrieve(&g, &[k("lyon")], q, 2, 2).len(), 2);
         assert!(retrieve(&g, &[], q, 2, 10).is_empty());
+        // A repeated seed retrieves what it retrieves once.
+        assert_eq!(
+            retrieve(&g, &[k("lyon"), k("fr"), k("lyon")], q, 2, 10),
+            retrieve(&g, &[k("lyon"), k("fr")], q, 2, 10)
+        );
     }
 
     fn g_rel(g: &KgGraph, id: &str) -> Rel {
