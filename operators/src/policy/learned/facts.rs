@@ -4,9 +4,11 @@
 //! walks, and at a CPU budget it reads a city's triple once or twice: held-out walks whose
 //! triples it did read rank barely better than those it never saw (`ocean policy eval`,
 //! `walk_auc_facts_read`). With them, μ_φ reads the KG's own statements about the question's
-//! entities and learns to copy what they support, which a small transformer learns far faster
-//! than it memorizes tens of thousands of triples; and a KG change moves its scores without
-//! retraining.
+//! entities and learns to follow them, which a small transformer learns far faster than it
+//! memorizes tens of thousands of triples (README, "The learned KG policy μ_φ", for what it
+//! learns and what not at the CPU budget); and a new or grown KG moves its scores without
+//! retraining. Within a run the facts come from the KG as loaded at start
+//! ([`super::LearnedPolicy::with_facts`]).
 //!
 //! Retrieval depends on the question alone (its entities and its words), never on the chain of
 //! thought, so μ_φ stays a proper conditional model of the chain given the question. From the
@@ -92,6 +94,9 @@ pub fn retrieve(g: &KgGraph, seeds: &[Ent], question: &str, hops: usize, max: us
 
 /// The `k` entities of `ends` with the smallest `key`, in that order.
 fn smallest_by(ends: &[(Rel, Ent)], k: usize, key: impl Fn(Ent) -> u64) -> Vec<Ent> {
+    if k == 0 {
+        return Vec::new();
+    }
     let mut keyed: Vec<(u64, Ent)> = ends.iter().map(|&(_, e)| (key(e), e)).collect();
     if keyed.len() > k {
         keyed.select_nth_unstable(k - 1);
