@@ -492,6 +492,9 @@ enum BenchCommand {
         /// Checkpoint folder.
         #[arg(long, value_name = "DIR", default_value = "data/policy")]
         policy: PathBuf,
+        /// KG folder the facts of a checkpoint that reads them come from.
+        #[arg(long, value_name = "DIR", default_value = "data/kg")]
+        kg: PathBuf,
         /// Logs whose questions and chains of thought are scored.
         #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
         logs: Vec<PathBuf>,
@@ -1277,14 +1280,14 @@ fn run_bench(bench: BenchCommand) -> Result<()> {
                 bench::E2eBench { logs, kg, workers, epoch_records, epoch_bytes, store, compression, path_hops };
             println!("{}", serde_json::to_string(&bench::bench_e2e(&settings)?)?);
         }
-        BenchCommand::Policy { policy, logs, repeats, backend } => {
+        BenchCommand::Policy { policy, kg, logs, repeats, backend } => {
             use ocean_operators::model::{Cpu, CpuTrain};
             let result = match backend.as_str() {
-                "cpu" => bench::bench_policy::<Cpu, CpuTrain>(&policy, &logs, repeats)?,
+                "cpu" => bench::bench_policy::<Cpu, CpuTrain>(&policy, &kg, &logs, repeats)?,
                 #[cfg(feature = "cuda")]
                 "cuda" => {
                     use ocean_operators::model::{Gpu, GpuTrain};
-                    bench::bench_policy::<Gpu, GpuTrain>(&policy, &logs, repeats)?
+                    bench::bench_policy::<Gpu, GpuTrain>(&policy, &kg, &logs, repeats)?
                 }
                 other => anyhow::bail!(
                     "unknown --backend {other} (cpu{})",

@@ -687,6 +687,7 @@ pub fn bench_policy<
     A: ocean_operators::burn::tensor::backend::AutodiffBackend,
 >(
     checkpoint: &Path,
+    kg: &Path,
     logs: &[PathBuf],
     repeats: usize,
 ) -> Result<PolicyBenchResult>
@@ -702,8 +703,10 @@ where
     let params = policy.meta().model.n_params();
     let source = crate::config::SourceConfig { logs: logs.to_vec(), ..Default::default() };
     let gens = crate::sources::read_logs(&source)?.generations;
+    // A checkpoint that reads KG facts reads them here too, as in a run.
+    let (policy, prompts) = crate::policy::prompts(policy, checkpoint, kg, &gens)?;
     let items: Vec<(&str, &str)> = (0..repeats.max(1))
-        .flat_map(|_| gens.iter().map(|g| (g.question.as_deref().unwrap_or(""), g.content.as_str())))
+        .flat_map(|_| gens.iter().zip(&prompts).map(|(g, p)| (p.as_str(), g.content.as_str())))
         .collect();
     let _ = policy.framed_logprobs(&items[..items.len().min(8)]);
     let t = Instant::now();

@@ -55,6 +55,56 @@ pub struct Corpus {
     pub rows: Vec<CorpusRow>,
 }
 
+/// What a learned policy reads before each chain of thought of `gens`: the question, and for
+/// a checkpoint that reads KG facts (which it is given here, from `kg_dir`) the facts retrieved
+/// for the entities the linker finds in the question, as a run gives them.
+pub fn prompts<B: ocean_operators::burn::tensor::backend::Backend>(
+    policy: LearnedPolicy<B>,
+    checkpoint: &Path,
+    kg_dir: &Path,
+    gens: &[Generation],
+) -> Result<(LearnedPolicy<B>, Vec<String>)> {
+    let question = |g: &Generation| g.question.clone().unwrap_or_default();
+    let (policy, kg) = give_facts(policy, checkpoint, kg_dir)?;
+    let Some(kg) = kg else {
+        return Ok((policy, gens.iter().map(question).collect()));
+    };
+    let index = kg_index(&kg, false);
+    let mut links = Vec::new();
+    let prompts = gens
+        .iter()
+        .map(|g| {
+            let q = question(g);
+            links.clear();
+            index.link(Part::Question, &index.words(&q), &mut links);
+            policy.prompt_for(&q, links.iter().map(|(l, _)| l.entity.as_str()))
+        })
+        .collect();
+    Ok((policy, prompts))
+}
+
+/// A learned policy (loaded from `checkpoint`) with the KG of `kg_dir` to read facts from, and
+/// that KG, when its checkpoint reads facts; as it was otherwise.
+fn give_facts<B: ocean_operators::burn::tensor::backend::Backend>(
+    policy: LearnedPolicy<B>,
+    checkpoint: &Path,
+    kg_dir: &Path,
+) -> Result<(LearnedPolicy<B>, Option<KgData>)> {
+    if !policy.reads_facts() {
+        return Ok((policy, None));
+    }
+    if !kg_dir.is_dir() {
+        return Err(Error::Config(format!(
+            "the checkpoint {} reads KG facts, retrieved from a KG folder; {} is not one",
+            checkpoint.display(),
+            kg_dir.display()
+        )));
+    }
+    let kg = read_kg(kg_dir)?;
+    let policy = policy.with_facts(Arc::new(KgGraph::new(&kg.triples, &kg.aliases, &kg.relation_aliases)));
+    Ok((policy, Some(kg)))
+}
+
 /// The entities the linker finds in the questions of `logs`, with repeats (so frequent
 /// question entities start more walks).
 pub fn question_entities(kg: &KgData, logs: &[PathBuf]) -> Result<Vec<String>> {
@@ -510,18 +560,8 @@ fn answer_values(chains: &[(Generation, Grounding)], policy: &dyn KgPolicy) -> V
 /// 1 = μ_φ alone).
 pub fn resolve(spec: &str, kg_dir: &Path, adjacency: &AdjacencyPolicyConfig, mix: f64) -> Result<Arc<dyn KgPolicy>> {
     let learned = |dir: &Path| -> Result<Arc<dyn KgPolicy>> {
-        let mut p = LearnedPolicy::<Cpu>::load(dir, &Default::default()).map_err(Error::Config)?;
-        if p.reads_facts() {
-            if !kg_dir.is_dir() {
-                return Err(Error::Config(format!(
-                    "the checkpoint {} reads KG facts, retrieved from a KG folder; {} is not one",
-                    dir.display(),
-                    kg_dir.display()
-                )));
-            }
-            let kg = read_kg(kg_dir)?;
-            p = p.with_facts(Arc::new(KgGraph::new(&kg.triples, &kg.aliases, &kg.relation_aliases)));
-        }
+        let p = LearnedPolicy::<Cpu>::load(dir, &Default::default()).map_err(Error::Config)?;
+        let (p, _) = give_facts(p, dir, kg_dir)?;
         tracing::info!(policy = %p.name(), mix, facts = p.reads_facts(), "loaded the learned KG policy");
         if mix >= 1.0 {
             return Ok(Arc::new(p));

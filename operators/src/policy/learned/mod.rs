@@ -240,11 +240,16 @@ impl<B: Backend> LearnedPolicy<B> {
     /// question mentions are `mentions`: the question, and the facts retrieved for their
     /// entities when the checkpoint reads facts and has a KG.
     pub fn prompt(&self, question: &str, mentions: &[GroundedMention]) -> String {
+        self.prompt_for(question, mentions.iter().map(|m| m.entity.as_str()))
+    }
+
+    /// [`Self::prompt`] of a question whose linked entities (ids) are `entities`.
+    pub fn prompt_for<'e>(&self, question: &str, entities: impl IntoIterator<Item = &'e str>) -> String {
         match &self.facts {
             Some(g) if self.reads_facts() => {
                 let mut seeds: Vec<walks::Ent> = Vec::new();
-                for m in mentions {
-                    if let Some(e) = g.entity_key(&m.entity).filter(|e| !seeds.contains(e)) {
+                for id in entities {
+                    if let Some(e) = g.entity_key(id).filter(|e| !seeds.contains(e)) {
                         seeds.push(e);
                     }
                 }
