@@ -32,7 +32,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion as _, Int, Tensor};
 
 use super::llm::Llm;
-use super::transformer::{rope_tables, Block};
+use super::transformer::{Block, Rope};
 
 /// One logged chain of thought to learn from.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,10 +143,10 @@ impl<B: Backend> Top<B> {
         let [b, t, d] = hidden.dims();
         let device = hidden.device();
         let (n_heads, _) = self.blocks.first().map_or((1, 1), |l| l.heads());
-        let (cos, sin) = rope_tables::<B>(0, t, d / n_heads, theta, &device);
+        let rope = Rope::<B>::new(0, t, d / n_heads, theta, &device);
         let mut x = hidden;
         for block in &self.blocks {
-            x = block.forward(x, &cos, &sin, None);
+            x = block.forward(x, &rope, None);
         }
         let x = self.norm.forward(x).reshape([b * t, d]);
         let picked = x.select(0, Tensor::<B, 1, Int>::from_ints(picks, &device));
@@ -313,9 +313,9 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
             let tokens = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), &self.device).reshape([batch.len(), t]);
             let mut x = self.llm.model.embed.forward(tokens);
             let (n_heads, _) = lower.first().map_or((1, 1), |l| l.heads());
-            let (cos, sin) = rope_tables::<B>(0, t, d / n_heads, self.theta, &self.device);
+            let rope = Rope::<B>::new(0, t, d / n_heads, self.theta, &self.device);
             for layer in lower {
-                x = layer.forward(x, &cos, &sin, None);
+                x = layer.forward(x, &rope, None);
             }
             for (r, &i) in batch.iter().enumerate() {
                 let len = input_len(&examples[i]);

@@ -148,38 +148,58 @@ pub struct Block<B: Backend> {
     n_kv_heads: usize,
 }
 
-/// Rotary tables for positions `start..start + t`: `(cos, sin)`, each `[1, 1, t, head_dim/2, 1]`.
-pub(crate) fn rope_tables<B: Backend>(
-    start: usize,
-    t: usize,
-    head_dim: usize,
-    theta: f64,
-    device: &B::Device,
-) -> (Tensor<B, 5>, Tensor<B, 5>) {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for pos in start..start + t {
-        for i in 0..half {
-            let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
-            let angle = pos as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    let table = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([1, 1, t, half, 1]);
-    (table(cos), table(sin))
+/// Rotary position encoding for positions `start..start + t` of heads of `head_dim`, laid out
+/// so that every product is a contiguous row shared by all heads (burn's SIMD broadcast path;
+/// a `[.., head_dim/2, 2]` view walks strided and costs several times more).
+///
+/// Dims `(2i, 2i+1)` of a head form a pair rotated by angle `pos · θ^(−2i/head_dim)`:
+/// `r = x · cos + swap(x) · sin`, where `swap` maps `(x₀, x₁)` to `(−x₁, x₀)`. `swap` is a
+/// signed permutation applied as a `[head_dim, head_dim]` matmul, which is exact.
+#[derive(Debug, Clone)]
+pub(crate) struct Rope<B: Backend> {
+    /// `cos` of each position and pair, repeated for both dims of the pair: `[1, t·head_dim]`.
+    cos: Tensor<B, 2>,
+    /// `sin`, likewise.
+    sin: Tensor<B, 2>,
+    /// The signed permutation `swap`: `[head_dim, head_dim]`.
+    swap: Tensor<B, 2>,
 }
 
-/// Rotates `x` (`[b, heads, t, head_dim]`) by position, pairing dims (2i, 2i+1).
-fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 5>, sin: &Tensor<B, 5>) -> Tensor<B, 4> {
-    let [b, h, t, hd] = x.dims();
-    let pairs = x.reshape([b, h, t, hd / 2, 2]);
-    let x0 = pairs.clone().narrow(4, 0, 1);
-    let x1 = pairs.narrow(4, 1, 1);
-    let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-    let r1 = x0 * sin.clone() + x1 * cos.clone();
-    Tensor::cat(vec![r0, r1], 4).reshape([b, h, t, hd])
+impl<B: Backend> Rope<B> {
+    pub(crate) fn new(start: usize, t: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(t * head_dim);
+        let mut sin = Vec::with_capacity(t * head_dim);
+        for pos in start..start + t {
+            for i in 0..half {
+                let freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let angle = pos as f64 * freq;
+                let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+                cos.extend([c, c]);
+                sin.extend([s, s]);
+            }
+        }
+        let mut swap = vec![0f32; head_dim * head_dim];
+        for i in 0..half {
+            // out[2i] = −x[2i+1], out[2i+1] = x[2i]; out[j] = Σ_k x[k] · swap[k][j].
+            swap[(2 * i + 1) * head_dim + 2 * i] = -1.0;
+            swap[2 * i * head_dim + 2 * i + 1] = 1.0;
+        }
+        let row = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([1, t * head_dim]);
+        Self {
+            cos: row(cos),
+            sin: row(sin),
+            swap: Tensor::<B, 1>::from_floats(swap.as_slice(), device).reshape([head_dim, head_dim]),
+        }
+    }
+
+    /// Rotates `x` (`[b, heads, t, head_dim]`) by position; the result is contiguous.
+    pub(crate) fn rotate(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, t, hd] = x.dims();
+        let flat = x.reshape([b * h, t * hd]);
+        let swapped = flat.clone().reshape([b * h * t, hd]).matmul(self.swap.clone()).reshape([b * h, t * hd]);
+        (flat * self.cos.clone() + swapped * self.sin.clone()).reshape([b, h, t, hd])
+    }
 }
 
 /// The weights of one decoder layer, in burn's layout (linear weights `[d_in, d_out]`).
@@ -270,16 +290,15 @@ impl<B: Backend> Block<B> {
     pub(crate) fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 5>,
-        sin: &Tensor<B, 5>,
+        rope: &Rope<B>,
         cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_heads;
         let h = self.attn_norm.forward(x.clone());
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rotate(heads(self.wq.forward(h.clone()), self.n_heads), cos, sin);
-        let mut k = rotate(heads(self.wk.forward(h.clone()), self.n_kv_heads), cos, sin);
+        let q = rope.rotate(heads(self.wq.forward(h.clone()), self.n_heads));
+        let mut k = rope.rotate(heads(self.wk.forward(h.clone()), self.n_kv_heads));
         let mut v = heads(self.wv.forward(h), self.n_kv_heads);
         if let Some(slot) = cache {
             if let Some((k0, v0)) = slot.take() {
@@ -419,10 +438,10 @@ impl<B: Backend> Transformer<B> {
         let mut x = self.embed.forward(tokens);
         let d = x.dims()[2];
         let hd = d / self.layers.first().map_or(1, |l| l.n_heads);
-        let (cos, sin) = rope_tables::<B>(start, t, hd, self.rope_theta, &x.device());
+        let rope = Rope::<B>::new(start, t, hd, self.rope_theta, &x.device());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &cos, &sin, slot);
+            x = layer.forward(x, &rope, slot);
         }
         if let Some(c) = cache {
             c.len += t;
@@ -547,16 +566,47 @@ mod tests {
     }
 
     #[test]
+    fn rotation_equals_the_pairwise_formula_exactly() {
+        // The reference: pairs (2i, 2i+1) as a [.., hd/2, 2] view, r0 = x0·cos − x1·sin and
+        // r1 = x0·sin + x1·cos, with the angles in f64 as in `Rope::new`.
+        let device = Default::default();
+        let (b, h, t, hd, start, theta) = (2, 3, 5, 8, 4, 10_000.0_f64);
+        let x: Vec<f32> = (0..b * h * t * hd).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let mut want = x.clone();
+        for row in 0..b * h {
+            for pos in 0..t {
+                for i in 0..hd / 2 {
+                    let angle = (start + pos) as f64 * theta.powf(-((2 * i) as f64) / hd as f64);
+                    let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+                    let at = (row * t + pos) * hd + 2 * i;
+                    let (x0, x1) = (x[at], x[at + 1]);
+                    want[at] = x0 * c - x1 * s;
+                    want[at + 1] = x0 * s + x1 * c;
+                }
+            }
+        }
+        let rope = Rope::<Cpu>::new(start, t, hd, theta, &device);
+        // A non-contiguous input, as the heads are after `swap_dims`.
+        let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([b, h, t, hd]);
+        let stored = input.clone().swap_dims(1, 2).reshape([b * t * h * hd]).reshape([b, t, h, hd]);
+        let viewed = stored.swap_dims(1, 2);
+        for x in [input, viewed] {
+            let got: Vec<f32> = rope.rotate(x).into_data().into_vec().unwrap();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
     fn rotation_is_relative() {
         // RoPE: attention scores depend on relative positions only, so a rotated pair keeps its
         // dot product when both positions shift.
         let device = Default::default();
-        let (cos, sin) = rope_tables::<Cpu>(0, 8, 4, 10_000.0, &device);
+        let rope = Rope::<Cpu>::new(0, 8, 4, 10_000.0, &device);
         let q = Tensor::<Cpu, 1>::from_floats([0.3, -1.2, 0.7, 0.5], &device);
         let k = Tensor::<Cpu, 1>::from_floats([1.1, 0.4, -0.2, 0.9], &device);
         let at = |v: &Tensor<Cpu, 1>, pos: usize| {
             let x = v.clone().reshape([1, 1, 1, 4]).repeat_dim(2, 8);
-            rotate(x, &cos, &sin).narrow(2, pos, 1).reshape([4])
+            rope.rotate(x).narrow(2, pos, 1).reshape([4])
         };
         let dot = |a: Tensor<Cpu, 1>, b: Tensor<Cpu, 1>| -> f32 { (a * b).sum().into_scalar() };
         let d1 = dot(at(&q, 5), at(&k, 2));
