@@ -457,6 +457,21 @@ impl<B: Backend> Transformer<B> {
         logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t])
     }
 
+    /// `log p(targets[k] | inputs[picks[k] / t, ..=picks[k] % t])`, `[n]`: teacher forcing at
+    /// the flat positions `picks` (`row·t + pos`) only; the head and its softmax run on those
+    /// rows alone.
+    pub fn logprobs_at(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        picks: Tensor<B, 1, Int>,
+        targets: Tensor<B, 1, Int>,
+    ) -> Tensor<B, 1> {
+        let [b, t] = inputs.dims();
+        let n = targets.dims()[0];
+        let hidden = self.hidden(inputs).reshape([b * t, self.d_model()]).select(0, picks);
+        log_softmax(self.head(hidden), 1).gather(1, targets.reshape([n, 1])).reshape([n])
+    }
+
     /// `log p(tokens[i, j+1] | tokens[i, ..=j])`, `[b, t-1]`: the log-likelihood of each token
     /// after the first under teacher forcing.
     pub fn next_token_logprobs(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
@@ -563,6 +578,31 @@ mod tests {
         // A wrong shape is an error that says which weight.
         let bad = Transformer::<Cpu>::from_weights(&config, m.embed.weight.val(), Vec::new(), m.norm.gamma.val());
         assert!(bad.unwrap_err().contains("0 layers given"));
+    }
+
+    #[test]
+    fn logprobs_at_picked_positions_equal_the_full_teacher_forcing() {
+        let device = Default::default();
+        let m = tiny(4, 2).init::<Cpu>(&device);
+        let ids = [3, 7, 1, 9, 4, 4, 2, 8, 11, 5, 6, 0];
+        let inputs = Tensor::<Cpu, 1, Int>::from_ints(&ids[..], &device).reshape([2, 6]);
+        let shifted: Vec<i32> = ids.iter().map(|&x| (x + 1) % 50).collect();
+        let targets = Tensor::<Cpu, 1, Int>::from_ints(shifted.as_slice(), &device).reshape([2, 6]);
+        let full: Vec<f32> = m.logprobs_of(inputs.clone(), targets).into_data().into_vec().unwrap();
+        let picks = [1, 4, 6, 11];
+        let picked_targets: Vec<i32> = picks.iter().map(|&p| shifted[p]).collect();
+        let at: Vec<f32> = m
+            .logprobs_at(
+                inputs,
+                Tensor::from_ints(&picks.map(|p| p as i32)[..], &device),
+                Tensor::from_ints(picked_targets.as_slice(), &device),
+            )
+            .into_data()
+            .into_vec()
+            .unwrap();
+        for (k, &p) in picks.iter().enumerate() {
+            assert!((at[k] - full[p]).abs() < 1e-5, "position {p}: {} vs {}", at[k], full[p]);
+        }
     }
 
     #[test]

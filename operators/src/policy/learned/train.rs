@@ -222,33 +222,42 @@ pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
     out
 }
 
+/// A training batch: the input rows, and the scored positions only (flat `row·l + pos`) with
+/// their targets and weights, so the output head and its softmax run on those alone (the prompt
+/// positions, most of a row, carry no loss).
 struct Batch<B: Backend> {
     inputs: Tensor<B, 2, Int>,
-    targets: Tensor<B, 2, Int>,
-    weight: Tensor<B, 2>,
-    mask: Tensor<B, 2>,
+    picks: Tensor<B, 1, Int>,
+    targets: Tensor<B, 1, Int>,
+    weight: Tensor<B, 1>,
     n_scored: f32,
 }
 
 fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B> {
     let l = p.weight[0].len();
     let mut inputs = Vec::with_capacity(rows.len() * l);
-    let mut targets = Vec::with_capacity(rows.len() * l);
-    let mut weight = Vec::with_capacity(rows.len() * l);
-    let mut mask = Vec::with_capacity(rows.len() * l);
-    for &r in rows {
+    let (mut picks, mut targets, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, &r) in rows.iter().enumerate() {
         inputs.extend(p.tokens[r][..l].iter().map(|&x| x as i32));
-        targets.extend(p.tokens[r][1..].iter().map(|&x| x as i32));
-        weight.extend_from_slice(&p.weight[r]);
-        mask.extend_from_slice(&p.mask[r]);
+        for (pos, (&m, &w)) in p.mask[r].iter().zip(&p.weight[r]).enumerate() {
+            if m > 0.0 {
+                picks.push((k * l + pos) as i32);
+                targets.push(p.tokens[r][pos + 1] as i32);
+                weight.push(w);
+            }
+        }
     }
-    let n_scored = mask.iter().sum::<f32>();
+    let n_scored = picks.len() as f32;
+    if picks.is_empty() {
+        // No scored target (rows of prompt only): one position with weight 0 keeps the shapes.
+        (picks, targets, weight) = (vec![0], vec![p.tokens[rows[0]][1] as i32], vec![0.0]);
+    }
     let b = rows.len();
     Batch {
         inputs: Tensor::<B, 1, Int>::from_ints(inputs.as_slice(), device).reshape([b, l]),
-        targets: Tensor::<B, 1, Int>::from_ints(targets.as_slice(), device).reshape([b, l]),
-        weight: Tensor::<B, 1>::from_floats(weight.as_slice(), device).reshape([b, l]),
-        mask: Tensor::<B, 1>::from_floats(mask.as_slice(), device).reshape([b, l]),
+        picks: Tensor::<B, 1, Int>::from_ints(picks.as_slice(), device),
+        targets: Tensor::<B, 1, Int>::from_ints(targets.as_slice(), device),
+        weight: Tensor::<B, 1>::from_floats(weight.as_slice(), device),
         n_scored,
     }
 }
@@ -259,8 +268,8 @@ pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::D
     let all: Vec<usize> = (0..p.len()).collect();
     for rows in all.chunks(16) {
         let b = batch::<B>(p, rows, device);
-        let lp = model.logprobs_of(b.inputs, b.targets);
-        let s: f32 = (lp * b.mask).sum().into_scalar().elem();
+        let lp = model.logprobs_at(b.inputs, b.picks, b.targets);
+        let s: f32 = if b.n_scored > 0.0 { lp.sum().into_scalar().elem() } else { 0.0 };
         nll -= f64::from(s);
         n += f64::from(b.n_scored);
     }
@@ -376,7 +385,7 @@ pub fn train<B: AutodiffBackend>(
         let rows = rand::seq::index::sample(&mut rng, packed.len(), rows_per_batch).into_vec();
         let b = batch::<B>(&packed, &rows, device);
         let n = b.n_scored.max(1.0);
-        let lp = model.logprobs_of(b.inputs, b.targets);
+        let lp = model.logprobs_at(b.inputs, b.picks, b.targets);
         let loss = (lp * b.weight).sum().neg().div_scalar(n);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
