@@ -282,6 +282,25 @@ pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::D
 
 use burn::tensor::ElementConversion as _;
 
+/// The digest in a checkpoint's version (`s{steps}-{digest}`): the training rows
+/// ([`corpus_digest`]), the model's shape (vocabulary included) and the settings that shape the
+/// weights (steps of the schedule, batch, row length, learning rate, warm-up, weight decay,
+/// seed). Two checkpoints with the same version were trained the same way on the same rows.
+pub fn version_digest(rows: &[CorpusRow], model: &TransformerConfig, config: &TrainConfig) -> u32 {
+    let shape = serde_json::to_string(model).expect("the model shape serializes");
+    let settings = [
+        config.steps as u64,
+        config.batch_rows as u64,
+        config.seq_len as u64,
+        config.lr.to_bits(),
+        config.warmup as u64,
+        u64::from(config.weight_decay.to_bits()),
+        config.seed,
+    ];
+    let settings: Vec<u8> = settings.iter().flat_map(|x| x.to_le_bytes()).collect();
+    fnv1a(&[&corpus_digest(rows).to_le_bytes(), shape.as_bytes(), &settings]) as u32
+}
+
 /// A digest of the training rows (part of the checkpoint's version).
 pub fn corpus_digest(rows: &[CorpusRow]) -> u64 {
     let mut h = 0u64;
@@ -310,7 +329,6 @@ pub fn train<B: AutodiffBackend>(
     if train_rows.is_empty() {
         return Err("the corpus has no training walks (is the KG empty?)".to_owned());
     }
-    let digest = corpus_digest(rows);
     let (mut meta, vocab, mut model, optim_record) = if resume && out.join("policy.json").is_file() {
         let (meta, vocab) = read_meta(out)?;
         let model = load_model::<B>(out, &meta, device)?;
@@ -341,6 +359,7 @@ pub fn train<B: AutodiffBackend>(
         let _ = std::fs::remove_file(out.join("loss.csv"));
         (meta, vocab, model, None)
     };
+    let digest = version_digest(rows, &meta.model, config);
     // Reward-proportional sampling (see [`reward_sample`]): the packed rows carry unit weights.
     let sampled: Vec<CorpusRow> =
         reward_sample(&train_rows, config.seed).into_iter().map(|r| CorpusRow { reward: 1.0, ..r.clone() }).collect();
@@ -373,7 +392,7 @@ pub fn train<B: AutodiffBackend>(
     let rows_per_batch = config.batch_rows.clamp(1, packed.len());
     let checkpoint = |meta: &mut PolicyMeta, model: &Transformer<B>, optim_record, step: usize| -> Result<(), String> {
         meta.steps = step;
-        meta.version = format!("s{step}-{:08x}", digest as u32);
+        meta.version = format!("s{step}-{digest:08x}");
         save_checkpoint(out, model, &vocab, meta)?;
         crate::model::save_record::<B, _>(optim_record, &out.join("optimizer.mpk"))?;
         Ok(())
@@ -501,6 +520,23 @@ pub(crate) mod tests {
                 assert!(w <= m && w >= 0.0);
             }
         }
+    }
+
+    #[test]
+    fn the_version_tells_apart_shapes_settings_and_rows() {
+        let g = tiny_graph();
+        let explore = ExploreConfig { walks: 200, max_hops: 2, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.15);
+        let config = tiny_config(40);
+        let v =
+            |rows: &[CorpusRow], vocab: usize, config: &TrainConfig| version_digest(rows, &config.model(vocab), config);
+        let base = v(&rows, 300, &config);
+        assert_eq!(base, v(&rows, 300, &config.clone()));
+        assert_ne!(base, v(&rows, 600, &config), "vocabulary");
+        assert_ne!(base, v(&rows, 300, &TrainConfig { d_model: config.d_model * 2, ..config.clone() }), "width");
+        assert_ne!(base, v(&rows, 300, &TrainConfig { lr: config.lr * 2.0, ..config.clone() }), "learning rate");
+        assert_ne!(base, v(&rows, 300, &TrainConfig { steps: 41, ..config.clone() }), "schedule");
+        assert_ne!(base, v(&rows[1..], 300, &config), "rows");
     }
 
     #[test]
