@@ -340,11 +340,12 @@ enum PolicyCommand {
         /// Continue the checkpoint in --out (same corpus flags) up to --steps.
         #[arg(long)]
         resume: bool,
-        /// Optimizer steps.
-        #[arg(long, default_value_t = 1200)]
+        /// Optimizer steps (the defaults of --steps, --d-model and --lr are the embedded
+        /// checkpoint's recipe).
+        #[arg(long, default_value_t = 1300)]
         steps: usize,
         /// Residual width.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 192)]
         d_model: usize,
         /// Decoder layers.
         #[arg(long, default_value_t = 4)]
@@ -359,7 +360,7 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 8)]
         batch: usize,
         /// Peak learning rate.
-        #[arg(long, default_value_t = 2e-3)]
+        #[arg(long, default_value_t = 3e-3)]
         lr: f64,
     },
     /// Held-out perplexity and ranking metrics of a checkpoint (JSON on stdout).
