@@ -27,12 +27,11 @@
 use burn::module::{AutodiffModule, Module};
 use burn::nn::RmsNorm;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion as _, Int, Tensor};
 
 use super::llm::Llm;
-use super::transformer::{Block, Rope};
+use super::transformer::{picked_logprobs, Block, Rope};
 
 /// One logged chain of thought to learn from.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,11 +148,12 @@ impl<B: Backend> Top<B> {
             x = block.forward(x, &rope, None);
         }
         let x = self.norm.forward(x).reshape([b * t, d]);
-        let picked = x.select(0, Tensor::<B, 1, Int>::from_ints(picks, &device));
-        let logp = log_softmax(picked.matmul(head.clone().transpose()), 1);
-        let n = picks.len();
-        let target = Tensor::<B, 1, Int>::from_ints(targets, &device).reshape([n, 1]);
-        logp.gather(1, target).reshape([n])
+        picked_logprobs(
+            x,
+            head.clone(),
+            Tensor::<B, 1, Int>::from_ints(picks, &device),
+            Tensor::<B, 1, Int>::from_ints(targets, &device),
+        )
     }
 }
 

@@ -324,6 +324,20 @@ impl<B: Backend> Block<B> {
     }
 }
 
+/// `log softmax(hidden[picks[k]] · headᵀ)[targets[k]]`, `[n]`: the log-likelihood of each
+/// target at its picked row of `hidden` (`[m, d]`) under the output head `head` (`[vocab, d]`,
+/// the tied embedding); the head and its softmax run on the picked rows alone.
+pub(crate) fn picked_logprobs<B: Backend>(
+    hidden: Tensor<B, 2>,
+    head: Tensor<B, 2>,
+    picks: Tensor<B, 1, Int>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let n = targets.dims()[0];
+    let logp = log_softmax(hidden.select(0, picks).matmul(head.transpose()), 1);
+    logp.gather(1, targets.reshape([n, 1])).reshape([n])
+}
+
 /// A decoder-only transformer with a tied output head.
 #[derive(Module, Debug)]
 pub struct Transformer<B: Backend> {
@@ -467,9 +481,8 @@ impl<B: Backend> Transformer<B> {
         targets: Tensor<B, 1, Int>,
     ) -> Tensor<B, 1> {
         let [b, t] = inputs.dims();
-        let n = targets.dims()[0];
-        let hidden = self.hidden(inputs).reshape([b * t, self.d_model()]).select(0, picks);
-        log_softmax(self.head(hidden), 1).gather(1, targets.reshape([n, 1])).reshape([n])
+        let hidden = self.hidden(inputs).reshape([b * t, self.d_model()]);
+        picked_logprobs(hidden, self.embed.weight.val(), picks, targets)
     }
 
     /// `log p(tokens[i, j+1] | tokens[i, ..=j])`, `[b, t-1]`: the log-likelihood of each token
