@@ -362,18 +362,44 @@ enum PolicyCommand {
         /// Peak learning rate.
         #[arg(long, default_value_t = 3e-3)]
         lr: f64,
+        /// Training walks the copy component is fitted on after training (`ocean policy copy`);
+        /// 0: the checkpoint gets none.
+        #[arg(long, default_value_t = 1000)]
+        copy_rows: usize,
+    },
+    /// Fit μ_φ's copy component (a token cache over the question, facts and chain so far, mixed
+    /// into the transformer's probabilities) on training walks, and write it into the
+    /// checkpoint's policy.json (the fit as JSON on stdout).
+    Copy {
+        #[command(flatten)]
+        ckpt: CheckpointArgs,
+        /// Training walks the fit reads.
+        #[arg(long, default_value_t = 1000)]
+        rows: usize,
+        /// Fix the longest matched context instead of fitting it.
+        #[arg(long)]
+        order: Option<usize>,
+        /// Fix the unigram share instead of fitting it.
+        #[arg(long)]
+        unigram: Option<f64>,
+        /// Fix whether the cache reads the KG names of the question's and facts' entities.
+        #[arg(long)]
+        names: Option<bool>,
+        /// Set the weight by hand (no fit; --order, --unigram and --names default to 3, 0.1 and
+        /// false).
+        #[arg(long, conflicts_with = "off")]
+        weight: Option<f64>,
+        /// Remove the copy component.
+        #[arg(long)]
+        off: bool,
+        /// Report the fit without writing it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Held-out perplexity and ranking metrics of a checkpoint (JSON on stdout).
     Eval {
-        /// Checkpoint folder.
-        #[arg(long, value_name = "DIR", default_value = "data/policy")]
-        policy: PathBuf,
-        /// KG folder the checkpoint was trained on.
-        #[arg(long, value_name = "DIR", default_value = "data/kg")]
-        kg: PathBuf,
-        /// Logs of the on-policy walks (as given to `ocean policy train`).
-        #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
-        logs: Vec<PathBuf>,
+        #[command(flatten)]
+        ckpt: CheckpointArgs,
         /// Held-out walks used for the ranking metrics.
         #[arg(long, default_value_t = 1000)]
         pairs: usize,
@@ -381,6 +407,20 @@ enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         dump: Option<PathBuf>,
     },
+}
+
+/// A trained checkpoint and what it was trained on.
+#[derive(Debug, clap::Args)]
+struct CheckpointArgs {
+    /// Checkpoint folder.
+    #[arg(long, value_name = "DIR", default_value = "data/policy")]
+    policy: PathBuf,
+    /// KG folder the checkpoint was trained on.
+    #[arg(long, value_name = "DIR", default_value = "data/kg")]
+    kg: PathBuf,
+    /// Logs of the on-policy walks (as given to `ocean policy train`).
+    #[arg(long, num_args = 1.., value_name = "PATH", default_values = ["data/logs"])]
+    logs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1180,7 +1220,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Train { corpus, out, resume, steps, d_model, layers, heads, vocab, batch, lr } => {
+        PolicyCommand::Train { corpus, out, resume, steps, d_model, layers, heads, vocab, batch, lr, copy_rows } => {
             let explore = corpus.explore();
             let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
             let covering = c.rows.iter().filter(|r| r.covering).count();
@@ -1235,8 +1275,21 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
                 &mut on_event,
             )?;
             bar.finish();
+            let copy = if copy_rows > 0 {
+                let settings = ocean_pipeline::policy::CopyFitSettings { rows: copy_rows, ..Default::default() };
+                let fit = ocean_pipeline::policy::fit_copy(&out, &corpus.kg, &corpus.logs, &settings)?;
+                eprintln!(
+                    "copy component fitted on {} training walks: log-likelihood per CoT token {:.3} → {:.3}",
+                    fit.rows, fit.loglik_transformer, fit.loglik_with_copy
+                );
+                ocean_pipeline::policy::set_copy(&out, Some(fit.copy))?;
+                format!("+{}", fit.copy.tag())
+            } else {
+                ocean_pipeline::policy::set_copy(&out, None)?;
+                String::new()
+            };
             println!(
-                "checkpoint {}@{} in {} ({} steps, held-out NLL {}); loss curve: {}/loss.png",
+                "checkpoint {}@{}{copy} in {} ({} steps, held-out NLL {}); loss curve: {}/loss.png",
                 meta.name,
                 meta.version,
                 out.display(),
@@ -1246,7 +1299,60 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Eval { policy, kg, logs, pairs, dump } => {
+        PolicyCommand::Copy {
+            ckpt: CheckpointArgs { policy, kg, logs },
+            rows,
+            order,
+            unigram,
+            names,
+            weight,
+            off,
+            dry_run,
+        } => {
+            use ocean_operators::policy::learned::copy::CopyConfig;
+            use ocean_pipeline::policy::CopyFitSettings;
+            let copy = if off {
+                None
+            } else if let Some(weight) = weight {
+                let d = CopyConfig::default();
+                Some(CopyConfig {
+                    weight,
+                    order: order.unwrap_or(d.order),
+                    unigram: unigram.unwrap_or(d.unigram),
+                    names: names.unwrap_or(d.names),
+                })
+            } else {
+                anyhow::ensure!(rows > 0, "--rows must be positive");
+                let fit = ocean_pipeline::policy::fit_copy(
+                    &policy,
+                    &kg,
+                    &logs,
+                    &CopyFitSettings { rows, order, unigram, names },
+                )?;
+                println!("{}", serde_json::to_string_pretty(&fit)?);
+                Some(fit.copy)
+            };
+            if dry_run {
+                return Ok(());
+            }
+            let meta = ocean_pipeline::policy::set_copy(&policy, copy)?;
+            match meta.copy {
+                Some(c) => eprintln!(
+                    "{}: copy weight {} (order {}, unigram share {}, KG names {}); the policy is now {}@{}+{}",
+                    policy.display(),
+                    c.weight,
+                    c.order,
+                    c.unigram,
+                    c.names,
+                    meta.name,
+                    meta.version,
+                    c.tag()
+                ),
+                None => eprintln!("{}: no copy component", policy.display()),
+            }
+            Ok(())
+        }
+        PolicyCommand::Eval { ckpt: CheckpointArgs { policy, kg, logs }, pairs, dump } => {
             let report = ocean_pipeline::policy::evaluate(&policy, &kg, &logs, pairs, dump.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -154,11 +154,27 @@ fn policy_corpus_train_resume_and_eval() {
         serde_json::from_str(&std::fs::read_to_string(ckpt.join("policy.json")).unwrap()).unwrap();
     assert_eq!(meta["explore"]["facts"], 8, "{meta}");
     assert!(report["walk_pairs_facts_read"].as_u64().is_some_and(|n| n <= report["walk_pairs"].as_u64().unwrap()));
+    // Training ends by fitting the copy component; `policy copy` fits it again or sets it, and
+    // the policy's name says which.
+    assert!(meta["copy"]["weight"].as_f64().is_some_and(|w| (0.0..1.0).contains(&w)), "{meta}");
+    let fit = stdout(
+        ocean().args(["policy", "copy", "--rows", "40", "--dry-run", "--policy"]).arg(&ckpt).arg("--kg").arg(&kg),
+    );
+    let fit: serde_json::Value = serde_json::from_str(&fit).unwrap();
+    assert_eq!(fit["rows"], 40, "{fit}");
+    assert_eq!(fit["grid"].as_array().map(Vec::len), Some(2 * 4 * 5), "{fit}");
+    stdout(
+        ocean()
+            .args(["policy", "copy", "--weight", "0.3", "--names", "true", "--policy"])
+            .arg(&ckpt)
+            .arg("--kg")
+            .arg(&kg),
+    );
     // A run can use any checkpoint.
     let out = dir.path().join("out");
     stdout(ocean().args(["run", "--policy"]).arg(&ckpt).arg("--out").arg(&out));
     let policies = stdout(ocean().args(["sql", "select distinct kg_policy from cot_scores", "--out"]).arg(&out));
-    assert!(policies.contains("kg-transformer@s9-"), "{policies}");
+    assert!(policies.contains("kg-transformer@s9-") && policies.contains("+c0.30k3u0.10n+mix"), "{policies}");
 }
 
 #[test]

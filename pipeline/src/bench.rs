@@ -705,12 +705,12 @@ where
     let gens = crate::sources::read_logs(&source)?.generations;
     // A checkpoint that reads KG facts reads them here too, as in a run.
     let (policy, prompts) = crate::policy::prompts(policy, checkpoint, kg, &gens)?;
-    let items: Vec<(&str, &str)> = (0..repeats.max(1))
-        .flat_map(|_| gens.iter().zip(&prompts).map(|(g, p)| (p.as_str(), g.content.as_str())))
+    let items: Vec<(&str, &str, &str)> = (0..repeats.max(1))
+        .flat_map(|_| gens.iter().zip(&prompts).map(|(g, (p, names))| (p.as_str(), names.as_str(), g.content.as_str())))
         .collect();
-    let _ = policy.framed_logprobs(&items[..items.len().min(8)]);
+    let _ = policy.framed_logprobs_named(&items[..items.len().min(8)]);
     let t = Instant::now();
-    let scored = policy.framed_logprobs(&items);
+    let scored = policy.framed_logprobs_named(&items);
     let secs = t.elapsed().as_secs_f64();
     let tokens: usize = scored.iter().map(|(s, _, _)| s.len()).sum();
     let score_tokens_per_s = tokens as f64 / secs;

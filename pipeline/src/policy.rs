@@ -17,11 +17,12 @@ use ocean_operators::ips::{score_batch, ScoreConfig};
 use ocean_operators::kg::{KgIndex, KgUpdate};
 use ocean_operators::linking::{link_generation, LinkerConfig};
 use ocean_operators::model::{Cpu, CpuTrain};
+use ocean_operators::policy::learned::copy::{self, CopyConfig};
 use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
-    build_corpus, corrupt, verbalize_pair,
+    build_corpus, corrupt, read_meta, verbalize_pair,
     walks::{answers, Ent, KgGraph, Rel},
-    CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
+    Context, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
 use ocean_operators::policy::MixturePolicy;
 use ocean_operators::text::fnv1a;
@@ -57,17 +58,18 @@ pub struct Corpus {
 
 /// What a learned policy reads before each chain of thought of `gens`: the question, and for
 /// a checkpoint that reads KG facts (which it is given here, from `kg_dir`) the facts retrieved
-/// for the entities the linker finds in the question, as a run gives them.
+/// for the entities the linker finds in the question, as a run gives them; with the KG names
+/// its copy component may read ([`LearnedPolicy::context_for`]).
 pub fn prompts<B: ocean_operators::burn::tensor::backend::Backend>(
     policy: LearnedPolicy<B>,
     checkpoint: &Path,
     kg_dir: &Path,
     gens: &[Generation],
-) -> Result<(LearnedPolicy<B>, Vec<String>)> {
+) -> Result<(LearnedPolicy<B>, Vec<Context>)> {
     let question = |g: &Generation| g.question.clone().unwrap_or_default();
     let (policy, kg) = give_facts(policy, checkpoint, kg_dir)?;
     let Some(kg) = kg else {
-        return Ok((policy, gens.iter().map(question).collect()));
+        return Ok((policy, gens.iter().map(|g| (question(g), String::new())).collect()));
     };
     let index = kg_index(&kg, false);
     let mut links = Vec::new();
@@ -77,7 +79,7 @@ pub fn prompts<B: ocean_operators::burn::tensor::backend::Backend>(
             let q = question(g);
             links.clear();
             index.link(Part::Question, &index.words(&q), &mut links);
-            policy.prompt_for(&q, links.iter().map(|(l, _)| l.entity.as_str()))
+            policy.context_for(&q, links.iter().map(|(l, _)| l.entity.as_str()))
         })
         .collect();
     Ok((policy, prompts))
@@ -196,6 +198,136 @@ pub fn train_policy(
         train::<CpuTrain>(&corpus.rows, (explore, heldout_fraction), config, out, resume, command, &device, on_event)
             .map_err(Error::Config)?;
     plot_loss(&out.join("loss.csv"), &out.join("loss.png"))?;
+    Ok(meta)
+}
+
+/// What `ocean policy copy` found: the copy component ([`copy`]) that maximizes the
+/// likelihood of chain-of-thought tokens of training walks, and the grid it was chosen from.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyFit {
+    /// The policy (without the copy component).
+    pub policy: String,
+    /// Training walks read.
+    pub rows: usize,
+    /// Chain-of-thought tokens scored.
+    pub tokens: usize,
+    /// The chosen settings.
+    pub copy: CopyConfig,
+    /// Mean log-likelihood per chain-of-thought token of the transformer alone.
+    pub loglik_transformer: f64,
+    /// The same with the copy component.
+    pub loglik_with_copy: f64,
+    /// Each (order, unigram share, names) tried: its best weight and mean log-likelihood.
+    pub grid: Vec<CopyGridPoint>,
+}
+
+/// One point of [`CopyFit::grid`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyGridPoint {
+    /// The settings, with the best weight for them.
+    pub copy: CopyConfig,
+    /// Mean log-likelihood per chain-of-thought token with them.
+    pub loglik: f64,
+}
+
+/// The copy weights tried by [`fit_copy`].
+pub const COPY_WEIGHTS: [f64; 12] = [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6];
+
+/// What [`fit_copy`] reads and tries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyFitSettings {
+    /// Training walks read.
+    pub rows: usize,
+    /// Fixes the longest matched context (else 1 to 4 are tried).
+    pub order: Option<usize>,
+    /// Fixes the unigram share (else 0, 0.05, 0.1, 0.2 and 0.3 are tried).
+    pub unigram: Option<f64>,
+    /// Fixes whether the cache reads KG names (else both are tried for a checkpoint that reads
+    /// facts; one that does not reads none).
+    pub names: Option<bool>,
+}
+
+/// Fits μ_φ's copy component on `settings.rows` training walks (drawn at random, never
+/// held-out ones) of the corpus the checkpoint was trained on: every (order, unigram share,
+/// names) of the grid with its best weight of [`COPY_WEIGHTS`], by maximum likelihood of the
+/// chain-of-thought tokens (the transformer's log-probabilities are computed once).
+pub fn fit_copy(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], settings: &CopyFitSettings) -> Result<CopyFit> {
+    let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?.with_copy(None);
+    let meta = policy.meta().clone();
+    let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
+    let policy = policy.with_facts(Arc::new(corpus.graph.clone()));
+    let mut train: Vec<usize> = (0..corpus.rows.len()).filter(|&i| !corpus.rows[i].heldout).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xC0B1);
+    train.shuffle(&mut rng);
+    train.truncate(settings.rows);
+    // Each sequence, the KG names of its question and facts, and the positions (into its
+    // log-probabilities) of its chain-of-thought tokens.
+    let mut seqs = Vec::with_capacity(train.len());
+    let mut names = Vec::with_capacity(train.len());
+    let mut scored: Vec<Vec<usize>> = Vec::with_capacity(train.len());
+    for &i in &train {
+        let row = &corpus.rows[i];
+        let (prompt, text) = policy.context_for(&row.question, [row.start_entity.as_str()]);
+        let (seq, spans, start) = policy.framed_seq(&prompt, &row.cot);
+        names.push(policy.name_tokens(&text));
+        seqs.push(seq);
+        scored.push(spans.iter().enumerate().filter(|(_, s)| s.0 >= start).map(|(k, _)| k).collect());
+    }
+    let lps = policy.transformer_logprobs(&seqs);
+    let tokens: usize = scored.iter().map(Vec::len).sum();
+    let orders: Vec<usize> = settings.order.map_or(vec![1, 2, 3, 4], |o| vec![o]);
+    let unigrams: Vec<f64> = settings.unigram.map_or(vec![0.0, 0.05, 0.1, 0.2, 0.3], |u| vec![u]);
+    let name_options: Vec<bool> = match settings.names {
+        Some(b) => vec![b],
+        None if meta.explore.facts > 0 => vec![false, true],
+        None => vec![false],
+    };
+    let mut grid = Vec::new();
+    for &with_names in &name_options {
+        for &order in &orders {
+            for &unigram in &unigrams {
+                let cfg = CopyConfig { weight: 0.0, order, unigram, names: with_names };
+                let items: Vec<(f64, f64)> = seqs
+                    .iter()
+                    .zip(&names)
+                    .zip(&lps)
+                    .zip(&scored)
+                    .flat_map(|(((seq, names), lp), at)| {
+                        let names: &[Vec<u32>] = if with_names { names } else { &[] };
+                        let c = copy::cache_probs(seq, names, &cfg);
+                        at.iter().map(|&k| (f64::from(lp[k]), c[k])).collect::<Vec<_>>()
+                    })
+                    .collect();
+                let (weight, loglik) = copy::fit_weight(&items, &COPY_WEIGHTS);
+                grid.push(CopyGridPoint { copy: CopyConfig { weight, ..cfg }, loglik });
+            }
+        }
+    }
+    let best = grid.iter().max_by(|a, b| a.loglik.total_cmp(&b.loglik)).expect("a non-empty grid");
+    let loglik_transformer =
+        lps.iter().zip(&scored).flat_map(|(lp, at)| at.iter().map(|&k| f64::from(lp[k]))).sum::<f64>()
+            / tokens.max(1) as f64;
+    Ok(CopyFit {
+        policy: policy.name(),
+        rows: train.len(),
+        tokens,
+        copy: best.copy,
+        loglik_transformer,
+        loglik_with_copy: best.loglik,
+        grid,
+    })
+}
+
+/// Sets (or, with None, removes) the copy component in the `policy.json` of `checkpoint`.
+pub fn set_copy(checkpoint: &Path, copy: Option<CopyConfig>) -> Result<PolicyMeta> {
+    let path = checkpoint.join("policy.json");
+    let (mut meta, _) = read_meta(checkpoint).map_err(Error::Config)?;
+    if let Some(c) = &copy {
+        c.validate().map_err(Error::Config)?;
+    }
+    meta.copy = copy;
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     Ok(meta)
 }
 
@@ -327,9 +459,9 @@ fn paired_auc(pairs: &[(f64, f64)]) -> f64 {
 }
 
 /// log μ_φ(y | q) of each `(q, y)`: the sum over the tokens of y.
-fn cot_loglik(policy: &LearnedPolicy<Cpu>, items: &[(&str, &str)]) -> Vec<f64> {
+fn cot_loglik(policy: &LearnedPolicy<Cpu>, items: &[(&str, &str, &str)]) -> Vec<f64> {
     policy
-        .framed_logprobs(items)
+        .framed_logprobs_named(items)
         .into_iter()
         .map(|(spans, start, lp)| spans.iter().zip(&lp).filter(|((s, _), _)| *s >= start).map(|(_, l)| l).sum())
         .collect()
@@ -392,10 +524,17 @@ pub fn evaluate(
         .collect();
     let facts_read = |i: usize| walk_triples(&corpus.walks[i]).all(|t| read.contains(&t));
 
-    // Held-out likelihood.
-    let prompts: Vec<String> = corpus.rows.iter().map(CorpusRow::prompt).collect();
-    let items: Vec<(&str, &str)> = held.iter().map(|&i| (prompts[i].as_str(), corpus.rows[i].cot.as_str())).collect();
-    let scored = policy.framed_logprobs(&items);
+    // Held-out likelihood. What μ_φ reads before a walk's chain is the row's prompt (the
+    // question and its facts), with the KG names its copy component reads.
+    let contexts: Vec<Context> =
+        corpus.rows.iter().map(|r| policy.context_for(&r.question, [r.start_entity.as_str()])).collect();
+    debug_assert!(corpus.rows.iter().zip(&contexts).all(|(r, c)| r.prompt() == c.0));
+    fn with<'a>(context: &'a Context, cot: &'a str) -> (&'a str, &'a str, &'a str) {
+        (context.0.as_str(), context.1.as_str(), cot)
+    }
+    let item = |i: usize, cot| with(&contexts[i], cot);
+    let items: Vec<(&str, &str, &str)> = held.iter().map(|&i| item(i, corpus.rows[i].cot.as_str())).collect();
+    let scored = policy.framed_logprobs_named(&items);
     let (mut nll, mut n) = (0.0, 0usize);
     for (spans, start, lp) in &scored {
         for ((s, _), l) in spans.iter().zip(lp) {
@@ -428,10 +567,9 @@ pub fn evaluate(
         debug_assert_eq!(same.cot, corpus.rows[i].cot);
         pairs_text.push((i, ex.cot, entity_swap));
     }
-    let true_items: Vec<(&str, &str)> =
-        pairs_text.iter().map(|(i, _, _)| (prompts[*i].as_str(), corpus.rows[*i].cot.as_str())).collect();
-    let bad_items: Vec<(&str, &str)> =
-        pairs_text.iter().map(|(i, cot, _)| (prompts[*i].as_str(), cot.as_str())).collect();
+    let true_items: Vec<(&str, &str, &str)> =
+        pairs_text.iter().map(|(i, _, _)| item(*i, corpus.rows[*i].cot.as_str())).collect();
+    let bad_items: Vec<(&str, &str, &str)> = pairs_text.iter().map(|(i, cot, _)| item(*i, cot.as_str())).collect();
     let t = cot_loglik(&policy, &true_items);
     let c = cot_loglik(&policy, &bad_items);
     let pairs: Vec<(f64, f64, bool)> = t.iter().zip(&c).zip(&pairs_text).map(|((a, b), p)| (*a, *b, p.2)).collect();

@@ -120,6 +120,24 @@ pub fn facts_text(g: &KgGraph, facts: &[Fact]) -> String {
         .join(" ")
 }
 
+/// The KG's names of the seeds and of the entities of `facts` (each entity once, in that
+/// order): every alias on its own line, after a space as a name stands in running text. μ_φ's
+/// copy component reads them ([`super::copy::CopyConfig::names`]); the transformer does not.
+pub fn names_text(g: &KgGraph, seeds: &[Ent], facts: &[Fact]) -> String {
+    let mut seen = HashSet::new();
+    let mut out = String::new();
+    for e in seeds.iter().copied().chain(facts.iter().flat_map(|&(h, _, t)| [h, t])) {
+        if seen.insert(e) {
+            for a in g.aliases(e) {
+                out.push(' ');
+                out.push_str(a);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// The text μ_φ reads before the chain of thought: the question, then the facts (if any).
 pub fn prompt(question: &str, facts: &str) -> String {
     if facts.is_empty() {

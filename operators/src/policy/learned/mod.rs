@@ -12,6 +12,7 @@
 //! summary), `tokenizer.json`, `model.mpk` (burn's named MessagePack recorder, f32) and, for
 //! resuming, `optimizer.mpk`.
 
+pub mod copy;
 pub mod facts;
 pub mod train;
 pub mod verbalize;
@@ -57,6 +58,9 @@ pub struct PolicyMeta {
     pub heldout_fraction: f64,
     /// How the checkpoint was made (the command line).
     pub command: String,
+    /// The copy component mixed into the transformer's probabilities ([`copy`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<copy::CopyConfig>,
 }
 
 /// The recorder of `model.mpk` and `optimizer.mpk`.
@@ -74,6 +78,9 @@ pub fn read_meta(dir: &Path) -> Result<(PolicyMeta, Vocab), String> {
     let vocab = std::fs::read_to_string(dir.join("tokenizer.json")).map_err(|e| ckpt_err(dir, "tokenizer.json", e))?;
     let vocab = Vocab::from_json(&vocab).map_err(|e| ckpt_err(dir, "tokenizer.json", e))?;
     meta.model.validate().map_err(|e| ckpt_err(dir, "model shape", e))?;
+    if let Some(c) = &meta.copy {
+        c.validate().map_err(|e| ckpt_err(dir, "copy", e))?;
+    }
     if vocab.size() != meta.model.vocab_size {
         return Err(ckpt_err(
             dir,
@@ -187,6 +194,10 @@ pub fn build_corpus(
     (walks, rows)
 }
 
+/// What μ_φ reads before a chain of thought: the prompt (question and facts) and the KG names
+/// its copy component may read ([`LearnedPolicy::context_for`]).
+pub type Context = (String, String);
+
 /// μ_φ's reading of one `frame(question, cot)`: its tokens' char spans in the framed text,
 /// the char where the chain of thought starts, and each token's log-likelihood.
 pub type Framed = (Vec<(u32, u32)>, u32, Vec<f64>);
@@ -245,6 +256,13 @@ impl<B: Backend> LearnedPolicy<B> {
 
     /// [`Self::prompt`] of a question whose linked entities (ids) are `entities`.
     pub fn prompt_for<'e>(&self, question: &str, entities: impl IntoIterator<Item = &'e str>) -> String {
+        self.context_for(question, entities).0
+    }
+
+    /// The prompt ([`Self::prompt_for`]) and the KG names of the question's and facts' entities
+    /// ([`facts::names_text`], which the copy component reads when it reads names; empty
+    /// without facts) of a question whose linked entities (ids) are `entities`.
+    pub fn context_for<'e>(&self, question: &str, entities: impl IntoIterator<Item = &'e str>) -> Context {
         match &self.facts {
             Some(g) if self.reads_facts() => {
                 let mut seeds: Vec<walks::Ent> = Vec::new();
@@ -254,10 +272,15 @@ impl<B: Backend> LearnedPolicy<B> {
                     }
                 }
                 let found = facts::retrieve(g, &seeds, question, self.meta.explore.max_hops, self.meta.explore.facts);
-                facts::prompt(question, &facts::facts_text(g, &found))
+                (facts::prompt(question, &facts::facts_text(g, &found)), facts::names_text(g, &seeds, &found))
             }
-            _ => question.to_owned(),
+            _ => (question.to_owned(), String::new()),
         }
+    }
+
+    /// Whether the copy component reads KG names.
+    fn reads_names(&self) -> bool {
+        self.meta.copy.is_some_and(|c| c.weight > 0.0 && c.names)
     }
 
     /// The checkpoint's description.
@@ -279,7 +302,25 @@ impl<B: Backend> LearnedPolicy<B> {
     /// batches of about [`Self::batch_tokens`] padded tokens. A sequence longer than the model's
     /// context is read in windows of the context length that advance by half of it; each window
     /// scores the positions the previous one did not, with at least half a window of context.
+    ///
+    /// With a copy component ([`copy`]), each is mixed with the cache's probability.
     pub fn sequence_logprobs(&self, seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        self.mix_copy(seqs, &vec![Vec::new(); seqs.len()], self.transformer_logprobs(seqs))
+    }
+
+    /// The copy component's mixture ([`copy::CopyConfig::mix`]) of the transformer's
+    /// log-probabilities `lps` of `seqs`, the cache reading the KG names `names` first.
+    fn mix_copy(&self, seqs: &[Vec<u32>], names: &[Vec<Vec<u32>>], mut lps: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        if let Some(c) = self.meta.copy.filter(|c| c.weight > 0.0) {
+            for ((s, m), lp) in seqs.iter().zip(names).zip(lps.iter_mut()) {
+                *lp = c.mix(s, m, lp);
+            }
+        }
+        lps
+    }
+
+    /// [`Self::sequence_logprobs`] of the transformer alone.
+    pub fn transformer_logprobs(&self, seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
         let ctx = self.model.max_seq_len().max(4);
         let half = ctx / 2;
         // (sequence, window start, first position scored, window length)
@@ -321,21 +362,48 @@ impl<B: Backend> LearnedPolicy<B> {
         out
     }
 
+    /// What μ_φ reads of `frame(question, cot)`: `<|bos|>` and the text's tokens, the tokens'
+    /// char spans in the text, and the char where the chain of thought starts.
+    pub fn framed_seq(&self, question: &str, cot: &str) -> (Vec<u32>, Vec<(u32, u32)>, u32) {
+        let (text, start) = frame(question, cot);
+        let (ids, spans) = self.vocab.encode(&text);
+        let mut seq = Vec::with_capacity(ids.len() + 1);
+        seq.push(self.vocab.bos);
+        seq.extend(ids);
+        (seq, spans, start)
+    }
+
+    /// The same policy with the copy component `copy` (None: the transformer alone).
+    pub fn with_copy(mut self, copy: Option<copy::CopyConfig>) -> Self {
+        self.meta.copy = copy;
+        self
+    }
+
     /// μ_φ's tokens of `frame(question, cot)`, with their char spans in that text, where the
     /// chain of thought starts, and each token's log-likelihood.
     pub fn framed_logprobs(&self, items: &[(&str, &str)]) -> Vec<Framed> {
+        let items: Vec<(&str, &str, &str)> = items.iter().map(|&(q, cot)| (q, "", cot)).collect();
+        self.framed_logprobs_named(&items)
+    }
+
+    /// The tokens of each line of `names` ([`facts::names_text`]).
+    pub fn name_tokens(&self, names: &str) -> Vec<Vec<u32>> {
+        names.lines().filter(|l| !l.is_empty()).map(|l| self.vocab.encode(l).0).collect()
+    }
+
+    /// [`Self::framed_logprobs`] of (prompt, KG names, chain of thought) triples: the copy
+    /// component, when it reads names, reads the second (see [`Self::context_for`]).
+    pub fn framed_logprobs_named(&self, items: &[(&str, &str, &str)]) -> Vec<Framed> {
         let mut seqs = Vec::with_capacity(items.len());
+        let mut memories = Vec::with_capacity(items.len());
         let mut meta = Vec::with_capacity(items.len());
-        for (q, cot) in items {
-            let (text, start) = frame(q, cot);
-            let (ids, spans) = self.vocab.encode(&text);
-            let mut seq = Vec::with_capacity(ids.len() + 1);
-            seq.push(self.vocab.bos);
-            seq.extend(ids);
+        for (q, names, cot) in items {
+            let (seq, spans, start) = self.framed_seq(q, cot);
             seqs.push(seq);
+            memories.push(if self.reads_names() { self.name_tokens(names) } else { Vec::new() });
             meta.push((spans, start));
         }
-        let lps = self.sequence_logprobs(&seqs);
+        let lps = self.mix_copy(&seqs, &memories, self.transformer_logprobs(&seqs));
         meta.into_iter()
             .zip(lps)
             .map(|((spans, start), lp)| (spans, start, lp.into_iter().map(f64::from).collect()))
@@ -349,7 +417,10 @@ where
     B::Device: Send + Sync,
 {
     fn name(&self) -> String {
-        format!("{}@{}", self.meta.name, self.meta.version)
+        match self.meta.copy.filter(|c| c.weight > 0.0) {
+            Some(c) => format!("{}@{}+{}", self.meta.name, self.meta.version, c.tag()),
+            None => format!("{}@{}", self.meta.name, self.meta.version),
+        }
     }
 
     /// Teacher-forces μ_φ on `frame(question, cot)` for the chains with a mention (the others
@@ -357,13 +428,19 @@ where
     /// ([`align`]); a mention's log μ is the sum over the tokens that cover it.
     fn score(&self, batch: &[PolicyInput<'_>]) -> Vec<PolicyScores> {
         let todo: Vec<usize> = (0..batch.len()).filter(|&i| !batch[i].mentions.is_empty()).collect();
-        let prompts: Vec<String> = todo
+        let contexts: Vec<Context> = todo
             .iter()
-            .map(|&i| self.prompt(batch[i].generation.question.as_deref().unwrap_or(""), batch[i].question))
+            .map(|&i| {
+                let q = batch[i].generation.question.as_deref().unwrap_or("");
+                self.context_for(q, batch[i].question.iter().map(|m| m.entity.as_str()))
+            })
             .collect();
-        let items: Vec<(&str, &str)> =
-            todo.iter().zip(&prompts).map(|(&i, p)| (p.as_str(), batch[i].generation.content.as_str())).collect();
-        let mut scored = self.framed_logprobs(&items).into_iter();
+        let items: Vec<(&str, &str, &str)> = todo
+            .iter()
+            .zip(&contexts)
+            .map(|(&i, (p, names))| (p.as_str(), names.as_str(), batch[i].generation.content.as_str()))
+            .collect();
+        let mut scored = self.framed_logprobs_named(&items).into_iter();
         let mut next = todo.iter().peekable();
         batch
             .iter()
@@ -416,6 +493,7 @@ mod tests {
             explore: ExploreConfig::default(),
             heldout_fraction: 0.0,
             command: String::new(),
+            copy: None,
         };
         LearnedPolicy::new(model, vocab, meta, device)
     }
@@ -519,6 +597,36 @@ mod tests {
             }
             assert_eq!(*start, frame(q, cot).1);
         }
+    }
+
+    /// With a copy component, each token's log-probability is the log of the weighted sum of
+    /// the transformer's probability (a direct forward pass) and the cache's, and the policy's
+    /// name says so.
+    #[test]
+    fn a_policy_with_copy_mixes_the_cache_into_each_token() {
+        let p = policy(256);
+        let (q, cot) = ("What is the capital of Aland?", "Amar is the capital of Aland. So the answer is Amar.");
+        let plain = p.framed_logprobs(&[(q, cot)]).pop().unwrap().2;
+        let name = p.name();
+        let cfg = copy::CopyConfig { weight: 0.25, order: 2, unigram: 0.1, names: false };
+        let p = p.with_copy(Some(cfg));
+        assert_eq!(p.name(), format!("{name}+c0.25k2u0.10"));
+        let (seq, _, _) = p.framed_seq(q, cot);
+        let cache = copy::cache_probs(&seq, &[], &cfg);
+        let mixed = p.framed_logprobs(&[(q, cot)]).pop().unwrap().2;
+        assert_eq!(mixed.len(), plain.len());
+        let mut raised = 0;
+        for ((m, l), c) in mixed.iter().zip(&plain).zip(&cache) {
+            let want = (0.75 * l.exp() + 0.25 * c).ln();
+            assert!((m - want).abs() < 1e-4, "{m} vs {want}");
+            raised += usize::from(*m > *l);
+        }
+        // The untrained model is near uniform: the repeated words gain.
+        assert!(raised > 5, "{raised}");
+        // Weight 0 is the transformer alone, under its own name.
+        let p = p.with_copy(Some(copy::CopyConfig { weight: 0.0, ..cfg }));
+        assert_eq!(p.name(), name);
+        assert_eq!(p.framed_logprobs(&[(q, cot)]).pop().unwrap().2, plain);
     }
 
     #[test]

@@ -330,7 +330,9 @@ pub fn train<B: AutodiffBackend>(
         return Err("the corpus has no training walks (is the KG empty?)".to_owned());
     }
     let (mut meta, vocab, mut model, optim_record) = if resume && out.join("policy.json").is_file() {
-        let (meta, vocab) = read_meta(out)?;
+        let (mut meta, vocab) = read_meta(out)?;
+        // The copy component was fitted to the weights being trained on: it is fitted again.
+        meta.copy = None;
         let model = load_model::<B>(out, &meta, device)?;
         let optim = out.join("optimizer.mpk");
         let record = if optim.is_file() {
@@ -355,6 +357,7 @@ pub fn train<B: AutodiffBackend>(
             explore: corpus.0.clone(),
             heldout_fraction: corpus.1,
             command: command.to_owned(),
+            copy: None,
         };
         let _ = std::fs::remove_file(out.join("loss.csv"));
         (meta, vocab, model, None)
