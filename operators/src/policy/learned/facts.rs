@@ -37,7 +37,7 @@ pub fn retrieve(g: &KgGraph, seeds: &[Ent], question: &str, hops: usize, max: us
     }
     let q = question.to_lowercase();
     let asked: Vec<bool> = (0..g.n_relations() as Rel)
-        .map(|r| g.relation_aliases(r).iter().any(|a| !a.is_empty() && q.contains(&a.to_lowercase())))
+        .map(|r| g.relation_aliases_lower(r).iter().any(|a| q.contains(a.as_str())))
         .collect();
     let mut out: Vec<Fact> = Vec::new();
     let mut have: HashSet<Fact> = HashSet::new();

@@ -43,6 +43,8 @@ pub struct KgGraph {
     relations: Vec<String>,
     relation_ix: HashMap<String, Rel>,
     relation_aliases: Vec<Vec<String>>,
+    /// The same, lower-cased (what [`super::facts::retrieve`] looks for in a question).
+    relation_aliases_lower: Vec<Vec<String>>,
     out: Vec<Vec<(Rel, Ent)>>,
     inc: Vec<Vec<(Rel, Ent)>>,
 }
@@ -72,6 +74,7 @@ impl KgGraph {
             let a = a.trim();
             if !a.is_empty() {
                 g.relation_aliases[r as usize].push(a.to_owned());
+                g.relation_aliases_lower[r as usize].push(a.to_lowercase());
             }
         }
         for adj in g.out.iter_mut().chain(g.inc.iter_mut()) {
@@ -102,6 +105,7 @@ impl KgGraph {
         self.relations.push(id.to_owned());
         self.relation_ix.insert(id.to_owned(), r);
         self.relation_aliases.push(Vec::new());
+        self.relation_aliases_lower.push(Vec::new());
         r
     }
 
@@ -138,6 +142,11 @@ impl KgGraph {
     /// A relation's aliases (may be empty).
     pub fn relation_aliases(&self, r: Rel) -> &[String] {
         &self.relation_aliases[r as usize]
+    }
+
+    /// A relation's aliases, lower-cased.
+    pub fn relation_aliases_lower(&self, r: Rel) -> &[String] {
+        &self.relation_aliases_lower[r as usize]
     }
 
     /// Entities that have an alias and at least one edge: where sampled walks start.
