@@ -48,8 +48,8 @@ pub const DEFAULT_CHECKPOINT: &str = "data/policy";
 pub struct Corpus {
     /// The KG as read.
     pub kg: KgData,
-    /// The KG as walks see it.
-    pub graph: KgGraph,
+    /// The KG as walks see it (shared with the policies that read facts from it).
+    pub graph: Arc<KgGraph>,
     /// The walks, in the order of `rows`.
     pub walks: Vec<Walk>,
     /// The verbalized walks.
@@ -150,7 +150,7 @@ pub fn corpus(kg_dir: &Path, logs: &[PathBuf], explore: &ExploreConfig, heldout_
     if rows.is_empty() {
         return Err(Error::Config(format!("no walk could be drawn from the KG in {}", kg_dir.display())));
     }
-    Ok(Corpus { kg, graph, walks, rows })
+    Ok(Corpus { kg, graph: Arc::new(graph), walks, rows })
 }
 
 /// Writes corpus rows as one Parquet file.
@@ -255,7 +255,7 @@ pub fn fit_copy(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], settings: &C
     let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?.with_copy(None);
     let meta = policy.meta().clone();
     let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
-    let policy = policy.with_facts(Arc::new(corpus.graph.clone()));
+    let policy = policy.with_facts(Arc::clone(&corpus.graph));
     let mut train: Vec<usize> = (0..corpus.rows.len()).filter(|&i| !corpus.rows[i].heldout).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xC0B1);
     train.shuffle(&mut rng);
@@ -510,7 +510,7 @@ pub fn evaluate(
     let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?;
     let meta = policy.meta().clone();
     let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
-    let policy = policy.with_facts(Arc::new(corpus.graph.clone()));
+    let policy = policy.with_facts(Arc::clone(&corpus.graph));
     let held: Vec<usize> = (0..corpus.rows.len()).filter(|&i| corpus.rows[i].heldout).collect();
     if held.is_empty() {
         return Err(Error::Config("the checkpoint's corpus has no held-out walks".into()));
