@@ -1277,7 +1277,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             bar.finish();
             let copy = if copy_rows > 0 {
                 let settings = ocean_pipeline::policy::CopyFitSettings { rows: copy_rows, ..Default::default() };
-                let fit = ocean_pipeline::policy::fit_copy(&out, &corpus.kg, &corpus.logs, &settings)?;
+                let fit = ocean_pipeline::policy::fit_copy_on(&out, &c, &settings)?;
                 eprintln!(
                     "copy component fitted on {} training walks: log-likelihood per CoT token {:.3} → {:.3}",
                     fit.rows, fit.loglik_transformer, fit.loglik_with_copy

@@ -22,7 +22,7 @@ use ocean_operators::policy::learned::train::{train, TrainConfig, TrainEvent};
 use ocean_operators::policy::learned::{
     build_corpus, corrupt, read_meta, verbalize_pair,
     walks::{answers, Ent, KgGraph, Rel},
-    Context, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
+    write_meta, Context, CorpusRow, ExploreConfig, LearnedPolicy, PolicyMeta, Walk,
 };
 use ocean_operators::policy::MixturePolicy;
 use ocean_operators::text::fnv1a;
@@ -252,9 +252,14 @@ pub struct CopyFitSettings {
 /// names) of the grid with its best weight of [`COPY_WEIGHTS`], by maximum likelihood of the
 /// chain-of-thought tokens (the transformer's log-probabilities are computed once).
 pub fn fit_copy(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], settings: &CopyFitSettings) -> Result<CopyFit> {
+    let (meta, _) = read_meta(checkpoint).map_err(Error::Config)?;
+    fit_copy_on(checkpoint, &corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?, settings)
+}
+
+/// [`fit_copy`] on `corpus`, the corpus the checkpoint was trained on (as drawn for training).
+pub fn fit_copy_on(checkpoint: &Path, corpus: &Corpus, settings: &CopyFitSettings) -> Result<CopyFit> {
     let policy = LearnedPolicy::<Cpu>::load(checkpoint, &Default::default()).map_err(Error::Config)?.with_copy(None);
     let meta = policy.meta().clone();
-    let corpus = corpus(kg_dir, logs, &meta.explore, meta.heldout_fraction)?;
     let policy = policy.with_facts(Arc::clone(&corpus.graph));
     let mut train: Vec<usize> = (0..corpus.rows.len()).filter(|&i| !corpus.rows[i].heldout).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ 0xC0B1);
@@ -320,14 +325,12 @@ pub fn fit_copy(checkpoint: &Path, kg_dir: &Path, logs: &[PathBuf], settings: &C
 
 /// Sets (or, with None, removes) the copy component in the `policy.json` of `checkpoint`.
 pub fn set_copy(checkpoint: &Path, copy: Option<CopyConfig>) -> Result<PolicyMeta> {
-    let path = checkpoint.join("policy.json");
     let (mut meta, _) = read_meta(checkpoint).map_err(Error::Config)?;
     if let Some(c) = &copy {
         c.validate().map_err(Error::Config)?;
     }
     meta.copy = copy;
-    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Config(e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    write_meta(checkpoint, &meta).map_err(Error::Config)?;
     Ok(meta)
 }
 

@@ -107,11 +107,16 @@ pub fn save_checkpoint<B: Backend>(
     meta: &PolicyMeta,
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| ckpt_err(dir, "create", e))?;
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| ckpt_err(dir, name, e));
-    write("policy.json", serde_json::to_string_pretty(meta).expect("meta serializes"))?;
-    write("tokenizer.json", vocab.to_json())?;
+    write_meta(dir, meta)?;
+    std::fs::write(dir.join("tokenizer.json"), vocab.to_json()).map_err(|e| ckpt_err(dir, "tokenizer.json", e))?;
     crate::model::save_record::<B, _>(model.clone().into_record(), &dir.join("model.mpk"))
         .map_err(|e| format!("policy checkpoint: {e}"))
+}
+
+/// Writes `policy.json` into the checkpoint folder `dir`.
+pub fn write_meta(dir: &Path, meta: &PolicyMeta) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(meta).expect("meta serializes");
+    std::fs::write(dir.join("policy.json"), text).map_err(|e| ckpt_err(dir, "policy.json", e))
 }
 
 /// One row of the training corpus (`ocean policy corpus` writes these as Parquet).
