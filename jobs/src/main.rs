@@ -366,6 +366,11 @@ enum PolicyCommand {
         /// 0: the checkpoint gets none.
         #[arg(long, default_value_t = 1000)]
         copy_rows: usize,
+        /// Train the transformer inside its mixture with a copy component of this weight
+        /// (order 4, unigram share 0.05, KG names when --facts > 0), so that it learns what the
+        /// cache does not give; 0: its own likelihood (README "The learned KG policy").
+        #[arg(long, default_value_t = 0.0)]
+        copy_train: f64,
     },
     /// Fit μ_φ's copy component (a token cache over the question, facts and chain so far, mixed
     /// into the transformer's probabilities) on training walks, and write it into the
@@ -1220,7 +1225,20 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             );
             Ok(())
         }
-        PolicyCommand::Train { corpus, out, resume, steps, d_model, layers, heads, vocab, batch, lr, copy_rows } => {
+        PolicyCommand::Train {
+            corpus,
+            out,
+            resume,
+            steps,
+            d_model,
+            layers,
+            heads,
+            vocab,
+            batch,
+            lr,
+            copy_rows,
+            copy_train,
+        } => {
             let explore = corpus.explore();
             let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
             let covering = c.rows.iter().filter(|r| r.covering).count();
@@ -1235,6 +1253,12 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
                 vocab_size: vocab,
                 batch_rows: batch,
                 lr,
+                copy: (copy_train > 0.0).then_some(ocean_operators::policy::learned::copy::CopyConfig {
+                    weight: copy_train,
+                    order: 4,
+                    unigram: 0.05,
+                    names: explore.facts > 0,
+                }),
                 ..TrainConfig::default()
             };
             let command =

@@ -194,9 +194,35 @@ pub fn train_policy(
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<PolicyMeta> {
     let device = Default::default();
-    let meta =
-        train::<CpuTrain>(&corpus.rows, (explore, heldout_fraction), config, out, resume, command, &device, on_event)
-            .map_err(Error::Config)?;
+    // The KG names of each walk's question and facts, which a copy component trained with reads.
+    let names: Vec<String> = match &config.copy {
+        Some(c) if c.names => corpus
+            .rows
+            .iter()
+            .map(|r| {
+                ocean_operators::policy::learned::context(
+                    &corpus.graph,
+                    &r.question,
+                    [r.start_entity.as_str()],
+                    explore,
+                )
+                .1
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let meta = train::<CpuTrain>(
+        &corpus.rows,
+        &names,
+        (explore, heldout_fraction),
+        config,
+        out,
+        resume,
+        command,
+        &device,
+        on_event,
+    )
+    .map_err(Error::Config)?;
     plot_loss(&out.join("loss.csv"), &out.join("loss.png"))?;
     Ok(meta)
 }

@@ -203,6 +203,25 @@ pub fn build_corpus(
 /// its copy component may read ([`LearnedPolicy::context_for`]).
 pub type Context = (String, String);
 
+/// The [`Context`] of a question whose linked entities (ids) are `entities`, for a corpus (or
+/// checkpoint) explored with `explore`: the question and up to `explore.facts` facts retrieved
+/// from `g` for them, and the KG names of the question's and facts' entities.
+pub fn context<'e>(
+    g: &KgGraph,
+    question: &str,
+    entities: impl IntoIterator<Item = &'e str>,
+    explore: &ExploreConfig,
+) -> Context {
+    let mut seeds: Vec<walks::Ent> = Vec::new();
+    for id in entities {
+        if let Some(e) = g.entity_key(id).filter(|e| !seeds.contains(e)) {
+            seeds.push(e);
+        }
+    }
+    let found = facts::retrieve(g, &seeds, question, explore.max_hops, explore.facts);
+    (facts::prompt(question, &facts::facts_text(g, &found)), facts::names_text(g, &seeds, &found))
+}
+
 /// μ_φ's reading of one `frame(question, cot)`: its tokens' char spans in the framed text,
 /// the char where the chain of thought starts, and each token's log-likelihood.
 pub type Framed = (Vec<(u32, u32)>, u32, Vec<f64>);
@@ -269,16 +288,7 @@ impl<B: Backend> LearnedPolicy<B> {
     /// without facts) of a question whose linked entities (ids) are `entities`.
     pub fn context_for<'e>(&self, question: &str, entities: impl IntoIterator<Item = &'e str>) -> Context {
         match &self.facts {
-            Some(g) if self.reads_facts() => {
-                let mut seeds: Vec<walks::Ent> = Vec::new();
-                for id in entities {
-                    if let Some(e) = g.entity_key(id).filter(|e| !seeds.contains(e)) {
-                        seeds.push(e);
-                    }
-                }
-                let found = facts::retrieve(g, &seeds, question, self.meta.explore.max_hops, self.meta.explore.facts);
-                (facts::prompt(question, &facts::facts_text(g, &found)), facts::names_text(g, &seeds, &found))
-            }
+            Some(g) if self.reads_facts() => context(g, question, entities, &self.meta.explore),
             _ => (question.to_owned(), String::new()),
         }
     }

@@ -9,6 +9,13 @@
 //! another into rows of `seq_len` tokens, so the model also learns to read a question far back
 //! in its context. The batch of step s is drawn with a generator seeded by (seed, s), so a
 //! resumed run draws what an uninterrupted one would.
+//!
+//! With [`TrainConfig::copy`] the loss is the likelihood of μ_φ as it scores, the transformer
+//! mixed with the copy component: `log((1 − g)·p_transformer + g·c)` ([`copy`]), with `c` the
+//! cache's probability of the target after the KG names of the walk's question and facts and
+//! the text before it. The transformer then learns what the cache does not give (the cache
+//! model of Kuhn & De Mori is trained the same way, as one mixture); after training `ocean
+//! policy train` fits g and the cache's settings again on the trained weights.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +30,7 @@ use burn::tensor::{Int, Tensor};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::copy::{self, CopyConfig};
 use super::{frame, load_model, read_meta, save_checkpoint, CorpusRow, ExploreConfig, PolicyMeta, Recorder, Vocab};
 use crate::model::{Transformer, TransformerConfig};
 use crate::text::fnv1a;
@@ -63,6 +71,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Random seed (initialization and batches).
     pub seed: u64,
+    /// Train the transformer inside its mixture with this copy component (see the module's
+    /// documentation); None: the transformer's own likelihood.
+    pub copy: Option<CopyConfig>,
 }
 
 impl Default for TrainConfig {
@@ -84,6 +95,7 @@ impl Default for TrainConfig {
             eval_every: 100,
             checkpoint_every: 200,
             seed: 17,
+            copy: None,
         }
     }
 }
@@ -127,13 +139,17 @@ pub enum TrainEvent {
     Checkpoint { step: usize },
 }
 
-/// Packed training rows: `tokens` has `seq_len + 1` ids; `weight` and `mask` (1 on the scored
-/// targets) have `seq_len`.
+/// Packed training rows: `tokens` has `seq_len + 1` ids; `weight`, `mask` (1 on the scored
+/// targets) and `cache` (the copy component's probability of each scored target; empty rows
+/// without one) have `seq_len`.
 #[derive(Debug, Clone, Default)]
 pub struct Packed {
     tokens: Vec<Vec<u32>>,
     weight: Vec<Vec<f32>>,
     mask: Vec<Vec<f32>>,
+    cache: Vec<Vec<f32>>,
+    /// The copy component's weight g (0: none).
+    copy_weight: f64,
 }
 
 impl Packed {
@@ -153,9 +169,9 @@ impl Packed {
 /// `rows` and the expected count of a row is proportional to R. Likelihood training on it, with
 /// unit weights, has the same expected gradient (up to the constant c) as the reward-weighted
 /// likelihood over `rows`, and spends no compute on walks of reward ≈ 0.
-pub fn reward_sample<'a>(rows: &[&'a CorpusRow], seed: u64) -> Vec<&'a CorpusRow> {
+pub fn reward_sample<T: Clone>(rows: &[T], reward: impl Fn(&T) -> f64, seed: u64) -> Vec<T> {
     use rand::Rng;
-    let total: f64 = rows.iter().map(|r| r.reward.max(0.0)).sum();
+    let total: f64 = rows.iter().map(|r| reward(r).max(0.0)).sum();
     if total <= 0.0 {
         return Vec::new();
     }
@@ -163,9 +179,9 @@ pub fn reward_sample<'a>(rows: &[&'a CorpusRow], seed: u64) -> Vec<&'a CorpusRow
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(rows.len() + 16);
     for r in rows {
-        let x = c * r.reward.max(0.0);
+        let x = c * reward(r).max(0.0);
         let n = x.floor() as usize + usize::from(rng.gen::<f64>() < x.fract());
-        out.extend(std::iter::repeat_n(*r, n));
+        out.extend(std::iter::repeat_n(r.clone(), n));
     }
     // Interleave the copies so one packed row does not hold the same walk twice.
     use rand::seq::SliceRandom;
@@ -173,12 +189,14 @@ pub fn reward_sample<'a>(rows: &[&'a CorpusRow], seed: u64) -> Vec<&'a CorpusRow
     out
 }
 
-/// Tokenizes and packs corpus rows (see the module docs).
-pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
+/// Tokenizes and packs corpus rows (see the module docs). With `copy`, the copy component and
+/// the KG names of each row ([`super::context`]; one per row, or none), each scored target
+/// gets the cache's probability of it.
+pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize, copy: Option<(&CopyConfig, &[&str])>) -> Packed {
     let width = seq_len + 1;
-    let mut out = Packed::default();
-    let (mut toks, mut w, mut m) = (Vec::with_capacity(width), Vec::new(), Vec::new());
-    let flush = |toks: &mut Vec<u32>, w: &mut Vec<f32>, m: &mut Vec<f32>, out: &mut Packed| {
+    let mut out = Packed { copy_weight: copy.map_or(0.0, |c| c.0.weight), ..Packed::default() };
+    let (mut toks, mut w, mut m, mut c) = (Vec::with_capacity(width), Vec::new(), Vec::new(), Vec::new());
+    let flush = |toks: &mut Vec<u32>, w: &mut Vec<f32>, m: &mut Vec<f32>, c: &mut Vec<f32>, out: &mut Packed| {
         if toks.len() > 1 {
             toks.resize(width, vocab.pad);
             w.resize(seq_len, 0.0);
@@ -186,12 +204,17 @@ pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
             out.tokens.push(std::mem::take(toks));
             out.weight.push(std::mem::take(w));
             out.mask.push(std::mem::take(m));
+            if copy.is_some() {
+                c.resize(seq_len, 0.0);
+                out.cache.push(std::mem::take(c));
+            }
         }
         toks.clear();
         w.clear();
         m.clear();
+        c.clear();
     };
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
         let (text, start) = frame(&row.prompt(), &row.cot);
         let (ids, spans) = vocab.encode(&text);
         let mut seq = Vec::with_capacity(ids.len() + 2);
@@ -204,21 +227,32 @@ pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize) -> Packed {
         }
         seq.push(vocab.eos);
         scored.push(true);
+        // The cache's probability of token j (j ≥ 1), as μ_φ's copy component scores it.
+        let cache = copy.map(|(cfg, names)| {
+            let names: Vec<Vec<u32>> = match names.get(i) {
+                Some(n) if cfg.names => n.lines().filter(|l| !l.is_empty()).map(|l| vocab.encode(l).0).collect(),
+                _ => Vec::new(),
+            };
+            copy::cache_probs(&seq, &names, cfg)
+        });
         seq.truncate(width);
         scored.truncate(width);
         if toks.len() + seq.len() > width {
-            flush(&mut toks, &mut w, &mut m, &mut out);
+            flush(&mut toks, &mut w, &mut m, &mut c, &mut out);
         }
-        for (id, s) in seq.into_iter().zip(scored) {
+        for (j, (id, s)) in seq.into_iter().zip(scored).enumerate() {
             // The target at position p is token p+1: token p of this row is the target of p−1.
             if !toks.is_empty() {
                 w.push(if s { row.reward as f32 } else { 0.0 });
                 m.push(if s { 1.0 } else { 0.0 });
+                if let Some(cache) = &cache {
+                    c.push(if s && j > 0 { cache[j - 1] as f32 } else { 0.0 });
+                }
             }
             toks.push(id);
         }
     }
-    flush(&mut toks, &mut w, &mut m, &mut out);
+    flush(&mut toks, &mut w, &mut m, &mut c, &mut out);
     out
 }
 
@@ -230,13 +264,32 @@ struct Batch<B: Backend> {
     picks: Tensor<B, 1, Int>,
     targets: Tensor<B, 1, Int>,
     weight: Tensor<B, 1>,
+    /// `ln(g·c)` of each pick (a large negative number where c = 0), with a copy component.
+    log_copy: Option<Tensor<B, 1>>,
     n_scored: f32,
+}
+
+impl<B: Backend> Batch<B> {
+    /// The log-likelihood of each pick under μ_φ: the transformer's `lp`, mixed with the copy
+    /// component when there is one (`log((1 − g)·e^lp + g·c)`, computed stably).
+    fn loglik(&self, lp: Tensor<B, 1>, copy_weight: f64) -> Tensor<B, 1> {
+        match &self.log_copy {
+            None => lp,
+            Some(b) => {
+                let a = lp.add_scalar((1.0 - copy_weight).ln());
+                let m = a.clone().max_pair(b.clone());
+                m.clone() + ((a - m.clone()).exp() + (b.clone() - m).exp()).log()
+            }
+        }
+    }
 }
 
 fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B> {
     let l = p.weight[0].len();
     let mut inputs = Vec::with_capacity(rows.len() * l);
-    let (mut picks, mut targets, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut picks, mut targets, mut weight, mut log_copy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let with_copy = p.copy_weight > 0.0 && !p.cache.is_empty();
+    let log_g = p.copy_weight.ln();
     for (k, &r) in rows.iter().enumerate() {
         inputs.extend(p.tokens[r][..l].iter().map(|&x| x as i32));
         for (pos, (&m, &w)) in p.mask[r].iter().zip(&p.weight[r]).enumerate() {
@@ -244,6 +297,10 @@ fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B>
                 picks.push((k * l + pos) as i32);
                 targets.push(p.tokens[r][pos + 1] as i32);
                 weight.push(w);
+                if with_copy {
+                    let c = p.cache[r][pos];
+                    log_copy.push(if c > 0.0 { (log_g + f64::from(c).ln()) as f32 } else { NO_COPY });
+                }
             }
         }
     }
@@ -251,6 +308,7 @@ fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B>
     if picks.is_empty() {
         // No scored target (rows of prompt only): one position with weight 0 keeps the shapes.
         (picks, targets, weight) = (vec![0], vec![p.tokens[rows[0]][1] as i32], vec![0.0]);
+        log_copy = vec![NO_COPY];
     }
     let b = rows.len();
     Batch {
@@ -258,17 +316,24 @@ fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B>
         picks: Tensor::<B, 1, Int>::from_ints(picks.as_slice(), device),
         targets: Tensor::<B, 1, Int>::from_ints(targets.as_slice(), device),
         weight: Tensor::<B, 1>::from_floats(weight.as_slice(), device),
+        log_copy: with_copy.then(|| Tensor::<B, 1>::from_floats(log_copy.as_slice(), device)),
         n_scored,
     }
 }
 
-/// Mean negative log-likelihood per scored token of `p` (unweighted): the held-out loss.
+/// `ln(g·c)` where the cache gives the target nothing: far below any log-probability, so its
+/// share of the mixture is 0 (exp underflows) and no NaN arises.
+const NO_COPY: f32 = -1.0e30;
+
+/// Mean negative log-likelihood per scored token of `p` (unweighted): the held-out loss (of the
+/// mixture with the copy component when `p` was packed with one).
 pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::Device) -> f64 {
     let (mut nll, mut n) = (0.0f64, 0.0f64);
     let all: Vec<usize> = (0..p.len()).collect();
     for rows in all.chunks(16) {
         let b = batch::<B>(p, rows, device);
-        let lp = model.logprobs_at(b.inputs, b.picks, b.targets);
+        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
+        let lp = b.loglik(lp, p.copy_weight);
         let s: f32 = if b.n_scored > 0.0 { lp.sum().into_scalar().elem() } else { 0.0 };
         nll -= f64::from(s);
         n += f64::from(b.n_scored);
@@ -285,9 +350,13 @@ use burn::tensor::ElementConversion as _;
 /// The digest in a checkpoint's version (`s{steps}-{digest}`): the training rows
 /// ([`corpus_digest`]), the model's shape (vocabulary included) and the settings that shape the
 /// weights (steps of the schedule, batch, row length, learning rate, warm-up, weight decay,
-/// seed). Two checkpoints with the same version were trained the same way on the same rows.
+/// seed, and the copy component trained with, when there is one). Two checkpoints with the same
+/// version were trained the same way on the same rows.
 pub fn version_digest(rows: &[CorpusRow], model: &TransformerConfig, config: &TrainConfig) -> u32 {
-    let shape = serde_json::to_string(model).expect("the model shape serializes");
+    let mut shape = serde_json::to_string(model).expect("the model shape serializes");
+    if let Some(c) = &config.copy {
+        shape.push_str(&c.tag());
+    }
     let settings = [
         config.steps as u64,
         config.batch_rows as u64,
@@ -313,9 +382,12 @@ pub fn corpus_digest(rows: &[CorpusRow]) -> u64 {
 /// Trains μ_φ on `rows` into the checkpoint folder `out` (or resumes the checkpoint there when
 /// `resume`), calling `on_event` as it goes; returns the final checkpoint's description. The loss
 /// curve is appended to `out/loss.csv` (`step,loss,heldout_nll,lr,tokens_per_s,elapsed_s`).
+/// `names` holds the KG names of each row ([`super::context`]), which a copy component that
+/// reads names ([`TrainConfig::copy`]) reads; it is empty otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn train<B: AutodiffBackend>(
     rows: &[CorpusRow],
+    names: &[String],
     corpus: (&ExploreConfig, f64),
     config: &TrainConfig,
     out: &Path,
@@ -324,8 +396,23 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<PolicyMeta, String> {
-    let train_rows: Vec<&CorpusRow> = rows.iter().filter(|r| !r.heldout).collect();
-    let held_rows: Vec<&CorpusRow> = rows.iter().filter(|r| r.heldout).collect();
+    if !names.is_empty() && names.len() != rows.len() {
+        return Err(format!("{} rows but {} rows of KG names", rows.len(), names.len()));
+    }
+    if let Some(c) = &config.copy {
+        c.validate()?;
+        if c.weight <= 0.0 {
+            return Err("the copy component trained with needs a weight above 0".to_owned());
+        }
+        if c.names && names.is_empty() {
+            return Err("the copy component reads KG names, but none were given".to_owned());
+        }
+    }
+    let name_of = |i: usize| names.get(i).map_or("", String::as_str);
+    let train_rows: Vec<(&CorpusRow, &str)> =
+        rows.iter().enumerate().filter(|(_, r)| !r.heldout).map(|(i, r)| (r, name_of(i))).collect();
+    let held_rows: Vec<(&CorpusRow, &str)> =
+        rows.iter().enumerate().filter(|(_, r)| r.heldout).map(|(i, r)| (r, name_of(i))).collect();
     if train_rows.is_empty() {
         return Err("the corpus has no training walks (is the KG empty?)".to_owned());
     }
@@ -343,7 +430,7 @@ pub fn train<B: AutodiffBackend>(
         (meta, vocab, model, record)
     } else {
         B::seed(device, config.seed);
-        let vocab = Vocab::train(train_rows.iter().flat_map(|r| [r.prompt(), r.cot.clone()]), config.vocab_size)?;
+        let vocab = Vocab::train(train_rows.iter().flat_map(|(r, _)| [r.prompt(), r.cot.clone()]), config.vocab_size)?;
         let shape = config.model(vocab.size());
         let model = shape.init::<B>(device);
         let meta = PolicyMeta {
@@ -364,10 +451,17 @@ pub fn train<B: AutodiffBackend>(
     };
     let digest = version_digest(rows, &meta.model, config);
     // Reward-proportional sampling (see [`reward_sample`]): the packed rows carry unit weights.
-    let sampled: Vec<CorpusRow> =
-        reward_sample(&train_rows, config.seed).into_iter().map(|r| CorpusRow { reward: 1.0, ..r.clone() }).collect();
-    let packed = pack(&sampled.iter().collect::<Vec<_>>(), &vocab, config.seq_len);
-    let held = pack(&held_rows, &vocab, config.seq_len);
+    let sampled: Vec<(CorpusRow, &str)> = reward_sample(&train_rows, |r| r.0.reward, config.seed)
+        .into_iter()
+        .map(|(r, n)| (CorpusRow { reward: 1.0, ..r.clone() }, n))
+        .collect();
+    let pack_rows = |rows: &[(&CorpusRow, &str)]| {
+        let names: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        let rows: Vec<&CorpusRow> = rows.iter().map(|r| r.0).collect();
+        pack(&rows, &vocab, config.seq_len, config.copy.as_ref().map(|c| (c, names.as_slice())))
+    };
+    let packed = pack_rows(&sampled.iter().map(|(r, n)| (r, *n)).collect::<Vec<_>>());
+    let held = pack_rows(&held_rows);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
@@ -407,8 +501,8 @@ pub fn train<B: AutodiffBackend>(
         let rows = rand::seq::index::sample(&mut rng, packed.len(), rows_per_batch).into_vec();
         let b = batch::<B>(&packed, &rows, device);
         let n = b.n_scored.max(1.0);
-        let lp = model.logprobs_at(b.inputs, b.picks, b.targets);
-        let loss = (lp * b.weight).sum().neg().div_scalar(n);
+        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
+        let loss = (b.loglik(lp, packed.copy_weight) * b.weight).sum().neg().div_scalar(n);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = config.lr_at(step);
@@ -508,7 +602,7 @@ pub(crate) mod tests {
         let (_, rows) = build_corpus(&g, &[], &explore, 0.0);
         let vocab = Vocab::train(rows.iter().map(|r| r.cot.as_str()), 300).unwrap();
         let refs: Vec<&CorpusRow> = rows.iter().collect();
-        let p = pack(&refs, &vocab, 64);
+        let p = pack(&refs, &vocab, 64, None);
         assert!(!p.is_empty());
         for r in 0..p.len() {
             assert_eq!(p.tokens[r].len(), 65);
@@ -540,6 +634,70 @@ pub(crate) mod tests {
         assert_ne!(base, v(&rows, 300, &TrainConfig { lr: config.lr * 2.0, ..config.clone() }), "learning rate");
         assert_ne!(base, v(&rows, 300, &TrainConfig { steps: 41, ..config.clone() }), "schedule");
         assert_ne!(base, v(&rows[1..], 300, &config), "rows");
+        let copy = CopyConfig { weight: 0.2, order: 3, unigram: 0.1, names: true };
+        assert_ne!(base, v(&rows, 300, &TrainConfig { copy: Some(copy), ..config.clone() }), "copy");
+    }
+
+    /// Training inside the copy mixture optimizes exactly what the policy scores: the loss's
+    /// log-likelihood of each chain-of-thought token of a packed row's first walk equals the
+    /// score of the policy with that copy component (facts and KG names read as in a run).
+    #[test]
+    fn the_loss_with_copy_is_the_policys_score() {
+        use crate::policy::learned::{context, PolicyMeta};
+        let g = std::sync::Arc::new(tiny_graph());
+        let explore = ExploreConfig { walks: 80, max_hops: 2, facts: 4, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.0);
+        let contexts: Vec<_> =
+            rows.iter().map(|r| context(&g, &r.question, [r.start_entity.as_str()], &explore)).collect();
+        for (r, (prompt, _)) in rows.iter().zip(&contexts) {
+            assert_eq!(&r.prompt(), prompt, "training reads the prompt scoring reads");
+        }
+        let names: Vec<&str> = contexts.iter().map(|c| c.1.as_str()).collect();
+        assert!(names.iter().all(|n| !n.is_empty()));
+        let vocab = Vocab::train(rows.iter().flat_map(|r| [r.prompt(), r.cot.clone()]), 400).unwrap();
+        let cfg = CopyConfig { weight: 0.3, order: 3, unigram: 0.1, names: true };
+        let refs: Vec<&CorpusRow> = rows.iter().collect();
+        let packed = pack(&refs, &vocab, 256, Some((&cfg, &names)));
+        let device = Default::default();
+        let shape = TrainConfig { seq_len: 256, ..tiny_config(1) }.model(vocab.size());
+        let model = shape.init::<Cpu>(&device);
+        let b = batch::<Cpu>(&packed, &[0], &device);
+        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
+        let mixed: Vec<f32> = b.loglik(lp.clone(), cfg.weight).into_data().into_vec().unwrap();
+        let plain: Vec<f32> = lp.into_data().into_vec().unwrap();
+
+        let meta = PolicyMeta {
+            name: "test".into(),
+            version: "0".into(),
+            model: shape,
+            steps: 0,
+            tokens_seen: 0,
+            heldout_nll: None,
+            corpus: (rows.len(), 0),
+            explore: explore.clone(),
+            heldout_fraction: 0.0,
+            command: String::new(),
+            copy: Some(cfg),
+        };
+        let policy = LearnedPolicy::new(model, vocab, meta, device).with_facts(std::sync::Arc::clone(&g));
+        let (prompt, names) = policy.context_for(&rows[0].question, [rows[0].start_entity.as_str()]);
+        let (spans, start, scores) = policy.framed_logprobs_named(&[(&prompt, &names, &rows[0].cot)]).pop().unwrap();
+        // The policy's scores of the chain's tokens (position 0, <|bos|>, has none).
+        let want: Vec<f64> = spans.iter().zip(&scores).filter(|(s, _)| s.0 >= start).map(|(_, &x)| x).collect();
+        assert!(want.len() > 3);
+        let mut raised = 0;
+        for (k, w) in want.iter().enumerate() {
+            assert!((f64::from(mixed[k]) - w).abs() < 1e-4, "token {k}: {} vs {w}", mixed[k]);
+            raised += usize::from(mixed[k] > plain[k]);
+        }
+        assert!(raised > 0, "the cache raises the chain's copied tokens");
+        // The closing <|eos|> is scored too; the cache has not read one, so it is the
+        // transformer's alone, times 1 − g.
+        let eos = want.len();
+        assert!((mixed[eos] - (plain[eos] + (1.0 - cfg.weight as f32).ln())).abs() < 1e-5);
+        for x in &mixed {
+            assert!(x.is_finite() && *x <= 0.0);
+        }
     }
 
     #[test]
@@ -553,7 +711,7 @@ pub(crate) mod tests {
         let device = Default::default();
         let mut evals = Vec::new();
         let config = TrainConfig { eval_every: 1, ..tiny_config(40) };
-        let meta = train::<CpuTrain>(&rows, (&explore, 0.15), &config, &dir, false, "test", &device, &mut |e| {
+        let meta = train::<CpuTrain>(&rows, &[], (&explore, 0.15), &config, &dir, false, "test", &device, &mut |e| {
             if let TrainEvent::Eval { heldout_nll, .. } = e {
                 evals.push(*heldout_nll);
             }
@@ -580,9 +738,37 @@ pub(crate) mod tests {
         // Resuming continues from the checkpoint's step.
         let more = TrainConfig { steps: 45, ..config };
         let resumed =
-            train::<CpuTrain>(&rows, (&explore, 0.15), &more, &dir, true, "test", &device, &mut |_| {}).unwrap();
+            train::<CpuTrain>(&rows, &[], (&explore, 0.15), &more, &dir, true, "test", &device, &mut |_| {}).unwrap();
         assert_eq!(resumed.steps, 45);
         assert_eq!(resumed.tokens_seen, meta.tokens_seen + 5 * 8 * 128);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn training_inside_the_copy_mixture_lowers_its_heldout_loss() {
+        use crate::policy::learned::context;
+        let g = tiny_graph();
+        let explore = ExploreConfig { walks: 800, max_hops: 2, facts: 4, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.15);
+        let names: Vec<String> =
+            rows.iter().map(|r| context(&g, &r.question, [r.start_entity.as_str()], &explore).1).collect();
+        let dir = std::env::temp_dir().join(format!("ocean-train-copy-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let copy = CopyConfig { weight: 0.2, order: 3, unigram: 0.1, names: true };
+        let config = TrainConfig { eval_every: 1, copy: Some(copy), ..tiny_config(30) };
+        let device = Default::default();
+        let no_names = train::<CpuTrain>(&rows, &[], (&explore, 0.15), &config, &dir, false, "t", &device, &mut |_| {});
+        assert!(no_names.unwrap_err().contains("KG names"));
+        let mut evals = Vec::new();
+        let meta = train::<CpuTrain>(&rows, &names, (&explore, 0.15), &config, &dir, false, "t", &device, &mut |e| {
+            if let TrainEvent::Eval { heldout_nll, .. } = e {
+                evals.push(*heldout_nll);
+            }
+        })
+        .unwrap();
+        assert_eq!(meta.steps, 30);
+        let (first, last) = (evals[0], *evals.last().unwrap());
+        assert!(last < first - 0.5, "held-out NLL of the mixture should fall: {evals:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
