@@ -368,7 +368,8 @@ enum PolicyCommand {
         copy_rows: usize,
         /// Train the transformer inside its mixture with a copy component of this weight
         /// (order 4, unigram share 0.05, KG names when --facts > 0), so that it learns what the
-        /// cache does not give; 0: its own likelihood (README "The learned KG policy").
+        /// cache does not give; 0: its own likelihood (measured worse on the embedded KG:
+        /// README "The learned KG policy").
         #[arg(long, default_value_t = 0.0)]
         copy_train: f64,
     },

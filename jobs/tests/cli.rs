@@ -124,8 +124,17 @@ fn policy_corpus_train_resume_and_eval() {
     let ckpt = dir.path().join("ckpt");
     let small =
         ["--walks", "600", "--d-model", "32", "--layers", "1", "--heads", "2", "--vocab", "300", "--batch", "4"];
+    // Trained inside the mixture with a copy component that reads the KG names.
+    let copy_train = ["--copy-train", "0.2"];
     let printed = stdout(
-        ocean().args(["policy", "train", "--steps", "6"]).args(small).arg("--kg").arg(&kg).arg("--out").arg(&ckpt),
+        ocean()
+            .args(["policy", "train", "--steps", "6"])
+            .args(small)
+            .args(copy_train)
+            .arg("--kg")
+            .arg(&kg)
+            .arg("--out")
+            .arg(&ckpt),
     );
     assert!(printed.contains("checkpoint kg-transformer@s6-"), "{printed}");
     for f in ["policy.json", "tokenizer.json", "model.mpk", "optimizer.mpk", "loss.csv", "loss.png"] {
@@ -135,6 +144,7 @@ fn policy_corpus_train_resume_and_eval() {
         ocean()
             .args(["policy", "train", "--resume", "--steps", "9"])
             .args(small)
+            .args(copy_train)
             .arg("--kg")
             .arg(&kg)
             .arg("--out")
