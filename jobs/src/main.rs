@@ -342,7 +342,7 @@ enum PolicyCommand {
         resume: bool,
         /// Optimizer steps (the defaults of --steps, --d-model and --lr are the embedded
         /// checkpoint's recipe).
-        #[arg(long, default_value_t = 1300)]
+        #[arg(long, default_value_t = 1800)]
         steps: usize,
         /// Residual width.
         #[arg(long, default_value_t = 192)]

@@ -554,12 +554,17 @@ pub fn evaluate(
     let facts_read = |i: usize| walk_triples(&corpus.walks[i]).all(|t| read.contains(&t));
 
     // Held-out likelihood. What μ_φ reads before a walk's chain is the row's prompt (the
-    // question and its facts), with the KG names its copy component reads.
-    let contexts: Vec<Context> =
-        corpus.rows.iter().map(|r| policy.context_for(&r.question, [r.start_entity.as_str()])).collect();
-    debug_assert!(corpus.rows.iter().zip(&contexts).all(|(r, c)| r.prompt() == c.0));
-    fn with<'a>(context: &'a Context, cot: &'a str) -> (&'a str, &'a str, &'a str) {
-        (context.0.as_str(), context.1.as_str(), cot)
+    // question and its facts), with the KG names its copy component reads (held-out rows only:
+    // every pair below is drawn from them).
+    let contexts: Vec<Option<Context>> = corpus
+        .rows
+        .iter()
+        .map(|r| r.heldout.then(|| policy.context_for(&r.question, [r.start_entity.as_str()])))
+        .collect();
+    debug_assert!(corpus.rows.iter().zip(&contexts).all(|(r, c)| c.as_ref().is_none_or(|c| r.prompt() == c.0)));
+    fn with<'a>(context: &'a Option<Context>, cot: &'a str) -> (&'a str, &'a str, &'a str) {
+        let (prompt, names) = context.as_ref().expect("a held-out row");
+        (prompt.as_str(), names.as_str(), cot)
     }
     let item = |i: usize, cot| with(&contexts[i], cot);
     let items: Vec<(&str, &str, &str)> = held.iter().map(|&i| item(i, corpus.rows[i].cot.as_str())).collect();
