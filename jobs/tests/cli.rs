@@ -125,31 +125,24 @@ fn policy_corpus_train_resume_and_eval() {
     let small =
         ["--walks", "600", "--d-model", "32", "--layers", "1", "--heads", "2", "--vocab", "300", "--batch", "4"];
     // Trained inside the mixture with a copy component that reads the KG names.
-    let copy_train = ["--copy-train", "0.2"];
-    let printed = stdout(
-        ocean()
-            .args(["policy", "train", "--steps", "6"])
-            .args(small)
-            .args(copy_train)
-            .arg("--kg")
-            .arg(&kg)
-            .arg("--out")
-            .arg(&ckpt),
-    );
+    let train = |steps: &[&str]| {
+        stdout(
+            ocean()
+                .args(["policy", "train"])
+                .args(steps)
+                .args(small)
+                .args(["--copy-train", "0.2", "--kg"])
+                .arg(&kg)
+                .arg("--out")
+                .arg(&ckpt),
+        )
+    };
+    let printed = train(&["--steps", "6"]);
     assert!(printed.contains("checkpoint kg-transformer@s6-"), "{printed}");
     for f in ["policy.json", "tokenizer.json", "model.mpk", "optimizer.mpk", "loss.csv", "loss.png"] {
         assert!(ckpt.join(f).is_file(), "{f} missing");
     }
-    let printed = stdout(
-        ocean()
-            .args(["policy", "train", "--resume", "--steps", "9"])
-            .args(small)
-            .args(copy_train)
-            .arg("--kg")
-            .arg(&kg)
-            .arg("--out")
-            .arg(&ckpt),
-    );
+    let printed = train(&["--resume", "--steps", "9"]);
     assert!(printed.contains("(9 steps"), "{printed}");
     let csv = std::fs::read_to_string(ckpt.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 9, "{csv}");

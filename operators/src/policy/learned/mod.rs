@@ -403,7 +403,7 @@ impl<B: Backend> LearnedPolicy<B> {
 
     /// The tokens of each line of `names` ([`facts::names_text`]).
     pub fn name_tokens(&self, names: &str) -> Vec<Vec<u32>> {
-        names.lines().filter(|l| !l.is_empty()).map(|l| self.vocab.encode(l).0).collect()
+        self.vocab.encode_lines(names)
     }
 
     /// [`Self::framed_logprobs`] of (prompt, KG names, chain of thought) triples: the copy
@@ -480,13 +480,35 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::Cpu;
     use crate::policy::learned::train::tests::{tiny_config, tiny_graph};
     use crate::policy::{GroundedMention, Part};
     use ocean_schemas::{Generation, Token, F64};
     use std::sync::Arc;
+
+    /// The description of an untrained test model of `shape` on a corpus of `rows` walks.
+    pub(crate) fn test_meta(
+        shape: TransformerConfig,
+        rows: usize,
+        explore: ExploreConfig,
+        copy: Option<copy::CopyConfig>,
+    ) -> PolicyMeta {
+        PolicyMeta {
+            name: "test".into(),
+            version: "0".into(),
+            model: shape,
+            steps: 0,
+            tokens_seen: 0,
+            heldout_nll: None,
+            corpus: (rows, 0),
+            explore,
+            heldout_fraction: 0.0,
+            command: String::new(),
+            copy,
+        }
+    }
 
     fn policy(context: usize) -> LearnedPolicy<Cpu> {
         let g = tiny_graph();
@@ -497,19 +519,7 @@ mod tests {
         shape.max_seq_len = context;
         let device = Default::default();
         let model = shape.init::<Cpu>(&device);
-        let meta = PolicyMeta {
-            name: "test".into(),
-            version: "0".into(),
-            model: shape,
-            steps: 0,
-            tokens_seen: 0,
-            heldout_nll: None,
-            corpus: (rows.len(), 0),
-            explore: ExploreConfig::default(),
-            heldout_fraction: 0.0,
-            command: String::new(),
-            copy: None,
-        };
+        let meta = test_meta(shape, rows.len(), ExploreConfig::default(), None);
         LearnedPolicy::new(model, vocab, meta, device)
     }
 

@@ -229,8 +229,8 @@ pub fn pack(rows: &[&CorpusRow], vocab: &Vocab, seq_len: usize, copy: Option<(&C
         scored.push(true);
         // The cache's probability of token j (j ≥ 1), as μ_φ's copy component scores it.
         let cache = copy.map(|(cfg, names)| {
-            let names: Vec<Vec<u32>> = match names.get(i) {
-                Some(n) if cfg.names => n.lines().filter(|l| !l.is_empty()).map(|l| vocab.encode(l).0).collect(),
+            let names = match names.get(i) {
+                Some(n) if cfg.names => vocab.encode_lines(n),
                 _ => Vec::new(),
             };
             copy::cache_probs(&seq, &names, cfg)
@@ -264,19 +264,20 @@ struct Batch<B: Backend> {
     picks: Tensor<B, 1, Int>,
     targets: Tensor<B, 1, Int>,
     weight: Tensor<B, 1>,
-    /// `ln(g·c)` of each pick (a large negative number where c = 0), with a copy component.
-    log_copy: Option<Tensor<B, 1>>,
+    /// With a copy component: its weight g, and `ln(g·c)` of each pick (a large negative number
+    /// where c = 0).
+    copy: Option<(f64, Tensor<B, 1>)>,
     n_scored: f32,
 }
 
 impl<B: Backend> Batch<B> {
     /// The log-likelihood of each pick under μ_φ: the transformer's `lp`, mixed with the copy
     /// component when there is one (`log((1 − g)·e^lp + g·c)`, computed stably).
-    fn loglik(&self, lp: Tensor<B, 1>, copy_weight: f64) -> Tensor<B, 1> {
-        match &self.log_copy {
+    fn loglik(&self, lp: Tensor<B, 1>) -> Tensor<B, 1> {
+        match &self.copy {
             None => lp,
-            Some(b) => {
-                let a = lp.add_scalar((1.0 - copy_weight).ln());
+            Some((g, b)) => {
+                let a = lp.add_scalar((1.0 - g).ln());
                 let m = a.clone().max_pair(b.clone());
                 m.clone() + ((a - m.clone()).exp() + (b.clone() - m).exp()).log()
             }
@@ -316,7 +317,7 @@ fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B>
         picks: Tensor::<B, 1, Int>::from_ints(picks.as_slice(), device),
         targets: Tensor::<B, 1, Int>::from_ints(targets.as_slice(), device),
         weight: Tensor::<B, 1>::from_floats(weight.as_slice(), device),
-        log_copy: with_copy.then(|| Tensor::<B, 1>::from_floats(log_copy.as_slice(), device)),
+        copy: with_copy.then(|| (p.copy_weight, Tensor::<B, 1>::from_floats(log_copy.as_slice(), device))),
         n_scored,
     }
 }
@@ -333,7 +334,7 @@ pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::D
     for rows in all.chunks(16) {
         let b = batch::<B>(p, rows, device);
         let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
-        let lp = b.loglik(lp, p.copy_weight);
+        let lp = b.loglik(lp);
         let s: f32 = if b.n_scored > 0.0 { lp.sum().into_scalar().elem() } else { 0.0 };
         nll -= f64::from(s);
         n += f64::from(b.n_scored);
@@ -502,7 +503,7 @@ pub fn train<B: AutodiffBackend>(
         let b = batch::<B>(&packed, &rows, device);
         let n = b.n_scored.max(1.0);
         let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
-        let loss = (b.loglik(lp, packed.copy_weight) * b.weight).sum().neg().div_scalar(n);
+        let loss = (b.loglik(lp) * b.weight).sum().neg().div_scalar(n);
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = config.lr_at(step);
@@ -643,7 +644,8 @@ pub(crate) mod tests {
     /// score of the policy with that copy component (facts and KG names read as in a run).
     #[test]
     fn the_loss_with_copy_is_the_policys_score() {
-        use crate::policy::learned::{context, PolicyMeta};
+        use crate::policy::learned::context;
+        use crate::policy::learned::tests::test_meta;
         let g = std::sync::Arc::new(tiny_graph());
         let explore = ExploreConfig { walks: 80, max_hops: 2, facts: 4, ..ExploreConfig::default() };
         let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.0);
@@ -663,22 +665,10 @@ pub(crate) mod tests {
         let model = shape.init::<Cpu>(&device);
         let b = batch::<Cpu>(&packed, &[0], &device);
         let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
-        let mixed: Vec<f32> = b.loglik(lp.clone(), cfg.weight).into_data().into_vec().unwrap();
+        let mixed: Vec<f32> = b.loglik(lp.clone()).into_data().into_vec().unwrap();
         let plain: Vec<f32> = lp.into_data().into_vec().unwrap();
 
-        let meta = PolicyMeta {
-            name: "test".into(),
-            version: "0".into(),
-            model: shape,
-            steps: 0,
-            tokens_seen: 0,
-            heldout_nll: None,
-            corpus: (rows.len(), 0),
-            explore: explore.clone(),
-            heldout_fraction: 0.0,
-            command: String::new(),
-            copy: Some(cfg),
-        };
+        let meta = test_meta(shape, rows.len(), explore.clone(), Some(cfg));
         let policy = LearnedPolicy::new(model, vocab, meta, device).with_facts(std::sync::Arc::clone(&g));
         let (prompt, names) = policy.context_for(&rows[0].question, [rows[0].start_entity.as_str()]);
         let (spans, start, scores) = policy.framed_logprobs_named(&[(&prompt, &names, &rows[0].cot)]).pop().unwrap();

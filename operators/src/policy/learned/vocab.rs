@@ -110,6 +110,12 @@ impl Vocab {
         (enc.get_ids().to_vec(), spans)
     }
 
+    /// The tokens of each non-empty line of `text` (the KG names μ_φ's copy component reads,
+    /// [`super::facts::names_text`]).
+    pub fn encode_lines(&self, text: &str) -> Vec<Vec<u32>> {
+        text.lines().filter(|l| !l.is_empty()).map(|l| self.encode(l).0).collect()
+    }
+
     /// The text of token ids.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, false).unwrap_or_default()
