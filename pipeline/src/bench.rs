@@ -658,8 +658,11 @@ pub struct PolicyBenchResult {
     pub score_tokens_per_s: f64,
     /// score_tokens_per_s / flop_limit_tokens_per_s.
     pub fraction_of_limit: f64,
-    /// Training speed (forward, backward and AdamW on packed 256-token rows), tokens/s.
+    /// Training speed (forward, backward and AdamW on batches of 8 packed 256-token rows, as
+    /// `ocean policy train` with its default `CPU_REPLICAS` data-parallel replicas), tokens/s.
     pub train_tokens_per_s: f64,
+    /// The same in one pass over all cores (`--replicas 1`), tokens/s.
+    pub train_tokens_per_s_one_pass: f64,
     /// Peak resident memory, MB.
     pub peak_rss_mb: f64,
 }
@@ -694,7 +697,6 @@ pub fn bench_policy<
 where
     ocean_operators::model::Transformer<B>: Send + Sync,
 {
-    use ocean_operators::burn::tensor::Tensor;
     use ocean_operators::policy::learned::LearnedPolicy;
     let device = B::Device::default();
     let matmul_gflops = matmul_gflops::<B>(&device);
@@ -716,28 +718,31 @@ where
     let score_tokens_per_s = tokens as f64 / secs;
     let flop_limit = matmul_gflops * 1e9 / (2.0 * params as f64);
 
-    // Training: a few steps of the same shape from scratch on packed rows of the logs' text.
-    let train_tokens_per_s = {
-        use ocean_operators::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-        use ocean_operators::burn::tensor::Int;
+    // Training: steps of the training recipe's shape (8 rows of 256 tokens; with the default
+    // data-parallel replicas and with one pass on all cores) from scratch, on the logs' prompts
+    // and chains of thought packed as training packs walks.
+    let (train_tokens_per_s, train_tokens_per_s_one_pass) = {
+        use ocean_operators::policy::learned::train::{self, TrainConfig, CPU_REPLICAS};
+        use ocean_operators::policy::learned::CorpusRow;
+        let rows: Vec<CorpusRow> = gens
+            .iter()
+            .zip(&prompts)
+            .map(|(g, (p, _))| CorpusRow {
+                question: p.clone(),
+                cot: g.content.clone(),
+                reward: 1.0,
+                ..Default::default()
+            })
+            .collect();
+        let refs: Vec<&CorpusRow> = rows.iter().collect();
+        let config = TrainConfig { replicas: CPU_REPLICAS, ..TrainConfig::default() };
+        let packed = train::pack(&refs, policy.vocab(), config.seq_len, None);
         let adevice = A::Device::default();
-        let mut model = policy.meta().model.init::<A>(&adevice);
-        let mut optim = AdamWConfig::new().init::<A, ocean_operators::model::Transformer<A>>();
-        let (rows, len) = (8, 256);
-        let ids: Vec<i32> = (0..rows * (len + 1)).map(|i| (i * 7919 % policy.meta().model.vocab_size) as i32).collect();
-        let x = Tensor::<A, 1, Int>::from_ints(ids.as_slice(), &adevice).reshape([rows, len + 1]);
-        let steps = 4;
-        let mut secs = 0.0;
-        for s in 0..=steps {
-            let t = Instant::now();
-            let loss = model.next_token_logprobs(x.clone()).mean().neg();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(1e-3, model, grads);
-            if s > 0 {
-                secs += t.elapsed().as_secs_f64();
-            }
-        }
-        (steps * rows * len) as f64 / secs
+        let shape = &policy.meta().model;
+        let time = |config: &TrainConfig| {
+            train::training_tokens_per_s::<A>(shape, &packed, config, 4, &adevice).map_err(Error::Config)
+        };
+        (time(&config)?, time(&TrainConfig { replicas: 1, ..config.clone() })?)
     };
     Ok(PolicyBenchResult {
         bench: "policy",
@@ -751,6 +756,7 @@ where
         score_tokens_per_s,
         fraction_of_limit: score_tokens_per_s / flop_limit,
         train_tokens_per_s,
+        train_tokens_per_s_one_pass,
         peak_rss_mb: peak_rss_mb(),
     })
 }

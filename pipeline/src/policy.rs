@@ -413,6 +413,19 @@ pub struct EvalReport {
     pub walk_auc_entity: f64,
     /// The same, over pairs with a relation swapped.
     pub walk_auc_relation: f64,
+    /// The walk pairs whose corrupted walk is not itself a walk of the KG (the "filtered"
+    /// setting of KG-completion metrics), and their AUC, overall and by kind of swap: a swap
+    /// can land on another true triple ("Peru borders Chile" → "Peru borders Brazil"), and a
+    /// policy that follows the KG has no reason to rank such a pair. Answer pairs are drawn
+    /// filtered (the other entity is never an answer of the question).
+    #[serde(default)]
+    pub walk_pairs_filtered: usize,
+    #[serde(default = "nan")]
+    pub walk_auc_filtered: f64,
+    #[serde(default = "nan")]
+    pub walk_auc_filtered_entity: f64,
+    #[serde(default = "nan")]
+    pub walk_auc_filtered_relation: f64,
     /// Pairs of chains of thought (true answer, another entity of the answer's type) compared.
     pub answer_pairs: usize,
     /// Paired AUC of the per-CoT KG-IPS value with the learned policy.
@@ -590,11 +603,14 @@ pub fn evaluate(
     sample.shuffle(&mut rng);
     sample.truncate(max_pairs);
     let mut pairs_text: Vec<(usize, String, bool)> = Vec::new();
+    // Whether each pair's corrupted walk is still a walk of the KG.
+    let mut still_true: Vec<bool> = Vec::new();
     for &i in &sample {
         let w = &corpus.walks[i];
         let before: Vec<_> = w.hops.iter().map(|h| h.relation).collect();
         let Some(c) = corrupt(&corpus.graph, w, n_relations, &mut rng) else { continue };
         let entity_swap = c.hops.iter().map(|h| h.relation).collect::<Vec<_>>() == before;
+        still_true.push(corpus.graph.is_path(c.start, &c.hops));
         let path = w.path_string(&corpus.graph);
         let mut vrng = rand::rngs::StdRng::seed_from_u64(meta.explore.seed ^ fnv1a(&[path.as_bytes()]));
         let (same, ex) = verbalize_pair(&corpus.graph, w, &c, &mut vrng);
@@ -610,6 +626,10 @@ pub fn evaluate(
     let all: Vec<(f64, f64)> = pairs.iter().map(|p| (p.0, p.1)).collect();
     let ent: Vec<(f64, f64)> = pairs.iter().filter(|p| p.2).map(|p| (p.0, p.1)).collect();
     let rel: Vec<(f64, f64)> = pairs.iter().filter(|p| !p.2).map(|p| (p.0, p.1)).collect();
+    let filtered: Vec<(f64, f64, bool)> = pairs.iter().zip(&still_true).filter(|(_, &t)| !t).map(|(p, _)| *p).collect();
+    let filtered_auc = |keep: fn(bool) -> bool| {
+        paired_auc(&filtered.iter().filter(|p| keep(p.2)).map(|p| (p.0, p.1)).collect::<Vec<_>>())
+    };
     let [walk_read, walk_unread] = split_by(pairs_text.iter().zip(&all).map(|((i, _, _), p)| (facts_read(*i), *p)));
     let [walk_one, walk_several] =
         split_by(pairs_text.iter().zip(&all).map(|((i, _, _), p)| (corpus.walks[*i].reward >= 1.0, *p)));
@@ -634,9 +654,10 @@ pub fn evaluate(
         let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::new(file);
         let mut line = |v: serde_json::Value| writeln!(out, "{v}").map_err(|e| Error::io(path, e));
-        for (((i, bad, entity_swap), t), c) in pairs_text.iter().zip(&t).zip(&c) {
+        for (k, (((i, bad, entity_swap), t), c)) in pairs_text.iter().zip(&t).zip(&c).enumerate() {
             line(serde_json::json!({
-                "kind": "walk", "entity_swap": entity_swap, "question": corpus.rows[*i].question,
+                "kind": "walk", "entity_swap": entity_swap, "corrupted_in_kg": still_true[k],
+                "question": corpus.rows[*i].question,
                 "true": corpus.rows[*i].cot, "corrupted": bad, "loglik_true": t, "loglik_corrupted": c,
             }))?;
         }
@@ -659,6 +680,10 @@ pub fn evaluate(
         walk_auc: paired_auc(&all),
         walk_auc_entity: paired_auc(&ent),
         walk_auc_relation: paired_auc(&rel),
+        walk_pairs_filtered: filtered.len(),
+        walk_auc_filtered: filtered_auc(|_| true),
+        walk_auc_filtered_entity: filtered_auc(|entity| entity),
+        walk_auc_filtered_relation: filtered_auc(|entity| !entity),
         answer_pairs: answer.len(),
         answer_auc_learned: paired_auc(&learned_values),
         answer_auc_adjacency: paired_auc(&adjacency_values),

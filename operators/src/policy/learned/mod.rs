@@ -120,7 +120,7 @@ pub fn write_meta(dir: &Path, meta: &PolicyMeta) -> Result<(), String> {
 }
 
 /// One row of the training corpus (`ocean policy corpus` writes these as Parquet).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CorpusRow {
     /// Index of the walk.
     pub walk_id: u64,

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module as _};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::Recorder as _;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -34,6 +34,10 @@ use super::copy::{self, CopyConfig};
 use super::{frame, load_model, read_meta, save_checkpoint, CorpusRow, ExploreConfig, PolicyMeta, Recorder, Vocab};
 use crate::model::{Transformer, TransformerConfig};
 use crate::text::fnv1a;
+
+/// `ocean policy train`'s default data-parallel replicas ([`TrainConfig::replicas`]): one per
+/// core of the 2-core machines Ocean is sized for.
+pub const CPU_REPLICAS: usize = 2;
 
 /// The model's shape and how it is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +78,11 @@ pub struct TrainConfig {
     /// Train the transformer inside its mixture with this copy component (see the module's
     /// documentation); None: the transformer's own likelihood.
     pub copy: Option<CopyConfig>,
+    /// Data-parallel replicas ([`loss_and_grads`]): each step's batch is split into this many
+    /// parts whose losses and gradients are computed at once, each on its own thread with
+    /// single-threaded kernels, and summed. The gradient is the one replica's up to the order
+    /// of float sums. 1: the whole batch on the caller's threads.
+    pub replicas: usize,
 }
 
 impl Default for TrainConfig {
@@ -96,6 +105,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             seed: 17,
             copy: None,
+            replicas: 1,
         }
     }
 }
@@ -327,18 +337,45 @@ fn batch<B: Backend>(p: &Packed, rows: &[usize], device: &B::Device) -> Batch<B>
 const NO_COPY: f32 = -1.0e30;
 
 /// Mean negative log-likelihood per scored token of `p` (unweighted): the held-out loss (of the
-/// mixture with the copy component when `p` was packed with one).
-pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::Device) -> f64 {
-    let (mut nll, mut n) = (0.0f64, 0.0f64);
+/// mixture with the copy component when `p` was packed with one). With `pools`, the batches are
+/// split into one run of consecutive batches per pool, scored at once, each in its pool.
+pub fn heldout_nll<B: Backend>(
+    model: &Transformer<B>,
+    p: &Packed,
+    pools: &[rayon::ThreadPool],
+    device: &B::Device,
+) -> f64 {
+    // (summed NLL, scored tokens) of some batches of 16 rows.
+    let nll_of = |model: &Transformer<B>, batches: &[Vec<usize>]| {
+        let (mut nll, mut n) = (0.0f64, 0.0f64);
+        for rows in batches {
+            let b = batch::<B>(p, rows, device);
+            let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
+            let lp = b.loglik(lp);
+            let s: f32 = if b.n_scored > 0.0 { lp.sum().into_scalar().elem() } else { 0.0 };
+            nll -= f64::from(s);
+            n += f64::from(b.n_scored);
+        }
+        (nll, n)
+    };
     let all: Vec<usize> = (0..p.len()).collect();
-    for rows in all.chunks(16) {
-        let b = batch::<B>(p, rows, device);
-        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
-        let lp = b.loglik(lp);
-        let s: f32 = if b.n_scored > 0.0 { lp.sum().into_scalar().elem() } else { 0.0 };
-        nll -= f64::from(s);
-        n += f64::from(b.n_scored);
-    }
+    let batches: Vec<Vec<usize>> = all.chunks(16).map(<[usize]>::to_vec).collect();
+    let (nll, n) = if pools.len() <= 1 || batches.len() < 2 {
+        nll_of(model, &batches)
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = batches
+                .chunks(batches.len().div_ceil(pools.len()))
+                .zip(pools)
+                .map(|(part, pool)| {
+                    let (nll_of, model) = (&nll_of, model.clone());
+                    s.spawn(move || pool.install(|| nll_of(&model, part)))
+                })
+                .collect();
+            let parts = handles.into_iter().map(|h| h.join().expect("a held-out scorer panicked"));
+            parts.fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
+        })
+    };
     if n > 0.0 {
         nll / n
     } else {
@@ -348,15 +385,139 @@ pub fn heldout_nll<B: Backend>(model: &Transformer<B>, p: &Packed, device: &B::D
 
 use burn::tensor::ElementConversion as _;
 
+/// AdamW with `config`'s weight decay and gradients clipped to norm 1.
+fn optimizer<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Transformer<B>, B> {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init::<B, Transformer<B>>()
+}
+
+/// The packed rows of step `step`'s batch: drawn with a generator seeded by (seed, step), so a
+/// resumed run draws what an uninterrupted one would.
+fn draw_batch(config: &TrainConfig, step: usize, rows: usize, rows_per_batch: usize) -> Vec<usize> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rand::seq::index::sample(&mut rng, rows, rows_per_batch).into_vec()
+}
+
+/// Training speed of `config`'s optimizer step (its batch, row length and replicas) on `packed`
+/// rows, tokens/s: `steps` steps, after one untimed warm-up step, of a fresh model of `shape`
+/// (`ocean bench policy`).
+pub fn training_tokens_per_s<B: AutodiffBackend>(
+    shape: &TransformerConfig,
+    packed: &Packed,
+    config: &TrainConfig,
+    steps: usize,
+    device: &B::Device,
+) -> Result<f64, String> {
+    if packed.is_empty() {
+        return Err("no packed rows to train on".to_owned());
+    }
+    let mut model = shape.init::<B>(device);
+    let mut optim = optimizer::<B>(config);
+    let rows_per_batch = config.batch_rows.clamp(1, packed.len());
+    let pools = replica_pools(config.replicas.min(rows_per_batch))?;
+    let mut secs = 0.0;
+    for step in 0..=steps {
+        let t = Instant::now();
+        let rows = draw_batch(config, step, packed.len(), rows_per_batch);
+        let (_, grads) = loss_and_grads(&model, packed, &rows, &pools, device);
+        model = optim.step(config.lr, model, grads);
+        if step > 0 {
+            secs += t.elapsed().as_secs_f64();
+        }
+    }
+    Ok((steps * rows_per_batch * config.seq_len) as f64 / secs)
+}
+
+/// Runs the lazy initializers of a module's parameters now, in the module's field order.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// One single-threaded pool per data-parallel replica; none for one replica.
+fn replica_pools(replicas: usize) -> Result<Vec<rayon::ThreadPool>, String> {
+    if replicas <= 1 {
+        return Ok(Vec::new());
+    }
+    (0..replicas)
+        .map(|i| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("mu-replica-{i}"))
+                .build()
+                .map_err(|e| format!("a thread for training replica {i}: {e}"))
+        })
+        .collect()
+}
+
+/// The loss of the batch of packed `rows` (mean negative log-likelihood per scored token) and
+/// its gradients. Without `pools`, one forward and backward pass on the caller's threads. With
+/// them (data parallelism on the CPU, where one pass does not keep two cores busy: its kernels
+/// are small and its layout copies serial), the rows are split into one part per pool, and each
+/// part runs forward and backward on a replica of the model (the same weights, its own autodiff
+/// graph) inside its pool, so every kernel of a part is single-threaded and the parts run at
+/// once. Each part's loss is divided by the whole batch's count of scored tokens, so the parts'
+/// losses and gradients sum to the whole batch's.
+fn loss_and_grads<B: AutodiffBackend>(
+    model: &Transformer<B>,
+    packed: &Packed,
+    rows: &[usize],
+    pools: &[rayon::ThreadPool],
+    device: &B::Device,
+) -> (f32, GradientsParams) {
+    let loss_of = |model: &Transformer<B>, b: &Batch<B>, n: f32| {
+        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
+        let loss = (b.loglik(lp) * b.weight.clone()).sum().neg().div_scalar(n);
+        let value: f32 = loss.clone().into_scalar().elem();
+        (value, GradientsParams::from_grads(loss.backward(), model))
+    };
+    if pools.len() <= 1 {
+        let b = batch::<B>(packed, rows, device);
+        return loss_of(model, &b, b.n_scored.max(1.0));
+    }
+    // A clone of a lazily initialized parameter would draw its own weights.
+    model.visit(&mut Materialize);
+    let parts: Vec<Batch<B>> =
+        rows.chunks(rows.len().div_ceil(pools.len())).map(|r| batch::<B>(packed, r, device)).collect();
+    let n = parts.iter().map(|b| b.n_scored).sum::<f32>().max(1.0);
+    let results: Vec<(f32, GradientsParams)> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .zip(pools)
+            .map(|(b, pool)| {
+                let replica = model.clone().fork(device);
+                let loss_of = &loss_of;
+                s.spawn(move || pool.install(|| loss_of(&replica, &b, n)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a training replica panicked")).collect()
+    });
+    let mut sum = burn::optim::GradientsAccumulator::new();
+    let mut loss = 0.0;
+    for (value, grads) in results {
+        loss += value;
+        sum.accumulate(model, grads);
+    }
+    (loss, sum.grads())
+}
+
 /// The digest in a checkpoint's version (`s{steps}-{digest}`): the training rows
 /// ([`corpus_digest`]), the model's shape (vocabulary included) and the settings that shape the
 /// weights (steps of the schedule, batch, row length, learning rate, warm-up, weight decay,
-/// seed, and the copy component trained with, when there is one). Two checkpoints with the same
-/// version were trained the same way on the same rows.
+/// seed, the copy component trained with, when there is one, and the replicas, when more than
+/// one). Two checkpoints with the same version were trained the same way on the same rows.
 pub fn version_digest(rows: &[CorpusRow], model: &TransformerConfig, config: &TrainConfig) -> u32 {
     let mut shape = serde_json::to_string(model).expect("the model shape serializes");
     if let Some(c) = &config.copy {
         shape.push_str(&c.tag());
+    }
+    if config.replicas > 1 {
+        shape.push_str(&format!("+r{}", config.replicas));
     }
     let settings = [
         config.steps as u64,
@@ -450,6 +611,9 @@ pub fn train<B: AutodiffBackend>(
         let _ = std::fs::remove_file(out.join("loss.csv"));
         (meta, vocab, model, None)
     };
+    // burn initializes parameters lazily, and a clone of an uninitialized parameter draws its
+    // own weights: the replicas must clone initialized ones.
+    model.visit(&mut Materialize);
     let digest = version_digest(rows, &meta.model, config);
     // Reward-proportional sampling (see [`reward_sample`]): the packed rows carry unit weights.
     let sampled: Vec<(CorpusRow, &str)> = reward_sample(&train_rows, |r| r.0.reward, config.seed)
@@ -463,10 +627,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let packed = pack_rows(&sampled.iter().map(|(r, n)| (r, *n)).collect::<Vec<_>>());
     let held = pack_rows(&held_rows);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<B, Transformer<B>>();
+    let mut optim = optimizer::<B>(config);
     if let Some(record) = optim_record {
         optim = optim.load_record(record);
     }
@@ -488,6 +649,7 @@ pub fn train<B: AutodiffBackend>(
     });
     let started = Instant::now();
     let rows_per_batch = config.batch_rows.clamp(1, packed.len());
+    let pools = replica_pools(config.replicas.min(rows_per_batch))?;
     let checkpoint = |meta: &mut PolicyMeta, model: &Transformer<B>, optim_record, step: usize| -> Result<(), String> {
         meta.steps = step;
         meta.version = format!("s{step}-{digest:08x}");
@@ -497,15 +659,8 @@ pub fn train<B: AutodiffBackend>(
     };
     for step in meta.steps..config.steps {
         let t0 = Instant::now();
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let rows = rand::seq::index::sample(&mut rng, packed.len(), rows_per_batch).into_vec();
-        let b = batch::<B>(&packed, &rows, device);
-        let n = b.n_scored.max(1.0);
-        let lp = model.logprobs_at(b.inputs.clone(), b.picks.clone(), b.targets.clone());
-        let loss = (b.loglik(lp) * b.weight).sum().neg().div_scalar(n);
-        let loss_value: f32 = loss.clone().into_scalar().elem();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let rows = draw_batch(config, step, packed.len(), rows_per_batch);
+        let (loss_value, grads) = loss_and_grads(&model, &packed, &rows, &pools, device);
         let lr = config.lr_at(step);
         model = optim.step(lr, model, grads);
         let tokens = (rows_per_batch * config.seq_len) as f64;
@@ -515,7 +670,7 @@ pub fn train<B: AutodiffBackend>(
         let done = step + 1;
         let mut heldout = String::new();
         if !held.is_empty() && (done % config.eval_every.max(1) == 0 || done == config.steps) {
-            let nll = heldout_nll(&model.valid(), &held, device);
+            let nll = heldout_nll(&model.valid(), &held, &pools, device);
             meta.heldout_nll = Some(nll);
             heldout = format!("{nll}");
             on_event(&TrainEvent::Eval { step: done, heldout_nll: nll });
@@ -637,6 +792,61 @@ pub(crate) mod tests {
         assert_ne!(base, v(&rows[1..], 300, &config), "rows");
         let copy = CopyConfig { weight: 0.2, order: 3, unigram: 0.1, names: true };
         assert_ne!(base, v(&rows, 300, &TrainConfig { copy: Some(copy), ..config.clone() }), "copy");
+        assert_eq!(base, v(&rows, 300, &TrainConfig { replicas: 1, ..config.clone() }));
+        assert_ne!(base, v(&rows, 300, &TrainConfig { replicas: 2, ..config.clone() }), "replicas");
+    }
+
+    /// Data parallelism changes only the order of float sums: the loss and every parameter's
+    /// gradient of a batch split over 2 or 3 replicas (3 splits 8 rows unevenly) equal one
+    /// pass's, with and without the copy component.
+    #[test]
+    fn data_parallel_loss_and_gradients_equal_one_pass() {
+        use burn::module::{ModuleVisitor, Param};
+        struct Compare<'a> {
+            one: &'a GradientsParams,
+            split: &'a GradientsParams,
+            compared: usize,
+        }
+        impl ModuleVisitor<CpuTrain> for Compare<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTrain, D>>) {
+                let one: Vec<f32> =
+                    self.one.get::<Cpu, D>(param.id).expect("a gradient").into_data().into_vec().unwrap();
+                let split: Vec<f32> =
+                    self.split.get::<Cpu, D>(param.id).expect("a gradient").into_data().into_vec().unwrap();
+                let scale = one.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+                for (a, b) in one.iter().zip(&split) {
+                    assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b} (largest {scale})");
+                }
+                self.compared += 1;
+            }
+        }
+        let g = tiny_graph();
+        let explore = ExploreConfig { walks: 200, max_hops: 2, ..ExploreConfig::default() };
+        let (_, rows) = build_corpus(&g, &["C0".to_owned()], &explore, 0.0);
+        let vocab = Vocab::train(rows.iter().flat_map(|r| [r.prompt(), r.cot.clone()]), 400).unwrap();
+        let refs: Vec<&CorpusRow> = rows.iter().collect();
+        let names = vec![""; refs.len()];
+        let copy = CopyConfig { weight: 0.2, order: 3, unigram: 0.1, names: false };
+        let device = Default::default();
+        for packed in [pack(&refs, &vocab, 128, None), pack(&refs, &vocab, 128, Some((&copy, &names)))] {
+            assert!(packed.len() >= 8);
+            let rows: Vec<usize> = (0..8).collect();
+            // A fresh model (its parameters not yet initialized) goes to the replicas first.
+            let model = tiny_config(1).model(vocab.size()).init::<CpuTrain>(&device);
+            let pools: Vec<_> = [2, 3].map(|n| replica_pools(n).unwrap()).into();
+            let first = loss_and_grads(&model, &packed, &rows, &pools[0], &device);
+            let (loss, one) = loss_and_grads(&model, &packed, &rows, &[], &device);
+            assert!(loss.is_finite() && loss > 0.0);
+            for (pools, split) in pools.iter().zip([Some(first), None]) {
+                let (split_loss, split) =
+                    split.unwrap_or_else(|| loss_and_grads(&model, &packed, &rows, pools, &device));
+                assert!((split_loss - loss).abs() <= 1e-5 * loss, "{split_loss} vs {loss}");
+                let mut compare = Compare { one: &one, split: &split, compared: 0 };
+                model.visit(&mut compare);
+                // Embedding, final norm, and per layer 2 norms, 4 attention and 3 SwiGLU weights.
+                assert!(compare.compared >= 2 + 2 * 9, "{} parameters compared", compare.compared);
+            }
+        }
     }
 
     /// Training inside the copy mixture optimizes exactly what the policy scores: the loss's
@@ -745,7 +955,8 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("ocean-train-copy-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let copy = CopyConfig { weight: 0.2, order: 3, unigram: 0.1, names: true };
-        let config = TrainConfig { eval_every: 1, copy: Some(copy), ..tiny_config(30) };
+        // Two data-parallel replicas: the whole training loop through them.
+        let config = TrainConfig { eval_every: 1, copy: Some(copy), replicas: 2, ..tiny_config(30) };
         let device = Default::default();
         let no_names = train::<CpuTrain>(&rows, &[], (&explore, 0.15), &config, &dir, false, "t", &device, &mut |_| {});
         assert!(no_names.unwrap_err().contains("KG names"));

@@ -180,6 +180,17 @@ impl KgGraph {
         adj.chunk_by(|a, b| a.0 == b.0).map(|c| (c[0].0, c))
     }
 
+    /// Whether every hop of the walk from `start` over `hops` is a triple of the KG (read in
+    /// its direction).
+    pub fn is_path(&self, start: Ent, hops: &[Hop]) -> bool {
+        let mut at = start;
+        hops.iter().all(|h| {
+            let ok = self.neighbours(at, h.relation, h.forward).any(|e| e == h.to);
+            at = h.to;
+            ok
+        })
+    }
+
     fn neighbours(&self, from: Ent, rel: Rel, forward: bool) -> impl Iterator<Item = Ent> + '_ {
         let adj = if forward { &self.out[from as usize] } else { &self.inc[from as usize] };
         let lo = adj.partition_point(|&(r, _)| r < rel);
@@ -415,6 +426,22 @@ mod tests {
         let back = [Hop { relation: cont, forward: false, to: k("peru") }];
         assert_eq!(answerability(&g, k("sa"), &back, 100), 0.5);
         assert_eq!(answerability(&g, k("sa"), &back, 1), 0.0);
+    }
+
+    #[test]
+    fn a_path_holds_when_every_hop_is_a_triple_in_its_direction() {
+        let g = graph();
+        let k = |x: &str| g.entity_key(x).unwrap();
+        let (cont, cap) = (g.relation_ix["continent"], g.relation_ix["capital_of"]);
+        let hop = |relation, forward, to: &str| Hop { relation, forward, to: k(to) };
+        assert!(g.is_path(k("lima"), &[hop(cap, true, "peru"), hop(cont, true, "sa")]));
+        assert!(g.is_path(k("sa"), &[hop(cont, false, "chile"), hop(cap, false, "santiago")]));
+        assert!(g.is_path(k("lima"), &[]));
+        // The wrong direction, the wrong entity, the wrong relation, a false second hop.
+        assert!(!g.is_path(k("peru"), &[hop(cap, true, "lima")]));
+        assert!(!g.is_path(k("lima"), &[hop(cap, true, "chile")]));
+        assert!(!g.is_path(k("lima"), &[hop(cont, true, "peru")]));
+        assert!(!g.is_path(k("lima"), &[hop(cap, true, "peru"), hop(cont, false, "sa")]));
     }
 
     #[test]
