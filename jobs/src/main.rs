@@ -379,6 +379,10 @@ enum PolicyCommand {
         #[arg(long, default_value_t = ocean_operators::policy::learned::train::CPU_REPLICAS as u16,
               value_parser = clap::value_parser!(u16).range(1..=64))]
         replicas: u16,
+        /// Seed of the weights' initialization and of the batches drawn (the corpus has its
+        /// own, --seed); another seed samples the recipe's spread.
+        #[arg(long, default_value_t = ocean_operators::policy::learned::train::TrainConfig::default().seed)]
+        train_seed: u64,
     },
     /// Fit μ_φ's copy component (a token cache over the question, facts and chain so far, mixed
     /// into the transformer's probabilities) on training walks, and write it into the
@@ -1247,6 +1251,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
             copy_rows,
             copy_train,
             replicas,
+            train_seed,
         } => {
             let explore = corpus.explore();
             let c = ocean_pipeline::policy::corpus(&corpus.kg, &corpus.logs, &explore, corpus.heldout)?;
@@ -1269,6 +1274,7 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
                     names: explore.facts > 0,
                 }),
                 replicas: usize::from(replicas),
+                seed: train_seed,
                 ..TrainConfig::default()
             };
             let command =

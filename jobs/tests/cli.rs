@@ -124,13 +124,15 @@ fn policy_corpus_train_resume_and_eval() {
     let ckpt = dir.path().join("ckpt");
     let small =
         ["--walks", "600", "--d-model", "32", "--layers", "1", "--heads", "2", "--vocab", "300", "--batch", "4"];
-    // Trained inside the mixture with a copy component that reads the KG names.
+    // Trained inside the mixture with a copy component that reads the KG names, on the default
+    // two data-parallel replicas, with a seed of its own.
+    let small = [&small[..], &["--train-seed", "5"]].concat();
     let train = |steps: &[&str]| {
         stdout(
             ocean()
                 .args(["policy", "train"])
                 .args(steps)
-                .args(small)
+                .args(&small)
                 .args(["--copy-train", "0.2", "--kg"])
                 .arg(&kg)
                 .arg("--out")
@@ -151,6 +153,7 @@ fn policy_corpus_train_resume_and_eval() {
     assert!(report["heldout_perplexity"].as_f64().is_some_and(|p| p > 1.0), "{report}");
     assert!(report["walk_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{report}");
     assert!(report["walk_pairs"].as_u64().is_some_and(|n| n > 0), "{report}");
+    assert!(report["walk_pairs_filtered"].as_u64() <= report["walk_pairs"].as_u64(), "{report}");
     // By default μ_φ reads up to 8 KG facts after the question; the report splits the walk
     // pairs by whether their triples were read in training.
     let meta: serde_json::Value =
