@@ -363,18 +363,9 @@ pub fn heldout_nll<B: Backend>(
     let (nll, n) = if pools.len() <= 1 || batches.len() < 2 {
         nll_of(model, &batches)
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = batches
-                .chunks(batches.len().div_ceil(pools.len()))
-                .zip(pools)
-                .map(|(part, pool)| {
-                    let (nll_of, model) = (&nll_of, model.clone());
-                    s.spawn(move || pool.install(|| nll_of(&model, part)))
-                })
-                .collect();
-            let parts = handles.into_iter().map(|h| h.join().expect("a held-out scorer panicked"));
-            parts.fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
-        })
+        let parts = batches.chunks(batches.len().div_ceil(pools.len())).map(|part| (model.clone(), part));
+        let sums = on_pools(pools, parts, &|(model, part)| nll_of(&model, part));
+        sums.into_iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y))
     };
     if n > 0.0 {
         nll / n
@@ -455,6 +446,20 @@ fn replica_pools(replicas: usize) -> Result<Vec<rayon::ThreadPool>, String> {
         .collect()
 }
 
+/// `f` of each of `parts` (at most one per pool), all at once: each on its own thread, inside
+/// its own pool, so that the kernels it runs use that pool's one thread. The results in order.
+fn on_pools<T: Send, R: Send>(
+    pools: &[rayon::ThreadPool],
+    parts: impl IntoIterator<Item = T>,
+    f: &(impl Fn(T) -> R + Sync),
+) -> Vec<R> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            parts.into_iter().zip(pools).map(|(part, pool)| s.spawn(move || pool.install(|| f(part)))).collect();
+        handles.into_iter().map(|h| h.join().expect("a replica's thread panicked")).collect()
+    })
+}
+
 /// The loss of the batch of packed `rows` (mean negative log-likelihood per scored token) and
 /// its gradients. Without `pools`, one forward and backward pass on the caller's threads. With
 /// them (data parallelism on the CPU, where one pass does not keep two cores busy: its kernels
@@ -485,18 +490,8 @@ fn loss_and_grads<B: AutodiffBackend>(
     let parts: Vec<Batch<B>> =
         rows.chunks(rows.len().div_ceil(pools.len())).map(|r| batch::<B>(packed, r, device)).collect();
     let n = parts.iter().map(|b| b.n_scored).sum::<f32>().max(1.0);
-    let results: Vec<(f32, GradientsParams)> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .zip(pools)
-            .map(|(b, pool)| {
-                let replica = model.clone().fork(device);
-                let loss_of = &loss_of;
-                s.spawn(move || pool.install(|| loss_of(&replica, &b, n)))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a training replica panicked")).collect()
-    });
+    let replicas = parts.into_iter().map(|b| (model.clone().fork(device), b));
+    let results = on_pools(pools, replicas, &|(replica, b)| loss_of(&replica, &b, n));
     let mut sum = burn::optim::GradientsAccumulator::new();
     let mut loss = 0.0;
     for (value, grads) in results {
@@ -611,9 +606,6 @@ pub fn train<B: AutodiffBackend>(
         let _ = std::fs::remove_file(out.join("loss.csv"));
         (meta, vocab, model, None)
     };
-    // burn initializes parameters lazily, and a clone of an uninitialized parameter draws its
-    // own weights: the replicas must clone initialized ones.
-    model.visit(&mut Materialize);
     let digest = version_digest(rows, &meta.model, config);
     // Reward-proportional sampling (see [`reward_sample`]): the packed rows carry unit weights.
     let sampled: Vec<(CorpusRow, &str)> = reward_sample(&train_rows, |r| r.0.reward, config.seed)
