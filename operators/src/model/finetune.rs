@@ -141,8 +141,8 @@ impl<B: Backend> Top<B> {
     ) -> Tensor<B, 1> {
         let [b, t, d] = hidden.dims();
         let device = hidden.device();
-        let (n_heads, _) = self.blocks.first().map_or((1, 1), |l| l.heads());
-        let rope = Rope::<B>::new(0, t, d / n_heads, theta, &device);
+        let heads = self.blocks.first().map_or((1, 1), |l| l.heads());
+        let rope = Rope::<B>::new(0, t, d / heads.0, heads.into(), theta, &device);
         let mut x = hidden;
         for block in &self.blocks {
             x = block.forward(x, &rope, None);
@@ -312,8 +312,8 @@ impl<B: Backend, A: AutodiffBackend<InnerBackend = B>> Finetune<B, A> {
             }
             let tokens = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), &self.device).reshape([batch.len(), t]);
             let mut x = self.llm.model.embed.forward(tokens);
-            let (n_heads, _) = lower.first().map_or((1, 1), |l| l.heads());
-            let rope = Rope::<B>::new(0, t, d / n_heads, self.theta, &self.device);
+            let heads = lower.first().map_or((1, 1), |l| l.heads());
+            let rope = Rope::<B>::new(0, t, d / heads.0, heads.into(), self.theta, &self.device);
             for layer in lower {
                 x = layer.forward(x, &rope, None);
             }

@@ -1,6 +1,7 @@
 //! Models in burn: the shared transformer and the backends Ocean runs it on.
 
 pub mod finetune;
+mod fused;
 pub mod gguf;
 pub mod llm;
 pub mod transformer;

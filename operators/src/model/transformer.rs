@@ -8,12 +8,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
+
+use super::fused;
 
 /// The shape of a [`Transformer`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,8 +148,9 @@ pub struct Block<B: Backend> {
     n_kv_heads: usize,
 }
 
-/// Rotary position encoding for positions `start..start + t` of heads of `head_dim`, laid out
-/// so that every product is a contiguous row shared by all heads (burn's SIMD broadcast path;
+/// Rotary position encoding for positions `start..start + t` of heads of `head_dim`, applied to
+/// heads as the projections leave them (`[b, t, heads·head_dim]`, head-major within a
+/// position), laid out so that every product is a contiguous row (burn's SIMD broadcast path;
 /// a `[.., head_dim/2, 2]` view walks strided and costs several times more).
 ///
 /// Dims `(2i, 2i+1)` of a head form a pair rotated by angle `pos · θ^(−2i/head_dim)`:
@@ -157,16 +158,24 @@ pub struct Block<B: Backend> {
 /// signed permutation applied as a `[head_dim, head_dim]` matmul, which is exact.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope<B: Backend> {
-    /// `cos` of each position and pair, repeated for both dims of the pair: `[1, t·head_dim]`.
-    cos: Tensor<B, 2>,
-    /// `sin`, likewise.
-    sin: Tensor<B, 2>,
+    head_dim: usize,
+    /// Per head count n: `cos` of each position, head and pair, repeated for both dims of the
+    /// pair (`[1, t·n·head_dim]`), and `sin` likewise.
+    tables: Vec<(usize, Tensor<B, 2>, Tensor<B, 2>)>,
     /// The signed permutation `swap`: `[head_dim, head_dim]`.
     swap: Tensor<B, 2>,
 }
 
 impl<B: Backend> Rope<B> {
-    pub(crate) fn new(start: usize, t: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+    /// Tables for inputs of `heads` heads (the query heads and the key/value heads).
+    pub(crate) fn new(
+        start: usize,
+        t: usize,
+        head_dim: usize,
+        heads: [usize; 2],
+        theta: f64,
+        device: &B::Device,
+    ) -> Self {
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(t * head_dim);
         let mut sin = Vec::with_capacity(t * head_dim);
@@ -185,20 +194,29 @@ impl<B: Backend> Rope<B> {
             swap[(2 * i + 1) * head_dim + 2 * i] = -1.0;
             swap[2 * i * head_dim + 2 * i + 1] = 1.0;
         }
-        let row = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([1, t * head_dim]);
+        // Each position's row repeated for each of n heads.
+        let table = |v: &[f32], n: usize| {
+            let rows: Vec<f32> = v.chunks(head_dim).flat_map(|r| r.repeat(n)).collect();
+            Tensor::<B, 1>::from_floats(rows.as_slice(), device).reshape([1, t * n * head_dim])
+        };
+        let mut counts = heads.to_vec();
+        counts.dedup();
         Self {
-            cos: row(cos),
-            sin: row(sin),
+            head_dim,
+            tables: counts.into_iter().map(|n| (n, table(&cos, n), table(&sin, n))).collect(),
             swap: Tensor::<B, 1>::from_floats(swap.as_slice(), device).reshape([head_dim, head_dim]),
         }
     }
 
-    /// Rotates `x` (`[b, heads, t, head_dim]`) by position; the result is contiguous.
-    pub(crate) fn rotate(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, hd] = x.dims();
-        let flat = x.reshape([b * h, t * hd]);
-        let swapped = flat.clone().reshape([b * h * t, hd]).matmul(self.swap.clone()).reshape([b * h, t * hd]);
-        (flat * self.cos.clone() + swapped * self.sin.clone()).reshape([b, h, t, hd])
+    /// Rotates `x` (`[b, t, n·head_dim]`, n one of the head counts given to [`Rope::new`]) by
+    /// position; the result is contiguous.
+    pub(crate) fn rotate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, w] = x.dims();
+        let n = w / self.head_dim;
+        let (_, cos, sin) = self.tables.iter().find(|(m, _, _)| *m == n).expect("rotary tables for this head count");
+        let flat = x.reshape([b, t * w]);
+        let swapped = flat.clone().reshape([b * t * n, self.head_dim]).matmul(self.swap.clone()).reshape([b, t * w]);
+        (flat * cos.clone() + swapped * sin.clone()).reshape([b, t, w])
     }
 }
 
@@ -296,30 +314,25 @@ impl<B: Backend> Block<B> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_heads;
         let h = self.attn_norm.forward(x.clone());
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rope.rotate(heads(self.wq.forward(h.clone()), self.n_heads));
-        let mut k = rope.rotate(heads(self.wk.forward(h.clone()), self.n_kv_heads));
-        let mut v = heads(self.wv.forward(h), self.n_kv_heads);
-        if let Some(slot) = cache {
-            if let Some((k0, v0)) = slot.take() {
-                k = Tensor::cat(vec![k0, k], 2);
-                v = Tensor::cat(vec![v0, v], 2);
+        let q = rope.rotate(self.wq.forward(h.clone()));
+        let k = rope.rotate(self.wk.forward(h.clone()));
+        let v = self.wv.forward(h);
+        let a = match cache {
+            None => fused::causal(q, k, v, self.n_heads, self.n_kv_heads),
+            Some(slot) => {
+                let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+                let (q, mut k, mut v) = (heads(q, self.n_heads), heads(k, self.n_kv_heads), heads(v, self.n_kv_heads));
+                if let Some((k0, v0)) = slot.take() {
+                    k = Tensor::cat(vec![k0, k], 2);
+                    v = Tensor::cat(vec![v0, v], 2);
+                }
+                *slot = Some((k.clone(), v.clone()));
+                fused::causal_heads(q, k, v).swap_dims(1, 2).reshape([b, t, d])
             }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let tk = k.dims()[2];
-        let group = self.n_heads / self.n_kv_heads;
-        if group > 1 {
-            let expand =
-                |y: Tensor<B, 4>| y.unsqueeze_dim::<5>(2).repeat_dim(2, group).reshape([b, self.n_heads, tk, hd]);
-            k = expand(k);
-            v = expand(v);
-        }
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-        let a = attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, t, d]);
+        };
         let x = x + self.wo.forward(a);
         let h = self.ffn_norm.forward(x.clone());
-        let ff = self.w_down.forward(silu(self.w_gate.forward(h.clone())) * self.w_up.forward(h));
+        let ff = self.w_down.forward(fused::swiglu(self.w_gate.forward(h.clone()), self.w_up.forward(h)));
         x + ff
     }
 }
@@ -451,8 +464,8 @@ impl<B: Backend> Transformer<B> {
         );
         let mut x = self.embed.forward(tokens);
         let d = x.dims()[2];
-        let hd = d / self.layers.first().map_or(1, |l| l.n_heads);
-        let rope = Rope::<B>::new(start, t, hd, self.rope_theta, &x.device());
+        let heads = self.layers.first().map_or((1, 1), |l| l.heads());
+        let rope = Rope::<B>::new(start, t, d / heads.0, heads.into(), self.rope_theta, &x.device());
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
             x = layer.forward(x, &rope, slot);
@@ -620,30 +633,31 @@ mod tests {
 
     #[test]
     fn rotation_equals_the_pairwise_formula_exactly() {
-        // The reference: pairs (2i, 2i+1) as a [.., hd/2, 2] view, r0 = x0·cos − x1·sin and
+        // The reference: pairs (2i, 2i+1) of each head, r0 = x0·cos − x1·sin and
         // r1 = x0·sin + x1·cos, with the angles in f64 as in `Rope::new`.
         let device = Default::default();
         let (b, h, t, hd, start, theta) = (2, 3, 5, 8, 4, 10_000.0_f64);
-        let x: Vec<f32> = (0..b * h * t * hd).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..b * t * h * hd).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let mut want = x.clone();
-        for row in 0..b * h {
+        for row in 0..b {
             for pos in 0..t {
-                for i in 0..hd / 2 {
-                    let angle = (start + pos) as f64 * theta.powf(-((2 * i) as f64) / hd as f64);
-                    let (s, c) = (angle.sin() as f32, angle.cos() as f32);
-                    let at = (row * t + pos) * hd + 2 * i;
-                    let (x0, x1) = (x[at], x[at + 1]);
-                    want[at] = x0 * c - x1 * s;
-                    want[at + 1] = x0 * s + x1 * c;
+                for head in 0..h {
+                    for i in 0..hd / 2 {
+                        let angle = (start + pos) as f64 * theta.powf(-((2 * i) as f64) / hd as f64);
+                        let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+                        let at = ((row * t + pos) * h + head) * hd + 2 * i;
+                        let (x0, x1) = (x[at], x[at + 1]);
+                        want[at] = x0 * c - x1 * s;
+                        want[at + 1] = x0 * s + x1 * c;
+                    }
                 }
             }
         }
-        let rope = Rope::<Cpu>::new(start, t, hd, theta, &device);
-        // A non-contiguous input, as the heads are after `swap_dims`.
-        let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([b, h, t, hd]);
-        let stored = input.clone().swap_dims(1, 2).reshape([b * t * h * hd]).reshape([b, t, h, hd]);
-        let viewed = stored.swap_dims(1, 2);
-        for x in [input, viewed] {
+        let rope = Rope::<Cpu>::new(start, t, hd, [h, 1], theta, &device);
+        let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([b, t, h * hd]);
+        // The same values stored position-major: a non-contiguous view.
+        let stored = input.clone().swap_dims(0, 1).reshape([t * b * h * hd]).reshape([t, b, h * hd]);
+        for x in [input, stored.swap_dims(0, 1)] {
             let got: Vec<f32> = rope.rotate(x).into_data().into_vec().unwrap();
             assert_eq!(got, want);
         }
@@ -654,12 +668,12 @@ mod tests {
         // RoPE: attention scores depend on relative positions only, so a rotated pair keeps its
         // dot product when both positions shift.
         let device = Default::default();
-        let rope = Rope::<Cpu>::new(0, 8, 4, 10_000.0, &device);
+        let rope = Rope::<Cpu>::new(0, 8, 4, [1, 1], 10_000.0, &device);
         let q = Tensor::<Cpu, 1>::from_floats([0.3, -1.2, 0.7, 0.5], &device);
         let k = Tensor::<Cpu, 1>::from_floats([1.1, 0.4, -0.2, 0.9], &device);
         let at = |v: &Tensor<Cpu, 1>, pos: usize| {
-            let x = v.clone().reshape([1, 1, 1, 4]).repeat_dim(2, 8);
-            rope.rotate(x).narrow(2, pos, 1).reshape([4])
+            let x = v.clone().reshape([1, 1, 4]).repeat_dim(1, 8);
+            rope.rotate(x).narrow(1, pos, 1).reshape([4])
         };
         let dot = |a: Tensor<Cpu, 1>, b: Tensor<Cpu, 1>| -> f32 { (a * b).sum().into_scalar() };
         let d1 = dot(at(&q, 5), at(&k, 2));

@@ -917,7 +917,10 @@ pub(crate) mod tests {
         // save → load: the loaded policy scores exactly as the model that was saved.
         let loaded = LearnedPolicy::<Cpu>::load(&dir, &device).unwrap();
         let (meta2, vocab) = read_meta(&dir).unwrap();
-        assert_eq!(meta2, meta);
+        // serde_json (without its float_roundtrip feature) reads a float back to within an ulp.
+        let nll = |m: &PolicyMeta| m.heldout_nll.expect("evaluated");
+        assert!((nll(&meta2) - nll(&meta)).abs() <= 1e-12 * nll(&meta), "{meta2:?} vs {meta:?}");
+        assert_eq!(PolicyMeta { heldout_nll: None, ..meta2 }, PolicyMeta { heldout_nll: None, ..meta.clone() });
         let items = [(rows[0].question.as_str(), rows[0].cot.as_str()), ("What?", "Amar is the capital of Aland.")];
         let copy = dir.join("copy");
         save_checkpoint(&copy, loaded.model(), loaded.vocab(), loaded.meta()).unwrap();
