@@ -272,14 +272,9 @@ pub(crate) fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<
 /// Elements per parallel chunk of the elementwise passes.
 const CHUNK: usize = 1 << 14;
 
-/// A contiguous copy of `x`'s values (a view of them when `x` is contiguous already).
-fn values(x: &FlexTensor) -> FlexTensor {
-    x.to_contiguous()
-}
-
 /// `silu(g) · u` and σ(g), both shaped as `g`.
 fn swiglu_forward(g: &FlexTensor, u: &FlexTensor) -> (FlexTensor, FlexTensor) {
-    let (g, u) = (values(g), values(u));
+    let (g, u) = (g.to_contiguous(), u.to_contiguous());
     let (gs, us) = (g.as_slice::<f32>().expect("contiguous"), u.as_slice::<f32>().expect("contiguous"));
     let (mut out, mut sig) = (vec![0f32; gs.len()], vec![0f32; gs.len()]);
     out.par_chunks_mut(CHUNK)
@@ -305,8 +300,8 @@ impl Backward<Cpu, 2> for FusedSwiGlu {
     type State = [FlexTensor; 3];
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [g, u, sig] = ops.state.map(|x| values(&x));
-        let grad = values(&grads.consume::<Cpu>(&ops.node));
+        let [g, u, sig] = ops.state.map(|x| x.to_contiguous());
+        let grad = grads.consume::<Cpu>(&ops.node).to_contiguous();
         let [gs, us, ss, dy] = [&g, &u, &sig, &grad].map(|x| x.as_slice::<f32>().expect("contiguous"));
         let (mut dg, mut du) = (vec![0f32; gs.len()], vec![0f32; gs.len()]);
         dg.par_chunks_mut(CHUNK)
