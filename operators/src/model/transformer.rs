@@ -313,10 +313,18 @@ impl<B: Backend> Block<B> {
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let hd = d / self.n_heads;
+        // The projections, norms and feed-forward see the positions as one `[b·t, d]` matrix:
+        // burn's linear backward takes the weight gradient of a 3-D input as one product per
+        // row and a sum over them, of a 2-D input as one product.
+        let x = x.reshape([b * t, d]);
         let h = self.attn_norm.forward(x.clone());
-        let q = rope.rotate(self.wq.forward(h.clone()));
-        let k = rope.rotate(self.wk.forward(h.clone()));
-        let v = self.wv.forward(h);
+        let positions = |y: Tensor<B, 2>| {
+            let w = y.dims()[1];
+            y.reshape([b, t, w])
+        };
+        let q = rope.rotate(positions(self.wq.forward(h.clone())));
+        let k = rope.rotate(positions(self.wk.forward(h.clone())));
+        let v = positions(self.wv.forward(h));
         let a = match cache {
             None => fused::causal(q, k, v, self.n_heads, self.n_kv_heads),
             Some(slot) => {
@@ -330,10 +338,10 @@ impl<B: Backend> Block<B> {
                 fused::causal_heads(q, k, v).swap_dims(1, 2).reshape([b, t, d])
             }
         };
-        let x = x + self.wo.forward(a);
+        let x = x + self.wo.forward(a.reshape([b * t, d]));
         let h = self.ffn_norm.forward(x.clone());
         let ff = self.w_down.forward(fused::swiglu(self.w_gate.forward(h.clone()), self.w_up.forward(h)));
-        x + ff
+        (x + ff).reshape([b, t, d])
     }
 }
 
