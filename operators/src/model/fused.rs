@@ -67,27 +67,42 @@ pub(crate) fn causal<B: Backend>(
         let [q, k, v] = [q, k, v].map(same::<_, Tensor<CpuTrain, 3>>);
         return same(fused_autodiff(shape, q, k, v));
     }
-    unfused(q, k, v, n_heads, n_kv_heads)
+    unfused(q, k, v, n_heads, n_kv_heads, None)
 }
 
+/// The keys and values (`[b, kv_heads, positions, hd]`) of the positions a decoder layer has
+/// seen so far: one layer's slot of a [`super::transformer::KvCache`].
+pub(crate) type KvSlot<B> = Option<(Tensor<B, 4>, Tensor<B, 4>)>;
+
 /// [`causal`] through burn's attention on any backend: the heads moved to `[b, heads, t, hd]`
-/// and back.
-fn unfused<B: Backend>(
+/// and back. With `cache`, the keys and values of earlier positions are read from it and the
+/// new ones appended (causal attention aligns the queries with the last `t` keys): the path of
+/// cached decoding on every backend.
+pub(crate) fn unfused<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
     v: Tensor<B, 3>,
     n_heads: usize,
     n_kv_heads: usize,
+    cache: Option<&mut KvSlot<B>>,
 ) -> Tensor<B, 3> {
     let [b, t, d] = q.dims();
     let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d / n_heads]).swap_dims(1, 2);
-    causal_heads(heads(q, n_heads), heads(k, n_kv_heads), heads(v, n_kv_heads)).swap_dims(1, 2).reshape([b, t, d])
+    let (q, mut k, mut v) = (heads(q, n_heads), heads(k, n_kv_heads), heads(v, n_kv_heads));
+    if let Some(slot) = cache {
+        if let Some((k0, v0)) = slot.take() {
+            k = Tensor::cat(vec![k0, k], 2);
+            v = Tensor::cat(vec![v0, v], 2);
+        }
+        *slot = Some((k.clone(), v.clone()));
+    }
+    causal_heads(q, k, v).swap_dims(1, 2).reshape([b, t, d])
 }
 
 /// burn's causal attention over heads `[b, heads, t, hd]` (`k`, `v`: `[b, kv_heads, tk, hd]`,
 /// each key/value head repeated over its group of query heads); the queries are the last
-/// `t` of the `tk` positions. The path of every backend but the CPU's, and of cached decoding.
-pub(crate) fn causal_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+/// `t` of the `tk` positions.
+fn causal_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, n_heads, _, hd] = q.dims();
     let [_, n_kv, tk, _] = k.dims();
     let group = n_heads / n_kv;
@@ -137,9 +152,7 @@ impl Heads {
         let (t, hd, heads) = (self.t, self.hd, self.n_kv * per);
         let out_shape = Shape::new([self.b, t, heads * hd]);
         let x = x.to_contiguous();
-        let Some(src) = x.as_slice::<f32>() else {
-            return x.permute(&[0, 3, 1, 2, 4]).reshape(out_shape);
-        };
+        let src = x.as_slice::<f32>().expect("contiguous f32");
         let mut out = vec![0f32; src.len()];
         // Source: head-major ([b][head][pos][hd]); destination: position-major.
         out.par_chunks_mut(t * heads * hd).zip(src.par_chunks(heads * t * hd)).for_each(|(dst, src)| {
@@ -348,7 +361,7 @@ mod tests {
             let (q, k, v, w) = (draw(n * hd), draw(kv * hd), draw(kv * hd), draw(n * hd));
             // Inference: the fused Flex path against burn's.
             let fused = causal(q.clone(), k.clone(), v.clone(), n, kv);
-            close("output", fused, unfused(q.clone(), k.clone(), v.clone(), n, kv));
+            close("output", fused, unfused(q.clone(), k.clone(), v.clone(), n, kv, None));
             // Training: the fused op's gradients against those of burn's decomposition.
             let grads = |fused: bool| {
                 let track = |x: &Tensor<Cpu, 3>| Tensor::<CpuTrain, 3>::from_inner(x.clone()).require_grad();
@@ -356,7 +369,7 @@ mod tests {
                 let out = if fused {
                     causal(q.clone(), k.clone(), v.clone(), n, kv)
                 } else {
-                    unfused(q.clone(), k.clone(), v.clone(), n, kv)
+                    unfused(q.clone(), k.clone(), v.clone(), n, kv, None)
                 };
                 let loss = (out.clone() * Tensor::from_inner(w.clone())).sum();
                 let g = loss.backward();

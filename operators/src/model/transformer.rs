@@ -246,7 +246,7 @@ pub struct BlockWeights<B: Backend> {
 /// Keys and values of the positions seen so far, per layer, for incremental decoding.
 #[derive(Debug)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    layers: Vec<fused::KvSlot<B>>,
     len: usize,
 }
 
@@ -309,10 +309,9 @@ impl<B: Backend> Block<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        cache: Option<&mut fused::KvSlot<B>>,
     ) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let hd = d / self.n_heads;
         // The projections, norms and feed-forward see the positions as one `[b·t, d]` matrix:
         // burn's linear backward takes the weight gradient of a 3-D input as one product per
         // row and a sum over them, of a 2-D input as one product.
@@ -327,16 +326,7 @@ impl<B: Backend> Block<B> {
         let v = positions(self.wv.forward(h));
         let a = match cache {
             None => fused::causal(q, k, v, self.n_heads, self.n_kv_heads),
-            Some(slot) => {
-                let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-                let (q, mut k, mut v) = (heads(q, self.n_heads), heads(k, self.n_kv_heads), heads(v, self.n_kv_heads));
-                if let Some((k0, v0)) = slot.take() {
-                    k = Tensor::cat(vec![k0, k], 2);
-                    v = Tensor::cat(vec![v0, v], 2);
-                }
-                *slot = Some((k.clone(), v.clone()));
-                fused::causal_heads(q, k, v).swap_dims(1, 2).reshape([b, t, d])
-            }
+            Some(slot) => fused::unfused(q, k, v, self.n_heads, self.n_kv_heads, Some(slot)),
         };
         let x = x + self.wo.forward(a.reshape([b * t, d]));
         let h = self.ffn_norm.forward(x.clone());
