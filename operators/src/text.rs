@@ -1,5 +1,6 @@
 //! Text helpers shared by linking and segmentation: char offsets, words, alias normalization.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization as _;
@@ -82,8 +83,8 @@ pub struct Word {
     pub start: u32,
     /// End (exclusive), in chars.
     pub end: u32,
-    /// The word's normal form (see [`Normalizer`]).
-    pub norm: String,
+    /// The word's normal form (see [`Normalizer`]); inline up to 24 bytes.
+    pub norm: CompactString,
 }
 
 /// How the linker reads text and aliases into words; the same rules on both sides, so that an
@@ -129,8 +130,14 @@ fn is_word_char(ch: char) -> bool {
 /// to fold), byte by byte: chars are bytes, words are runs of letters and digits lower-cased, an
 /// `s` or `S` right after a word and an apostrophe is dropped.
 fn ascii_words(text: &str) -> Vec<Word> {
+    let mut out: Vec<Word> = Vec::with_capacity(text.len() / 5);
+    ascii_words_into(text, 0, &mut out);
+    out
+}
+
+/// [`ascii_words`] of a text that starts at char `base` of a longer one, appended to `out`.
+fn ascii_words_into(text: &str, base: u32, out: &mut Vec<Word>) {
     let bytes = text.as_bytes();
-    let mut out: Vec<Word> = Vec::with_capacity(bytes.len() / 5);
     let mut i = 0;
     while i < bytes.len() {
         if !bytes[i].is_ascii_alphanumeric() {
@@ -145,15 +152,32 @@ fn ascii_words(text: &str) -> Vec<Word> {
         if after_apostrophe && i - start == 1 && (bytes[start] | 0x20) == b's' {
             continue;
         }
+        let (s, e) = (base + start as u32, base + i as u32);
         match out.last_mut() {
-            Some(last) if after_apostrophe && last.end as usize == start - 1 => {
-                last.norm.push_str(&text[start..i].to_ascii_lowercase());
-                last.end = i as u32;
+            Some(last) if after_apostrophe && last.end + 1 == s => {
+                let from = last.norm.len();
+                last.norm.push_str(&text[start..i]);
+                last.norm[from..].make_ascii_lowercase();
+                last.end = e;
             }
-            _ => out.push(Word { start: start as u32, end: i as u32, norm: text[start..i].to_ascii_lowercase() }),
+            _ => out.push(Word { start: s, end: e, norm: ascii_lower(&bytes[start..i]) }),
         }
     }
-    out
+}
+
+/// The lower case of a run of ASCII letters and digits: setting bit 5 lower-cases a letter and
+/// leaves a digit as it is. Built in a buffer and copied once into the inline string.
+fn ascii_lower(word: &[u8]) -> CompactString {
+    let mut buf = [0u8; 24];
+    if word.len() > buf.len() {
+        let mut norm = CompactString::from(std::str::from_utf8(word).expect("ASCII"));
+        norm.make_ascii_lowercase();
+        return norm;
+    }
+    for (d, s) in buf.iter_mut().zip(word) {
+        *d = s | 0x20;
+    }
+    CompactString::from(std::str::from_utf8(&buf[..word.len()]).expect("ASCII"))
 }
 
 /// Han ideographs, Hiragana and Katakana: each char is a word.
@@ -170,16 +194,44 @@ fn is_apostrophe(ch: char) -> bool {
 
 impl Normalizer {
     /// The words of `text`, in order (see the type's docs).
+    ///
+    /// No word spans ASCII whitespace, and the apostrophe rules look only at the chars right
+    /// before a word, so the text is read in pieces cut at ASCII whitespace: the pieces around
+    /// each non-ASCII char char by char, the ASCII stretches between them byte by byte.
     pub fn words(self, text: &str) -> Vec<Word> {
         if text.is_ascii() {
             return ascii_words(text);
         }
-        self.words_any(text)
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(text.len() / 5);
+        let (mut at, mut chars) = (0, 0u32);
+        while at < bytes.len() {
+            let Some(wide) = bytes[at..].iter().position(|b| !b.is_ascii()).map(|p| at + p) else {
+                ascii_words_into(&text[at..], chars, &mut out);
+                break;
+            };
+            let from = bytes[at..wide].iter().rposition(u8::is_ascii_whitespace).map_or(at, |p| at + p + 1);
+            let to = bytes[wide..].iter().position(u8::is_ascii_whitespace).map_or(bytes.len(), |p| wide + p);
+            ascii_words_into(&text[at..from], chars, &mut out);
+            chars += (from - at) as u32;
+            self.words_any_into(&text[from..to], chars, &mut out);
+            chars += text[from..to].chars().count() as u32;
+            at = to;
+        }
+        out
     }
 
-    /// [`Normalizer::words`] of any text, char by char.
+    /// [`Normalizer::words`] of any text, char by char (what the pieces must add up to).
+    #[cfg(test)]
     fn words_any(self, text: &str) -> Vec<Word> {
         let mut out = Vec::with_capacity(text.len() / 5);
+        self.words_any_into(text, 0, &mut out);
+        out
+    }
+
+    /// [`Normalizer::words_any`] of a text that starts at char `base` of a longer one (after
+    /// ASCII whitespace, or at its start), appended to `out`.
+    fn words_any_into(self, text: &str, base: u32, out: &mut Vec<Word>) {
         // The current word: start char, start byte, and whether it follows a word and an
         // apostrophe directly (a possessive `s`, or a part to join).
         let mut current: Option<(u32, usize, bool)> = None;
@@ -187,7 +239,7 @@ impl Normalizer {
         let mut joinable: Option<usize> = None;
         let mut last_end: Option<u32> = None;
         let mut prev: Option<char> = None;
-        let mut chars = 0u32;
+        let mut chars = base;
         for (b, ch) in text.char_indices() {
             let i = chars;
             chars += 1;
@@ -198,11 +250,11 @@ impl Normalizer {
                 }
             } else {
                 if let Some((start, sb, after_apostrophe)) = current.take() {
-                    self.push(&mut out, &mut joinable, text, (sb, b), (start, i), after_apostrophe);
+                    self.push(out, &mut joinable, text, (sb, b), (start, i), after_apostrophe);
                     last_end = Some(i);
                 }
                 if is_unspaced(ch) {
-                    self.push(&mut out, &mut None, text, (b, b + ch.len_utf8()), (i, i + 1), false);
+                    self.push(out, &mut None, text, (b, b + ch.len_utf8()), (i, i + 1), false);
                     joinable = None;
                     last_end = Some(i + 1);
                 }
@@ -210,9 +262,8 @@ impl Normalizer {
             prev = Some(ch);
         }
         if let Some((start, sb, after_apostrophe)) = current {
-            self.push(&mut out, &mut joinable, text, (sb, text.len()), (start, chars), after_apostrophe);
+            self.push(out, &mut joinable, text, (sb, text.len()), (start, chars), after_apostrophe);
         }
-        out
     }
 
     /// Adds the run of word chars at `bytes` (`chars`) of `text`: dropped when it is a possessive
@@ -252,9 +303,11 @@ impl Normalizer {
     }
 
     /// The normal form of one word as written.
-    pub fn normal_form(self, raw: &str) -> String {
+    pub fn normal_form(self, raw: &str) -> CompactString {
         if raw.is_ascii() {
-            return raw.to_ascii_lowercase();
+            let mut norm = CompactString::from(raw);
+            norm.make_ascii_lowercase();
+            return norm;
         }
         let folded = caseless::default_case_fold_str(&raw.nfkc().collect::<String>());
         let folded: String = if self.fold_diacritics {
@@ -267,7 +320,7 @@ impl Normalizer {
 
     /// The normal form of an alias or a text span: its words' normal forms joined by one space.
     pub fn normalize(self, text: &str) -> String {
-        let ws: Vec<String> = self.words(text).into_iter().map(|w| w.norm).collect();
+        let ws: Vec<CompactString> = self.words(text).into_iter().map(|w| w.norm).collect();
         ws.join(" ")
     }
 }
@@ -358,7 +411,7 @@ mod tests {
     }
 
     fn norms(text: &str) -> Vec<String> {
-        words(text).into_iter().map(|w| w.norm).collect()
+        words(text).into_iter().map(|w| w.norm.into()).collect()
     }
 
     #[test]
@@ -463,6 +516,22 @@ mod tests {
             let len = text.chars().count() as u32;
             assert!(ws.iter().all(|w| w.start < w.end && w.end <= len && !w.norm.is_empty() && !w.norm.contains(' ')));
             assert!(ws.windows(2).all(|p| p[0].end <= p[1].start), "ordered, disjoint spans in {text:?}");
+        }
+    }
+
+    /// Texts with non-ASCII chars are read in pieces (see [`Normalizer::words`]); the pieces
+    /// give what reading the whole text char by char gives.
+    #[test]
+    fn mixed_texts_read_in_pieces_equal_the_general_path() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let pool: Vec<char> = "abS09 \t\n.,'’ʼs-éÉßΣдН東は\u{a0}\u{0301}\u{0915}\u{093F}ｉ".chars().collect();
+        let mut rng = StdRng::seed_from_u64(13);
+        for _ in 0..5000 {
+            let text: String = (0..rng.gen_range(0..40)).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
+            for n in [Normalizer::default(), Normalizer { fold_diacritics: true }] {
+                assert_eq!(n.words(&text), n.words_any(&text), "{text:?}");
+            }
         }
     }
 

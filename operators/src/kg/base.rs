@@ -11,6 +11,7 @@ use std::hash::BuildHasher as _;
 
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
+use super::trie::{EdgeTable, NO_ENTITY, SEVERAL};
 use crate::text::{is_stop_alias, Normalizer};
 
 /// Strings interned to dense keys `0..len`: one text buffer with end offsets, and a map from a
@@ -235,8 +236,9 @@ pub struct KgBase {
     pub(crate) alias_text_keys: Vec<u32>,
     /// Normalized alias words.
     pub(crate) words: Interner,
-    /// (node, word) → child node.
-    pub(crate) trie: HashMap<(u32, u32), u32>,
+    /// The alias trie's edges, (node, word) → child node, placed by prefix hash
+    /// ([`EdgeTable`]).
+    pub(crate) trie: EdgeTable,
     /// Per trie node: (entity, multiplicity) of the aliases ending there, by entity id.
     pub(crate) node_entities: Rows<(u32, u32)>,
     /// Per entity: its edges as (neighbour, [`label`]), sorted; a triple given twice is two
@@ -396,7 +398,7 @@ impl KgBase {
             + interner(&self.words)
             + self.triples.len() * 12
             + self.alias_entities.len() * 8
-            + self.trie.capacity() * 13
+            + self.trie.heap_bytes()
             + self.node_entities.offsets.len() * 8
             + self.node_entities.values.len() * 8
             + self.adjacency.offsets.len() * 8
@@ -500,6 +502,7 @@ impl KgBuilder {
             *node_of = node;
         }
         let nodes = trie.len() + 1;
+        let edges: Vec<[u32; 3]> = trie.into_iter().map(|((n, w), c)| [n, w, c]).collect();
         let ends: Vec<(u32, u32)> = self
             .alias_entities
             .iter()
@@ -514,6 +517,9 @@ impl KgBuilder {
             let names = &self.entities;
             node_entities.values[s..e].sort_by(|a, b| names.get(a.0).cmp(names.get(b.0)));
         }
+        let trie = EdgeTable::new(&edges, nodes, |n| node_info(&node_entities, n))
+            .expect("the builder numbers trie nodes after their parents");
+        drop(edges);
         let (relation_phrases, relation_phrase_words) =
             relation_phrases(normalizer, &self.relation_alias_texts, &self.relation_aliases);
         KgBase {
@@ -535,6 +541,19 @@ impl KgBuilder {
             relation_phrases,
             relation_phrase_words,
         }
+    }
+}
+
+/// What a trie node names, for its edge in the [`EdgeTable`]: its entity when it names exactly
+/// one, else [`NO_ENTITY`] or [`SEVERAL`].
+pub(crate) fn node_info(node_entities: &Rows<(u32, u32)>, node: u32) -> u32 {
+    match node_entities.row(node) {
+        [] => NO_ENTITY,
+        [(e, _)] => {
+            assert!(*e < SEVERAL, "entity keys stay below 2^32 - 2");
+            *e
+        }
+        _ => SEVERAL,
     }
 }
 

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::base::{label, Interner, KgBase, ROOT};
+use super::trie::{self, NO_ENTITY, SEVERAL};
 use crate::linking::{Link, LinkVotes, MAX_CANDIDATES};
 use crate::policy::Part;
 use crate::text::{fnv1a, Word};
@@ -77,6 +78,27 @@ impl Overlay {
     fn after(base: &Interner, k: u32) -> u32 {
         u32::try_from(base.len() + k as usize).expect("fewer than 2^32 interned strings")
     }
+}
+
+/// A place in the alias trie: a node and the hash of the words that spell it ([`trie::step`]).
+#[derive(Debug, Clone, Copy)]
+struct At {
+    node: u32,
+    hash: u64,
+}
+
+impl At {
+    const ROOT: At = At { node: ROOT, hash: trie::SEED };
+}
+
+/// A detected mention ([`KgIndex::detect`]): words `first..=last` of a text spell the alias of
+/// trie node `node`; `info` is what the node's edge says it names ([`trie::Edge::info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub first: u32,
+    pub last: u32,
+    pub node: u32,
+    info: u32,
 }
 
 /// A change of an adjacency row: ((neighbour, edge label), change of its multiplicity).
@@ -169,9 +191,32 @@ impl KgIndex {
         self.words.key(&self.base.words, w)
     }
 
-    fn child(&self, node: u32, word: u32) -> Option<u32> {
-        let changed = || if self.trie.is_empty() { None } else { self.trie.get(&(node, word)) };
-        self.base.trie.get(&(node, word)).or_else(changed).copied()
+    /// The trie edge from `at` by `word`: the node reached, and what it names as the base's
+    /// edge says ([`trie::Edge::info`]; [`SEVERAL`] for an edge added since, which sends the
+    /// reader to the node's rows).
+    #[inline]
+    fn child(&self, at: At, word: u32) -> Option<(At, u32)> {
+        let hash = trie::step(at.hash, word);
+        // Only the base's nodes have edges in the base's table.
+        if (at.node as usize) < self.base.trie_nodes() {
+            if let Some(e) = self.base.trie.get(hash, at.node, word) {
+                return Some((At { node: e.child, hash }, e.info));
+            }
+        }
+        if self.trie.is_empty() {
+            return None;
+        }
+        self.trie.get(&(at.node, word)).map(|c| (At { node: *c, hash }, SEVERAL))
+    }
+
+    /// Whether `node`, reached by an edge with `info`, links to some entity now.
+    #[inline]
+    fn links(&self, node: u32, info: u32) -> bool {
+        if info == SEVERAL || self.node_changes(node).is_some() {
+            self.node_links(node)
+        } else {
+            info != NO_ENTITY
+        }
     }
 
     /// Records in `change` what applying `update` will change, without applying it: the ends of
@@ -199,19 +244,20 @@ impl KgIndex {
                 let e = self.entities.intern(&self.base.entities, entity);
                 self.reference(e, diff);
                 let Some(key) = self.base.alias_key(alias) else { return };
-                let mut node = ROOT;
+                let mut at = At::ROOT;
                 for w in key.split(' ') {
                     let word = self.words.intern(&self.base.words, w);
-                    node = match self.child(node, word) {
-                        Some(child) => child,
+                    at = match self.child(at, word) {
+                        Some((child, _)) => child,
                         None => {
                             let next = u32::try_from(self.base.trie_nodes() + self.trie.len())
                                 .expect("fewer than 2^32 trie nodes");
-                            self.trie.insert((node, word), next);
-                            next
+                            self.trie.insert((at.node, word), next);
+                            At { node: next, hash: trie::step(at.hash, word) }
                         }
                     };
                 }
+                let node = at.node;
                 let entities = self.node_delta.entry(node).or_default();
                 match entities.iter_mut().find(|(k, _)| *k == e) {
                     Some(slot) => slot.1 += diff,
@@ -342,7 +388,7 @@ impl KgIndex {
         let mut suffixes = |ws: &[Word], backwards: bool| {
             let mut key = String::new();
             for start in (ws.len().saturating_sub(longest)..ws.len()).rev() {
-                key = if key.is_empty() { ws[start].norm.clone() } else { format!("{} {key}", ws[start].norm) };
+                key = if key.is_empty() { ws[start].norm.to_string() } else { format!("{} {key}", ws[start].norm) };
                 // Stop as soon as no relation alias ends with these words.
                 let Some(relations) = self.base.relation_suffix(&key) else { break };
                 votes.extend(relations.iter().map(|r| label(*r, backwards)));
@@ -398,25 +444,62 @@ impl KgIndex {
         part: Part,
         words: &[Word],
         out: &mut Vec<(Link, EntityKey)>,
-        mut votes_out: Option<&mut LinkVotes>,
+        votes_out: Option<&mut LinkVotes>,
     ) {
+        let spans = self.detect(words);
+        self.link_spans(part, words, &spans, out, votes_out);
+    }
+
+    /// Mention detection alone: the spans of `words` that spell an alias, resolved
+    /// leftmost-longest (scanning left to right, the longest alias match starting at the earliest
+    /// uncovered word), in order. The words are looked up first, then every word's walk reads
+    /// edges placed by the hash of the words it has spelled ([`trie`]), so that the loads of one
+    /// walk, and of the walks after it, do not wait on each other.
+    pub fn detect(&self, words: &[Word]) -> Vec<Span> {
+        let keys: Vec<u32> = words.iter().map(|w| self.word(&w.norm).unwrap_or(u32::MAX)).collect();
+        let mut out = Vec::new();
         let mut i = 0;
-        while i < words.len() {
-            let mut node = ROOT;
-            let mut best: Option<(usize, u32)> = None;
-            for (j, w) in words.iter().enumerate().skip(i).take(self.base.max_words()) {
-                let Some(word) = self.word(&w.norm) else { break };
-                let Some(child) = self.child(node, word) else { break };
-                node = child;
-                if self.node_links(node) {
-                    best = Some((j, node));
+        while i < keys.len() {
+            let mut at = At::ROOT;
+            let mut best: Option<Span> = None;
+            for (j, &word) in keys.iter().enumerate().skip(i).take(self.base.max_words()) {
+                if word == u32::MAX {
+                    break;
+                }
+                let Some((next, info)) = self.child(at, word) else { break };
+                at = next;
+                if self.links(at.node, info) {
+                    best = Some(Span { first: i as u32, last: j as u32, node: at.node, info });
                 }
             }
-            let Some((j, node)) = best else {
-                i += 1;
-                continue;
+            match best {
+                Some(span) => {
+                    i = span.last as usize + 1;
+                    out.push(span);
+                }
+                None => i += 1,
+            }
+        }
+        out
+    }
+
+    /// The links of [`KgIndex::detect`]'s `spans` of `words`, appended to `out` (see
+    /// [`KgIndex::link_with_votes`]).
+    pub fn link_spans(
+        &self,
+        part: Part,
+        words: &[Word],
+        spans: &[Span],
+        out: &mut Vec<(Link, EntityKey)>,
+        mut votes_out: Option<&mut LinkVotes>,
+    ) {
+        for span in spans {
+            let (i, j, node) = (span.first as usize, span.last as usize, span.node);
+            let entities = if span.info < SEVERAL && self.node_changes(node).is_none() {
+                vec![span.info]
+            } else {
+                self.node_entities(node)
             };
-            let entities = self.node_entities(node);
             let (e, candidates) = if entities.len() == 1 {
                 (entities[0], Vec::new())
             } else {
@@ -431,7 +514,6 @@ impl KgIndex {
             let alias = words[i..=j].iter().map(|w| w.norm.as_str()).collect::<Vec<_>>().join(" ");
             let (start, end, entity) = (words[i].start, words[j].end, self.name(e).to_owned());
             out.push((Link { part, start, end, entity, alias, candidates }, e));
-            i = j + 1;
         }
     }
 

@@ -4,9 +4,10 @@
 mod base;
 mod index;
 mod snapshot;
+mod trie;
 
 pub use base::{alias_key, label, Interner, KgBase, KgBuilder, Rows};
-pub use index::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate};
+pub use index::{word_hash, EntityKey, KgChange, KgIndex, KgUpdate, Span};
 pub use snapshot::SNAPSHOT_VERSION;
 
 use crate::{Coll, EntityId};

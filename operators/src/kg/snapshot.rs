@@ -10,9 +10,8 @@
 
 use std::io::{Read, Write};
 
-use rustc_hash::FxHashMap as HashMap;
-
 use super::base::{Interner, KgBase, Rows};
+use super::trie::EdgeTable;
 use crate::text::Normalizer;
 
 const MAGIC: &[u8; 8] = b"OCEANKG\0";
@@ -165,7 +164,7 @@ impl KgBase {
         w.strings(&self.alias_texts)?;
         w.array(&self.alias_text_keys)?;
         w.strings(&self.words)?;
-        let mut edges: Vec<[u32; 3]> = self.trie.iter().map(|((n, w), c)| [*n, *w, *c]).collect();
+        let mut edges: Vec<[u32; 3]> = self.trie.edges().collect();
         edges.sort_unstable();
         w.array(&edges)?;
         w.rows(&self.node_entities)?;
@@ -231,9 +230,9 @@ impl KgBase {
         if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(format!("{what}: keys out of range"));
         }
-        let mut trie: HashMap<(u32, u32), u32> = HashMap::default();
-        trie.reserve(edges.len());
-        trie.extend(edges.into_iter().map(|[n, w, c]| ((n, w), c)));
+        let trie = EdgeTable::new(&edges, nodes as usize, |n| super::base::node_info(&node_entities, n))
+            .map_err(|e| format!("trie: {e}"))?;
+        drop(edges);
         let (relation_phrases, relation_phrase_words) =
             super::base::relation_phrases(normalizer, &relation_alias_texts, &relation_aliases);
         Ok(KgBase {
