@@ -519,35 +519,32 @@ mod tests {
         }
     }
 
-    /// Texts with non-ASCII chars are read in pieces (see [`Normalizer::words`]); the pieces
-    /// give what reading the whole text char by char gives.
-    #[test]
-    fn mixed_texts_read_in_pieces_equal_the_general_path() {
+    /// Random texts of up to `max_len` chars of `pool`: [`Normalizer::words`] gives what the
+    /// char-by-char path gives, under both normalizers.
+    fn words_equal_the_general_path(pool: &str, max_len: usize, seed: u64) {
         use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
-        let pool: Vec<char> = "abS09 \t\n.,'’ʼs-éÉßΣдН東は\u{a0}\u{0301}\u{0915}\u{093F}ｉ".chars().collect();
-        let mut rng = StdRng::seed_from_u64(13);
+        let pool: Vec<char> = pool.chars().collect();
+        let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..5000 {
-            let text: String = (0..rng.gen_range(0..40)).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
+            let text: String = (0..rng.gen_range(0..max_len)).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
             for n in [Normalizer::default(), Normalizer { fold_diacritics: true }] {
                 assert_eq!(n.words(&text), n.words_any(&text), "{text:?}");
             }
         }
     }
 
+    /// Texts with non-ASCII chars are read in pieces (see [`Normalizer::words`]); the pieces
+    /// give what reading the whole text char by char gives.
+    #[test]
+    fn mixed_texts_read_in_pieces_equal_the_general_path() {
+        words_equal_the_general_path("abS09 \t\n.,'’ʼs-éÉßΣдН東は\u{a0}\u{0301}\u{0915}\u{093F}ｉ", 40, 13);
+    }
+
     /// The byte-by-byte path for ASCII texts gives what the char-by-char path gives.
     #[test]
     fn ascii_words_equal_the_general_path() {
-        use rand::rngs::StdRng;
-        use rand::{Rng, SeedableRng};
-        let pool: Vec<char> = "abcsSZ09 .,'-_\t\n\"(s)'S".chars().collect();
-        let mut rng = StdRng::seed_from_u64(11);
-        for _ in 0..5000 {
-            let text: String = (0..rng.gen_range(0..30)).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
-            for n in [Normalizer::default(), Normalizer { fold_diacritics: true }] {
-                assert_eq!(n.words(&text), n.words_any(&text), "{text:?}");
-            }
-        }
+        words_equal_the_general_path("abcsSZ09 .,'-_\t\n\"(s)'S", 30, 11);
         assert_eq!(norms("Peru's 's s's"), vec!["peru", "s", "s"]);
     }
 
