@@ -9,14 +9,22 @@
 
 /// Char offsets at which a new step starts (sorted).
 pub fn boundaries(text: &str) -> Vec<u32> {
-    let chars: Vec<char> = text.chars().collect();
+    if text.is_ascii() {
+        // An ASCII text's bytes are its chars: no char vector.
+        boundaries_of(text.as_bytes(), char::from)
+    } else {
+        boundaries_of(&text.chars().collect::<Vec<char>>(), |c| c)
+    }
+}
+
+fn boundaries_of<C: Copy>(chars: &[C], ch: impl Fn(C) -> char) -> Vec<u32> {
     let mut out = Vec::new();
-    for (i, &ch) in chars.iter().enumerate() {
-        let next_is_space = chars.get(i + 1).is_none_or(|c| c.is_whitespace());
-        let ends = match ch {
+    for (i, &c) in chars.iter().enumerate() {
+        let next_is_space = chars.get(i + 1).is_none_or(|&c| ch(c).is_whitespace());
+        let ends = match ch(c) {
             '\n' => true,
             '!' | '?' => next_is_space,
-            '.' => next_is_space && !ends_list_marker(&chars[..i]),
+            '.' => next_is_space && !ends_list_marker(&chars[..i], &ch),
             _ => false,
         };
         if ends {
@@ -27,34 +35,36 @@ pub fn boundaries(text: &str) -> Vec<u32> {
 }
 
 /// True when the word just before a `.` is all digits (`1.`, `12.`).
-fn ends_list_marker(before: &[char]) -> bool {
-    let word: Vec<&char> = before.iter().rev().take_while(|c| !c.is_whitespace()).collect();
-    !word.is_empty() && word.iter().all(|c| c.is_ascii_digit())
+fn ends_list_marker<C: Copy>(before: &[C], ch: impl Fn(C) -> char) -> bool {
+    let mut word = before.iter().rev().map(|&c| ch(c)).take_while(|c| !c.is_whitespace()).peekable();
+    word.peek().is_some() && word.all(|c| c.is_ascii_digit())
 }
 
 /// The step of each token, given the token char spans and the text: dense indices from 0.
 pub fn token_steps(text: &str, spans: &[(u32, u32)]) -> Vec<u32> {
-    let cuts = boundaries(text);
-    let chars: Vec<char> = text.chars().collect();
-    let mut raw: Vec<usize> = Vec::with_capacity(spans.len());
+    if text.is_ascii() {
+        token_steps_of(text.as_bytes(), spans, char::from)
+    } else {
+        token_steps_of(&text.chars().collect::<Vec<char>>(), spans, |c| c)
+    }
+}
+
+fn token_steps_of<C: Copy>(chars: &[C], spans: &[(u32, u32)], ch: impl Fn(C) -> char) -> Vec<u32> {
+    let cuts = boundaries_of(chars, &ch);
+    let mut out = Vec::with_capacity(spans.len());
+    // Raw steps are non-decreasing: renumber them densely, in order.
+    let (mut last, mut next) = (None, 0u32);
     for &(s, e) in spans {
-        let step = match (s..e).find(|&i| !chars[i as usize].is_whitespace()) {
+        let step = match (s..e).find(|&i| !ch(chars[i as usize]).is_whitespace()) {
             Some(anchor) => cuts.partition_point(|&c| c <= anchor),
             // Whitespace only: stays with the token before it.
-            None => raw.last().copied().unwrap_or(0),
+            None => last.unwrap_or(0),
         };
-        raw.push(step);
-    }
-    // Renumber densely, in order (raw steps are non-decreasing).
-    let mut out = Vec::with_capacity(raw.len());
-    let mut last = None;
-    let mut next = 0u32;
-    for r in raw {
-        if last != Some(r) {
+        if last != Some(step) {
             if last.is_some() {
                 next += 1;
             }
-            last = Some(r);
+            last = Some(step);
         }
         out.push(next);
     }
@@ -91,6 +101,22 @@ mod tests {
         let toks = ["Pi", " is", " 3", ".", "14", " ok"];
         let text: String = toks.concat();
         assert_eq!(token_steps(&text, &spans(&toks)), vec![0; 6]);
+    }
+
+    /// An ASCII text segments the same read as bytes as read as chars.
+    #[test]
+    fn ascii_texts_segment_as_chars_do() {
+        use rand::{Rng, SeedableRng};
+        let pieces = ["a", "1", "12", ".", "!", "?", " ", "\n", "\t", "Lima", " 3", ".5"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let toks: Vec<&str> = (0..rng.gen_range(0..30)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
+            let text: String = toks.concat();
+            let chars: Vec<char> = text.chars().collect();
+            let spans = spans(&toks);
+            assert_eq!(boundaries(&text), boundaries_of(&chars, |c| c), "{text:?}");
+            assert_eq!(token_steps(&text, &spans), token_steps_of(&chars, &spans, |c| c), "{text:?}");
+        }
     }
 
     #[test]
