@@ -795,7 +795,7 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
     ) -> (StreamVec<'scope, Time, SummaryChange>, StreamVec<'scope, Time, Scored>) {
         let scope = self.scope();
         let worker = scope.index();
-        let mut builder = OperatorBuilder::new("ScoreCots".to_owned(), scope);
+        let mut builder = OperatorBuilder::new("ScoreCots".to_owned(), scope.clone());
         let address = builder.operator_info().address;
         let mut logs = builder.new_input(self, Exchange::new(|u: &LogUpdate| u.route()));
         let mut kg = builder.new_input(kg, Pipeline);
