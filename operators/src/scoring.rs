@@ -32,15 +32,8 @@
 //! itself), so the sinks downstream write and free rows while a large epoch is scored; the next
 //! time starts only when the current one is done.
 //!
-//! The aggregates' changes and the rows leave on two outputs. A re-scored chain's aggregate
-//! change needs only its `cot_scores` row ([`Evaluated`]); its other rows (steps, mentions,
-//! entity tokens' `token_scores`) are built after every aggregate change of the time has been
-//! sent and the summaries output has dropped its capability for the time, so a KG change
-//! reaches the aggregates without waiting for its rows (up to [`DEFER_LIMIT`] re-scored chains
-//! per worker and time; a larger re-scoring sends rows with its aggregate changes).
-//!
 //! Chains are routed to workers by a hash of their id, so one worker owns every update of a
-//! chain. Rows leave on the rows output at the time they were computed; nothing per chain of
+//! chain. Rows leave on the output stream at the time they were computed; nothing per chain of
 //! thought is arranged here.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -49,18 +42,14 @@ use std::sync::Arc;
 use ocean_schemas::{Dataset, Generation, Reject, RejectReason, Tombstone};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator as _, OutputBuilder};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use crate::decode::GenerationBatch;
 use crate::grounding::{ground_reusing, Grounding, PairReuse, Reach};
-use crate::ips::{
-    evaluate_batch, CotResult, CotSummary, Evaluated, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows,
-};
+use crate::ips::{score_batch_rows, CotResult, CotSummary, Extremes, GroupKey, ScoreConfig, StatSums, TokenRows};
 use crate::kg::{word_hash, EntityKey, KgBase, KgChange, KgIndex, KgUpdate};
 use crate::linking::{link_words_with_votes, Link, LinkVotes};
 use crate::paths::{PairPath, PathConfig, PathScratch};
@@ -131,8 +120,7 @@ pub enum Scored {
     Generation(Box<Generation>),
     /// Earlier rows of a chain of thought no longer hold.
     Tombstone(Tombstone),
-    /// A change to the aggregates: a chain's summary added (+1) or removed (−1) at a time (the
-    /// scoring operator sends these on its summaries output, never with the rows).
+    /// A change to the aggregates: a chain's summary added (+1) or removed (−1) at a time.
     Summary(CotSummary, Time, Diff),
     /// An input that could not be used.
     Reject(Reject),
@@ -211,8 +199,7 @@ impl WordFilter {
 
 /// A chain of thought scored under the index as it is now.
 struct Fresh {
-    /// Its `cot_scores` row, with what its other rows take.
-    evaluated: Evaluated,
+    result: CotResult,
     /// Its links and their pair paths, as the store keeps them.
     linked: Linked,
     /// Its linked entities, sorted and distinct (its entries in the dependency index).
@@ -284,13 +271,19 @@ impl Scorer {
     }
 
     /// Links, grounds and scores generations against the index as of now (one policy batch):
-    /// each chain's evaluation (its `cot_scores` row; [`Evaluated::rows`] builds the rest), its links, linked
+    /// each chain's result (with the `token_scores` rows that `rows` says), its links, linked
     /// entities and word filter (one pass over its words serves linking and the filter). A
     /// chain given its last scoring's links (after a change of triples alone: their spans and
     /// candidates still those the index would give) is not linked again: the links with a
     /// touched candidate are ranked again ([`KgIndex::rerank`]), and it keeps those of its pair
     /// paths whose ends `touched` does not hold (none when a ranked choice moved).
-    fn score_many(&self, gs: &[&Generation], given: Vec<Option<Linked>>, touched: &HashSet<EntityKey>) -> Vec<Fresh> {
+    fn score_many(
+        &self,
+        gs: &[&Generation],
+        rows: TokenRows,
+        given: Vec<Option<Linked>>,
+        touched: &HashSet<EntityKey>,
+    ) -> Vec<Fresh> {
         let mut deps = Vec::with_capacity(gs.len());
         let mut grounded = Vec::with_capacity(gs.len());
         let is_touched = |e: EntityKey| touched.contains(&e);
@@ -324,11 +317,11 @@ impl Scorer {
             deps.push((distinct_entities(&links), filter, links, pairs, votes));
         }
         let chains: Vec<(&Generation, &Grounding)> = gs.iter().copied().zip(&grounded).collect();
-        evaluate_batch(&chains, self.policy.as_ref(), &self.config)
+        score_batch_rows(&chains, self.policy.as_ref(), &self.config, rows)
             .into_iter()
             .zip(deps)
-            .map(|(evaluated, (entities, filter, links, pairs, votes))| Fresh {
-                evaluated,
+            .map(|(result, (entities, filter, links, pairs, votes))| Fresh {
+                result,
                 linked: Linked { links, pairs, votes },
                 entities,
                 filter,
@@ -342,8 +335,8 @@ impl Scorer {
         distinct_entities(&self.stored_links(slot).links)
     }
 
-    fn summary(&self, fresh: &Fresh) -> CotSummary {
-        CotSummary::of(fresh.evaluated.score(), self.window_us)
+    fn summary(&self, result: &CotResult) -> CotSummary {
+        CotSummary::of(&result.score, self.window_us)
     }
 
     /// What the chain in `slot` (whose generation is `g`) last added to the aggregates.
@@ -573,23 +566,13 @@ impl Scorer {
             self.index.apply(&u, d);
         }
         // 4. and 5. (re-scoring, additions) are done by `step`.
-        let defer = rescore.len() <= DEFER_LIMIT;
-        Job { time: t, rescore, rows, touched, adds: adds.into_iter().collect(), defer, deferred: VecDeque::new() }
+        Job { time: t, rescore, rows, touched, adds: adds.into_iter().collect() }
     }
 
     /// Does up to `budget` chains of `job`: re-scoring first, then additions (of two records of
-    /// one chain at one time, the first in (source, line) order wins); once every aggregate
-    /// change is sent, the deferred rows of the re-scoring, at most [`ROWS_SLICE`] chains a
-    /// call. Returns the budget left.
+    /// one chain at one time, the first in (source, line) order wins). Returns the budget left.
     fn step(&mut self, job: &mut Job, mut budget: usize, emit: &mut impl FnMut(Scored)) -> usize {
         let t = job.time;
-        if job.summaries_done() {
-            let n = budget.min(ROWS_SLICE).min(job.deferred.len());
-            for (g, evaluated) in job.deferred.drain(..n) {
-                emit_rescored(&g, evaluated, job.rows, emit);
-            }
-            return budget - n;
-        }
         // Re-scoring, as one policy batch.
         let n = budget.min(job.rescore.len());
         if n > 0 {
@@ -597,9 +580,9 @@ impl Scorer {
             let items: Vec<Rescore> = job.rescore.drain(..n).collect();
             let gs: Vec<Arc<Generation>> = items.iter().map(|r| self.stored(r.slot)).collect();
             let (items, given): (Vec<_>, Vec<_>) = items.into_iter().map(|r| ((r.slot, r.entities), r.links)).unzip();
-            let scored = self.score_many(&gs.iter().map(|g| &**g).collect::<Vec<_>>(), given, &job.touched);
+            let scored = self.score_many(&gs.iter().map(|g| &**g).collect::<Vec<_>>(), job.rows, given, &job.touched);
             for (((slot, old_entities), g), fresh) in items.into_iter().zip(gs).zip(scored) {
-                let summary = self.summary(&fresh);
+                let summary = self.summary(&fresh.result);
                 let old = self.stored_summary(slot, &g);
                 debug_assert_eq!(old.group, summary.group, "a chain's group follows from its text");
                 if let Some(old_entities) = old_entities.filter(|es| *es != fresh.entities) {
@@ -610,11 +593,12 @@ impl Scorer {
                 self.put_summary(slot, &summary);
                 emit(Scored::Summary(old, t, -1));
                 emit(Scored::Summary(summary, t, 1));
-                if job.defer {
-                    job.deferred.push_back((g, fresh.evaluated));
-                } else {
-                    emit_rescored(&g, fresh.evaluated, job.rows, emit);
-                }
+                emit(Scored::Tombstone(Tombstone {
+                    cot_id: g.cot_id.clone(),
+                    retracted: false,
+                    entity_tokens_only: job.rows == TokenRows::Entity,
+                }));
+                emit(Scored::Result(Box::new(fresh.result)));
             }
         }
         // Additions: of two records of one chain at one time, the first in (source, line) order
@@ -646,27 +630,18 @@ impl Scorer {
                 target.fill(&mut accepted);
             }
             let given = accepted.iter().map(|_| None).collect();
-            let scored = self.score_many(&accepted.iter().collect::<Vec<_>>(), given, &HashSet::default());
+            let scored =
+                self.score_many(&accepted.iter().collect::<Vec<_>>(), TokenRows::All, given, &HashSet::default());
             for (g, fresh) in accepted.into_iter().zip(scored) {
-                let summary = self.summary(&fresh);
+                let summary = self.summary(&fresh.result);
                 self.insert(&g, &fresh, &summary);
                 emit(Scored::Summary(summary, t, 1));
-                emit(Scored::Result(Box::new(fresh.evaluated.rows(&g, TokenRows::All))));
+                emit(Scored::Result(Box::new(fresh.result)));
                 emit(Scored::Generation(Box::new(g)));
             }
         }
         budget
     }
-}
-
-/// A re-scored chain's rows: the tombstone of its old ones, then its new ones.
-fn emit_rescored(g: &Generation, evaluated: Evaluated, rows: TokenRows, emit: &mut impl FnMut(Scored)) {
-    emit(Scored::Tombstone(Tombstone {
-        cot_id: g.cot_id.clone(),
-        retracted: false,
-        entity_tokens_only: rows == TokenRows::Entity,
-    }));
-    emit(Scored::Result(Box::new(evaluated.rows(g, rows))));
 }
 
 /// A chain to re-score, with the entities it was listed under before the change when aliases
@@ -686,21 +661,11 @@ struct Job {
     /// The entities the KG change touched (pair paths with an end among them are searched again).
     touched: HashSet<EntityKey>,
     adds: VecDeque<(String, Vec<Generation>)>,
-    /// Whether the re-scoring's rows wait until every aggregate change of this time is sent
-    /// (when at most [`DEFER_LIMIT`] chains are re-scored).
-    defer: bool,
-    /// Re-scored chains whose rows are still to build.
-    deferred: VecDeque<(Arc<Generation>, Evaluated)>,
 }
 
 impl Job {
-    /// Whether every aggregate change of this time has been sent: only rows may be left.
-    fn summaries_done(&self) -> bool {
-        self.rescore.is_empty() && self.adds.is_empty()
-    }
-
     fn is_done(&self) -> bool {
-        self.summaries_done() && self.deferred.is_empty()
+        self.rescore.is_empty() && self.adds.is_empty()
     }
 }
 
@@ -717,16 +682,6 @@ fn distinct_entities(links: &[(Link, EntityKey)]) -> Vec<EntityKey> {
 
 /// The store key of a free slot.
 const FREE: u64 = u64::MAX;
-
-/// Most chains a worker re-scores at one time whose rows it builds after the time's aggregate
-/// changes are sent (what it keeps of each meanwhile is a few KB: its token terms, spans and
-/// mentions); a larger re-scoring (an alias change that touches many chains) sends rows with
-/// its aggregate changes, slice by slice, as additions do.
-const DEFER_LIMIT: usize = 16_384;
-
-/// Re-scored chains whose deferred rows are built per operator invocation: small, so that the
-/// operators downstream of the aggregate changes run between slices.
-const ROWS_SLICE: usize = 64;
 
 /// Chains scored per operator invocation before it yields, so that the sinks downstream write
 /// (and free) their rows while a large epoch is being scored.
@@ -763,28 +718,16 @@ pub(crate) fn hold<D>(pending: &mut Pending<D>, cap: &InputCapability<Time>, dat
     }
 }
 
-/// A change to the aggregates: a chain's summary added (+1) or removed (−1) at a time.
-pub type SummaryChange = (CotSummary, Time, Diff);
-
 /// Scores chains of thought against the KG.
 pub trait ScoreLogs<'scope> {
     /// Scores the log updates against the KG index built from `kg` (the KG's net updates,
-    /// broadcast to every worker): the aggregates' changes, and the rows (rows, tombstones and
-    /// rejects), each at the time it was computed. At a time with re-scoring (a KG change), the
-    /// aggregate changes are all sent — and that output's frontier passes the time — before the
-    /// re-scored chains' rows are built.
+    /// broadcast to every worker): rows, tombstones, summary changes and rejects, each at the
+    /// time it was computed.
     fn score_logs(
         self,
         kg: StreamVec<'scope, Time, (KgUpdate, Time, Diff)>,
         config: ScorerConfig,
-    ) -> (StreamVec<'scope, Time, SummaryChange>, StreamVec<'scope, Time, Scored>);
-}
-
-/// The capabilities of a time: to send aggregate changes (dropped once they are all sent) and
-/// rows.
-struct Caps {
-    summaries: Option<Capability<Time>>,
-    rows: Capability<Time>,
+    ) -> StreamVec<'scope, Time, Scored>;
 }
 
 impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
@@ -792,75 +735,35 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
         self,
         kg: StreamVec<'scope, Time, (KgUpdate, Time, Diff)>,
         config: ScorerConfig,
-    ) -> (StreamVec<'scope, Time, SummaryChange>, StreamVec<'scope, Time, Scored>) {
+    ) -> StreamVec<'scope, Time, Scored> {
         let scope = self.scope();
         let worker = scope.index();
-        let mut builder = OperatorBuilder::new("ScoreCots".to_owned(), scope.clone());
-        let address = builder.operator_info().address;
-        let mut logs = builder.new_input(self, Exchange::new(|u: &LogUpdate| u.route()));
-        let mut kg = builder.new_input(kg, Pipeline);
-        let (summaries_out, summaries) = builder.new_output::<Vec<SummaryChange>>();
-        let (rows_out, rows) = builder.new_output::<Vec<Scored>>();
-        let mut summaries_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SummaryChange>>>::from(summaries_out);
-        let mut rows_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(rows_out);
-        builder.build(move |capabilities| {
-            drop(capabilities);
-            let activator = scope.activator_for(address);
+        let route = Exchange::new(|u: &LogUpdate| u.route());
+        self.binary_frontier(kg, route, Pipeline, "ScoreCots", move |_cap, info| {
+            let activator = scope.activator_for(info.address);
             let store = (config.store)(worker);
             let mut scorer = Scorer::new(config, store, cot_hash);
-            // Input held until the frontiers pass its time, with its capabilities.
-            let mut pending_logs: BTreeMap<Time, (Caps, Vec<LogUpdate>)> = BTreeMap::new();
-            let mut pending_kg: BTreeMap<Time, (Caps, Vec<(KgUpdate, Diff)>)> = BTreeMap::new();
-            let mut job: Option<(Caps, Job)> = None;
-            move |frontiers| {
-                let (logs_frontier, kg_frontier) = (&frontiers[0], &frontiers[1]);
-                let caps_at = |cap: &InputCapability<Time>, t: &Time| Caps {
-                    summaries: Some(cap.delayed(t, 0)),
-                    rows: cap.delayed(t, 1),
-                };
-                logs.for_each(|cap, data| {
-                    // Data sent under no capability makes no claim on a time (see `hold`).
-                    if let Some(&t) = cap.least() {
-                        pending_logs.entry(t).or_insert_with(|| (caps_at(&cap, &t), Vec::new())).1.append(data);
-                    }
-                });
+            let mut pending_logs: Pending<LogUpdate> = BTreeMap::new();
+            let mut pending_kg: Pending<(KgUpdate, Diff)> = BTreeMap::new();
+            let mut job: Option<(Capability<Time>, Job)> = None;
+            move |(logs, logs_frontier), (kg, kg_frontier), output| {
+                logs.for_each(|cap, data| hold(&mut pending_logs, &cap, data));
                 kg.for_each(|cap, data| {
                     for (u, t, d) in data.drain(..) {
-                        pending_kg.entry(t).or_insert_with(|| (caps_at(&cap, &t), Vec::new())).1.push((u, d));
+                        let entry = pending_kg.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                        entry.1.push((u, d));
                     }
                 });
-                let mut summaries_out = summaries_out.activate();
-                let mut rows_out = rows_out.activate();
                 let mut budget = SLICE;
                 loop {
-                    if let Some((caps, work)) = job.as_mut() {
-                        let mut rows = rows_out.session(&caps.rows);
-                        match &caps.summaries {
-                            Some(cap) => {
-                                let mut summaries = summaries_out.session(cap);
-                                budget = scorer.step(work, budget, &mut |s| match s {
-                                    Scored::Summary(summary, t, d) => summaries.give((summary, t, d)),
-                                    other => rows.give(other),
-                                });
-                            }
-                            None => {
-                                budget = scorer.step(work, budget, &mut |s| match s {
-                                    Scored::Summary(..) => unreachable!("every aggregate change of the time was sent"),
-                                    other => rows.give(other),
-                                });
-                            }
-                        }
-                        drop(rows);
-                        // Once the time's aggregate changes are all sent, its summaries
-                        // capability goes, and the operator yields before building rows, so
-                        // that the aggregates downstream can finish the time meanwhile.
-                        if work.summaries_done() {
-                            caps.summaries = None;
-                        }
+                    if let Some((cap, work)) = job.as_mut() {
+                        let mut session = output.session(&*cap);
+                        budget = scorer.step(work, budget, &mut |s| session.give(s));
                         if !work.is_done() {
                             activator.activate();
                             break;
                         }
+                        drop(session);
                         job = None;
                     }
                     // The next time whose inputs are all in, if any.
@@ -870,24 +773,22 @@ impl<'scope> ScoreLogs<'scope> for StreamVec<'scope, Time, LogUpdate> {
                     }
                     let logs = pending_logs.remove(&t);
                     let kg = pending_kg.remove(&t);
-                    let (caps, logs, kg) = match (logs, kg) {
-                        (Some((caps, logs)), kg) => (caps, logs, kg.map(|(_, v)| v).unwrap_or_default()),
-                        (None, Some((caps, kg))) => (caps, Vec::new(), kg),
+                    let cap = match (&logs, &kg) {
+                        (Some((c, _)), _) | (None, Some((c, _))) => c.clone(),
                         (None, None) => unreachable!("t is a pending time"),
                     };
-                    let summaries_cap = caps.summaries.as_ref().expect("a new time's capabilities are whole");
-                    let mut summaries = summaries_out.session(summaries_cap);
-                    let mut rows = rows_out.session(&caps.rows);
-                    let work = scorer.begin(t, kg, logs, &mut |s| match s {
-                        Scored::Summary(summary, t, d) => summaries.give((summary, t, d)),
-                        other => rows.give(other),
-                    });
-                    drop((summaries, rows));
-                    job = Some((caps, work));
+                    let mut session = output.session(&cap);
+                    let work = scorer.begin(
+                        t,
+                        kg.map(|(_, v)| v).unwrap_or_default(),
+                        logs.map(|(_, v)| v).unwrap_or_default(),
+                        &mut |s| session.give(s),
+                    );
+                    drop(session);
+                    job = Some((cap, work));
                 }
             }
-        });
-        (summaries, rows)
+        })
     }
 }
 

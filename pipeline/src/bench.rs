@@ -425,10 +425,6 @@ pub struct DataflowResult {
     pub kg_change_ms: f64,
     /// Each change's milliseconds, in order.
     pub kg_change_ms_each: Vec<f64>,
-    /// Milliseconds from sending a KG change to its rows being final too (the median; the
-    /// re-scored chains' rows are built after the aggregate changes are sent, and the next
-    /// change is sent only then).
-    pub kg_change_rows_ms: f64,
     /// Chains of thought a KG change re-scored (the median).
     pub kg_change_rescored: u64,
     /// Their fraction of the load.
@@ -513,8 +509,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
         StoreKind::Disk => crate::store::FileStore::factory(&store_dir),
     };
     let guards = timely::execute(timely::Config::process(b.workers.max(1)), move |worker| {
-        // The aggregates' frontier, and the rows' (which passes a KG change's time later).
-        let (probe, rows_probe) = (ProbeHandle::new(), ProbeHandle::new());
+        let probe = ProbeHandle::new();
         let (counter, count) = (Arc::clone(&rescored), Arc::clone(&rescored));
         let policy: Arc<dyn KgPolicy> = Arc::new(AdjacencyPolicy::new(policy_config.clone()));
         let mut inputs = worker.dataflow::<Time, _, _>(|scope| {
@@ -527,7 +522,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
                         *counter.lock().expect("counter lock") += 1;
                     }
                 })
-                .probe_with(&rows_probe);
+                .probe_with(&probe);
             inputs
         });
         let leader = worker.index() == 0;
@@ -547,7 +542,7 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
             inputs.logs.send(LogInput::Rows(rows));
         }
         inputs.advance_to(1);
-        worker.step_while(|| probe.less_than(&1) || rows_probe.less_than(&1));
+        worker.step_while(|| probe.less_than(&1));
         let load_seconds = start.elapsed().as_secs_f64();
         let mut latencies = Vec::new();
         let mut time: Time = 1;
@@ -561,10 +556,9 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
             inputs.advance_to(time);
             worker.step_while(|| probe.less_than(&time));
             latencies.push(start.elapsed().as_secs_f64() * 1e3);
-            worker.step_while(|| rows_probe.less_than(&time));
         }
         let mut changes = changes.into_iter();
-        let (mut change_ms, mut change_rows_ms, mut change_rescored) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut change_ms, mut change_rescored) = (Vec::new(), Vec::new());
         for _ in 0..settings.kg_changes {
             let before = *count.lock().expect("counter lock");
             let start = Instant::now();
@@ -575,8 +569,6 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
             inputs.advance_to(time);
             worker.step_while(|| probe.less_than(&time));
             change_ms.push(start.elapsed().as_secs_f64() * 1e3);
-            worker.step_while(|| rows_probe.less_than(&time));
-            change_rows_ms.push(start.elapsed().as_secs_f64() * 1e3);
             change_rescored.push(*count.lock().expect("counter lock") - before);
         }
         if !leader {
@@ -603,7 +595,6 @@ pub fn bench_dataflow(b: &DataflowBench) -> Result<DataflowResult> {
             latency_ms_max: latencies.last().copied().unwrap_or(0.0),
             kg_change_ms,
             kg_change_ms_each: change_ms,
-            kg_change_rows_ms: median(&change_rows_ms),
             kg_change_rescored,
             kg_change_fraction: kg_change_rescored as f64 / load_cots.max(1) as f64,
             kg_change_speedup: load_seconds * 1e3 / kg_change_ms.max(f64::MIN_POSITIVE),

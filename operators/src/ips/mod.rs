@@ -12,9 +12,7 @@ pub use aggregate::{
     StatSums,
 };
 pub use kgips::{EstimatorConfig, Normalization};
-pub use score::{
-    evaluate_batch, score_batch, score_batch_rows, score_cot, CotResult, Evaluated, ScoreConfig, TokenRows,
-};
+pub use score::{score_batch, score_batch_rows, score_cot, CotResult, ScoreConfig, TokenRows};
 pub use stats::{CotStats, IntervalConfig, KgIpsStats, Summary, WeightStats};
 
 /// The estimator's base name in outputs: Eq. 3 of the paper (π_θ = π₀ unless the logs give π_θ).

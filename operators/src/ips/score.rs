@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ocean_schemas::{CotScore, Generation, Mention, Step, TokenScore, F64};
 use serde::{Deserialize, Serialize};
 
-use super::kgips::{token_term, CotAccumulator, EstimatorConfig, TokenTerm};
+use super::kgips::{token_term, CotAccumulator, EstimatorConfig};
 use super::stats::WeightStats;
 use crate::grounding::Grounding;
 use crate::paths::PairPath;
@@ -118,37 +118,6 @@ pub fn score_batch_rows(
     config: &ScoreConfig,
     rows: TokenRows,
 ) -> Vec<CotResult> {
-    evaluate_batch(chains, policy, config).into_iter().zip(chains).map(|(e, (g, _))| e.rows(g, rows)).collect()
-}
-
-/// A chain of thought scored, before its rows are built: its `cot_scores` row (all that its
-/// aggregates need) and what building the other rows takes. The scorer sends a re-scoring's
-/// aggregate changes first and builds these rows after (see [`crate::scoring`]).
-pub struct Evaluated {
-    score: CotScore,
-    prepared: Prepared,
-    /// log μ of each chain-of-thought mention.
-    mention_logprobs: Vec<f64>,
-    /// log λ of each token under μ (`Some` on entity tokens).
-    kg: Vec<Option<f64>>,
-    terms: Vec<TokenTerm>,
-    per_step: Vec<f64>,
-}
-
-impl Evaluated {
-    /// The `cot_scores` row.
-    pub fn score(&self) -> &CotScore {
-        &self.score
-    }
-}
-
-/// Scores chains of thought with their grounded mentions up to their `cot_scores` rows, asking
-/// the policy once for the whole batch; [`Evaluated::rows`] builds the rest.
-pub fn evaluate_batch(
-    chains: &[(&Generation, &Grounding)],
-    policy: &dyn KgPolicy,
-    config: &ScoreConfig,
-) -> Vec<Evaluated> {
     let prepared: Vec<Prepared> = chains.iter().map(|(g, m)| prepare(g, &m.mentions)).collect();
     let inputs: Vec<PolicyInput<'_>> = chains
         .iter()
@@ -162,41 +131,136 @@ pub fn evaluate_batch(
         .iter()
         .zip(prepared)
         .zip(scores)
-        .map(|(((g, grounding), p), s)| evaluate(g, p, s, grounding.answer.as_ref(), &name, config))
+        .map(|(((g, grounding), p), s)| finish(g, p, s, grounding.answer.as_ref(), &name, config, rows))
         .collect()
 }
 
-/// The token terms and the `cot_scores` row of one chain.
-fn evaluate(
+fn finish(
     g: &Generation,
     prepared: Prepared,
     scores: PolicyScores,
     answer: Option<&(String, bool)>,
     policy_name: &str,
     config: &ScoreConfig,
-) -> Evaluated {
+    rows: TokenRows,
+) -> CotResult {
+    let Prepared { index, spans, steps, question, cot } = prepared;
     let n = g.tokens.len();
     assert!(
-        scores.mentions.len() == prepared.cot.len() && scores.tokens.len() == n,
+        scores.mentions.len() == cot.len() && scores.tokens.len() == n,
         "a KG policy should score every mention and every token"
     );
     let kg = scores.tokens;
+    let mut entity: Vec<Option<String>> = vec![None; n];
+    let mut cot_rows = Vec::new();
+    let mut cot_steps: Vec<Option<u32>> = Vec::with_capacity(cot.len());
+    for (i, (m, lm)) in cot.iter().zip(&scores.mentions).enumerate() {
+        let covering: Vec<usize> = covering(&spans, m).collect();
+        for &t in &covering {
+            entity[t].get_or_insert_with(|| m.entity.clone());
+        }
+        cot_steps.push(covering.first().map(|&t| steps[t]));
+        cot_rows.push(Mention {
+            token_start: covering.first().map(|&t| t as u32),
+            token_end: covering.last().map(|&t| t as u32 + 1),
+            step: covering.first().map(|&t| steps[t]),
+            kg_logprob: Some(F64(*lm)),
+            ..mention_row(&g.cot_id, i, m, (&g.content, &index))
+        });
+    }
+    let q_text = g.question.as_deref().unwrap_or("");
+    let q_index = CharIndex::new(q_text);
+    let mut mention_rows: Vec<Mention> =
+        question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, (q_text, &q_index))).collect();
+    mention_rows.extend(cot_rows);
+
     let estimator = &config.estimator;
+    let mut tokens = Vec::with_capacity(if rows == TokenRows::All { n } else { 0 });
+    let cot_id: Arc<str> = g.cot_id.as_str().into();
     let mut acc = CotAccumulator::default();
     let mut stats = WeightStats::default();
-    let mut terms = Vec::with_capacity(n);
     for (i, tok) in g.tokens.iter().enumerate() {
         let target = tok.target_logprob.map(|x| x.0);
         let term = token_term(tok.logprob.0, kg[i], target, estimator.clip);
-        stats.push(term.weight, kg[i].is_some());
-        acc.push(prepared.steps[i], term.contribution, term.weight);
-        terms.push(term);
+        let w = term.weight;
+        stats.push(w, kg[i].is_some());
+        acc.push(steps[i], term.contribution, w);
+        if rows == TokenRows::Entity && kg[i].is_none() {
+            continue;
+        }
+        tokens.push(TokenScore {
+            cot_id: Arc::clone(&cot_id),
+            step: steps[i],
+            token_index: i as u32,
+            token: tok.text.clone(),
+            char_start: spans[i].0,
+            char_end: spans[i].1,
+            behavior_logprob: tok.logprob,
+            kg_logprob: kg[i].map(F64),
+            target_logprob: tok.target_logprob,
+            is_entity: kg[i].is_some(),
+            entity_id: entity[i].clone(),
+            log_lambda: F64(term.log_lambda),
+            log_weight: F64(term.log_weight),
+            weight: F64(w),
+            contribution: F64(term.contribution),
+        });
     }
     let (value, weight_mass) = acc.value(estimator.normalization);
     let per_step = acc.per_step();
     // A chain without tokens (never valid input) gets min/max weights 1 rather than ±∞.
     let finite_or_one = |x: f64| F64(if n == 0 { 1.0 } else { x });
-    let cot = &prepared.cot;
+
+    let n_steps = per_step.len() as u32;
+    let step_rows: Vec<Step> = per_step
+        .iter()
+        .enumerate()
+        .map(|(s, v)| {
+            let s = s as u32;
+            let first = steps.partition_point(|&x| x < s);
+            let last = steps.partition_point(|&x| x <= s);
+            let (cs, ce) = (spans[first].0, spans[last - 1].1);
+            let in_step: Vec<&Mention> = mention_rows.iter().filter(|m| m.step == Some(s)).collect();
+            let pairs: Vec<(&String, &PairPath, &str)> = cot
+                .iter()
+                .zip(&cot_steps)
+                .filter(|(_, st)| **st == Some(s))
+                .filter_map(|(m, _)| m.pair.as_ref().map(|(from, p)| (from, p, m.entity.as_str())))
+                .collect();
+            let paths: Vec<String> = pairs
+                .iter()
+                .filter_map(|(_, p, _)| match p {
+                    PairPath::Connected(text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect();
+            let unconnected: Vec<String> = pairs
+                .iter()
+                .filter(|(_, p, _)| **p == PairPath::Unconnected)
+                .map(|(from, _, to)| format!("{from} {to}"))
+                .collect();
+            Step {
+                cot_id: g.cot_id.clone(),
+                step: s,
+                char_start: cs,
+                char_end: ce,
+                token_start: first as u32,
+                token_end: last as u32,
+                n_entity_tokens: (first..last).filter(|&t| kg[t].is_some()).count() as u32,
+                n_mentions: in_step.len() as u32,
+                n_supported: in_step.iter().filter(|m| m.supported).count() as u32,
+                n_rementions: in_step.iter().filter(|m| m.remention).count() as u32,
+                n_pairs: pairs.len() as u32,
+                n_connected: paths.len() as u32,
+                n_unsearched: pairs.iter().filter(|(_, p, _)| **p == PairPath::Unsearched).count() as u32,
+                paths,
+                unconnected,
+                value: F64(*v),
+                text: index.slice(&g.content, cs, ce).to_owned(),
+            }
+        })
+        .collect();
+
     let n_supported = cot.iter().filter(|m| m.supported).count() as u32;
     let n_rementions = cot.iter().filter(|m| m.remention).count() as u32;
     let n_new = cot.len() as u32 - n_rementions;
@@ -206,7 +270,7 @@ fn evaluate(
         model_version: g.model_version.clone(),
         segment: config.segment_by.as_deref().and_then(|key| g.metadata_value(key)),
         event_time: g.event_time,
-        n_steps: per_step.len() as u32,
+        n_steps,
         n_tokens: n as u32,
         n_entity_tokens: kg.iter().filter(|k| k.is_some()).count() as u32,
         n_mentions: cot.len() as u32,
@@ -226,114 +290,7 @@ fn evaluate(
         estimator: estimator.label(),
         kg_policy: policy_name.to_owned(),
     };
-    Evaluated { score, prepared, mention_logprobs: scores.mentions, kg, terms, per_step }
-}
-
-impl Evaluated {
-    /// The chain's rows (`g` is the generation it was evaluated from): its `cot_scores` row,
-    /// steps, mentions and the `token_scores` rows that `rows` says.
-    pub fn rows(self, g: &Generation, rows: TokenRows) -> CotResult {
-        let Evaluated { score, prepared, mention_logprobs, kg, terms, per_step } = self;
-        let Prepared { index, spans, steps, question, cot } = prepared;
-        let n = g.tokens.len();
-        let mut entity: Vec<Option<String>> = vec![None; n];
-        let mut cot_rows = Vec::new();
-        let mut cot_steps: Vec<Option<u32>> = Vec::with_capacity(cot.len());
-        for (i, (m, lm)) in cot.iter().zip(&mention_logprobs).enumerate() {
-            let covering: Vec<usize> = covering(&spans, m).collect();
-            for &t in &covering {
-                entity[t].get_or_insert_with(|| m.entity.clone());
-            }
-            cot_steps.push(covering.first().map(|&t| steps[t]));
-            cot_rows.push(Mention {
-                token_start: covering.first().map(|&t| t as u32),
-                token_end: covering.last().map(|&t| t as u32 + 1),
-                step: covering.first().map(|&t| steps[t]),
-                kg_logprob: Some(F64(*lm)),
-                ..mention_row(&g.cot_id, i, m, (&g.content, &index))
-            });
-        }
-        let q_text = g.question.as_deref().unwrap_or("");
-        let q_index = CharIndex::new(q_text);
-        let mut mention_rows: Vec<Mention> =
-            question.iter().enumerate().map(|(i, m)| mention_row(&g.cot_id, i, m, (q_text, &q_index))).collect();
-        mention_rows.extend(cot_rows);
-
-        let mut tokens = Vec::with_capacity(if rows == TokenRows::All { n } else { 0 });
-        let cot_id: Arc<str> = g.cot_id.as_str().into();
-        for (i, (tok, term)) in g.tokens.iter().zip(&terms).enumerate() {
-            if rows == TokenRows::Entity && kg[i].is_none() {
-                continue;
-            }
-            tokens.push(TokenScore {
-                cot_id: Arc::clone(&cot_id),
-                step: steps[i],
-                token_index: i as u32,
-                token: tok.text.clone(),
-                char_start: spans[i].0,
-                char_end: spans[i].1,
-                behavior_logprob: tok.logprob,
-                kg_logprob: kg[i].map(F64),
-                target_logprob: tok.target_logprob,
-                is_entity: kg[i].is_some(),
-                entity_id: entity[i].clone(),
-                log_lambda: F64(term.log_lambda),
-                log_weight: F64(term.log_weight),
-                weight: F64(term.weight),
-                contribution: F64(term.contribution),
-            });
-        }
-
-        let step_rows: Vec<Step> = per_step
-            .iter()
-            .enumerate()
-            .map(|(s, v)| {
-                let s = s as u32;
-                let first = steps.partition_point(|&x| x < s);
-                let last = steps.partition_point(|&x| x <= s);
-                let (cs, ce) = (spans[first].0, spans[last - 1].1);
-                let in_step: Vec<&Mention> = mention_rows.iter().filter(|m| m.step == Some(s)).collect();
-                let pairs: Vec<(&String, &PairPath, &str)> = cot
-                    .iter()
-                    .zip(&cot_steps)
-                    .filter(|(_, st)| **st == Some(s))
-                    .filter_map(|(m, _)| m.pair.as_ref().map(|(from, p)| (from, p, m.entity.as_str())))
-                    .collect();
-                let paths: Vec<String> = pairs
-                    .iter()
-                    .filter_map(|(_, p, _)| match p {
-                        PairPath::Connected(text) => Some(text.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let unconnected: Vec<String> = pairs
-                    .iter()
-                    .filter(|(_, p, _)| **p == PairPath::Unconnected)
-                    .map(|(from, _, to)| format!("{from} {to}"))
-                    .collect();
-                Step {
-                    cot_id: g.cot_id.clone(),
-                    step: s,
-                    char_start: cs,
-                    char_end: ce,
-                    token_start: first as u32,
-                    token_end: last as u32,
-                    n_entity_tokens: (first..last).filter(|&t| kg[t].is_some()).count() as u32,
-                    n_mentions: in_step.len() as u32,
-                    n_supported: in_step.iter().filter(|m| m.supported).count() as u32,
-                    n_rementions: in_step.iter().filter(|m| m.remention).count() as u32,
-                    n_pairs: pairs.len() as u32,
-                    n_connected: paths.len() as u32,
-                    n_unsearched: pairs.iter().filter(|(_, p, _)| **p == PairPath::Unsearched).count() as u32,
-                    paths,
-                    unconnected,
-                    value: F64(*v),
-                    text: index.slice(&g.content, cs, ce).to_owned(),
-                }
-            })
-            .collect();
-        CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
-    }
+    CotResult { score, steps: step_rows, tokens, mentions: mention_rows }
 }
 
 #[cfg(test)]
