@@ -209,13 +209,20 @@ impl KgIndex {
         self.trie.get(&(at.node, word)).map(|c| (At { node: *c, hash }, SEVERAL))
     }
 
+    /// What the base's edge into `node` says it names (its single entity, or [`NO_ENTITY`]),
+    /// when that still holds: the edge is the base's, names at most one entity, and the node's
+    /// aliases have not changed since. `None`: read the node's rows.
+    #[inline]
+    fn edge_names(&self, node: u32, info: u32) -> Option<u32> {
+        (info != SEVERAL && self.node_changes(node).is_none()).then_some(info)
+    }
+
     /// Whether `node`, reached by an edge with `info`, links to some entity now.
     #[inline]
     fn links(&self, node: u32, info: u32) -> bool {
-        if info == SEVERAL || self.node_changes(node).is_some() {
-            self.node_links(node)
-        } else {
-            info != NO_ENTITY
+        match self.edge_names(node, info) {
+            Some(named) => named != NO_ENTITY,
+            None => self.node_links(node),
         }
     }
 
@@ -495,10 +502,10 @@ impl KgIndex {
     ) {
         for span in spans {
             let (i, j, node) = (span.first as usize, span.last as usize, span.node);
-            let entities = if span.info < SEVERAL && self.node_changes(node).is_none() {
-                vec![span.info]
-            } else {
-                self.node_entities(node)
+            // A span names some entity ([`KgIndex::links`]), so an edge that still holds names one.
+            let entities = match self.edge_names(node, span.info) {
+                Some(e) => vec![e],
+                None => self.node_entities(node),
             };
             let (e, candidates) = if entities.len() == 1 {
                 (entities[0], Vec::new())
